@@ -1,0 +1,1008 @@
+"""Coherence analysis of hidden-state waves (DESIGN.md section 4).
+
+Pure functions on numpy arrays; numpy and scipy only (no torch, no file I/O).
+
+Data conventions
+----------------
+x : float array, shape (S, T, C)
+    Waves of one tap: S samples, T generation steps, C channels.
+chars, next_chars : array of dtype '<U1', shape (S, T)
+    The current input character c_t and the sampled next character c_{t+1}.
+mask : bool array, shape (S, T), optional
+    True for the steps to analyse (generated steps). In every sample the True
+    steps must form one contiguous block (normally: False for the prompt, then
+    True to the end). A sample without True steps is ignored. ``None`` means
+    all steps.
+
+Conventions decided here (the caller should know)
+-------------------------------------------------
+* All statistics use values centred per sample and channel (the mean over that
+  sample's masked steps is subtracted), pooled over the masked steps of all
+  samples, as DESIGN.md section 4 prescribes.
+* A channel is *constant* when its centred pooled standard deviation is at most
+  ``1e-10`` times its largest absolute raw value (or exactly zero). Its
+  correlation with other channels is defined as 0 and with itself as 1.
+* ACFs are the biased estimator (statsmodels ``acf(adjusted=False)``) of the
+  contiguous masked part of each sample, averaged over samples. A series that is
+  constant within a sample has no ACF and is left out of that channel's average
+  (NaN if it is constant in every sample).
+"""
+
+from __future__ import annotations
+
+import string
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import fft as _fft
+from scipy import signal as _signal
+from scipy.cluster import hierarchy as _hier
+from scipy.spatial.distance import squareform as _squareform
+
+__all__ = [
+    "CHAR_CLASSES",
+    "center",
+    "correlation_matrix",
+    "order_parameters",
+    "autocorrelation",
+    "dominant_period_acf",
+    "welch_psd",
+    "period_from_psd",
+    "dominant_period_psd",
+    "space_reference",
+    "acf_similarity",
+    "silhouette_score",
+    "cluster_channels",
+    "class_indicators",
+    "cohens_d",
+    "channel_function",
+    "event_triggered_average",
+    "matrix_similarity",
+    "acf_profile_similarity",
+    "compare_recordings",
+    "analyze_tap",
+]
+
+_CONST_RTOL = 1e-10
+
+_VOWELS = frozenset("aeiouAEIOU")
+_ASCII_LETTERS = frozenset(string.ascii_letters)
+_PUNCT = frozenset(string.punctuation)
+
+#: Character classes, in a fixed order: name -> predicate on one character.
+#: ``vowel`` = ASCII a, e, i, o, u (either case); ``consonant`` = any other ASCII
+#: letter; ``punctuation`` = :data:`string.punctuation`; ``uppercase`` =
+#: ``str.isupper``.
+CHAR_CLASSES: "OrderedDict[str, Callable[[str], bool]]" = OrderedDict(
+    [
+        ("space", lambda c: c == " "),
+        ("newline", lambda c: c == "\n"),
+        ("punctuation", lambda c: c in _PUNCT),
+        ("uppercase", lambda c: c.isupper()),
+        ("vowel", lambda c: c in _VOWELS),
+        ("consonant", lambda c: c in _ASCII_LETTERS and c not in _VOWELS),
+    ]
+)
+
+
+# ----------------------------------------------------------------------------
+# mask helpers
+# ----------------------------------------------------------------------------
+
+
+def _as_waves(x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"waves must have shape (S, T, C), got {x.shape}")
+    return x
+
+
+def _as_mask(mask, shape2) -> np.ndarray:
+    if mask is None:
+        return np.ones(shape2, dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != tuple(shape2):
+        raise ValueError(f"mask shape {mask.shape} does not match (S, T) = {tuple(shape2)}")
+    return mask
+
+
+def _bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample [start, stop) of the contiguous True block; empty -> start == stop."""
+    S, T = mask.shape
+    has = mask.any(axis=1)
+    start = np.where(has, mask.argmax(axis=1), 0)
+    stop = np.where(has, T - mask[:, ::-1].argmax(axis=1), 0)
+    if np.any(mask.sum(axis=1) != stop - start):
+        raise ValueError("mask must hold one contiguous block of True steps per sample")
+    return start, stop
+
+
+def _groups(mask: np.ndarray):
+    """Yield (sample_indices, start, stop) for samples sharing the same masked block."""
+    start, stop = _bounds(mask)
+    keys = np.stack([start, stop], axis=1)
+    for a, b in np.unique(keys, axis=0):
+        if b > a:
+            yield np.flatnonzero((start == a) & (stop == b)), int(a), int(b)
+
+
+def _center0(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-sample centred float64 waves with zeros outside the mask."""
+    m = mask[:, :, None]
+    xf = np.where(m, x, 0.0).astype(np.float64, copy=False)
+    n = np.maximum(mask.sum(axis=1), 1).astype(np.float64)[:, None, None]
+    xf -= xf.sum(axis=1, keepdims=True) / n
+    xf *= m
+    return xf
+
+
+def _absmax(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Largest absolute raw value of each channel over masked steps."""
+    if not mask.any():
+        return np.zeros(x.shape[-1])
+    return np.abs(x[mask]).max(axis=0).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------
+# 1-3: centring, correlation, order parameters
+# ----------------------------------------------------------------------------
+
+
+def center(x, mask=None, fill=None) -> np.ndarray:
+    """Subtract each sample's per-channel mean over its masked steps.
+
+    Parameters
+    ----------
+    x : array_like, shape (S, T, C)
+        Waves.
+    mask : array_like of bool, shape (S, T), optional
+        Steps that define the mean. Default: all steps.
+    fill : float or None, optional
+        Value written at steps outside the mask. ``None`` (default) subtracts
+        the mean there too.
+
+    Returns
+    -------
+    xc : ndarray of float64, shape (S, T, C)
+        Centred waves. A sample without masked steps becomes NaN (or ``fill``).
+    """
+    x = _as_waves(x)
+    mask = _as_mask(mask, x.shape[:2])
+    xf = x.astype(np.float64)
+    n = mask.sum(axis=1).astype(np.float64)[:, None, None]
+    s = np.where(mask[:, :, None], xf, 0.0).sum(axis=1, keepdims=True)
+    mean = np.divide(s, n, out=np.full(s.shape, np.nan), where=n > 0)
+    xc = xf - mean
+    if fill is not None:
+        xc[~mask] = fill
+    return xc
+
+
+def _corr_from_centered(xc0: np.ndarray, absmax: np.ndarray, n: int) -> np.ndarray:
+    C = xc0.shape[-1]
+    X = xc0.reshape(-1, C)
+    cov = X.T @ X
+    var = np.diag(cov).copy()
+    n = max(int(n), 1)
+    sd = np.sqrt(np.maximum(var, 0.0) / n)
+    const = (var <= 0) | (sd <= _CONST_RTOL * absmax)
+    inv = np.zeros(C)
+    inv[~const] = 1.0 / np.sqrt(var[~const])
+    R = cov * inv[:, None] * inv[None, :]
+    np.clip(R, -1.0, 1.0, out=R)
+    np.fill_diagonal(R, 1.0)
+    return R
+
+
+def correlation_matrix(x, mask=None) -> np.ndarray:
+    """Cross-channel Pearson correlation of per-sample centred, pooled waves.
+
+    Parameters
+    ----------
+    x : array_like, shape (S, T, C)
+        Waves.
+    mask : array_like of bool, shape (S, T), optional
+        Steps to pool (default all).
+
+    Returns
+    -------
+    R : ndarray, shape (C, C)
+        Pearson correlation over all masked steps of all samples, after
+        subtracting each sample's per-channel mean. Constant channels (see the
+        module notes) get 0 off the diagonal and 1 on it; no NaN is produced.
+    """
+    x = _as_waves(x)
+    mask = _as_mask(mask, x.shape[:2])
+    return _corr_from_centered(_center0(x, mask), _absmax(x, mask), mask.sum())
+
+
+def order_parameters(R) -> dict:
+    """Coherence order parameters of a correlation matrix.
+
+    Parameters
+    ----------
+    R : array_like, shape (C, C)
+        Correlation matrix (NaN entries are treated as 0 off the diagonal).
+
+    Returns
+    -------
+    dict
+        ``mean_abs_corr``: mean of ``|R_ij|`` over i != j (NaN if C < 2);
+        ``lambda_max_share``: largest eigenvalue / C (1 for fully coherent,
+        1/C for independent channels);
+        ``participation_ratio``: ``(sum l)^2 / sum l^2`` over eigenvalues
+        (effective number of independent modes, between 1 and C).
+    """
+    R = np.array(R, dtype=np.float64)
+    C = R.shape[0]
+    R = np.nan_to_num(R, nan=0.0)
+    R = 0.5 * (R + R.T)
+    off = ~np.eye(C, dtype=bool)
+    mac = float(np.abs(R[off]).mean()) if C > 1 else float("nan")
+    lam = np.linalg.eigvalsh(R)
+    s2 = float(np.sum(lam**2))
+    return {
+        "mean_abs_corr": mac,
+        "lambda_max_share": float(lam[-1] / C),
+        "participation_ratio": float(np.sum(lam) ** 2 / s2) if s2 > 0 else float("nan"),
+    }
+
+
+# ----------------------------------------------------------------------------
+# 4-6: autocorrelation, periods, text reference
+# ----------------------------------------------------------------------------
+
+
+def _acf_block(xs: np.ndarray, nlags: int) -> np.ndarray:
+    """Biased ACF of xs (S', n, C) along axis 1 -> (S', C, nlags+1); NaN if constant."""
+    Sg, n, C = xs.shape
+    xs = np.ascontiguousarray(np.moveaxis(xs, 1, 2), dtype=np.float64)  # (S', C, n)
+    absmax = np.abs(xs).max(axis=2)
+    xs = xs - xs.mean(axis=2, keepdims=True)
+    nfft = _fft.next_fast_len(n + nlags, real=True)
+    F = _fft.rfft(xs, nfft, axis=2, workers=-1)
+    ac = _fft.irfft(F.real**2 + F.imag**2, nfft, axis=2, workers=-1)[:, :, : nlags + 1]
+    if nlags >= n:
+        ac[:, :, n:] = 0.0
+    c0 = ac[:, :, 0].copy()
+    const = (c0 <= 0) | (np.sqrt(np.maximum(c0, 0) / n) <= _CONST_RTOL * absmax)
+    c0[const] = 1.0
+    ac /= c0[:, :, None]
+    ac[const] = np.nan
+    return ac
+
+
+def autocorrelation(x, nlags=64, mask=None, per_sample=False) -> np.ndarray:
+    """Biased auto-correlation function of every channel, averaged over samples.
+
+    Same estimator as ``statsmodels.tsa.stattools.acf(adjusted=False)``: each
+    sample's contiguous masked series is demeaned, its autocovariance is
+    divided by the series length and normalised by lag 0. Computed for all
+    samples and channels at once by a zero-padded FFT (no circular wrap).
+
+    Parameters
+    ----------
+    x : array_like, shape (S, T, C)
+        Waves.
+    nlags : int, optional
+        Largest lag K (default 64). Lags at or beyond a series' length are 0.
+    mask : array_like of bool, shape (S, T), optional
+        Contiguous block of steps to use per sample (default all).
+    per_sample : bool, optional
+        If True return the per-sample ACFs instead of their mean.
+
+    Returns
+    -------
+    acf : ndarray
+        Shape (C, nlags+1) (mean over samples) or (S, C, nlags+1) if
+        ``per_sample``. A series constant within a sample gives NaN and is left
+        out of the mean; a channel constant in every sample is NaN.
+    """
+    x = _as_waves(x)
+    nlags = int(nlags)
+    if nlags < 0:
+        raise ValueError("nlags must be >= 0")
+    mask = _as_mask(mask, x.shape[:2])
+    S, T, C = x.shape
+    if per_sample:
+        out = np.full((S, C, nlags + 1), np.nan)
+        for idx, a, b in _groups(mask):
+            out[idx] = _acf_block(x[idx, a:b], nlags)
+        return out
+    total = np.zeros((C, nlags + 1))
+    count = np.zeros(C)
+    for idx, a, b in _groups(mask):
+        ac = _acf_block(x[idx, a:b], nlags)
+        ok = ~np.isnan(ac[:, :, 0])
+        total += np.where(ok[:, :, None], ac, 0.0).sum(axis=0)
+        count += ok.sum(axis=0)
+    out = np.full((C, nlags + 1), np.nan)
+    good = count > 0
+    out[good] = total[good] / count[good, None]
+    return out
+
+
+def dominant_period_acf(acf) -> tuple[np.ndarray, np.ndarray]:
+    """Dominant period and oscillation strength from ACF curves.
+
+    For each curve the first zero crossing is the first lag >= 1 with
+    ``acf <= 0``. Among the interior local maxima after it
+    (``acf[k-1] < acf[k] >= acf[k+1]``) with positive height, the highest one
+    gives the period (its lag) and the strength (its height).
+
+    Parameters
+    ----------
+    acf : array_like, shape (C, K+1) or (K+1,)
+        ACF curves starting at lag 0.
+
+    Returns
+    -------
+    periods : ndarray of float, shape (C,)
+        Lag of the peak; NaN when the curve never crosses zero, has no positive
+        peak after the crossing, or is NaN.
+    strengths : ndarray of float, shape (C,)
+        Height of that peak; 0 where the period is NaN.
+    """
+    a = np.atleast_2d(np.asarray(acf, dtype=np.float64))
+    C, L = a.shape
+    periods = np.full(C, np.nan)
+    strengths = np.zeros(C)
+    if L < 4:
+        return periods, strengths
+    a = np.where(np.isnan(a), 0.0, a)  # NaN curves: no crossing-and-peak found below
+    lags = np.arange(L)
+    nonpos = (a <= 0) & (lags >= 1)
+    has_cross = nonpos.any(axis=1)
+    first = np.where(has_cross, nonpos.argmax(axis=1), L)
+    peak = np.zeros_like(a, dtype=bool)
+    peak[:, 1:-1] = (a[:, 1:-1] > a[:, :-2]) & (a[:, 1:-1] >= a[:, 2:])
+    valid = peak & (lags[None, :] > first[:, None]) & (a > 0)
+    score = np.where(valid, a, -np.inf)
+    best = score.argmax(axis=1)
+    found = valid[np.arange(C), best] & has_cross
+    periods[found] = best[found]
+    strengths[found] = a[np.arange(C), best][found]
+    return periods, strengths
+
+
+def welch_psd(x, mask=None, nperseg=256) -> tuple[np.ndarray, np.ndarray]:
+    """Welch power spectral density of every channel, averaged over samples.
+
+    Parameters
+    ----------
+    x : array_like, shape (S, T, C)
+        Waves (sampling rate 1 per step).
+    mask : array_like of bool, shape (S, T), optional
+        Contiguous block of steps per sample (default all).
+    nperseg : int, optional
+        Segment length (Hann window, 50% overlap, constant detrend); capped at
+        the shortest masked series.
+
+    Returns
+    -------
+    freqs : ndarray, shape (F,)
+        Frequencies in cycles per step.
+    psd : ndarray, shape (C, F)
+        Mean PSD over samples.
+    """
+    x = _as_waves(x)
+    mask = _as_mask(mask, x.shape[:2])
+    groups = list(_groups(mask))
+    if not groups:
+        raise ValueError("mask selects no steps")
+    nseg = int(min(int(nperseg), min(b - a for _, a, b in groups)))
+    total = None
+    count = 0
+    freqs = None
+    for idx, a, b in groups:
+        xs = np.moveaxis(x[idx, a:b], 1, 2).astype(np.float64)  # (S', C, n)
+        freqs, p = _signal.welch(xs, fs=1.0, nperseg=nseg, axis=-1, detrend="constant")
+        total = p.sum(axis=0) if total is None else total + p.sum(axis=0)
+        count += len(idx)
+    return freqs, total / count
+
+
+def period_from_psd(freqs, psd, interpolate=True) -> np.ndarray:
+    """Period (steps) of the highest non-DC peak of each PSD row.
+
+    Parameters
+    ----------
+    freqs : array_like, shape (F,)
+        Frequencies (cycles per step), ``freqs[0] == 0``.
+    psd : array_like, shape (C, F)
+        Power spectral densities.
+    interpolate : bool, optional
+        Refine the peak frequency by a parabola through the log power of the
+        peak bin and its two neighbours (default True).
+
+    Returns
+    -------
+    periods : ndarray, shape (C,)
+        ``1 / f_peak``; NaN for a channel with no power.
+    """
+    f = np.asarray(freqs, dtype=np.float64)
+    p = np.atleast_2d(np.asarray(psd, dtype=np.float64))
+    C, F = p.shape
+    out = np.full(C, np.nan)
+    if F < 2:
+        return out
+    k = 1 + p[:, 1:].argmax(axis=1)
+    rows = np.arange(C)
+    fpk = f[k].copy()
+    df = f[1] - f[0]
+    if interpolate:
+        inner = (k > 1) & (k < F - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lp = np.log(np.maximum(p, np.finfo(float).tiny))
+            al = lp[rows, np.clip(k - 1, 0, F - 1)]
+            be = lp[rows, k]
+            ga = lp[rows, np.clip(k + 1, 0, F - 1)]
+            den = al - 2 * be + ga
+            delta = np.where(inner & (den < 0), 0.5 * (al - ga) / den, 0.0)
+        fpk = fpk + np.clip(np.nan_to_num(delta), -0.5, 0.5) * df
+    has = p[rows, k] > 0
+    out[has] = 1.0 / fpk[has]
+    return out
+
+
+def dominant_period_psd(x, mask=None, nperseg=256, interpolate=True) -> np.ndarray:
+    """Per-channel period of the Welch PSD peak (DC bin excluded).
+
+    See :func:`welch_psd` and :func:`period_from_psd`.
+
+    Returns
+    -------
+    periods : ndarray, shape (C,)
+    """
+    freqs, psd = welch_psd(x, mask=mask, nperseg=nperseg)
+    return period_from_psd(freqs, psd, interpolate=interpolate)
+
+
+def space_reference(chars, mask=None, nlags=64) -> np.ndarray:
+    """ACF of the indicator series "c_t is a space" (the word rhythm of the text).
+
+    Same estimator as :func:`autocorrelation`; samples without any space (or
+    only spaces) in the masked block are left out.
+
+    Parameters
+    ----------
+    chars : array_like of str, shape (S, T)
+    mask : array_like of bool, shape (S, T), optional
+    nlags : int, optional
+
+    Returns
+    -------
+    ref : ndarray, shape (nlags+1,)
+    """
+    chars = np.asarray(chars)
+    ind = (chars == " ").astype(np.float64)[:, :, None]
+    return autocorrelation(ind, nlags=nlags, mask=mask)[0]
+
+
+def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation between matching rows of a and b (broadcasting)."""
+    a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    am = a - a.mean(axis=-1, keepdims=True)
+    bm = b - b.mean(axis=-1, keepdims=True)
+    num = (am * bm).sum(axis=-1)
+    den = np.sqrt((am**2).sum(axis=-1) * (bm**2).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return np.clip(r, -1.0, 1.0)
+
+
+def acf_similarity(acf, ref, max_lag=None) -> np.ndarray:
+    """Per-channel Pearson correlation of ACF curves with a reference ACF.
+
+    Parameters
+    ----------
+    acf : array_like, shape (C, K+1)
+    ref : array_like, shape (K+1,)
+    max_lag : int, optional
+        Compare lags ``1..max_lag`` (default: all lags >= 1; lag 0 is 1 by
+        construction and is excluded).
+
+    Returns
+    -------
+    sim : ndarray, shape (C,)
+        NaN where a curve is flat or contains NaN.
+    """
+    a = np.atleast_2d(np.asarray(acf, np.float64))
+    r = np.asarray(ref, np.float64)
+    K = min(a.shape[1], r.shape[0]) - 1 if max_lag is None else int(max_lag)
+    return _rowwise_pearson(a[:, 1 : K + 1], r[None, 1 : K + 1])
+
+
+# ----------------------------------------------------------------------------
+# 7: clustering
+# ----------------------------------------------------------------------------
+
+
+def silhouette_score(D, labels) -> float:
+    """Mean silhouette coefficient from a precomputed distance matrix.
+
+    Same definition as ``sklearn.metrics.silhouette_score(metric="precomputed")``:
+    ``s_i = (b_i - a_i) / max(a_i, b_i)``, ``a_i`` the mean distance to the other
+    members of i's cluster, ``b_i`` the smallest mean distance to another
+    cluster; ``s_i = 0`` for singletons (and when ``max(a_i, b_i) = 0``).
+
+    Parameters
+    ----------
+    D : array_like, shape (n, n)
+        Symmetric distances with zero diagonal.
+    labels : array_like, shape (n,)
+
+    Returns
+    -------
+    float
+        NaN unless 2 <= number of clusters <= n - 1.
+    """
+    D = np.asarray(D, np.float64)
+    labels = np.asarray(labels)
+    n = D.shape[0]
+    uniq, lab = np.unique(labels, return_inverse=True)
+    k = uniq.size
+    if k < 2 or k > n - 1:
+        return float("nan")
+    M = np.zeros((n, k))
+    M[np.arange(n), lab] = 1.0
+    sums = D @ M  # (n, k)
+    counts = M.sum(axis=0)
+    own = counts[lab]
+    a = np.divide(sums[np.arange(n), lab], own - 1, out=np.zeros(n), where=own > 1)
+    mean_other = sums / counts[None, :]
+    mean_other[np.arange(n), lab] = np.inf
+    b = mean_other.min(axis=1)
+    m = np.maximum(a, b)
+    s = np.divide(b - a, m, out=np.zeros(n), where=m > 0)
+    s[own <= 1] = 0.0
+    return float(s.mean())
+
+
+def _relabel_by_order(labels: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Renumber clusters 1..k in the order they appear along the dendrogram."""
+    seen: dict[int, int] = {}
+    for leaf in order:
+        lab = int(labels[leaf])
+        if lab not in seen:
+            seen[lab] = len(seen) + 1
+    return np.array([seen[int(v)] for v in labels], dtype=int)
+
+
+def cluster_channels(R, k=None, k_range=(2, 20)) -> dict:
+    """Hierarchical clustering of channels on the distance ``1 - |R|``.
+
+    Average linkage (with optimal leaf ordering); the number of clusters is the
+    one with the best silhouette over ``k_range`` (inclusive; ties go to the
+    smaller k) unless ``k`` is given.
+
+    Parameters
+    ----------
+    R : array_like, shape (C, C)
+        Correlation matrix (NaN treated as 0).
+    k : int, optional
+        Fixed number of clusters (clipped to 1..C).
+    k_range : (int, int), optional
+        Candidate k, inclusive; capped at C - 1.
+
+    Returns
+    -------
+    dict
+        ``labels``: int array (C,), cluster ids 1..k numbered in dendrogram
+        order (cluster 1 is leftmost); ``k``: number of clusters found;
+        ``silhouette``: silhouette of the chosen labels (NaN if undefined, e.g.
+        k = 1); ``linkage``: scipy linkage matrix (C-1, 4);
+        ``order``: dendrogram leaf order (C,); ``distance``: the (C, C)
+        distance matrix; ``silhouettes``: dict k -> score of the candidates.
+
+    Notes
+    -----
+    C < 3 is handled: C = 1 gives one cluster and an empty linkage; C = 2 gives
+    one cluster unless ``k=2`` is requested.
+    """
+    R = np.nan_to_num(np.asarray(R, np.float64), nan=0.0)
+    C = R.shape[0]
+    D = 1.0 - np.abs(0.5 * (R + R.T))
+    np.fill_diagonal(D, 0.0)
+    D = np.clip(D, 0.0, 2.0)
+    if C < 2:
+        return {
+            "labels": np.ones(C, dtype=int),
+            "k": C,
+            "silhouette": float("nan"),
+            "linkage": np.zeros((0, 4)),
+            "order": np.arange(C),
+            "distance": D,
+            "silhouettes": {},
+        }
+    Z = _hier.linkage(_squareform(D, checks=False), method="average", optimal_ordering=C > 2)
+    order = _hier.leaves_list(Z)
+    scores: dict[int, float] = {}
+    if k is None:
+        lo, hi = int(k_range[0]), min(int(k_range[1]), C - 1)
+        best_lab, best_s = np.ones(C, dtype=int), -np.inf
+        for kk in range(max(lo, 2), hi + 1):
+            lab = _hier.fcluster(Z, kk, criterion="maxclust")
+            s = silhouette_score(D, lab)
+            scores[kk] = s
+            if np.isfinite(s) and s > best_s + 1e-12:
+                best_lab, best_s = lab, s
+        labels = best_lab
+    else:
+        kk = int(np.clip(int(k), 1, C))
+        labels = _hier.fcluster(Z, kk, criterion="maxclust") if kk > 1 else np.ones(C, dtype=int)
+    labels = _relabel_by_order(np.asarray(labels), order)
+    return {
+        "labels": labels,
+        "k": int(labels.max()),
+        "silhouette": silhouette_score(D, labels),
+        "linkage": Z,
+        "order": order,
+        "distance": D,
+        "silhouettes": scores,
+    }
+
+
+# ----------------------------------------------------------------------------
+# 8: channel function
+# ----------------------------------------------------------------------------
+
+
+def class_indicators(chars, classes=None) -> np.ndarray:
+    """Boolean indicators of character classes.
+
+    Parameters
+    ----------
+    chars : array_like of str, shape (S, T)
+    classes : sequence of str, optional
+        Names from :data:`CHAR_CLASSES` (default all, in order).
+
+    Returns
+    -------
+    ind : ndarray of bool, shape (n_classes, S, T)
+    """
+    chars = np.asarray(chars)
+    names = list(CHAR_CLASSES) if classes is None else list(classes)
+    uniq, inv = np.unique(chars, return_inverse=True)
+    inv = inv.reshape(chars.shape)
+    table = np.array([[bool(CHAR_CLASSES[n](str(u))) for u in uniq] for n in names], dtype=bool)
+    if uniq.size == 0:
+        return np.zeros((len(names),) + chars.shape, dtype=bool)
+    return table[:, inv]
+
+
+def _cohens_d_centered(xc0: np.ndarray, ind: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Cohen's d (E, C) for indicator sets ind (E, S, T) on centred, zero-filled waves."""
+    C = xc0.shape[-1]
+    X = xc0.reshape(-1, C)
+    mflat = mask.reshape(-1)
+    N = float(mflat.sum())
+    I = (ind.reshape(ind.shape[0], -1) & mflat[None, :]).astype(np.float64)
+    n1 = I.sum(axis=1)[:, None]
+    n0 = N - n1
+    X2 = X * X
+    S1, Q1 = I @ X, I @ X2
+    Sall, Qall = X.sum(axis=0)[None, :], X2.sum(axis=0)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m1 = S1 / n1
+        m0 = (Sall - S1) / n0
+        ss = (Q1 - n1 * m1**2) + ((Qall - Q1) - n0 * m0**2)
+        sp = np.sqrt(np.maximum(ss, 0.0) / (N - 2))
+        d = (m1 - m0) / sp
+    bad = (n1 < 2) | (n0 < 2) | ~(sp > 0)
+    return np.where(bad, np.nan, d)
+
+
+def cohens_d(x, ind, mask=None) -> np.ndarray:
+    """Cohen's d of every channel between steps in and out of each set.
+
+    Values are centred per sample (see :func:`center`) and pooled over masked
+    steps. ``d = (mean_in - mean_out) / s_p``, ``s_p`` the pooled standard
+    deviation with ddof 1 in each group.
+
+    Parameters
+    ----------
+    x : array_like, shape (S, T, C)
+    ind : array_like of bool, shape (S, T) or (E, S, T)
+    mask : array_like of bool, shape (S, T), optional
+
+    Returns
+    -------
+    d : ndarray, shape (C,) or (E, C)
+        NaN when a group has fewer than 2 steps or the pooled SD is 0.
+    """
+    x = _as_waves(x)
+    mask = _as_mask(mask, x.shape[:2])
+    ind = np.asarray(ind, dtype=bool)
+    single = ind.ndim == 2
+    d = _cohens_d_centered(_center0(x, mask), ind[None] if single else ind, mask)
+    return d[0] if single else d
+
+
+def _label_channels(d_cur, d_next, classes, threshold):
+    both = np.concatenate([d_cur, d_next], axis=0)  # (2E, C)
+    keys = list(classes) + ["next:" + c for c in classes]
+    score = np.where(np.isnan(both), -np.inf, np.abs(both))
+    best = score.argmax(axis=0)
+    C = both.shape[1]
+    best_d = both[best, np.arange(C)]
+    best_key = np.array([keys[b] if np.isfinite(score[b, c]) else "" for c, b in enumerate(best)], dtype=object)
+    strong = np.abs(np.nan_to_num(best_d)) >= threshold
+    label = np.where(strong, best_key, "").astype(object)
+    return label, best_d, best_key
+
+
+def channel_function(x, chars, next_chars, mask=None, threshold=1.0) -> dict:
+    """Functional labels of channels from Cohen's d of character classes.
+
+    For every class of :data:`CHAR_CLASSES`, Cohen's d between masked steps
+    whose current character c_t is in the class and the other masked steps
+    (``d_current``), and likewise for the next character c_{t+1} (``d_next``).
+    Values are centred per sample first.
+
+    Parameters
+    ----------
+    x : array_like, shape (S, T, C)
+    chars, next_chars : array_like of str, shape (S, T)
+    mask : array_like of bool, shape (S, T), optional
+    threshold : float, optional
+        A channel is labelled when its strongest ``|d|`` is at least this.
+
+    Returns
+    -------
+    dict
+        ``classes``: list of class names; ``d_current``, ``d_next``: arrays
+        (n_classes, C), NaN when a group has < 2 steps or no spread;
+        ``label``: object array (C,) with the class name (current character,
+        e.g. ``"space"``) or ``"next:<class>"`` (next character) of the largest
+        ``|d|`` over both, or ``""`` when it is below ``threshold``;
+        ``best_key``: same without the threshold; ``best_d``: signed d of that
+        key (NaN when all are NaN).
+    """
+    x = _as_waves(x)
+    mask = _as_mask(mask, x.shape[:2])
+    return _channel_function_c(_center0(x, mask), chars, next_chars, mask, threshold)
+
+
+def _channel_function_c(xc0, chars, next_chars, mask, threshold):
+    classes = list(CHAR_CLASSES)
+    d_cur = _cohens_d_centered(xc0, class_indicators(chars, classes), mask)
+    d_next = _cohens_d_centered(xc0, class_indicators(next_chars, classes), mask)
+    label, best_d, best_key = _label_channels(d_cur, d_next, classes, threshold)
+    return {
+        "classes": classes,
+        "d_current": d_cur,
+        "d_next": d_next,
+        "label": label,
+        "best_key": best_key,
+        "best_d": best_d,
+    }
+
+
+def _eta(xv: np.ndarray, events: np.ndarray, mask: np.ndarray, window: int):
+    """xv (S,T,C) float64; events (E,S,T) -> (E, 2W+1, C), counts (E,)."""
+    S, T, C = xv.shape
+    W = int(window)
+    E = events.shape[0]
+    out = np.full((E, 2 * W + 1, C), np.nan)
+    if T < 2 * W + 1:
+        return out, np.zeros(E, dtype=int)
+    start, stop = _bounds(mask)
+    t = np.arange(T)
+    inside = (t[None, :] - W >= start[:, None]) & (t[None, :] + W < stop[:, None])
+    valid = events & inside[None] & mask[None]
+    V = valid[:, :, W : T - W].reshape(E, -1).astype(np.float64)
+    counts = V.sum(axis=1)
+    if not counts.any():
+        return out, counts.astype(int)
+    for j, o in enumerate(range(-W, W + 1)):
+        Xo = xv[:, W + o : T - W + o, :].reshape(-1, C)
+        out[:, j, :] = V @ Xo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(counts[:, None, None] > 0, out / counts[:, None, None], np.nan)
+    return out, counts.astype(int)
+
+
+def event_triggered_average(x, events, window=8, mask=None, centered=True):
+    """Mean waveform of every channel in a window of +-W steps around events.
+
+    Parameters
+    ----------
+    x : array_like, shape (S, T, C)
+    events : array_like of bool, shape (S, T) or (E, S, T)
+        Event steps (one or several event types).
+    window : int, optional
+        Half-width W (default 8).
+    mask : array_like of bool, shape (S, T), optional
+        Only events whose whole window lies inside the masked block of their
+        sample are used; others (too close to the edges) are skipped.
+    centered : bool, optional
+        Average the per-sample centred waves (default) or the raw waves.
+
+    Returns
+    -------
+    eta : ndarray, shape (2W+1, C) or (E, 2W+1, C)
+        Row ``W + o`` is the mean of ``x[s, t + o]`` over used events at
+        ``(s, t)``; NaN when no event is used.
+    counts : int or ndarray of int, shape (E,)
+        Number of events used.
+    """
+    x = _as_waves(x)
+    mask = _as_mask(mask, x.shape[:2])
+    events = np.asarray(events, dtype=bool)
+    single = events.ndim == 2
+    ev = events[None] if single else events
+    xv = _center0(x, mask) if centered else x.astype(np.float64)
+    eta, counts = _eta(xv, ev, mask, window)
+    return (eta[0], int(counts[0])) if single else (eta, counts)
+
+
+# ----------------------------------------------------------------------------
+# 9: repeatability and plasticity
+# ----------------------------------------------------------------------------
+
+
+def matrix_similarity(R_a, R_b) -> float:
+    """Pearson correlation of the strict upper triangles (k=1) of two matrices.
+
+    Pairs where either entry is NaN are dropped; NaN if fewer than 2 remain or
+    one triangle is constant.
+    """
+    A = np.asarray(R_a, np.float64)
+    B = np.asarray(R_b, np.float64)
+    if A.shape != B.shape:
+        raise ValueError(f"shape mismatch {A.shape} vs {B.shape}")
+    iu = np.triu_indices(A.shape[0], k=1)
+    a, b = A[iu], B[iu]
+    ok = ~(np.isnan(a) | np.isnan(b))
+    if ok.sum() < 2:
+        return float("nan")
+    return float(_rowwise_pearson(a[ok], b[ok]))
+
+
+def acf_profile_similarity(acf_a, acf_b, max_lag=None) -> tuple[float, np.ndarray]:
+    """Similarity of two sets of per-channel ACF curves.
+
+    Parameters
+    ----------
+    acf_a, acf_b : array_like, shape (C, K+1)
+    max_lag : int, optional
+        Lags ``1..max_lag`` are compared (default all >= 1).
+
+    Returns
+    -------
+    mean : float
+        Mean over channels of the per-channel Pearson correlations (NaN channels
+        ignored; NaN if all are NaN).
+    per_channel : ndarray, shape (C,)
+    """
+    a = np.atleast_2d(np.asarray(acf_a, np.float64))
+    b = np.atleast_2d(np.asarray(acf_b, np.float64))
+    K = min(a.shape[1], b.shape[1]) - 1 if max_lag is None else int(max_lag)
+    r = _rowwise_pearson(a[:, 1 : K + 1], b[:, 1 : K + 1])
+    ok = ~np.isnan(r)
+    return (float(r[ok].mean()) if ok.any() else float("nan")), r
+
+
+def compare_recordings(recordings: Sequence, names: Sequence[str] | None = None) -> dict:
+    """Pairwise similarity of several recordings of the same tap.
+
+    Parameters
+    ----------
+    recordings : sequence of (R, acf)
+        Correlation matrix (C, C) and ACF (C, K+1) of each recording.
+    names : sequence of str, optional
+
+    Returns
+    -------
+    dict
+        ``names``; ``corr_similarity``: (n, n) :func:`matrix_similarity`;
+        ``acf_similarity``: (n, n) mean of :func:`acf_profile_similarity`.
+        Diagonals are 1.
+    """
+    n = len(recordings)
+    names = [f"rec{i}" for i in range(n)] if names is None else list(names)
+    if len(names) != n:
+        raise ValueError("names and recordings differ in length")
+    cs = np.eye(n)
+    asim = np.eye(n)
+    for i in range(n):
+        for j in range(i + 1, n):
+            cs[i, j] = cs[j, i] = matrix_similarity(recordings[i][0], recordings[j][0])
+            asim[i, j] = asim[j, i] = acf_profile_similarity(recordings[i][1], recordings[j][1])[0]
+    return {"names": names, "corr_similarity": cs, "acf_similarity": asim}
+
+
+# ----------------------------------------------------------------------------
+# 10: everything for one tap
+# ----------------------------------------------------------------------------
+
+
+def analyze_tap(
+    x,
+    chars,
+    next_chars,
+    mask=None,
+    nlags=64,
+    k=None,
+    window=8,
+    k_range=(2, 20),
+    nperseg=256,
+    threshold=1.0,
+) -> dict:
+    """Full coherence analysis of one tap (DESIGN.md section 4).
+
+    Parameters
+    ----------
+    x : array_like, shape (S, T, C)
+    chars, next_chars : array_like of str, shape (S, T)
+    mask : array_like of bool, shape (S, T), optional
+    nlags : int, optional
+        ACF lags 0..nlags.
+    k : int, optional
+        Fixed number of clusters (default: best silhouette over ``k_range``).
+    window : int, optional
+        Half-width of the event-triggered averages.
+    k_range : (int, int), optional
+    nperseg : int, optional
+        Welch segment length.
+    threshold : float, optional
+        ``|d|`` needed for a channel label.
+
+    Returns
+    -------
+    dict
+        ``n_samples``, ``n_steps`` (masked steps pooled), ``n_channels``;
+        ``R`` (C, C); ``eigenvalues`` (C,) of R, descending;
+        ``order_parameters`` (dict of :func:`order_parameters`);
+        ``acf`` (C, nlags+1); ``period_acf``, ``strength`` (C,);
+        ``psd_freqs`` (F,), ``psd`` (C, F), ``period_psd`` (C,);
+        ``space_acf`` (nlags+1,), ``space_similarity`` (C,);
+        ``clustering`` (dict of :func:`cluster_channels`);
+        ``function`` (dict of :func:`channel_function`);
+        ``eta`` (n_classes, 2W+1, C) event-triggered averages (centred waves)
+        around steps whose current character is in each class,
+        ``eta_counts`` (n_classes,), ``eta_classes`` (list), ``eta_lags``
+        (2W+1,).
+    """
+    x = _as_waves(x)
+    mask = _as_mask(mask, x.shape[:2])
+    chars = np.asarray(chars)
+    next_chars = np.asarray(next_chars)
+    if chars.shape != x.shape[:2] or next_chars.shape != x.shape[:2]:
+        raise ValueError("chars and next_chars must have shape (S, T) like the waves")
+    _bounds(mask)
+    xc0 = _center0(x, mask)
+    R = _corr_from_centered(xc0, _absmax(x, mask), mask.sum())
+    lam = np.linalg.eigvalsh(R)[::-1]
+    acf = autocorrelation(x, nlags=nlags, mask=mask)
+    period_acf, strength = dominant_period_acf(acf)
+    freqs, psd = welch_psd(x, mask=mask, nperseg=nperseg)
+    period_psd = period_from_psd(freqs, psd)
+    space_acf = space_reference(chars, mask=mask, nlags=nlags)
+    func = _channel_function_c(xc0, chars, next_chars, mask, threshold)
+    classes = func["classes"]
+    eta, counts = _eta(xc0, class_indicators(chars, classes), mask, window)
+    return {
+        "n_samples": int(mask.any(axis=1).sum()),
+        "n_steps": int(mask.sum()),
+        "n_channels": int(x.shape[2]),
+        "R": R,
+        "eigenvalues": lam,
+        "order_parameters": order_parameters(R),
+        "acf": acf,
+        "period_acf": period_acf,
+        "strength": strength,
+        "psd_freqs": freqs,
+        "psd": psd,
+        "period_psd": period_psd,
+        "space_acf": space_acf,
+        "space_similarity": acf_similarity(acf, space_acf),
+        "clustering": cluster_channels(R, k=k, k_range=k_range),
+        "function": func,
+        "eta": eta,
+        "eta_counts": counts,
+        "eta_classes": classes,
+        "eta_lags": np.arange(-int(window), int(window) + 1),
+    }

@@ -1,0 +1,154 @@
+"""Command-line interface: a thin layer over the Python API.
+
+Every user-facing problem raises :class:`gptwaves.errors.GptwavesError`, printed here as one
+line (``gptwaves: error: ...``) with a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import GptwavesError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="gptwaves")
+def cli() -> None:
+    """Hidden-state waves and spelling-error statistics of a small character-level GPT."""
+
+
+corpus_option = click.option(
+    "--corpus", type=click.Path(dir_okay=True, path_type=Path), default=None,
+    help="Corpus text file (default: $GPTWAVES_CORPUS, then the cached or downloaded Tiny Shakespeare).",
+)
+
+
+@cli.command()
+@corpus_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def data(corpus: Path | None, as_json: bool) -> None:
+    """Describe the corpus: size, vocabulary, words, checksum."""
+    from .corpus import Corpus
+
+    info = Corpus.load(corpus).describe()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"corpus        {info['path']}")
+    click.echo(f"characters    {info['characters']:,}  (train {info['train_characters']:,}, val {info['val_characters']:,})")
+    click.echo(f"vocabulary    {info['vocab_size']} characters: {info['vocabulary']!r}")
+    click.echo(f"words         {info['words']:,} ({info['distinct_words']:,} distinct; training lexicon {info['lexicon_size']:,})")
+    click.echo(f"sha256        {info['sha256']}" + ("  (Tiny Shakespeare, verified)" if info["is_tiny_shakespeare"] else ""))
+
+
+def _train_options(f):
+    from .config import TrainConfig
+
+    opts = [
+        ("--n-layer", int), ("--n-head", int), ("--n-embd", int), ("--block-size", int),
+        ("--dropout", float), ("--batch-size", int), ("--learning-rate", float), ("--min-lr", float),
+        ("--warmup-iters", int), ("--lr-decay-iters", int), ("--beta1", float), ("--beta2", float),
+        ("--weight-decay", float), ("--grad-clip", float), ("--max-iters", int), ("--eval-iters", int),
+        ("--log-interval", int), ("--state-interval", int), ("--seed", int),
+    ]
+    names = {x.name for x in TrainConfig.__dataclass_fields__.values()}
+    for flag, typ in reversed(opts):
+        assert flag[2:].replace("-", "_") in names
+        f = click.option(flag, type=typ, default=None, help=f"Override the preset's {flag[2:]}.")(f)
+    f = click.option("--bias/--no-bias", default=None, help="Biases in Linear/LayerNorm.")(f)
+    f = click.option("--tie-weights/--untie-weights", default=None, help="Tie embedding and head weights.")(f)
+    f = click.option("--gelu", type=click.Choice(["tanh", "exact"]), default=None)(f)
+    f = click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
+                     help="fp32, or bf16 autocast (fast on CPUs with AVX512-BF16 and on GPUs).")(f)
+    f = click.option("--device", default=None, help="auto, cpu or cuda.")(f)
+    f = click.option("--checkpoints", default=None,
+                     help="Comma-separated checkpoint iterations (default: the log-spaced schedule).")(f)
+    return f
+
+
+def _build_train_config(preset_name: str, overrides: dict):
+    from .config import preset
+
+    try:
+        cfg = preset(preset_name)
+    except ValueError as e:
+        raise GptwavesError(str(e)) from None
+    ck = overrides.pop("checkpoints", None)
+    if ck:
+        try:
+            overrides["checkpoints"] = tuple(int(x) for x in ck.split(",") if x.strip())
+        except ValueError:
+            raise GptwavesError(f"--checkpoints must be comma-separated integers, not {ck!r}") from None
+    try:
+        cfg = cfg.override(**overrides)
+        cfg.model_config(2)  # validates head/embedding sizes
+    except ValueError as e:
+        raise GptwavesError(str(e)) from None
+    for name in ("max_iters", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "eval_iters",
+                 "log_interval", "state_interval"):
+        if getattr(cfg, name) <= 0 and not (name == "max_iters" and getattr(cfg, name) == 0):
+            raise GptwavesError(f"--{name.replace('_', '-')} must be positive")
+    return cfg
+
+
+@cli.command()
+@click.option("--preset", "preset_name", default="paper", show_default=True,
+              help="paper | quick | smoke | shakespeare-char")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@corpus_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_train_options
+def train(preset_name: str, out: Path, corpus: Path | None, quiet: bool, **overrides) -> None:
+    """Train a GPT with checkpoints across training (re-run to resume)."""
+    from .corpus import Corpus
+    from .io import check_run_dir
+    from .train import train as run_train
+
+    cfg = _build_train_config(preset_name, overrides)
+    if quiet:
+        cfg = cfg.override(progress=False)
+    run_dir = check_run_dir(out)
+    c = Corpus.load(corpus)
+    res = run_train(cfg, c, run_dir)
+    last = res.checkpoints[-1] if res.checkpoints else None
+    msg = f"trained {cfg.preset} to iteration {res.iterations} in {res.seconds:.1f} s"
+    if res.resumed_from is not None:
+        msg += f" (resumed from {res.resumed_from})"
+    if last is not None:
+        msg += f"; final train loss {last.train_loss:.4f}, val loss {last.val_loss:.4f}"
+    click.echo(msg)
+    click.echo(f"checkpoints: {run_dir / 'checkpoints'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="gptwaves", standalone_mode=False)
+    except GptwavesError as e:
+        click.echo(f"gptwaves: error: {e}", err=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("gptwaves: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("gptwaves: interrupted; re-run the same command to resume", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except MemoryError:
+        click.echo("gptwaves: error: out of memory; try fewer --samples or a smaller batch", err=True)
+        return 1
+    return 0
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())

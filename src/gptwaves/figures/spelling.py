@@ -1,0 +1,372 @@
+"""Figures and an HTML text page for the spelling statistics (DESIGN section 5).
+
+Every ``plot_*`` function takes a path *stem* (``Path("out/fano")``), writes
+``<stem>.png`` (dpi 130) and ``<stem>.svg`` and returns ``[png_path, svg_path]``.
+Inputs are the JSON dicts returned by `gptwaves.analysis.spelling.analyze`
+(None stands for an undefined value). Only the Agg canvas is used, so no
+display is needed.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import stats
+
+from gptwaves.analysis.spelling import (
+    WORD_RE,
+    crossing_iteration,
+    extract_words,
+)
+
+__all__ = [
+    "plot_count_histograms",
+    "plot_fano",
+    "plot_q_curves",
+    "plot_rates",
+    "text_page_html",
+    "SYMLOG_LINTHRESH",
+]
+
+DPI = 130
+#: Iterations below this are drawn on a linear scale (so iteration 0 shows).
+SYMLOG_LINTHRESH = 10
+COLORS = {"correct": "#1f77b4", "misspelled": "#d62728", "words": "#7f7f7f"}
+
+
+def _new_figure(w: float, h: float) -> Figure:
+    fig = Figure(figsize=(w, h), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, stem) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
+    fig.savefig(paths[0], dpi=DPI)
+    fig.savefig(paths[1])
+    return paths
+
+
+def _f(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _arr(values) -> np.ndarray:
+    return np.asarray([_f(v) for v in values], dtype=float)
+
+
+def _iter_axis(ax) -> None:
+    ax.set_xscale("symlog", linthresh=SYMLOG_LINTHRESH, linscale=0.5)
+    ax.set_xlim(left=0)
+    ax.set_xlabel(f"training iteration (symlog: linear below {SYMLOG_LINTHRESH})")
+
+
+# ---------------------------------------------------------------------------
+def plot_count_histograms(checkpoints: Sequence, stem, title: str | None = None) -> list[Path]:
+    """Histograms of per-sample word counts with the Poisson pmf of equal mean.
+
+    Parameters
+    ----------
+    checkpoints : sequence of (iteration, counts_correct, counts_misspelled)
+        One row of the grid per checkpoint; columns are correct / misspelled.
+    stem : str or Path
+        Output path without suffix.
+    title : str, optional
+
+    Returns
+    -------
+    list of Path
+        The PNG and SVG paths.
+    """
+    rows = max(1, len(checkpoints))
+    fig = _new_figure(8.0, 1.9 * rows + 0.8)
+    axes = fig.subplots(rows, 2, squeeze=False)
+    for r, (it, cc, cm) in enumerate(checkpoints):
+        for c, (name, counts) in enumerate((("correct", cc), ("misspelled", cm))):
+            ax = axes[r, c]
+            x = np.asarray(counts, dtype=float)
+            x = x[np.isfinite(x)]
+            if x.size == 0:
+                ax.text(0.5, 0.5, "no samples", ha="center", va="center",
+                        transform=ax.transAxes)
+                continue
+            kmax = int(x.max())
+            k = np.arange(0, max(kmax, 1) + 1)
+            freq = np.bincount(x.astype(int), minlength=k.size)[: k.size] / x.size
+            ax.bar(k, freq, width=0.85, color=COLORS[name], alpha=0.55,
+                   label=f"{name} (N={x.size})")
+            mean = x.mean()
+            var = x.var(ddof=1) if x.size > 1 else math.nan
+            pmf = stats.poisson.pmf(k, mean)
+            ax.plot(k, pmf, "k.-", lw=1, ms=4, label=f"Poisson, mean {mean:.2f}")
+            fano = var / mean if mean > 0 else math.nan
+            ax.text(0.98, 0.95, f"F = {fano:.2f}", ha="right", va="top",
+                    transform=ax.transAxes, fontsize=9)
+            ax.set_title(f"iteration {it}: {name} words", fontsize=9)
+            ax.set_ylabel("fraction of samples", fontsize=8)
+            ax.legend(fontsize=7, loc="upper left", frameon=False)
+            if r == rows - 1:
+                ax.set_xlabel("words per sample")
+    fig.suptitle(title or "Word-count distributions vs Poisson", fontsize=11)
+    return _save(fig, stem)
+
+
+# ---------------------------------------------------------------------------
+def _fano_series(results, which):
+    f = _arr([res[which]["fano"] for res in results])
+    lo = _arr([res[which]["fano_ci"][0] for res in results])
+    hi = _arr([res[which]["fano_ci"][1] for res in results])
+    return f, lo, hi
+
+
+def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
+              val_losses: Sequence | None = None,
+              title: str | None = None) -> list[Path]:
+    """Fano factor of correct and misspelled counts across training.
+
+    Left panel: F (95 % bootstrap CI band) against iteration on a symlog axis
+    (linear below `SYMLOG_LINTHRESH`, so iteration 0 is shown), the Poisson
+    line F = 1 and the iteration where F_correct crosses 1 (see
+    `crossing_iteration`). Right panel (if `val_losses` is given): the same
+    against validation loss (x axis inverted: training proceeds to the right).
+
+    Parameters
+    ----------
+    iterations : sequence of int
+    results : sequence of dict
+        `analyze` outputs, aligned with `iterations`.
+    stem : str or Path
+    val_losses : sequence of float, optional
+    title : str, optional
+
+    Returns
+    -------
+    list of Path
+    """
+    it = np.asarray(iterations, dtype=float)
+    order = np.argsort(it, kind="stable")
+    it = it[order]
+    results = [results[i] for i in order]
+    vl = None if val_losses is None else _arr(val_losses)[order]
+    ncol = 1 if vl is None else 2
+    fig = _new_figure(5.2 * ncol, 4.0)
+    axes = fig.subplots(1, ncol, squeeze=False)[0]
+    series = {w: _fano_series(results, w) for w in ("correct", "misspelled")}
+    cross = crossing_iteration(it, series["correct"][0])
+
+    ax = axes[0]
+    for name, (f, lo, hi) in series.items():
+        ax.plot(it, f, "o-", color=COLORS[name], ms=4, label=f"F {name}")
+        ax.fill_between(it, lo, hi, color=COLORS[name], alpha=0.2, lw=0)
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="Poisson (F = 1)")
+    if cross is not None:
+        ax.axvline(cross, color=COLORS["correct"], ls=":", lw=1.5,
+                   label=f"F_correct crosses 1 (~{cross:.0f})")
+    _iter_axis(ax)
+    ax.set_ylabel("Fano factor F = var / mean")
+    ax.set_title("Fano factor vs iteration", fontsize=10)
+    ax.legend(fontsize=8)
+
+    if vl is not None:
+        ax = axes[1]
+        ok = np.isfinite(vl)
+        for name, (f, lo, hi) in series.items():
+            o = np.argsort(vl[ok])
+            x = vl[ok][o]
+            ax.plot(x, f[ok][o], "o-", color=COLORS[name], ms=4, label=f"F {name}")
+            ax.fill_between(x, lo[ok][o], hi[ok][o], color=COLORS[name], alpha=0.2, lw=0)
+        ax.axhline(1.0, color="k", ls="--", lw=1, label="Poisson (F = 1)")
+        ax.invert_xaxis()
+        ax.set_xlabel("validation loss (nats/char, decreasing →)")
+        ax.set_ylabel("Fano factor F")
+        ax.set_title("Fano factor vs validation loss", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Spelling statistics: Poisson → sub-Poissonian", fontsize=11)
+    return _save(fig, stem)
+
+
+# ---------------------------------------------------------------------------
+def _q_columns(qc) -> dict:
+    """Accept analyze's column form or q_curve's {w: {...}} form."""
+    if "windows" in qc:
+        return {k: list(v) for k, v in qc.items()}
+    ws = sorted(int(w) for w in qc)
+    get = {int(w): v for w, v in qc.items()}
+    return {"windows": ws, **{k: [get[w][k] for w in ws]
+                              for k in ("q_correct", "q_misspelled")}}
+
+
+def plot_q_curves(iterations: Sequence, results: Sequence[dict], stem,
+                  which: Sequence[int] | None = None,
+                  title: str | None = None) -> list[Path]:
+    """Mandel Q(w) against counting-window width, for selected checkpoints.
+
+    Parameters
+    ----------
+    iterations : sequence of int
+    results : sequence of dict
+        `analyze` outputs (their ``q_curve`` entry is used).
+    stem : str or Path
+    which : sequence of int, optional
+        Indices into `results` to draw; default early (first), middle and
+        final checkpoint.
+    title : str, optional
+
+    Returns
+    -------
+    list of Path
+    """
+    n = len(results)
+    if which is None:
+        which = sorted({0, n // 2, n - 1}) if n else []
+    fig = _new_figure(10.0, 4.0)
+    axes = fig.subplots(1, 2, sharey=False)
+    cmap = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#bcbd22"]
+    for j, i in enumerate(which):
+        q = _q_columns(results[i]["q_curve"])
+        w = np.asarray(q["windows"], dtype=float)
+        for ax, key in zip(axes, ("q_correct", "q_misspelled")):
+            ax.plot(w, _arr(q[key]), "o-", color=cmap[j % len(cmap)], ms=4,
+                    label=f"iteration {iterations[i]}")
+    for ax, name in zip(axes, ("correct", "misspelled")):
+        ax.axhline(0.0, color="k", ls="--", lw=1, label="Poisson (Q = 0)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("counting window w (characters, log2)")
+        ax.set_ylabel("Mandel Q = F - 1")
+        ax.set_title(f"{name} words", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Counting-window curve Q(w)", fontsize=11)
+    return _save(fig, stem)
+
+
+# ---------------------------------------------------------------------------
+def plot_rates(iterations: Sequence, results: Sequence[dict], stem,
+               title: str | None = None) -> list[Path]:
+    """Error rate, clustering excess and cascade ratio against iteration.
+
+    Parameters
+    ----------
+    iterations : sequence of int
+    results : sequence of dict
+        `analyze` outputs.
+    stem : str or Path
+    title : str, optional
+
+    Returns
+    -------
+    list of Path
+    """
+    it = np.asarray(iterations, dtype=float)
+    order = np.argsort(it, kind="stable")
+    it = it[order]
+    results = [results[i] for i in order]
+    fig = _new_figure(13.0, 3.8)
+    a0, a1, a2 = fig.subplots(1, 3)
+    a0.plot(it, _arr([r["error_rate"] for r in results]), "o-", color=COLORS["misspelled"], ms=4)
+    a0.set_ylabel("misspelled / all words")
+    a0.set_title("error rate p", fontsize=10)
+    a0.set_ylim(bottom=0)
+    a1.plot(it, _arr([r["clustering_excess"] for r in results]), "o-",
+            color=COLORS["misspelled"], ms=4, label="misspelled")
+    a1.plot(it, _arr([r["clustering_excess_correct"] for r in results]), "s-",
+            color=COLORS["correct"], ms=4, label="correct")
+    a1.axhline(1.0, color="k", ls="--", lw=1, label="independent errors")
+    a1.set_ylabel("F / F_ref (binomial thinning)")
+    a1.set_title("clustering excess", fontsize=10)
+    a1.legend(fontsize=8)
+    a2.plot(it, _arr([r["cascade_ratio"] for r in results]), "o-", color="#9467bd", ms=4)
+    a2.axhline(1.0, color="k", ls="--", lw=1, label="independent errors")
+    a2.set_ylabel("P(mis | prev mis) / P(mis)")
+    a2.set_title("cascade ratio", fontsize=10)
+    a2.legend(fontsize=8)
+    for ax in (a0, a1, a2):
+        _iter_axis(ax)
+    fig.suptitle(title or "Error rate, clustering and cascades across training", fontsize=11)
+    return _save(fig, stem)
+
+
+# ---------------------------------------------------------------------------
+def _mark_text(text: str, lexicon, prompt_len: int) -> tuple[str, int, int]:
+    """HTML of one sample with misspelled words marked; returns (html, n_cor, n_mis)."""
+    scored = {s: (e, w not in lexicon) for w, s, e in extract_words(text, prompt_len)}
+    parts = []
+    pos = 0
+    n_cor = n_mis = 0
+    esc = html.escape
+    if prompt_len > 0:
+        parts.append(f'<span class="prompt">{esc(text[:prompt_len])}</span>')
+        pos = prompt_len
+    for m in WORD_RE.finditer(text, pos):
+        s, e = m.span()
+        if s < pos:
+            continue
+        parts.append(esc(text[pos:s]))
+        word = esc(text[s:e])
+        if s in scored:
+            if scored[s][1]:
+                parts.append(f'<mark class="miss">{word}</mark>')
+                n_mis += 1
+            else:
+                parts.append(word)
+                n_cor += 1
+        else:
+            parts.append(f'<span class="unscored">{word}</span>')
+        pos = e
+    parts.append(esc(text[pos:]))
+    return "".join(parts), n_cor, n_mis
+
+
+def text_page_html(texts: Sequence[str], lexicon, prompt_len: int, iteration,
+                   max_samples: int = 20) -> str:
+    """HTML fragment showing generated samples with misspelled words highlighted.
+
+    Parameters
+    ----------
+    texts : sequence of str
+        Samples, prompt included.
+    lexicon : set of str
+    prompt_len : int
+    iteration : int
+        Checkpoint iteration (shown in the heading).
+    max_samples : int, optional
+        Number of samples shown (the first ones). Default 20.
+
+    Returns
+    -------
+    str
+        A ``<section class="spelling-samples">`` fragment. Every character of
+        generated text is HTML-escaped. Misspelled words are wrapped in
+        ``<mark class="miss">``, the prompt in ``<span class="prompt">`` and
+        words that are not scored (cut by the sample end or overlapping the
+        prompt) in ``<span class="unscored">``; each sample is a
+        ``<pre class="sample">`` (whitespace preserved).
+    """
+    shown = list(texts[: max(0, int(max_samples))])
+    blocks = []
+    tot_c = tot_m = 0
+    for i, t in enumerate(shown):
+        body, c, m = _mark_text(t, lexicon, prompt_len)
+        tot_c += c
+        tot_m += m
+        blocks.append(
+            f'<div class="sample-wrap"><div class="sample-head">sample {i}: '
+            f"{c} correct, {m} misspelled</div>"
+            f'<pre class="sample">{body}</pre></div>'
+        )
+    it = html.escape(str(iteration))
+    head = (
+        f'<section class="spelling-samples" data-iteration="{it}">\n'
+        f"<h3>Generated samples, iteration {it}</h3>\n"
+        f"<p>{len(shown)} of {len(texts)} samples shown; "
+        f'<mark class="miss">highlighted</mark> words are not in the lexicon '
+        f"({tot_m} misspelled, {tot_c} correct in the shown samples).</p>\n"
+    )
+    return head + "\n".join(blocks) + "\n</section>\n"

@@ -1,0 +1,241 @@
+"""A readable decoder-only GPT with nanoGPT/minGPT parameter names (DESIGN 2).
+
+Parameter names are exactly those of nanoGPT and minGPT (``transformer.wte``, ``transformer.wpe``,
+``transformer.h.{i}.ln_1``, ``.attn.c_attn``, ``.attn.c_proj``, ``.ln_2``, ``.mlp.c_fc``,
+``.mlp.c_proj``, ``transformer.ln_f``, ``lm_head``), so their checkpoints load directly.
+
+The forward pass can return the hidden states of the recording taps (named as in
+TransformerLens) without global hooks:
+
+- ``hook_embed``: token + position embedding,
+- ``blocks.{i}.hook_resid_post``: residual stream after block ``i``,
+- ``ln_final.hook_normalized``: output of the final LayerNorm.
+
+It also supports an explicit key/value cache for batched incremental generation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 128
+    vocab_size: int = 65
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 192
+    dropout: float = 0.1
+    bias: bool = True  # biases in Linear and LayerNorm (minGPT: True; nanoGPT char: False)
+    tie_weights: bool = False  # minGPT unties, nanoGPT ties wte and lm_head
+    gelu: str = "tanh"  # "tanh" (minGPT NewGELU) or "exact" (nanoGPT nn.GELU)
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        if self.gelu not in ("tanh", "exact"):
+            raise ValueError(f"gelu must be 'tanh' or 'exact', not {self.gelu!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def tap_names(n_layer: int) -> list[str]:
+    """All tap names of a model with ``n_layer`` blocks, in depth order."""
+    return ["hook_embed", *[f"blocks.{i}.hook_resid_post" for i in range(n_layer)],
+            "ln_final.hook_normalized"]
+
+
+class KVCache:
+    """Preallocated keys/values for every layer: (B, n_head, max_len, head_dim) each."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device, dtype):
+        hs = cfg.n_embd // cfg.n_head
+        shape = (cfg.n_layer, batch, cfg.n_head, max_len, hs)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # number of valid positions
+        self.max_len = max_len
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.n_head = cfg.n_head
+        self.n_embd = cfg.n_embd
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)
+        if cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
+        else:
+            start = cache.length
+            cache.k[layer, :, :, start : start + T] = k
+            cache.v[layer, :, :, start : start + T] = v
+            keys = cache.k[layer, :, :, : start + T]
+            vals = cache.v[layer, :, :, : start + T]
+            if T == 1:
+                y = F.scaled_dot_product_attention(q, keys, vals)
+            else:  # new positions attend to the whole cache and causally among themselves
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+                y = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.gelu = nn.GELU(approximate="tanh" if cfg.gelu == "tanh" else "none")
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+                drop=nn.Dropout(cfg.dropout),
+                h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
+                ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+            )
+        )
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def tap_names(self) -> list[str]:
+        return tap_names(self.config.n_layer)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        taps: list[str] | tuple[str, ...] | None = None,
+        tap_positions: slice | None = None,
+        cache: KVCache | None = None,
+        logits_last_only: bool = False,
+    ):
+        """Run the model.
+
+        Parameters
+        ----------
+        idx : LongTensor (B, T)
+            Token ids. With ``cache``, these are the new tokens following ``cache.length``
+            cached positions.
+        targets : LongTensor (B, T), optional
+            If given, the mean cross-entropy loss is returned as well.
+        taps : sequence of str, optional
+            Tap names whose hidden states to return (see :func:`tap_names`).
+        tap_positions : slice, optional
+            Which positions of the taps to keep (default all; ``slice(-1, None)`` keeps the newest).
+        cache : KVCache, optional
+            Key/value cache, extended in place by ``T`` positions.
+        logits_last_only : bool
+            Compute the head only for the last position (generation).
+
+        Returns
+        -------
+        logits, loss, tap_values
+            ``loss`` is None without targets; ``tap_values`` is a dict (empty without ``taps``).
+        """
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of length {start + T} exceeds block_size {self.config.block_size}"
+            )
+        want = set(taps or ())
+        sl = tap_positions if tap_positions is not None else slice(None)
+        out: dict[str, torch.Tensor] = {}
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        if "hook_embed" in want:
+            out["hook_embed"] = x[:, sl]
+        x = self.transformer.drop(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
+            name = f"blocks.{i}.hook_resid_post"
+            if name in want:
+                out[name] = x[:, sl]
+        x = self.transformer.ln_f(x)
+        if "ln_final.hook_normalized" in want:
+            out["ln_final.hook_normalized"] = x[:, sl]
+        if cache is not None:
+            cache.length += T
+        if logits_last_only and targets is None:
+            logits = self.lm_head(x[:, -1:, :])
+        else:
+            logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        unknown = want - set(out)
+        if unknown:
+            raise ValueError(f"unknown tap names: {sorted(unknown)}")
+        return logits, loss, out
