@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 from scipy import stats
 
 from gptwaves.analysis.spelling import (
@@ -112,7 +113,7 @@ def plot_count_histograms(checkpoints: Sequence, stem, title: str | None = None)
                     transform=ax.transAxes, fontsize=9)
             ax.set_title(f"iteration {it}: {name} words", fontsize=9)
             ax.set_ylabel("fraction of samples", fontsize=8)
-            ax.legend(fontsize=7, loc="upper left", frameon=False)
+            ax.legend(fontsize=7, loc="best", framealpha=0.7)
             if r == rows - 1:
                 ax.set_xlabel("words per sample")
     fig.suptitle(title or "Word-count distributions vs Poisson", fontsize=11)
@@ -239,6 +240,8 @@ def plot_q_curves(iterations: Sequence, results: Sequence[dict], stem,
     for ax, name in zip(axes, ("correct", "misspelled")):
         ax.axhline(0.0, color="k", ls="--", lw=1, label="Poisson (Q = 0)")
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("counting window w (characters, log2)")
         ax.set_ylabel("Mandel Q = F - 1")
         ax.set_title(f"{name} words", fontsize=10)
