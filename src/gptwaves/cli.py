@@ -127,6 +127,95 @@ def train(preset_name: str, out: Path, corpus: Path | None, quiet: bool, **overr
     click.echo(f"checkpoints: {run_dir / 'checkpoints'}")
 
 
+def _sampling_options(f):
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")(f)
+    f = click.option("--temperature", type=float, default=1.0, show_default=True)(f)
+    f = click.option("--top-k", type=int, default=None, help="Sample from the k most likely characters.")(f)
+    f = click.option("--top-p", type=float, default=None, help="Nucleus sampling threshold.")(f)
+    f = click.option("--context", default="crop", show_default=True,
+                     help="Beyond block_size: 'crop' (exact minGPT semantics) or 'stride=K'.")(f)
+    f = click.option("--prompt", default="\n", show_default="newline",
+                     help="Prompt text (backslash escapes like \\n are understood).")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")(f)
+    f = click.option("--n-head", type=int, default=None,
+                     help="Heads of an external minGPT checkpoint when they cannot be inferred.")(f)
+    f = click.option("--quiet", is_flag=True, help="No progress bars.")(f)
+    return f
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        raise GptwavesError(f"prompt has an invalid escape sequence: {text!r}") from None
+
+
+run_option = click.option("--run", "run", required=True, type=click.Path(path_type=Path),
+                          help="Run directory (outputs go here).")
+checkpoint_option = click.option(
+    "--checkpoint", default="all", show_default=True,
+    help="Iteration, 'all', 'last', or a checkpoint file (gptwaves .json/.safetensors, nanoGPT ckpt.pt, minGPT model.pt).")
+
+
+@cli.command()
+@run_option
+@checkpoint_option
+@corpus_option
+@click.option("--samples", type=int, default=64, show_default=True)
+@click.option("--steps", type=int, default=None, help="Generation steps (default: 2 x block_size).")
+@click.option("--taps", default="all", show_default=True, help="Comma-separated tap names, or 'all'.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@_sampling_options
+def record(run, checkpoint, corpus, samples, steps, taps, dtype, batch_size, seed, temperature, top_k,
+           top_p, context, prompt, device, n_head, quiet):
+    """Generate text while recording hidden-state waves to HDF5 (DIR/recordings/)."""
+    from .api import record_run
+
+    paths = record_run(run, checkpoint, samples=samples, steps=steps, prompt=_unescape(prompt), seed=seed,
+                       temperature=temperature, top_k=top_k, top_p=top_p,
+                       taps=[t.strip() for t in taps.split(",") if t.strip()], dtype=dtype, context=context,
+                       batch_size=batch_size, corpus=corpus, n_head=n_head, progress=not quiet, device=device)
+    for p in paths:
+        click.echo(str(p))
+
+
+@cli.command()
+@run_option
+@checkpoint_option
+@corpus_option
+@click.option("--samples", type=int, default=1000, show_default=True)
+@click.option("--length", type=int, default=None, help="Generated characters per sample (default: block_size).")
+@click.option("--lexicon", type=click.Path(path_type=Path), default=None,
+              help="Word list (one word per line); default: the words of the training split.")
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option("--n-boot", type=int, default=2000, show_default=True)
+@_sampling_options
+def spelling(run, checkpoint, corpus, samples, length, lexicon, alpha, n_boot, seed, temperature, top_k, top_p,
+             context, prompt, device, n_head, quiet):
+    """Counting statistics of spelling errors (Fano factor, Poisson tests) per checkpoint."""
+    from .api import spelling_run
+
+    if length is not None and length <= 0:
+        raise GptwavesError(f"--length must be positive, not {length}")
+    res = spelling_run(run, checkpoint, samples=samples, length=length, prompt=_unescape(prompt), seed=seed,
+                       temperature=temperature, top_k=top_k, top_p=top_p, context=context, lexicon=lexicon,
+                       corpus=corpus, n_head=n_head, alpha=alpha, n_boot=n_boot, progress=not quiet,
+                       device=device)
+    click.echo(f"{'iter':>7} {'val':>6} {'F_corr':>7} {'verdict':>17} {'F_miss':>7} {'verdict':>17} {'err':>5}")
+    for r in res["checkpoints"]:
+        s = r["stats"]
+        fmt = lambda v: "  nan" if v is None else f"{v:.3f}"  # noqa: E731
+        click.echo(f"{str(r['iteration']):>7} {fmt(r['val_loss']):>6} {fmt(s['correct']['fano']):>7} "
+                   f"{s['correct']['verdict']:>17} {fmt(s['misspelled']['fano']):>7} "
+                   f"{s['misspelled']['verdict']:>17} {fmt(s['error_rate']):>5}")
+    c = res["crossing_iteration"]
+    click.echo(f"F_correct crosses 1 at iteration {c:.0f}" if c is not None else "F_correct does not cross 1")
+    click.echo(f"table: {res['table']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="gptwaves", standalone_mode=False)

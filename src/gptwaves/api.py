@@ -1,0 +1,337 @@
+"""The Python API behind the CLI: each pipeline stage as a function over a run directory.
+
+    corpus -> train -> record -> waves (analysis) -> spelling -> report
+
+Everything here does I/O and orchestration; the numbers come from the pure functions in
+:mod:`gptwaves.analysis`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointInfo, ckpt_stem, list_checkpoints, load_checkpoint, load_external_checkpoint
+from .corpus import Corpus
+from .errors import GptwavesError
+from .io import RunLock, check_run_dir, read_json
+from .model import GPT
+from .record import RecordSpec, record, recording_matches
+from .sample import SamplingConfig
+
+
+@dataclass
+class LoadedCheckpoint:
+    name: str  # file stem used for outputs, e.g. iter_0005000
+    iteration: int | None
+    model: GPT
+    meta: dict
+
+
+def run_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
+    cks = list_checkpoints(Path(run_dir) / "checkpoints")
+    if not cks:
+        raise GptwavesError(f"no checkpoints in {run_dir}; train first (gptwaves train --out {run_dir})")
+    return cks
+
+
+def select_checkpoints(run_dir: Path, which: str | int | None, corpus: str | os.PathLike | None = None,
+                       n_head: int | None = None) -> list[tuple[str, object]]:
+    """Resolve ``ITER|all|last|PATH`` into a list of (name, CheckpointInfo or Path)."""
+    which = "all" if which is None else str(which)
+    if which in ("all", "last", "first"):
+        cks = run_checkpoints(run_dir)
+        if which == "last":
+            cks = cks[-1:]
+        elif which == "first":
+            cks = cks[:1]
+        return [(ckpt_stem(c.iteration), c) for c in cks]
+    if which.lstrip("-").isdigit():
+        it = int(which)
+        cks = {c.iteration: c for c in run_checkpoints(run_dir)}
+        if it not in cks:
+            raise GptwavesError(f"no checkpoint at iteration {it} in {run_dir} (have: {', '.join(map(str, sorted(cks)))})")
+        return [(ckpt_stem(it), cks[it])]
+    p = Path(which)
+    if not p.exists():
+        raise GptwavesError(f"checkpoint not found: {which} (give an iteration, 'all', or a file)")
+    return [(p.stem if p.suffix != ".json" else p.stem, p)]
+
+
+def load_selected(ref: object, corpus: str | os.PathLike | None = None, n_head: int | None = None,
+                  device: str = "auto") -> tuple[GPT, dict]:
+    from .runtime import pick_device
+
+    if isinstance(ref, CheckpointInfo):
+        model, meta = load_checkpoint(ref)
+    else:
+        p = Path(ref)  # type: ignore[arg-type]
+        if p.suffix == ".json" or (p.suffix == ".safetensors" and p.with_suffix(".json").exists()):
+            model, meta = load_checkpoint(p.with_suffix(".json"))
+        else:
+            c = Corpus.load(corpus)
+            model, meta = load_external_checkpoint(p, c.tokenizer.chars, n_head=n_head)
+    model.to(pick_device(device)).eval()
+    return model, meta
+
+
+def resolve_taps(model: GPT, taps: Sequence[str] | None) -> list[str]:
+    if not taps or list(taps) == ["all"]:
+        return list(model.tap_names)
+    bad = [t for t in taps if t not in model.tap_names]
+    if bad:
+        raise GptwavesError(f"unknown tap names: {', '.join(bad)} (known: {', '.join(model.tap_names)})")
+    return list(taps)
+
+
+def record_run(
+    run_dir: str | os.PathLike,
+    checkpoint: str | int | None = "all",
+    *,
+    samples: int = 64,
+    steps: int | None = None,
+    prompt: str = "\n",
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    taps: Sequence[str] | None = None,
+    dtype: str = "float32",
+    context: str = "crop",
+    batch_size: int = 64,
+    corpus: str | os.PathLike | None = None,
+    n_head: int | None = None,
+    name_suffix: str = "",
+    progress: bool = True,
+    device: str = "auto",
+) -> list[Path]:
+    """Record waves for the selected checkpoints; finished recordings with equal settings are reused."""
+    from .runtime import graceful_stop
+
+    run_dir = check_run_dir(run_dir)
+    selected = select_checkpoints(run_dir, checkpoint, corpus, n_head)
+    out = []
+    with RunLock(run_dir), graceful_stop() as stop:
+        for name, ref in selected:
+            model, meta = load_selected(ref, corpus, n_head, device)
+            st = steps if steps is not None else 2 * model.config.block_size
+            spec = RecordSpec(samples=samples, steps=st, prompt=prompt, taps=tuple(resolve_taps(model, taps)),
+                              sampling=SamplingConfig(temperature, top_k, top_p, seed, context),
+                              batch_size=batch_size, dtype=dtype)
+            path = run_dir / "recordings" / f"{name}{name_suffix}.h5"
+            if not recording_matches(path, spec, meta.get("weights_sha256", "")):
+                record(model, meta, list(meta["vocab"]), spec, path, progress=progress, stop=stop)
+            out.append(path)
+    return out
+
+
+def sample_texts(model: GPT, vocab: list[str], n: int, length: int, prompt: str, sampling: SamplingConfig,
+                 batch_size: int = 250, stop=None, progress: bool = False) -> list[str]:
+    """Generate ``n`` texts (prompt + ``length`` characters) without recording taps."""
+    from tqdm.auto import tqdm
+
+    from .corpus import CharTokenizer
+    from .record import batch_generator
+    from .runtime import Interrupted
+    from .sample import generate
+
+    tok = CharTokenizer(vocab)
+    ids = tok.encode(prompt, what="prompt")
+    texts: list[str] = []
+    itos = np.array(vocab, dtype="<U1")
+    nb = -(-n // batch_size)
+    for b in tqdm(range(nb), desc="sample", disable=not progress, leave=False):
+        if stop:
+            raise Interrupted("sampling interrupted; re-run to resume")
+        size = min(batch_size, n - b * batch_size)
+        res = generate(model, ids, length, size, sampling, generator=batch_generator(sampling.seed, b))
+        texts.extend("".join(r) for r in itos[res.tokens].tolist())
+    return texts
+
+
+def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:
+    """The corpus a run was trained on: --corpus if given, else the path in run.json (checked)."""
+    info = read_json(Path(run_dir) / "run.json", "run file") if (Path(run_dir) / "run.json").exists() else {}
+    c = Corpus.load(corpus if corpus is not None else (info.get("corpus_path") or None))
+    if info.get("corpus_sha256") and c.sha256 != info["corpus_sha256"]:
+        raise GptwavesError(f"corpus {c.path} is not the one {run_dir} was trained on (sha256 differs)")
+    return c
+
+
+def torch_threads() -> int:
+    return torch.get_num_threads()
+
+
+# ------------------------------------------------------------------------------ spelling stage
+
+def load_lexicon_file(path: str | os.PathLike) -> frozenset[str]:
+    """Read a user word list (one word per line) with clear errors for bad files."""
+    from .analysis.spelling import load_word_list
+
+    p = Path(path)
+    if not p.is_file():
+        raise GptwavesError(f"lexicon file not found: {p}")
+    data = p.read_bytes()
+    if b"\x00" in data:
+        raise GptwavesError(f"lexicon file looks binary, not a text word list: {p}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise GptwavesError(f"lexicon file is not valid UTF-8 (byte {e.start}): {p}") from None
+    try:
+        return load_word_list(text.splitlines())
+    except ValueError:
+        raise GptwavesError(f"lexicon file has no words: {p}") from None
+
+
+def spelling_run(
+    run_dir: str | os.PathLike,
+    checkpoint: str | int | None = "all",
+    *,
+    samples: int = 1000,
+    length: int | None = None,
+    prompt: str = "\n",
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    context: str = "crop",
+    lexicon: str | os.PathLike | None = None,
+    corpus: str | os.PathLike | None = None,
+    n_head: int | None = None,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    batch_size: int = 250,
+    figures: bool = True,
+    progress: bool = True,
+    device: str = "auto",
+) -> dict:
+    """Spelling-error counting statistics for each selected checkpoint (DESIGN 5).
+
+    Writes ``DIR/spelling/<name>.json`` (statistics + settings), ``<name>.samples.json`` (the
+    generated texts), ``<name>.text.html`` (a page with misspellings highlighted), the table
+    ``DIR/spelling/spelling.csv`` and figures under ``DIR/spelling/figures``. Returns
+    ``{"checkpoints": [...], "crossing_iteration": ..., "table": path}``.
+    """
+    import hashlib
+    import json as _json
+
+    from tqdm.auto import tqdm
+
+    from .analysis import spelling as sp
+    from .figures import spelling as spf
+    from .io import atomic_write_json, atomic_write_text
+    from .runtime import graceful_stop
+
+    if samples < 2:
+        raise GptwavesError(f"need at least 2 samples for a variance, not {samples}")
+    run_dir = check_run_dir(run_dir)
+    selected = select_checkpoints(run_dir, checkpoint, corpus, n_head)
+    if lexicon is not None:
+        lex = load_lexicon_file(lexicon)
+        lex_name = str(lexicon)
+    else:
+        lex = corpus_for_run(run_dir, corpus).lexicon
+        lex_name = "training split"
+    lex_hash = hashlib.sha256("\n".join(sorted(lex)).encode()).hexdigest()[:16]
+    out_dir = run_dir / "spelling"
+    results = []
+    with RunLock(run_dir), graceful_stop() as stop:
+        bar = tqdm(selected, desc="spelling", unit="ckpt", disable=not progress, dynamic_ncols=True)
+        for name, ref in bar:
+            model, meta = load_selected(ref, corpus, n_head, device)
+            L = length if length is not None else model.config.block_size
+            sampling = SamplingConfig(temperature, top_k, top_p, seed, context)
+            settings = {"samples": samples, "length": L, "prompt": prompt, "sampling": sampling.to_dict(),
+                        "lexicon": lex_name, "lexicon_hash": lex_hash, "alpha": alpha, "n_boot": n_boot,
+                        "batch_size": batch_size, "weights_sha256": meta.get("weights_sha256")}
+            jpath = out_dir / f"{name}.json"
+            if jpath.exists():
+                old = _json.loads(jpath.read_text())
+                if old.get("settings") == settings:
+                    results.append(old)
+                    continue
+            spath = out_dir / f"{name}.samples.json"
+            texts = None
+            sample_key = {k: settings[k] for k in ("samples", "length", "prompt", "sampling", "batch_size",
+                                                   "weights_sha256")}
+            if spath.exists():
+                try:
+                    cached = _json.loads(spath.read_text())
+                    if cached.get("settings") == sample_key:
+                        texts = cached["texts"]
+                except (OSError, ValueError, KeyError):
+                    texts = None
+            if texts is None:
+                bar.set_postfix_str(f"{name}: sampling {samples} x {L}")
+                texts = sample_texts(model, list(meta["vocab"]), samples, L, prompt, sampling,
+                                     batch_size=batch_size, stop=stop, progress=progress)
+                atomic_write_json(spath, {"settings": sample_key, "texts": texts})
+            stats = sp.analyze(texts, lex, len(prompt), L, alpha=alpha, n_boot=n_boot, seed=seed)
+            res = {"name": name, "iteration": meta.get("iteration"), "train_loss": meta.get("train_loss"),
+                   "val_loss": meta.get("val_loss"), "settings": settings, "stats": stats}
+            atomic_write_text(out_dir / f"{name}.text.html",
+                              spf.text_page_html(texts, lex, len(prompt), meta.get("iteration")))
+            atomic_write_json(jpath, res)
+            results.append(res)
+    results.sort(key=lambda r: (r["iteration"] is None, r["iteration"] or 0))
+    table = write_spelling_table(out_dir / "spelling.csv", results)
+    its = [r["iteration"] for r in results if r["iteration"] is not None]
+    fano_c = [r["stats"]["correct"]["fano"] for r in results if r["iteration"] is not None]
+    crossing = sp.crossing_iteration(its, fano_c) if len(its) >= 2 else None
+    figs = []
+    if figures and results:
+        figs = spelling_figures(out_dir / "figures", results)
+    return {"checkpoints": results, "crossing_iteration": crossing, "table": table, "figures": figs}
+
+
+SPELLING_COLUMNS = ["iteration", "val_loss", "train_loss"] + [
+    f"{w}_{k}" for w in ("correct", "misspelled")
+    for k in ("mean", "var", "fano", "q", "fano_ci_lo", "fano_ci_hi", "p_value", "verdict")
+] + ["error_rate", "clustering_excess", "clustering_excess_correct", "cascade_ratio", "n_samples"]
+
+
+def write_spelling_table(path: Path, results: list[dict]) -> Path:
+    import csv
+    import io as _io
+
+    from .io import atomic_write_text
+
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(SPELLING_COLUMNS)
+    for r in results:
+        s = r["stats"]
+        row = [r["iteration"], r["val_loss"], r["train_loss"]]
+        for which in ("correct", "misspelled"):
+            d = s[which]
+            ci = d.get("fano_ci") or [None, None]
+            row += [d["mean"], d["var"], d["fano"], d["q"], ci[0], ci[1], d["p_value"], d["verdict"]]
+        row += [s["error_rate"], s["clustering_excess"], s.get("clustering_excess_correct"),
+                s["cascade_ratio"], s["n_samples"]]
+        w.writerow(["" if v is None else v for v in row])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def spelling_figures(fig_dir: Path, results: list[dict]) -> list[Path]:
+    from .figures import spelling as spf
+
+    rs = [r for r in results if r["iteration"] is not None] or results
+    its = [r["iteration"] if r["iteration"] is not None else 0 for r in rs]
+    stats = [r["stats"] for r in rs]
+    vls = [r["val_loss"] for r in rs]
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    grid = rs if len(rs) <= 6 else [rs[i] for i in np.unique(np.linspace(0, len(rs) - 1, 6).round().astype(int))]
+    out += spf.plot_count_histograms(
+        [(r["iteration"], r["stats"]["counts"]["correct"], r["stats"]["counts"]["misspelled"]) for r in grid],
+        fig_dir / "count_histograms")
+    out += spf.plot_fano(its, stats, fig_dir / "fano", val_losses=vls if all(v is not None for v in vls) else None)
+    out += spf.plot_q_curves(its, stats, fig_dir / "q_curves")
+    out += spf.plot_rates(its, stats, fig_dir / "rates")
+    return out

@@ -1,0 +1,344 @@
+"""Recording hidden-state waves to HDF5, and reading them back lazily (DESIGN 3).
+
+A recording is one HDF5 file per checkpoint, ``DIR/recordings/<name>.h5``, with
+
+- ``waves/<tap>``: float32 or float16, shape (S, n, C), chunked one sample at a time;
+- ``tokens``: (S, P + T) character ids (prompt + generated);
+- ``entropy``: (S, n) next-character entropy of the model's distribution, in nats;
+- ``is_prompt``: (n,) True for prompt positions (see :mod:`gptwaves.sample`);
+- attributes: model config, checkpoint iteration and weight checksum, sampling settings,
+  seed, batch size, context policy, vocabulary and package versions,
+
+plus a sidecar ``<name>.json`` holding the same metadata and the sha256 of the HDF5 file.
+
+Batches are generated and saved one at a time as atomic part files under
+``recordings/.<name>.parts-<settings hash>/``; peak memory does not grow with S. When all parts
+exist they are assembled into the HDF5 file (streamed, written to a temporary name and renamed).
+An interrupted recording is resumed from its finished parts with identical results, or, when its
+settings changed, discarded. A reader never sees a half-written recording.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import GptwavesError
+from .io import atomic_path, atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from .model import GPT
+from .sample import SamplingConfig, generate
+
+FORMAT = "gptwaves-recording"
+
+
+def package_versions() -> dict[str, str]:
+    import scipy
+
+    return {"gptwaves": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "h5py": h5py.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+
+
+@dataclass
+class RecordSpec:
+    """Everything that determines a recording's content."""
+
+    samples: int
+    steps: int
+    prompt: str
+    taps: tuple[str, ...]
+    sampling: SamplingConfig
+    batch_size: int = 64
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.samples <= 0:
+            raise GptwavesError(f"samples must be positive, not {self.samples}")
+        if self.steps <= 0:
+            raise GptwavesError(f"steps must be positive, not {self.steps}")
+        if self.batch_size <= 0:
+            raise GptwavesError(f"batch size must be positive, not {self.batch_size}")
+        if self.dtype not in ("float32", "float16"):
+            raise GptwavesError(f"dtype must be float32 or float16, not {self.dtype!r}")
+        if not self.prompt:
+            raise GptwavesError("the prompt is empty; give at least one character")
+
+    def to_dict(self) -> dict:
+        return {"samples": self.samples, "steps": self.steps, "prompt": self.prompt,
+                "taps": list(self.taps), "sampling": self.sampling.to_dict(),
+                "batch_size": self.batch_size, "dtype": self.dtype}
+
+
+def settings_hash(spec: RecordSpec, weights_sha256: str) -> str:
+    blob = json.dumps({"spec": spec.to_dict(), "weights": weights_sha256}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def batch_generator(seed: int, batch_index: int) -> torch.Generator:
+    """Each batch has its own seeded generator, so resumed recordings are bit-identical."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + batch_index)
+
+
+def record(
+    model: GPT,
+    meta: dict,
+    vocab: list[str],
+    spec: RecordSpec,
+    out_path: Path,
+    *,
+    progress: bool = True,
+    stop=None,
+) -> Path:
+    """Record ``spec.samples`` samples to ``out_path`` (HDF5); resume from finished parts.
+
+    ``meta`` carries the checkpoint's iteration, weights_sha256 and config. Returns the path.
+    """
+    from .corpus import CharTokenizer
+    from .runtime import Interrupted
+
+    out_path = Path(out_path)
+    tok = CharTokenizer(vocab)
+    prompt_ids = tok.encode(spec.prompt, what="prompt")
+    taps = list(spec.taps)
+    unknown = [t for t in taps if t not in model.tap_names]
+    if unknown:
+        raise GptwavesError(f"unknown tap names: {', '.join(unknown)} (known: {', '.join(model.tap_names)})")
+    h = settings_hash(spec, meta.get("weights_sha256", ""))
+    parts = out_path.parent / f".{out_path.stem}.parts-{h}"
+    for stale in out_path.parent.glob(f".{out_path.stem}.parts-*"):
+        if stale != parts:  # settings changed: the old partial recording is discarded
+            shutil.rmtree(stale, ignore_errors=True)
+    parts.mkdir(parents=True, exist_ok=True)
+    n_batches = -(-spec.samples // spec.batch_size)
+    tap_dtype = np.float16 if spec.dtype == "float16" else np.float32
+    bar = tqdm(total=spec.samples, desc=f"record {out_path.stem}", unit="sample", disable=not progress,
+               dynamic_ncols=True, mininterval=0.5)
+    try:
+        for b in range(n_batches):
+            part = parts / f"batch_{b:05d}.npz"
+            size = min(spec.batch_size, spec.samples - b * spec.batch_size)
+            if part.exists():
+                bar.update(size)
+                continue
+            if stop:
+                raise Interrupted(f"recording interrupted after {b} batches; re-run to resume")
+            res = generate(model, prompt_ids, spec.steps, size, spec.sampling, taps=taps,
+                           generator=batch_generator(spec.sampling.seed, b), tap_dtype=tap_dtype)
+            import io as _io
+
+            buf = _io.BytesIO()
+            np.savez(buf, tokens=res.tokens.astype(np.int32), entropy=res.entropy,
+                     **{f"tap{i}": res.taps[t] for i, t in enumerate(taps)})
+            atomic_write_bytes(part, buf.getvalue())
+            bar.update(size)
+    finally:
+        bar.close()
+    attrs = {
+        "format": FORMAT, "version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "iteration": meta.get("iteration"), "weights_sha256": meta.get("weights_sha256"),
+        "checkpoint_source": meta.get("source") or meta.get("weights_file"),
+        "model_config": meta.get("config"), "vocab": vocab, "prompt": spec.prompt,
+        "prompt_len": len(prompt_ids), "samples": spec.samples, "steps": spec.steps,
+        "taps": taps, "sampling": spec.sampling.to_dict(), "batch_size": spec.batch_size,
+        "dtype": spec.dtype, "context_policy": spec.sampling.context, "seed": spec.sampling.seed,
+        "entropy_units": "nats", "packages": package_versions(), "settings_hash": h,
+    }
+    _assemble(parts, n_batches, spec, taps, attrs, out_path)
+    shutil.rmtree(parts, ignore_errors=True)
+    return out_path
+
+
+def _assemble(parts: Path, n_batches: int, spec: RecordSpec, taps: list[str], attrs: dict,
+              out_path: Path) -> None:
+    P = attrs["prompt_len"]
+    n = P - 1 + spec.steps
+    S = spec.samples
+    with atomic_path(out_path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) or v is None else v
+            f.create_dataset("is_prompt", data=np.arange(n) < P - 1)
+            dtok = f.create_dataset("tokens", (S, P + spec.steps), dtype=np.int32,
+                                    chunks=(1, P + spec.steps))
+            dent = f.create_dataset("entropy", (S, n), dtype=np.float32, chunks=(1, n))
+            g = f.create_group("waves")
+            dwaves = []
+            for t in taps:
+                C = attrs["model_config"]["n_embd"] if attrs.get("model_config") else None
+                dwaves.append(None if C is None else g.create_dataset(
+                    t, (S, n, C), dtype=spec.dtype, chunks=(1, n, C)))
+            s0 = 0
+            for b in range(n_batches):
+                path = parts / f"batch_{b:05d}.npz"
+                try:
+                    with np.load(path) as z:
+                        size = z["tokens"].shape[0]
+                        dtok[s0 : s0 + size] = z["tokens"]
+                        dent[s0 : s0 + size] = z["entropy"]
+                        for i, t in enumerate(taps):
+                            arr = z[f"tap{i}"]
+                            if dwaves[i] is None:
+                                dwaves[i] = g.create_dataset(t, (S, n, arr.shape[-1]), dtype=spec.dtype,
+                                                             chunks=(1, n, arr.shape[-1]))
+                            dwaves[i][s0 : s0 + size] = arr
+                except (OSError, ValueError, KeyError) as e:
+                    path.unlink(missing_ok=True)
+                    raise GptwavesError(f"partial recording {path} is damaged ({e}); re-run to redo it") from None
+                s0 += size
+    digest = sha256_file(out_path)
+    atomic_write_json(out_path.with_suffix(".json"), {**attrs, "file": out_path.name, "sha256": digest})
+
+
+# ------------------------------------------------------------------------------ reading
+
+class Recording:
+    """Lazy, read-only access to a recording (use as a context manager or call close()).
+
+    >>> with Recording.open("run/recordings/iter_0005000.h5") as rec:     # doctest: +SKIP
+    ...     x = rec.waves("blocks.5.hook_resid_post")                    # (S, n, C) numpy
+    ...     print(rec.text(0))
+    """
+
+    def __init__(self, path: Path, f: h5py.File, meta: dict):
+        self.path = Path(path)
+        self._f = f
+        self.meta = meta
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> "Recording":
+        path = Path(path)
+        if not path.exists():
+            raise GptwavesError(f"recording not found: {path}")
+        side = path.with_suffix(".json")
+        if verify and side.exists():
+            expected = read_json(side, "recording metadata").get("sha256")
+            if expected and sha256_file(path) != expected:
+                raise GptwavesError(f"recording {path} fails its sha256 check (truncated or corrupted)")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise GptwavesError(f"recording {path} is not a readable HDF5 file: {e}") from None
+        meta = {}
+        for k, v in f.attrs.items():
+            if isinstance(v, bytes):
+                v = v.decode()
+            if isinstance(v, str) and v[:1] in "[{" or v == "null":
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError:
+                    pass
+            meta[k] = v.item() if hasattr(v, "item") else v
+        if meta.get("format") != FORMAT:
+            f.close()
+            raise GptwavesError(f"{path} is not a gptwaves recording")
+        return cls(path, f, meta)
+
+    def __enter__(self) -> "Recording":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    # --- shape and metadata
+    @property
+    def taps(self) -> list[str]:
+        return list(self.meta["taps"])
+
+    @property
+    def vocab(self) -> list[str]:
+        return list(self.meta["vocab"])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self._f["tokens"].shape[0])
+
+    @property
+    def prompt_len(self) -> int:
+        return int(self.meta["prompt_len"])
+
+    @property
+    def is_prompt(self) -> np.ndarray:
+        return self._f["is_prompt"][()]
+
+    @property
+    def iteration(self):
+        return self.meta.get("iteration")
+
+    # --- data (h5py slicing reads only what is asked for)
+    def waves(self, tap: str, samples=slice(None), steps=slice(None), channels=slice(None)) -> np.ndarray:
+        if tap not in self._f["waves"]:
+            raise GptwavesError(f"tap {tap!r} not in recording (has: {', '.join(self.taps)})")
+        return self._f["waves"][tap][samples, steps, channels]
+
+    def wave_dataset(self, tap: str) -> h5py.Dataset:
+        return self._f["waves"][tap]
+
+    def tokens(self, samples=slice(None)) -> np.ndarray:
+        return self._f["tokens"][samples]
+
+    def entropy(self, samples=slice(None)) -> np.ndarray:
+        return self._f["entropy"][samples]
+
+    def _itos(self) -> np.ndarray:
+        return np.array(self.vocab, dtype="<U1")
+
+    def input_chars(self, samples=slice(None)) -> np.ndarray:
+        """Character processed at each position: (S, n) array of '<U1'."""
+        return self._itos()[self.tokens(samples)[..., :-1]]
+
+    def next_chars(self, samples=slice(None)) -> np.ndarray:
+        """Character predicted (sampled, or dictated by the prompt) at each position."""
+        return self._itos()[self.tokens(samples)[..., 1:]]
+
+    def text(self, i: int) -> str:
+        """Prompt + generated text of sample ``i``."""
+        return "".join(self._itos()[self._f["tokens"][i]].tolist())
+
+    def texts(self) -> list[str]:
+        itos = self._itos()
+        return ["".join(row) for row in itos[self._f["tokens"][()]].tolist()]
+
+    def iter_batches(self, tap: str, batch: int = 64) -> Iterator[np.ndarray]:
+        ds = self._f["waves"][tap]
+        for s in range(0, ds.shape[0], batch):
+            yield ds[s : s + batch]
+
+
+def open_recording(path: str | Path, verify: bool = True) -> Recording:
+    """Open a recording lazily (the notebook entry point)."""
+    return Recording.open(path, verify=verify)
+
+
+def list_recordings(run_dir: Path) -> list[Path]:
+    d = Path(run_dir) / "recordings"
+    return sorted(p for p in d.glob("*.h5")) if d.is_dir() else []
+
+
+def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str) -> bool:
+    """True if a finished recording at ``path`` was made with these settings and weights."""
+    side = Path(path).with_suffix(".json")
+    if not (Path(path).exists() and side.exists()):
+        return False
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return meta.get("settings_hash") == settings_hash(spec, weights_sha256)
+
+
+def default_taps(model: GPT) -> Sequence[str]:
+    return model.tap_names
