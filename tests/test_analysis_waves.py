@@ -55,13 +55,13 @@ def synthetic_waves(seed=0, S=16, T=300, per_group=5, periods=(5, 7, 11), noise=
     t = np.arange(T)
     x = np.empty((S, T, C))
     truth = np.repeat(np.arange(len(periods)), per_group)
+    gain = rng.choice([-1.0, 1.0], C) * rng.uniform(0.8, 1.2, C)  # fixed per channel
     for s in range(S):
         for g, p in enumerate(periods):
             phase = rng.uniform(0, 2 * np.pi)
             drive = np.sin(2 * np.pi * t / p + phase)
             for c in np.flatnonzero(truth == g):
-                gain = rng.choice([-1.0, 1.0]) * rng.uniform(0.8, 1.2)
-                x[s, :, c] = gain * drive + rng.uniform(-3, 3)
+                x[s, :, c] = gain[c] * drive + rng.uniform(-3, 3)
     x += noise * rng.standard_normal(x.shape)
     mask = np.ones((S, T), bool)
     mask[:, :prompt] = False
@@ -207,6 +207,11 @@ def test_dominant_period_acf_edge_cases():
     assert np.isnan(p[1]) and s[1] == 0
     assert p[2] == 8 and s[2] == pytest.approx(cosine[8])
     assert np.isnan(p[3]) and s[3] == 0
+    # a multiple of the period that is marginally higher does not win unless rel_height=1
+    bumpy = cosine.copy()
+    bumpy[16] = cosine[8] + 0.01
+    assert W.dominant_period_acf(bumpy)[0][0] == 8
+    assert W.dominant_period_acf(bumpy, rel_height=1.0)[0][0] == 16
 
 
 def test_space_reference_and_similarity():

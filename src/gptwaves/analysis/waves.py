@@ -323,18 +323,25 @@ def autocorrelation(x, nlags=64, mask=None, per_sample=False) -> np.ndarray:
     return out
 
 
-def dominant_period_acf(acf) -> tuple[np.ndarray, np.ndarray]:
+def dominant_period_acf(acf, rel_height=0.9) -> tuple[np.ndarray, np.ndarray]:
     """Dominant period and oscillation strength from ACF curves.
 
     For each curve the first zero crossing is the first lag >= 1 with
-    ``acf <= 0``. Among the interior local maxima after it
-    (``acf[k-1] < acf[k] >= acf[k+1]``) with positive height, the highest one
-    gives the period (its lag) and the strength (its height).
+    ``acf <= 0``. Candidates are the interior local maxima after it
+    (``acf[k-1] < acf[k] >= acf[k+1]``) with positive height. The period is
+    the lag of the earliest candidate whose height is at least ``rel_height``
+    times the highest candidate's, and the strength is its height. With
+    ``rel_height=1`` this is simply the highest peak; the default 0.9 avoids
+    octave errors, where a multiple of the period wins by sampling noise
+    (for a clean oscillation the biased ACF decays, so the first peak is the
+    highest anyway).
 
     Parameters
     ----------
     acf : array_like, shape (C, K+1) or (K+1,)
         ACF curves starting at lag 0.
+    rel_height : float, optional
+        Fraction of the highest peak an earlier peak needs (default 0.9).
 
     Returns
     -------
@@ -359,8 +366,10 @@ def dominant_period_acf(acf) -> tuple[np.ndarray, np.ndarray]:
     peak[:, 1:-1] = (a[:, 1:-1] > a[:, :-2]) & (a[:, 1:-1] >= a[:, 2:])
     valid = peak & (lags[None, :] > first[:, None]) & (a > 0)
     score = np.where(valid, a, -np.inf)
-    best = score.argmax(axis=1)
-    found = valid[np.arange(C), best] & has_cross
+    top = score.max(axis=1)
+    good = valid & (a >= float(rel_height) * top[:, None])
+    best = good.argmax(axis=1)
+    found = good[np.arange(C), best] & has_cross
     periods[found] = best[found]
     strengths[found] = a[np.arange(C), best][found]
     return periods, strengths

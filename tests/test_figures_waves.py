@@ -1,0 +1,102 @@
+"""Figure functions of gptwaves.figures.waves write non-empty PNG and SVG files."""
+
+import csv
+import warnings
+
+import numpy as np
+import pytest
+
+from gptwaves.analysis import waves as W
+from gptwaves.figures import waves as F
+
+
+@pytest.fixture(scope="module")
+def tap():
+    rng = np.random.default_rng(0)
+    S, T, C = 6, 180, 24
+    t = np.arange(T)
+    chars = rng.choice(np.array(list("the quick brown fox, A.\n") + [" "] * 4), size=(S, T + 1)).astype("<U1")
+    chars[0, 5] = "$"
+    cur, nxt = chars[:, :-1], chars[:, 1:]
+    x = rng.standard_normal((S, T, C))
+    for s in range(S):
+        for g, p in enumerate((5, 7, 11)):
+            x[s, :, 8 * g : 8 * g + 4] += 2 * np.sin(2 * np.pi * t / p + rng.uniform(0, 6.3))[:, None]
+    x[..., 20] += 3 * (cur == " ")
+    mask = np.ones((S, T), bool)
+    mask[:, :10] = False
+    return x, cur, nxt, mask, W.analyze_tap(x, cur, nxt, mask, nlags=30, window=4)
+
+
+def check(paths):
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    for p in paths:
+        assert p.exists() and p.stat().st_size > 1000
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in paths[1].read_bytes()[:2000]
+
+
+def test_wave_figures(tap, tmp_path):
+    x, cur, nxt, mask, res = tap
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. missing glyphs for ␣ and ⏎
+        check(F.wave_heatmap(x[0], cur[0], tmp_path / "heat", mask_sample=mask[0]))
+        check(F.wave_heatmap(x[0], cur[0], tmp_path / "sub" / "heat_ordered", mask_sample=mask[0],
+                             channel_order=res["clustering"]["order"], max_steps=None))
+        d_space = res["function"]["d_current"][res["function"]["classes"].index("space")]
+        check(F.selective_waves(x[0], cur[0], d_space, tmp_path / "sel", n=5, mask_sample=mask[0]))
+    assert int(np.nanargmax(np.abs(d_space))) == 20
+
+
+def test_correlation_figures(tap, tmp_path):
+    x, cur, nxt, mask, res = tap
+    check(F.correlation_figure(res["R"], res["clustering"], tmp_path / "corr"))
+    R0 = W.correlation_matrix(np.random.default_rng(1).standard_normal(x.shape))
+    check(F.correlation_comparison(R0, res["R"], tmp_path / "cmp"))
+    check(F.correlation_comparison(R0, res["R"], tmp_path / "cmp2", order=res["clustering"]["order"],
+                                   names=("iter 0", "iter 5000")))
+
+
+def test_acf_and_period_figures(tap, tmp_path):
+    x, cur, nxt, mask, res = tap
+    check(F.acf_figure(res["acf"], res["space_acf"], tmp_path / "acf", strength=res["strength"],
+                       periods=res["period_acf"]))
+    check(F.acf_figure(res["acf"], res["space_acf"], tmp_path / "acf2", channels=[0, 20]))
+    check(F.period_histogram(res["period_acf"], tmp_path / "hist", periods_psd=res["period_psd"]))
+
+
+def test_channel_table(tap, tmp_path):
+    x, cur, nxt, mask, res = tap
+    rows = F.channel_function_rows(res["function"], res["clustering"]["labels"], top_n=10,
+                                   periods=res["period_acf"])
+    assert len(rows) == 10
+    assert rows[0]["channel"] == 20 and rows[0]["label"] == "space" and rows[0]["d"] > 1
+    assert all(abs(a["d"]) >= abs(b["d"]) for a, b in zip(rows, rows[1:]))
+    with open(tmp_path / "rows.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    check(F.channel_table_figure(rows, tmp_path / "table"))
+
+
+def test_order_parameter_and_similarity_figures(tmp_path):
+    its = [0, 10, 100, 1000, 5000]
+    per_tap = {
+        "hook_embed": {"mean_abs_corr": [0.05, 0.06, 0.1, 0.2, 0.25], "lambda_max_share": [0.02, 0.03, 0.1, 0.2, 0.3],
+                       "participation_ratio": [150, 120, 60, 20, 10]},
+        "blocks.0.hook_resid_post": [
+            {"mean_abs_corr": 0.1 * i, "lambda_max_share": 0.05 * i, "participation_ratio": 100 / (i + 1)}
+            for i in range(5)
+        ],
+    }
+    check(F.order_parameters_figure(its, per_tap, tmp_path / "order"))
+    rng = np.random.default_rng(2)
+    recs = [(np.corrcoef(rng.standard_normal((8, 40))), rng.standard_normal((8, 11))) for _ in range(3)]
+    comp = W.compare_recordings(recs, ["seed 0", "seed 1", "seed 2"])
+    check(F.similarity_figure(comp, tmp_path / "rep", title="Repeatability across seeds"))
+    comp2 = W.compare_recordings(recs[:2], ["verse", "prose"])
+    check(F.repeatability_plasticity_figure(comp, comp2, tmp_path / "repplast"))
+
+
+def test_display_char():
+    assert F.display_char(" ") == "␣" and F.display_char("\n") == "⏎" and F.display_char("a") == "a"
