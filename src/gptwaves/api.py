@@ -335,3 +335,283 @@ def spelling_figures(fig_dir: Path, results: list[dict]) -> list[Path]:
     out += spf.plot_q_curves(its, stats, fig_dir / "q_curves")
     out += spf.plot_rates(its, stats, fig_dir / "rates")
     return out
+
+
+# ------------------------------------------------------------------------------ waves stage
+
+# Prompts for context plasticity (DESIGN 4): verse, prose and a name list. Prompts with
+# characters outside a model's vocabulary are skipped (other corpora).
+PLASTICITY_PROMPTS = {
+    "verse": "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n",
+    "prose": "First Citizen:\nBefore we proceed any further, hear me speak.\n",
+    "names": "ANTONIO\nSEBASTIAN\nGONZALO\nADRIAN\nFRANCISCO\nALONSO\n",
+}
+
+
+def focus_tap(taps: Sequence[str]) -> str:
+    """The tap used for per-checkpoint figures: the residual stream after the last block."""
+    blocks = [t for t in taps if t.endswith("hook_resid_post")]
+    return blocks[-1] if blocks else list(taps)[-1]
+
+
+def record_variants(run_dir, *, samples: int, steps: int | None, n_seeds: int, seed: int = 0,
+                    corpus_obj: Corpus | None = None, **common) -> dict:
+    """Extra recordings at the last checkpoint: other seeds (repeatability), other prompts (plasticity)."""
+    run_dir = check_run_dir(run_dir)
+    last = run_checkpoints(run_dir)[-1]
+    name = ckpt_stem(last.iteration)
+    vocab = set(last.meta["vocab"])
+    out: dict = {"checkpoint": name, "seeds": {}, "prompts": {}}
+    out["seeds"][f"seed {seed}"] = run_dir / "recordings" / f"{name}.h5"
+    for s in range(seed + 1, seed + max(1, n_seeds)):
+        out["seeds"][f"seed {s}"] = record_run(run_dir, last.iteration, samples=samples, steps=steps, seed=s,
+                                               name_suffix=f".seed{s}", **common)[0]
+    for pname, text in PLASTICITY_PROMPTS.items():
+        if set(text) <= vocab:
+            out["prompts"][pname] = record_run(run_dir, last.iteration, samples=samples, steps=steps, seed=seed,
+                                               prompt=text, name_suffix=f".prompt-{pname}", **common)[0]
+    return out
+
+
+def analyze_recording(path: Path, taps: Sequence[str] | None = None, **kw) -> tuple[dict, dict]:
+    """Analyse every tap of a recording; returns ({tap: analyze_tap result}, recording meta)."""
+    from .analysis.waves import analyze_tap
+    from .record import Recording
+
+    with Recording.open(path) as rec:
+        chars, nxt = rec.input_chars(), rec.next_chars()
+        mask = np.broadcast_to(~rec.is_prompt, chars.shape)
+        if not mask.any():
+            raise GptwavesError(f"recording {path} has no generated steps")
+        res = {t: analyze_tap(rec.waves(t).astype(np.float32, copy=False), chars, nxt, mask=mask, **kw)
+               for t in (taps or rec.taps)}
+        return res, dict(rec.meta)
+
+
+def _tap_summary(r: dict) -> dict:
+    f = r["function"]
+    labels = [str(x) for x in np.asarray(f["label"]).tolist()]
+    counts: dict[str, int] = {}
+    for lab in labels:
+        if lab:
+            counts[lab] = counts.get(lab, 0) + 1
+    classes = list(f["classes"])
+    si = classes.index("space")
+    d_space = np.nan_to_num(np.abs(np.asarray(f["d_current"])[si]))
+    d_space_next = np.nan_to_num(np.abs(np.asarray(f["d_next"])[si]))
+    best = np.nan_to_num(np.abs(np.asarray(f["best_d"], dtype=float)))
+    top = np.argsort(-best)[:10]
+    per = np.asarray(r["period_acf"], dtype=float)
+    return {
+        **r["order_parameters"],
+        "n_clusters": int(r["clustering"]["k"]),
+        "silhouette": float(r["clustering"]["silhouette"]) if r["clustering"]["silhouette"] is not None else None,
+        "label_counts": counts,
+        "n_labelled": int(sum(counts.values())),
+        "max_abs_d_space": float(max(d_space.max(initial=0), d_space_next.max(initial=0))),
+        "max_abs_d_by_class": {c: float(np.nan_to_num(np.abs(np.concatenate(
+            [np.asarray(f["d_current"])[i], np.asarray(f["d_next"])[i]]))).max(initial=0)) for i, c in enumerate(classes)},
+        "space_channels": [int(i) for i in np.argsort(-np.maximum(d_space, d_space_next))[:8]],
+        "top_channels": [{"channel": int(i), "label": labels[i], "d": float(np.asarray(f["best_d"], dtype=float)[i])}
+                         for i in top],
+        "median_period_acf": float(np.nanmedian(per)) if np.isfinite(per).any() else None,
+        "n_oscillating": int(np.isfinite(per).sum()),
+        "max_space_similarity": float(np.nanmax(r["space_similarity"])) if np.isfinite(r["space_similarity"]).any() else None,
+        "n_samples": r["n_samples"], "n_steps": r["n_steps"], "n_channels": r["n_channels"],
+    }
+
+
+def _save_arrays(path: Path, res: dict) -> None:
+    import io as _io
+
+    from .io import atomic_write_bytes
+
+    arrays = {}
+    for tap, r in res.items():
+        p = tap.replace(".", "_")
+        arrays.update({
+            f"{p}/R": r["R"].astype(np.float32), f"{p}/eigenvalues": r["eigenvalues"], f"{p}/acf": r["acf"],
+            f"{p}/period_acf": r["period_acf"], f"{p}/strength": r["strength"], f"{p}/period_psd": r["period_psd"],
+            f"{p}/space_acf": r["space_acf"], f"{p}/space_similarity": r["space_similarity"],
+            f"{p}/cluster_labels": r["clustering"]["labels"], f"{p}/cluster_order": r["clustering"]["order"],
+            f"{p}/linkage": r["clustering"]["linkage"], f"{p}/d_current": r["function"]["d_current"],
+            f"{p}/d_next": r["function"]["d_next"], f"{p}/eta": r["eta"], f"{p}/eta_counts": r["eta_counts"],
+        })
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _checkpoint_figures(fig_dir: Path, name: str, rec_path: Path, res: dict, iteration) -> list[Path]:
+    import csv
+    import io as _io
+
+    from .figures import waves as wf
+    from .io import atomic_write_text
+    from .record import Recording
+
+    tap = focus_tap(list(res))
+    r = res[tap]
+    out = []
+    label = f"iteration {iteration}" if iteration is not None else name
+    with Recording.open(rec_path, verify=False) as rec:
+        x0 = rec.waves(tap, samples=0)
+        c0 = rec.input_chars(samples=0)
+        m0 = ~rec.is_prompt
+    si = list(r["function"]["classes"]).index("space")
+    d_space = np.asarray(r["function"]["d_current"])[si]
+    out += wf.wave_heatmap(x0, c0, fig_dir / f"{name}_wave_heatmap", mask_sample=m0,
+                           channel_order=r["clustering"]["order"], title=f"Waves at {tap}, sample 0, {label}")
+    out += wf.selective_waves(x0, c0, d_space, fig_dir / f"{name}_space_channels", mask_sample=m0,
+                              title=f"Most space-selective channels at {tap}, {label}")
+    out += wf.correlation_figure(r["R"], r["clustering"], fig_dir / f"{name}_correlation",
+                                 title=f"Cross-channel correlation at {tap}, {label}")
+    out += wf.acf_figure(r["acf"], r["space_acf"], fig_dir / f"{name}_acf", strength=r["strength"],
+                         periods=r["period_acf"], title=f"Auto-correlation at {tap}, {label}")
+    out += wf.period_histogram(r["period_acf"], fig_dir / f"{name}_periods", periods_psd=r["period_psd"],
+                               title=f"Dominant periods at {tap}, {label}")
+    rows = wf.channel_function_rows(r["function"], r["clustering"]["labels"], top_n=20, periods=r["period_acf"])
+    out += wf.channel_table_figure(rows, fig_dir / f"{name}_channel_table",
+                                   title=f"Channel function at {tap}, {label}")
+    all_rows = wf.channel_function_rows(r["function"], r["clustering"]["labels"], top_n=r["n_channels"],
+                                        periods=r["period_acf"])
+    if all_rows:
+        buf = _io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(all_rows[0]))
+        w.writeheader()
+        w.writerows(all_rows)
+        out.append(atomic_write_text(fig_dir.parent / name / "channel_function.csv", buf.getvalue()))
+    return out
+
+
+def waves_run(
+    run_dir: str | os.PathLike,
+    checkpoint: str | int | None = "all",
+    *,
+    variants: dict | None = None,
+    samples: int = 64,
+    steps: int | None = None,
+    nlags: int = 64,
+    k: int | None = None,
+    window: int = 8,
+    figures: bool = True,
+    progress: bool = True,
+    **record_kw,
+) -> dict:
+    """Coherence analysis (DESIGN 4) of each selected checkpoint's recording; records if missing.
+
+    Writes ``DIR/waves/<name>/summary.json`` (scalars, labels), ``arrays.npz`` (R, ACFs, periods,
+    clustering, effect sizes, event-triggered averages), ``channel_function.csv``, and figures
+    under ``DIR/waves/figures``. Returns ``{"checkpoints": [...], "repeatability": ..., "figures": [...]}``.
+    """
+    import json as _json
+
+    from tqdm.auto import tqdm
+
+    from .analysis import waves as wa
+    from .figures import waves as wf
+    from .io import atomic_write_json, sha256_file
+
+    run_dir = check_run_dir(run_dir)
+    selected = select_checkpoints(run_dir, checkpoint, record_kw.get("corpus"), record_kw.get("n_head"))
+    settings = {"nlags": nlags, "k": k, "window": window}
+    out_dir = run_dir / "waves"
+    fig_dir = out_dir / "figures"
+    results: list[dict] = []
+    full: dict[str, dict] = {}
+    with RunLock(run_dir):
+        bar = tqdm(selected, desc="waves", unit="ckpt", disable=not progress, dynamic_ncols=True)
+        for name, ref in bar:
+            rec_path = run_dir / "recordings" / f"{name}.h5"
+            if not rec_path.exists():
+                record_run(run_dir, str(ref.iteration) if hasattr(ref, "iteration") else str(ref),
+                           samples=samples, steps=steps, progress=progress, **record_kw)
+            rec_sha = sha256_file(rec_path)
+            spath = out_dir / name / "summary.json"
+            if spath.exists():
+                old = _json.loads(spath.read_text())
+                if old.get("settings") == settings and old.get("recording_sha256") == rec_sha:
+                    results.append(old)
+                    continue
+            bar.set_postfix_str(name)
+            res, meta = analyze_recording(rec_path, nlags=nlags, k=k, window=window)
+            full[name] = res
+            summ = {"name": name, "iteration": meta.get("iteration"), "recording": rec_path.name,
+                    "recording_sha256": rec_sha, "settings": settings, "focus_tap": focus_tap(list(res)),
+                    "record_settings": {k2: meta.get(k2) for k2 in ("samples", "steps", "prompt", "sampling")},
+                    "taps": {t: _tap_summary(r) for t, r in res.items()}}
+            _save_arrays(out_dir / name / "arrays.npz", res)
+            if figures:
+                _checkpoint_figures(fig_dir, name, rec_path, res, meta.get("iteration"))
+            atomic_write_json(spath, summ)  # last: its presence means this checkpoint is done
+            results.append(summ)
+    results.sort(key=lambda r: (r["iteration"] is None, r["iteration"] or 0))
+    figs: list[Path] = []
+    repeat = None
+    if figures and results:
+        its = [r["iteration"] if r["iteration"] is not None else 0 for r in results]
+        taps = list(results[0]["taps"])
+        per_tap = {t: [r["taps"][t] for r in results] for t in taps}
+        if len(results) >= 2:
+            figs += wf.order_parameters_figure(its, per_tap, fig_dir / "order_parameters",
+                                               title="Coherence order parameters across training")
+            first, last = results[0]["name"], results[-1]["name"]
+            ft = results[-1]["focus_tap"]
+            Ra = _load_array(out_dir / first / "arrays.npz", ft, "R")
+            Rb = _load_array(out_dir / last / "arrays.npz", ft, "R")
+            figs += wf.correlation_comparison(Ra, Rb, fig_dir / "correlation_compare",
+                                              names=(f"iteration {results[0]['iteration']}",
+                                                     f"iteration {results[-1]['iteration']}"),
+                                              title=f"Cross-channel correlation at {ft}: before and after training")
+    if variants:
+        repeat = repeatability(run_dir, variants, nlags=nlags)
+        if figures and repeat:
+            figs += wf.repeatability_plasticity_figure(repeat["seeds_raw"], repeat["prompts_raw"],
+                                                       fig_dir / "repeatability",
+                                                       title=f"Repeatability and plasticity at {repeat['tap']}, "
+                                                             f"{repeat['checkpoint']}")
+        if repeat:
+            repeat = {k2: v for k2, v in repeat.items() if not k2.endswith("_raw")}
+            atomic_write_json(out_dir / "repeatability.json", repeat)
+    return {"checkpoints": results, "repeatability": repeat, "figures": figs}
+
+
+def _load_array(path: Path, tap: str, key: str) -> np.ndarray:
+    with np.load(path) as z:
+        return z[f"{tap.replace('.', '_')}/{key}"]
+
+
+def repeatability(run_dir: Path, variants: dict, nlags: int = 64) -> dict | None:
+    """Similarity of correlation matrices and ACFs across seeds (same prompt) and prompts."""
+    from .analysis import waves as wa
+    from .record import Recording
+
+    def stats(path: Path, tap: str):
+        with Recording.open(path) as rec:
+            chars = rec.input_chars()
+            mask = np.broadcast_to(~rec.is_prompt, chars.shape)
+            x = rec.waves(tap).astype(np.float32, copy=False)
+        return wa.correlation_matrix(x, mask), wa.autocorrelation(x, nlags=nlags, mask=mask)
+
+    seeds, prompts = variants.get("seeds", {}), variants.get("prompts", {})
+    if len(seeds) < 2 and len(prompts) < 2:
+        return None
+    any_path = next(iter({**seeds, **prompts}.values()))
+    with Recording.open(any_path) as rec:
+        tap = focus_tap(rec.taps)
+    out = {"checkpoint": variants.get("checkpoint"), "tap": tap}
+    for key, group in (("seeds", seeds), ("prompts", prompts)):
+        if len(group) >= 2:
+            cmp = wa.compare_recordings([stats(Path(p), tap) for p in group.values()], list(group))
+            out[f"{key}_raw"] = cmp
+            n = len(group)
+            iu = np.triu_indices(n, 1)
+            out[key] = {"names": cmp["names"],
+                        "corr_similarity": np.asarray(cmp["corr_similarity"]).tolist(),
+                        "acf_similarity": np.asarray(cmp["acf_similarity"]).tolist(),
+                        "mean_corr_similarity": float(np.asarray(cmp["corr_similarity"])[iu].mean()),
+                        "mean_acf_similarity": float(np.asarray(cmp["acf_similarity"])[iu].mean())}
+        else:
+            out[f"{key}_raw"] = {"names": list(group), "corr_similarity": np.eye(len(group)),
+                                 "acf_similarity": np.eye(len(group))}
+    return out

@@ -216,6 +216,67 @@ def spelling(run, checkpoint, corpus, samples, length, lexicon, alpha, n_boot, s
     click.echo(f"table: {res['table']}")
 
 
+@cli.command()
+@run_option
+@checkpoint_option
+@corpus_option
+@click.option("--samples", type=int, default=64, show_default=True, help="Samples to record if missing.")
+@click.option("--steps", type=int, default=None, help="Steps to record if missing (default 2 x block_size).")
+@click.option("--nlags", type=int, default=64, show_default=True, help="Auto-correlation lags.")
+@click.option("--clusters", "k", type=int, default=None, help="Number of clusters (default: best silhouette).")
+@click.option("--window", type=int, default=8, show_default=True, help="Event-triggered average half-width.")
+@click.option("--quiet", is_flag=True)
+def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, quiet):
+    """Coherence analysis of recorded waves (records what it needs if missing)."""
+    from .api import waves_run
+
+    res = waves_run(run, checkpoint, samples=samples, steps=steps, nlags=nlags, k=k, window=window,
+                    progress=not quiet, corpus=corpus)
+    click.echo(f"{'iter':>7} {'tap':>28} {'mean|R|':>8} {'lam/C':>6} {'PR':>6} {'k':>3} {'space ch':>8}")
+    for r in res["checkpoints"]:
+        for tap, v in r["taps"].items():
+            sp = v["label_counts"].get("space", 0) + v["label_counts"].get("next:space", 0)
+            click.echo(f"{str(r['iteration']):>7} {tap:>28} {v['mean_abs_corr']:8.3f} {v['lambda_max_share']:6.3f} "
+                       f"{v['participation_ratio']:6.1f} {v['n_clusters']:3d} {sp:8d}")
+    click.echo(f"results: {Path(run) / 'waves'}")
+
+
+@cli.command()
+@click.option("--preset", "preset_name", default="smoke", show_default=True,
+              help="smoke | quick | paper | shakespeare-char")
+@corpus_option
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/PRESET).")
+@click.option("--max-iters", type=int, default=None, help="Override the preset's training length.")
+@click.option("--record-samples", type=int, default=None)
+@click.option("--record-steps", type=int, default=None)
+@click.option("--spelling-samples", type=int, default=None)
+@click.option("--spelling-length", type=int, default=None)
+@click.option("--seed", type=int, default=None, help="Sampling seed of the analysis stages.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None)
+@click.option("--quiet", is_flag=True)
+def reproduce(preset_name, corpus, out, max_iters, record_samples, record_steps, spelling_samples,
+              spelling_length, seed, device, precision, quiet):
+    """Corpus -> training -> recordings -> waves -> spelling -> report, resumable."""
+    import dataclasses
+
+    from .reproduce import ANALYSIS_PRESETS, AnalysisSettings
+    from .reproduce import reproduce as run_reproduce
+
+    an = ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
+    an = dataclasses.replace(an, **{k: v for k, v in dict(
+        record_samples=record_samples, record_steps=record_steps, spelling_samples=spelling_samples,
+        spelling_length=spelling_length, seed=seed).items() if v is not None})
+    out = out or Path("runs") / preset_name
+    overrides = {k: v for k, v in dict(max_iters=max_iters, precision=precision).items() if v is not None}
+    summary = run_reproduce(preset_name, corpus, out, train_overrides=overrides, analysis=an, device=device,
+                            progress=not quiet)
+    click.echo(f"summary: {Path(out) / 'summary.json'}")
+    click.echo(f"report:  {Path(out) / 'report' / 'index.html'}")
+    for c in summary["findings"]["claims"]:
+        click.echo(f"- {c['claim']}: {c['verdict']}. {c['text']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="gptwaves", standalone_mode=False)

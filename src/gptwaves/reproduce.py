@@ -1,0 +1,160 @@
+"""``gptwaves reproduce``: corpus -> training -> recordings -> waves -> spelling -> report.
+
+Each stage skips work whose outputs exist with the same settings, so re-running resumes and a
+changed setting reruns only what depends on it. ``DIR/summary.json`` is the machine-readable
+result; ``DIR/report/index.html`` the human one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from .config import TrainConfig, preset
+from .corpus import Corpus
+from .errors import GptwavesError
+from .io import RunLock, atomic_write_json, check_run_dir, read_json
+
+
+@dataclass
+class AnalysisSettings:
+    """Sizes of the analysis stages (per preset; each is a CLI option of `reproduce`)."""
+
+    record_samples: int = 64
+    record_steps: int | None = None  # default: 2 x block_size (crop beyond the context)
+    spelling_samples: int = 1000
+    spelling_length: int | None = None  # default: block_size
+    repeat_seeds: int = 3
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+ANALYSIS_PRESETS = {
+    "smoke": AnalysisSettings(record_samples=16, record_steps=96, spelling_samples=300, repeat_seeds=2),
+    "quick": AnalysisSettings(record_samples=64, record_steps=256, spelling_samples=1000),
+    "paper": AnalysisSettings(record_samples=64, record_steps=500, spelling_samples=1000),
+    "shakespeare-char": AnalysisSettings(record_samples=64, record_steps=512, spelling_samples=1000),
+}
+
+STAGES = ("train", "record", "waves", "spelling", "summary", "report")
+
+
+@dataclass
+class StageClock:
+    """Prints a line per stage with elapsed time and a rough estimate of what is left."""
+
+    weights: dict[str, float]
+    t0: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    quiet: bool = False
+
+    def start(self, name: str) -> float:
+        done = sum(self.weights.get(s, 0) for s in self.timings)
+        total = sum(self.weights.values())
+        elapsed = time.perf_counter() - self.t0
+        eta = ""
+        if done > 0 and elapsed > 1:
+            left = elapsed * (total - done) / done
+            eta = f", about {_fmt_s(left)} left"
+        i = STAGES.index(name) + 1 if name in STAGES else 0
+        if not self.quiet:
+            click.echo(f"[{i}/{len(STAGES)}] {name} (elapsed {_fmt_s(elapsed)}{eta})", err=True)
+        return time.perf_counter()
+
+    def stop(self, name: str, t: float) -> None:
+        self.timings[name] = round(time.perf_counter() - t, 3)
+
+
+def _fmt_s(s: float) -> str:
+    s = max(0.0, s)
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+# rough share of wall time per stage on a CPU, used only for the time-left estimate
+STAGE_WEIGHTS = {
+    "smoke": {"train": 0.2, "record": 0.1, "waves": 0.3, "spelling": 0.15, "summary": 0.01, "report": 0.1},
+    "quick": {"train": 0.6, "record": 0.1, "waves": 0.1, "spelling": 0.15, "summary": 0.01, "report": 0.04},
+    "paper": {"train": 0.9, "record": 0.03, "waves": 0.02, "spelling": 0.04, "summary": 0.0, "report": 0.01},
+}
+
+
+def reproduce(
+    preset_name: str = "smoke",
+    corpus: str | os.PathLike | None = None,
+    out: str | os.PathLike = "runs/smoke",
+    *,
+    train_overrides: dict | None = None,
+    analysis: AnalysisSettings | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Run the whole pipeline into ``out`` and return the summary dict."""
+    from . import api
+    from .report import build_report
+    from .summary import build_summary
+    from .train import train
+
+    try:
+        cfg: TrainConfig = preset(preset_name)
+        cfg = cfg.override(**(train_overrides or {}), device=device, progress=progress)
+    except ValueError as e:
+        raise GptwavesError(str(e)) from None
+    an = analysis or ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
+    run_dir = check_run_dir(out)
+    clock = StageClock(STAGE_WEIGHTS.get(preset_name, STAGE_WEIGHTS["paper"]), quiet=not progress)
+    c = Corpus.load(corpus)
+    with RunLock(run_dir):
+        prev = _previous_timings(run_dir)
+        t = clock.start("train")
+        train(cfg, c, run_dir)
+        clock.stop("train", t)
+
+        t = clock.start("record")
+        common = dict(corpus=c.path, progress=progress, device=device)
+        api.record_run(run_dir, "all", samples=an.record_samples, steps=an.record_steps, seed=an.seed, **common)
+        extra = api.record_variants(run_dir, samples=an.record_samples, steps=an.record_steps,
+                                    n_seeds=an.repeat_seeds, seed=an.seed, corpus_obj=c, **common)
+        clock.stop("record", t)
+
+        t = clock.start("waves")
+        waves = api.waves_run(run_dir, "all", variants=extra, progress=progress)
+        clock.stop("waves", t)
+
+        t = clock.start("spelling")
+        spelling = api.spelling_run(run_dir, "all", samples=an.spelling_samples, length=an.spelling_length,
+                                    seed=an.seed, **common)
+        clock.stop("spelling", t)
+
+        t = clock.start("summary")
+        timings = {**prev, **clock.timings}
+        summary = build_summary(run_dir, cfg, c, an, waves, spelling, timings)
+        atomic_write_json(run_dir / "summary.json", summary)
+        clock.stop("summary", t)
+
+        t = clock.start("report")
+        build_report(run_dir)
+        clock.stop("report", t)
+        summary["timings"] = {**timings, **clock.timings,
+                              "total": round(time.perf_counter() - clock.t0, 3)}
+        atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _previous_timings(run_dir: Path) -> dict:
+    p = run_dir / "summary.json"
+    if p.exists():
+        try:
+            return {f"previous_{k}": v for k, v in (read_json(p).get("timings") or {}).items()
+                    if not k.startswith("previous_")}
+        except GptwavesError:
+            return {}
+    return {}
+
+
+__all__ = ["reproduce", "AnalysisSettings", "ANALYSIS_PRESETS"]

@@ -1,0 +1,166 @@
+"""``summary.json``: the machine-readable result of a run, with findings on the abstract's claims."""
+
+from __future__ import annotations
+
+import math
+import platform
+from pathlib import Path
+
+from . import __version__
+from .config import TrainConfig
+from .corpus import Corpus
+
+
+def _f(v):
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+
+def _fmt(v, nd=3):
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def build_summary(run_dir: Path, cfg: TrainConfig, corpus: Corpus, analysis, waves: dict, spelling: dict,
+                  timings: dict) -> dict:
+    from .record import package_versions
+    from .train import read_metrics
+
+    wv = {r["iteration"]: r for r in waves.get("checkpoints", [])}
+    sp = {r["iteration"]: r for r in spelling.get("checkpoints", [])}
+    its = sorted(set(wv) | set(sp), key=lambda x: (x is None, x or 0))
+    cks = []
+    for it in its:
+        w, s = wv.get(it), sp.get(it)
+        entry = {"iteration": it,
+                 "train_loss": (s or {}).get("train_loss"), "val_loss": (s or {}).get("val_loss"),
+                 "waves": None, "spelling": None}
+        if w:
+            entry["waves"] = {t: {k: v[k] for k in ("mean_abs_corr", "lambda_max_share", "participation_ratio")}
+                              for t, v in w["taps"].items()}
+        if s:
+            st = s["stats"]
+            keep = ("mean", "var", "fano", "q", "fano_ci", "p_value", "verdict")
+            entry["spelling"] = {
+                "correct": {k: st["correct"][k] for k in keep},
+                "misspelled": {k: st["misspelled"][k] for k in keep},
+                "error_rate": st["error_rate"], "clustering_excess": st["clustering_excess"],
+                "clustering_excess_correct": st.get("clustering_excess_correct"),
+                "cascade_ratio": st["cascade_ratio"], "n_samples": st["n_samples"],
+            }
+        cks.append(entry)
+    findings = findings_from(cks, waves, spelling)
+    metrics = read_metrics(run_dir)
+    tps = [r["tokens_per_s"] for r in metrics if r.get("kind") == "train" and r.get("tokens_per_s")]
+    return {
+        "format": "gptwaves-summary",
+        "gptwaves_version": __version__,
+        "preset": cfg.preset,
+        "corpus_sha256": corpus.sha256,
+        "corpus_path": str(corpus.path) if corpus.path else None,
+        "settings": {"train": cfg.to_dict(), "analysis": analysis.to_dict(),
+                     "record": (waves.get("checkpoints") or [{}])[0].get("record_settings"),
+                     "spelling": (spelling.get("checkpoints") or [{}])[0].get("settings")},
+        "versions": package_versions(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "timings": timings,
+        "training": {"median_tokens_per_s": sorted(tps)[len(tps) // 2] if tps else None},
+        "checkpoints": cks,
+        "repeatability": waves.get("repeatability"),
+        "findings": findings,
+    }
+
+
+def findings_from(cks: list[dict], waves: dict, spelling: dict) -> dict:
+    """One verdict with its numbers for each claim of the abstract."""
+    claims = []
+    wck = [c for c in cks if c["waves"]]
+    # 1. coherence builds up with training
+    if len(wck) >= 2:
+        a, b = wck[0], wck[-1]
+        taps = list(b["waves"])
+        up = [t for t in taps if b["waves"][t]["mean_abs_corr"] > a["waves"][t]["mean_abs_corr"]]
+        pr_down = [t for t in taps if b["waves"][t]["participation_ratio"] < a["waves"][t]["participation_ratio"]]
+        ft = (waves.get("checkpoints") or [{}])[-1].get("focus_tap", taps[-1])
+        wa, wb = a["waves"][ft], b["waves"][ft]
+        n = len(taps)
+        verdict = ("supported" if len(up) > n / 2 and len(pr_down) > n / 2 else
+                   "not supported" if len(up) <= n / 2 and len(pr_down) <= n / 2 else "inconclusive")
+        text = (f"From iteration {a['iteration']} to {b['iteration']}, mean |R| rose at {len(up)}/{n} taps and the "
+                f"participation ratio fell at {len(pr_down)}/{n}; at {ft} mean |R| {_fmt(wa['mean_abs_corr'])} -> "
+                f"{_fmt(wb['mean_abs_corr'])}, dominant-mode share {_fmt(wa['lambda_max_share'])} -> "
+                f"{_fmt(wb['lambda_max_share'])}, participation ratio {_fmt(wa['participation_ratio'], 1)} -> "
+                f"{_fmt(wb['participation_ratio'], 1)}.")
+    else:
+        verdict, text = "inconclusive", "Fewer than two checkpoints with wave analysis."
+    claims.append({"claim": "Coherence builds up with training", "verdict": verdict, "text": text})
+
+    sck = [c for c in cks if c["spelling"] and c["spelling"]["correct"]["fano"] is not None]
+    crossing = spelling.get("crossing_iteration")
+
+    def ci(d):
+        c = d.get("fano_ci") or [None, None]
+        return f"[{_fmt(c[0], 2)}, {_fmt(c[1], 2)}]"
+
+    # 2. correct spellings: Poissonian -> sub-Poissonian
+    if len(sck) >= 2:
+        a, b = sck[0], sck[-1]
+        ca, cb = a["spelling"]["correct"], b["spelling"]["correct"]
+        ok = ca["verdict"] in ("Poissonian", "super-Poissonian") and cb["verdict"] == "sub-Poissonian"
+        verdict = "supported" if ok else ("not supported" if cb["verdict"] != "sub-Poissonian" else "inconclusive")
+        ce_a = a["spelling"].get("clustering_excess_correct")
+        ce_b = b["spelling"].get("clustering_excess_correct")
+        text = (f"F_correct {_fmt(ca['fano'])} {ci(ca)} ({ca['verdict']}, p={_fmt(ca['p_value'], 3)}) at iteration "
+                f"{a['iteration']} -> {_fmt(cb['fano'])} {ci(cb)} ({cb['verdict']}, p={_fmt(cb['p_value'], 3)}) at "
+                f"iteration {b['iteration']}; "
+                + (f"F_correct crosses 1 near iteration {crossing:.0f}" if crossing is not None else
+                   "no crossing of F = 1 observed")
+                + f". Against the independent-error reference, F/F_ref = {_fmt(ce_a)} -> {_fmt(ce_b)}.")
+    else:
+        verdict, text = "inconclusive", "Fewer than two checkpoints with spelling statistics."
+    claims.append({"claim": "Correct spellings go from Poissonian to sub-Poissonian", "verdict": verdict,
+                   "text": text})
+
+    # 3. misspellings: the opposite trend
+    mck = [c for c in cks if c["spelling"] and c["spelling"]["misspelled"]["fano"] is not None]
+    if len(mck) >= 2:
+        a, b = mck[0], mck[-1]
+        ma, mb = a["spelling"]["misspelled"], b["spelling"]["misspelled"]
+        rising = mb["fano"] > ma["fano"]
+        sig = (ma.get("fano_ci") and mb.get("fano_ci") and ma["fano_ci"][1] is not None and mb["fano_ci"][0] is not None
+               and mb["fano_ci"][0] > ma["fano_ci"][1])
+        verdict = "supported" if rising and sig else ("inconclusive" if rising else "not supported")
+        text = (f"F_misspelled {_fmt(ma['fano'])} {ci(ma)} ({ma['verdict']}) at iteration {a['iteration']} -> "
+                f"{_fmt(mb['fano'])} {ci(mb)} ({mb['verdict']}) at iteration {b['iteration']}; error rate "
+                f"{_fmt(a['spelling']['error_rate'])} -> {_fmt(b['spelling']['error_rate'])}; clustering excess "
+                f"F/F_ref {_fmt(a['spelling']['clustering_excess'])} -> {_fmt(b['spelling']['clustering_excess'])}; "
+                f"cascade ratio {_fmt(a['spelling']['cascade_ratio'])} -> {_fmt(b['spelling']['cascade_ratio'])}.")
+    else:
+        verdict, text = "inconclusive", "Fewer than two checkpoints with misspelling statistics."
+    claims.append({"claim": "Misspellings show the opposite trend (towards Poissonian / super-Poissonian)",
+                   "verdict": verdict, "text": text})
+
+    # 4. space-associated channels stand out
+    wres = waves.get("checkpoints") or []
+    if wres:
+        first, last = wres[0], wres[-1]
+
+        def space_count(r):
+            return sum(v["label_counts"].get("space", 0) + v["label_counts"].get("next:space", 0)
+                       for v in r["taps"].values())
+
+        def dmax(r, cls):
+            return max(v["max_abs_d_by_class"].get(cls, 0.0) for v in r["taps"].values())
+
+        n_last, n_first = space_count(last), space_count(first)
+        d_space = dmax(last, "space")
+        others = {c: dmax(last, c) for c in next(iter(last["taps"].values()))["max_abs_d_by_class"] if c != "space"}
+        best_other = max(others, key=others.get) if others else None
+        stand_out = n_last > 0 and d_space >= 1.0 and n_last > n_first
+        verdict = "supported" if stand_out else ("not supported" if n_last == 0 else "inconclusive")
+        text = (f"At iteration {last['iteration']}, {n_last} channel-tap pairs are labelled space (|d| >= 1) vs "
+                f"{n_first} at iteration {first['iteration']}; the largest space effect is |d| = {_fmt(d_space, 2)}"
+                + (f" (strongest other class: {best_other}, |d| = {_fmt(others[best_other], 2)})" if best_other else "")
+                + ".")
+    else:
+        verdict, text = "inconclusive", "No wave analysis."
+    claims.append({"claim": "Space-associated channels stand out", "verdict": verdict, "text": text})
+    return {"crossing_iteration": _f(crossing), "claims": claims}
