@@ -113,10 +113,15 @@ def record_run(
     """Record waves for the selected checkpoints; finished recordings with equal settings are reused."""
     from .runtime import graceful_stop
 
+    from contextlib import nullcontext
+
+    from . import distributed as dd
+
     run_dir = check_run_dir(run_dir)
     selected = select_checkpoints(run_dir, checkpoint, corpus, n_head)
     out = []
-    with RunLock(run_dir), graceful_stop() as stop:
+    d = dd.init(torch.device("cuda" if device == "cuda" else "cpu").type)
+    with (RunLock(run_dir) if d.main else nullcontext()), graceful_stop() as stop:
         for name, ref in selected:
             model, meta = load_selected(ref, corpus, n_head, device)
             st = steps if steps is not None else 2 * model.config.block_size
@@ -140,18 +145,28 @@ def sample_texts(model: GPT, vocab: list[str], n: int, length: int, prompt: str,
     from .runtime import Interrupted
     from .sample import generate
 
+    from . import distributed as dd
+
     tok = CharTokenizer(vocab)
     ids = tok.encode(prompt, what="prompt")
-    texts: list[str] = []
+    by_batch: dict[int, list[str]] = {}
     itos = np.array(vocab, dtype="<U1")
     nb = -(-n // batch_size)
-    for b in tqdm(range(nb), desc="sample", disable=not progress, leave=False):
+    d = dd.info()
+    for b in tqdm(dd.shard(nb, d), desc="sample", disable=not progress, leave=False):
         if stop:
             raise Interrupted("sampling interrupted; re-run to resume")
         size = min(batch_size, n - b * batch_size)
         res = generate(model, ids, length, size, sampling, generator=batch_generator(sampling.seed, b))
-        texts.extend("".join(r) for r in itos[res.tokens].tolist())
-    return texts
+        by_batch[b] = ["".join(r) for r in itos[res.tokens].tolist()]
+    if d.enabled:  # merge the shards of every rank, in batch order (same as one process)
+        import torch.distributed as tdist
+
+        gathered: list = [None] * d.world
+        tdist.all_gather_object(gathered, by_batch)
+        for g in gathered:
+            by_batch.update(g)
+    return [t for b in sorted(by_batch) for t in by_batch[b]]
 
 
 def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:
@@ -239,9 +254,14 @@ def spelling_run(
         lex = corpus_for_run(run_dir, corpus).lexicon
         lex_name = "training split"
     lex_hash = hashlib.sha256("\n".join(sorted(lex)).encode()).hexdigest()[:16]
+    from contextlib import nullcontext
+
+    from . import distributed as dd
+
     out_dir = run_dir / "spelling"
     results = []
-    with RunLock(run_dir), graceful_stop() as stop:
+    d = dd.init(torch.device("cuda" if device == "cuda" else "cpu").type)
+    with (RunLock(run_dir) if d.main else nullcontext()), graceful_stop() as stop:
         bar = tqdm(selected, desc="spelling", unit="ckpt", disable=not progress, dynamic_ncols=True)
         for name, ref in bar:
             model, meta = load_selected(ref, corpus, n_head, device)
@@ -271,6 +291,8 @@ def spelling_run(
                 bar.set_postfix_str(f"{name}: sampling {samples} x {L}")
                 texts = sample_texts(model, list(meta["vocab"]), samples, L, prompt, sampling,
                                      batch_size=batch_size, stop=stop, progress=progress)
+                if not d.main:
+                    continue  # rank 0 writes
                 atomic_write_json(spath, {"settings": sample_key, "texts": texts})
             stats = sp.analyze(texts, lex, len(prompt), L, alpha=alpha, n_boot=n_boot, seed=seed)
             res = {"name": name, "iteration": meta.get("iteration"), "train_loss": meta.get("train_loss"),
@@ -279,6 +301,8 @@ def spelling_run(
                               spf.text_page_html(texts, lex, len(prompt), meta.get("iteration")))
             atomic_write_json(jpath, res)
             results.append(res)
+    if not d.main:
+        return {"checkpoints": [], "crossing_iteration": None, "table": None, "figures": []}
     results.sort(key=lambda r: (r["iteration"] is None, r["iteration"] or 0))
     table = write_spelling_table(out_dir / "spelling.csv", results)
     its = [r["iteration"] for r in results if r["iteration"] is not None]

@@ -152,7 +152,7 @@ def _unescape(text: str) -> str:
         raise GptwavesError(f"prompt has an invalid escape sequence: {text!r}") from None
 
 
-run_option = click.option("--run", "run", required=True, type=click.Path(path_type=Path),
+run_option = click.option("--run", "--run-dir", "run", required=True, type=click.Path(path_type=Path),
                           help="Run directory (outputs go here).")
 checkpoint_option = click.option(
     "--checkpoint", default="all", show_default=True,

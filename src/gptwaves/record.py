@@ -25,6 +25,7 @@ import json
 import platform
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -124,8 +125,11 @@ def record(
     tap_dtype = np.float16 if spec.dtype == "float16" else np.float32
     bar = tqdm(total=spec.samples, desc=f"record {out_path.stem}", unit="sample", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
+    from . import distributed as dd
+
+    d = dd.info()
     try:
-        for b in range(n_batches):
+        for b in dd.shard(n_batches, d):
             part = parts / f"batch_{b:05d}.npz"
             size = min(spec.batch_size, spec.samples - b * spec.batch_size)
             if part.exists():
@@ -144,6 +148,11 @@ def record(
             bar.update(size)
     finally:
         bar.close()
+    if d.enabled:  # rank 0 merges the parts written by every rank
+        dd.barrier()
+        if not d.main:
+            dd.barrier()
+            return out_path
     attrs = {
         "format": FORMAT, "version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "iteration": meta.get("iteration"), "weights_sha256": meta.get("weights_sha256"),
@@ -156,6 +165,8 @@ def record(
     }
     _assemble(parts, n_batches, spec, taps, attrs, out_path)
     shutil.rmtree(parts, ignore_errors=True)
+    if d.enabled:
+        dd.barrier()
     return out_path
 
 
@@ -192,7 +203,7 @@ def _assemble(parts: Path, n_batches: int, spec: RecordSpec, taps: list[str], at
                                 dwaves[i] = g.create_dataset(t, (S, n, arr.shape[-1]), dtype=spec.dtype,
                                                              chunks=(1, n, arr.shape[-1]))
                             dwaves[i][s0 : s0 + size] = arr
-                except (OSError, ValueError, KeyError) as e:
+                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
                     path.unlink(missing_ok=True)
                     raise GptwavesError(f"partial recording {path} is damaged ({e}); re-run to redo it") from None
                 s0 += size

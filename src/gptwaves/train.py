@@ -43,6 +43,14 @@ def run_identity(cfg: TrainConfig, corpus: Corpus) -> dict:
     return {"format": RUN_FORMAT, "corpus_sha256": corpus.sha256, "train": cfg.identity()}
 
 
+def refuse_foreign_dir(run_dir: Path) -> None:
+    """A non-empty folder without run.json (or checkpoints) is not ours: refuse to write there."""
+    if (run_dir / "run.json").exists() or not run_dir.is_dir():
+        return
+    if any(p.name not in {".lock"} for p in run_dir.iterdir()) and not (run_dir / "checkpoints").exists():
+        raise GptwavesError(f"{run_dir} is not empty and holds no gptwaves run; choose another --out")
+
+
 def check_or_create_run(run_dir: Path, cfg: TrainConfig, corpus: Corpus) -> None:
     """Refuse an output folder that holds a different run; create run.json for a new one."""
     path = run_dir / "run.json"
@@ -62,9 +70,7 @@ def check_or_create_run(run_dir: Path, cfg: TrainConfig, corpus: Corpus) -> None
             shown = ", ".join(f"{k}={old['train'].get(k)!r}->{ident['train'].get(k)!r}" for k in diff[:4])
             raise GptwavesError(f"{run_dir} holds a run with different settings ({shown}); choose another --out")
         return
-    if run_dir.exists() and any(p.name not in {".lock"} for p in run_dir.iterdir()):
-        if not (run_dir / "checkpoints").exists():
-            raise GptwavesError(f"{run_dir} is not empty and holds no gptwaves run; choose another --out")
+    refuse_foreign_dir(run_dir)
     atomic_write_json(path, {**ident, "created_by": f"gptwaves {__version__}",
                              "vocab": corpus.tokenizer.chars, "corpus_path": str(corpus.path)})
 
@@ -104,8 +110,12 @@ class Batcher:
         self.batch_size = batch_size
         self.device = device
 
-    def get(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, gen: torch.Generator, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of windows; with ``world`` > 1 this rank's slice of the same global batch."""
         ix = torch.randint(self.windows.shape[0], (self.batch_size,), generator=gen)
+        if world > 1:
+            per = self.batch_size // world
+            ix = ix[rank * per : (rank + 1) * per]
         w = self.windows[ix]
         x, y = w[:, :-1], w[:, 1:]
         if self.device.type != "cpu":
@@ -256,19 +266,41 @@ class TrainResult:
 
 def train(cfg: TrainConfig, corpus: Corpus, run_dir: str | os.PathLike) -> TrainResult:
     """Train (or resume) a run; returns when ``cfg.max_iters`` is reached."""
+    from . import distributed as dd
+
     run_dir = Path(run_dir)
+    d = dd.info()
     device = pick_device(cfg.device)
+    if d.enabled:
+        if cfg.batch_size % d.world:
+            raise GptwavesError(f"batch size {cfg.batch_size} is not divisible by {d.world} processes")
+        if device.type == "cuda":
+            device = torch.device("cuda", d.local_rank)
+        dd.init(device.type)
+    if not d.main:  # only rank 0 writes; the others follow its files
+        dd.barrier()
+        return _train_locked(cfg, corpus, run_dir, device, d)
+    refuse_foreign_dir(run_dir)  # before the lock, which would leave a .lock file there
     with RunLock(run_dir):
         check_or_create_run(run_dir, cfg, corpus)
-        return _train_locked(cfg, corpus, run_dir, device)
+        dd.barrier()
+        return _train_locked(cfg, corpus, run_dir, device, d)
 
 
-def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch.device) -> TrainResult:
+def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch.device, d=None) -> TrainResult:
+    from . import distributed as dd
+
+    d = d or dd.DistInfo()
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     mcfg = cfg.model_config(corpus.tokenizer.vocab_size)
     model = GPT(mcfg).to(device)
     opt = make_optimizer(model, cfg, device)
+    fwd = model
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        fwd = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = load_state(run_dir, model, opt, gen, device)
     resumed_from = start
@@ -280,11 +312,11 @@ def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch
     done = {c.iteration for c in list_checkpoints(ckpt_dir)}
     batcher = Batcher(torch.from_numpy(corpus.train_ids), cfg.block_size, cfg.batch_size, device)
     eval_batches = fixed_eval_batches(corpus, cfg, device)
-    log = MetricsLog(run_dir / "metrics.jsonl", resumed_from)
+    log = MetricsLog(run_dir / "metrics.jsonl", resumed_from) if d.main else None
     vocab = corpus.tokenizer.chars
     tokens_per_iter = cfg.batch_size * cfg.block_size
     bar = tqdm(total=cfg.max_iters, initial=it, desc=f"train {cfg.preset}", unit="it",
-               disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
+               disable=not (cfg.progress and d.main), dynamic_ncols=True, mininterval=0.5)
     last_val = None
     model.train()
     try:
@@ -294,33 +326,35 @@ def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch
                 if it in schedule and it not in done:
                     losses = evaluate(model, eval_batches, cfg, device)
                     last_val = losses["val"]
+                    done.add(it)
+                if it in schedule and d.main and not (ckpt_dir / f"iter_{it:07d}.json").exists():
                     save_checkpoint(ckpt_dir, model, it, vocab, {
                         "train_loss": losses["train"], "val_loss": losses["val"],
                         "train_config": cfg.to_dict(), "corpus_sha256": corpus.sha256,
                         "tokens_seen": it * tokens_per_iter,
                     })
-                    done.add(it)
                     log.write({"iter": it, "kind": "eval", "train_loss": losses["train"],
                                "val_loss": losses["val"]})
                     save_state(run_dir, it, model, opt, gen, device)
                 if it >= cfg.max_iters:
                     break
-                if stop:
-                    save_state(run_dir, it, model, opt, gen, device)
+                if dd.any_flag(bool(stop), device):
+                    if d.main:
+                        save_state(run_dir, it, model, opt, gen, device)
                     raise Interrupted(f"training interrupted at iteration {it}; re-run the same command to resume")
                 lr = lr_at(cfg, it)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                x, y = batcher.get(gen)
+                x, y = batcher.get(gen, d.rank, d.world)
                 with autocast_ctx(cfg, device):
-                    _, loss, _ = model(x, y)
+                    _, loss, _ = fwd(x, y)
                 loss.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 it += 1
-                lossf = loss.item()
+                lossf = dd.mean_scalar(loss.item(), device) if d.enabled else loss.item()
                 if not math.isfinite(lossf):
                     raise GptwavesError(
                         f"training diverged: loss is {lossf} at iteration {it} (try a lower --learning-rate); "
@@ -331,14 +365,17 @@ def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch
                     now = time.perf_counter()
                     tps = (it - it_last) * tokens_per_iter / max(now - t_last, 1e-9)
                     t_last, it_last = now, it
-                    log.write({"iter": it, "kind": "train", "loss": lossf, "lr": lr, "tokens_per_s": tps})
+                    if log is not None:
+                        log.write({"iter": it, "kind": "train", "loss": lossf, "lr": lr, "tokens_per_s": tps})
                     post = {"loss": f"{lossf:.3f}", "tok/s": f"{tps:,.0f}"}
                     if last_val is not None:
                         post["val"] = f"{last_val:.3f}"
                     bar.set_postfix(post, refresh=False)
-                if it % cfg.state_interval == 0 and it not in schedule:
+                if it % cfg.state_interval == 0 and it not in schedule and d.main:
                     save_state(run_dir, it, model, opt, gen, device)
     finally:
         bar.close()
-        log.close()
+        if log is not None:
+            log.close()
+    dd.barrier()
     return TrainResult(run_dir, it, list_checkpoints(ckpt_dir), time.perf_counter() - t0, resumed_from)
