@@ -136,7 +136,7 @@ def record_run(
 
 
 def sample_texts(model: GPT, vocab: list[str], n: int, length: int, prompt: str, sampling: SamplingConfig,
-                 batch_size: int = 250, stop=None, progress: bool = False) -> list[str]:
+                 batch_size: int = 250, stop=None, progress: bool = False, edits: dict | None = None) -> list[str]:
     """Generate ``n`` texts (prompt + ``length`` characters) without recording taps."""
     from tqdm.auto import tqdm
 
@@ -157,7 +157,8 @@ def sample_texts(model: GPT, vocab: list[str], n: int, length: int, prompt: str,
         if stop:
             raise Interrupted("sampling interrupted; re-run to resume")
         size = min(batch_size, n - b * batch_size)
-        res = generate(model, ids, length, size, sampling, generator=batch_generator(sampling.seed, b))
+        res = generate(model, ids, length, size, sampling, generator=batch_generator(sampling.seed, b),
+                       edits=edits)
         by_batch[b] = ["".join(r) for r in itos[res.tokens].tolist()]
     if d.enabled:  # merge the shards of every rank, in batch order (same as one process)
         import torch.distributed as tdist

@@ -180,6 +180,7 @@ class GPT(nn.Module):
         tap_positions: slice | None = None,
         cache: KVCache | None = None,
         logits_last_only: bool = False,
+        edits: dict | None = None,
     ):
         """Run the model.
 
@@ -198,6 +199,10 @@ class GPT(nn.Module):
             Key/value cache, extended in place by ``T`` positions.
         logits_last_only : bool
             Compute the head only for the last position (generation).
+        edits : dict, optional
+            Tap name -> function ``f(h) -> h`` applied to the hidden state at that tap (all
+            positions) before the computation continues: channel interventions (DESIGN 6).
+            Recorded tap values are the edited ones.
 
         Returns
         -------
@@ -214,16 +219,23 @@ class GPT(nn.Module):
         sl = tap_positions if tap_positions is not None else slice(None)
         out: dict[str, torch.Tensor] = {}
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        edits = edits or {}
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        if "hook_embed" in edits:
+            x = edits["hook_embed"](x)
         if "hook_embed" in want:
             out["hook_embed"] = x[:, sl]
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache, i)
             name = f"blocks.{i}.hook_resid_post"
+            if name in edits:
+                x = edits[name](x)
             if name in want:
                 out[name] = x[:, sl]
         x = self.transformer.ln_f(x)
+        if "ln_final.hook_normalized" in edits:
+            x = edits["ln_final.hook_normalized"](x)
         if "ln_final.hook_normalized" in want:
             out["ln_final.hook_normalized"] = x[:, sl]
         if cache is not None:
@@ -235,7 +247,7 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-        unknown = want - set(out)
+        unknown = (want - set(out)) | (set(edits) - set(self.tap_names))
         if unknown:
             raise ValueError(f"unknown tap names: {sorted(unknown)}")
         return logits, loss, out

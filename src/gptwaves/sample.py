@@ -111,11 +111,13 @@ def generate(
     generator: torch.Generator | None = None,
     tap_dtype: np.dtype = np.float32,
     on_step: Callable[[int], None] | None = None,
+    edits: dict | None = None,
 ) -> Batch:
     """Generate ``batch_size`` samples of ``steps`` characters after a prompt, recording taps.
 
     ``prompt_ids`` is one prompt (shared by the batch) or one prompt per sample, all of the same
     length. Returns numpy arrays; recorded taps are kept for every position (prompt included).
+    ``edits`` (tap -> function on hidden states) applies a channel intervention at every step.
     """
     if steps <= 0:
         raise GptwavesError(f"steps must be positive, not {steps}")
@@ -165,13 +167,13 @@ def generate(
 
     # 1) prompt positions inside the window, one cached forward
     first = min(P, bs)
-    logits, _, tv = model(seq[:, :first], taps=taps, cache=cache)
+    logits, _, tv = model(seq[:, :first], taps=taps, cache=cache, edits=edits)
     store(0, logits, tv)
     j = first - 1  # newest processed position
     # prompt positions beyond the window (long prompts): full windows, crop semantics
     while j < P - 1:
         j += 1
-        logits, tv = _window_forward(model, seq, j, bs, taps)
+        logits, tv = _window_forward(model, seq, j, bs, taps, edits)
         store(j, logits, tv)
         cache.length = bs + 1  # the cache is no longer valid for incremental steps
     # 2) generation steps: position j has been processed; sample seq[j + 1]
@@ -184,23 +186,23 @@ def generate(
             break
         j += 1  # process the newly sampled character at position j
         if cache.length < bs:
-            logits, _, tv = model(seq[:, j : j + 1], taps=taps, cache=cache, logits_last_only=True)
+            logits, _, tv = model(seq[:, j : j + 1], taps=taps, cache=cache, logits_last_only=True, edits=edits)
         elif stride is None:
-            logits, tv = _window_forward(model, seq, j, bs, taps)
+            logits, tv = _window_forward(model, seq, j, bs, taps, edits)
         else:  # refill the cache with the last `stride` characters, newest included
             cache.length = 0
             logits, _, tv = model(seq[:, j - stride + 1 : j + 1], taps=taps, cache=cache,
-                                  tap_positions=slice(-1, None), logits_last_only=True)
+                                  tap_positions=slice(-1, None), logits_last_only=True, edits=edits)
         store(j, logits[:, -1:], {k: v[:, -1:] for k, v in tv.items()})
         last_logits = logits[:, -1]
     return Batch(tokens=seq.cpu().numpy(), entropy=ent, taps=rec, prompt_len=P)
 
 
-def _window_forward(model: GPT, seq: torch.Tensor, j: int, bs: int, taps: Sequence[str]):
+def _window_forward(model: GPT, seq: torch.Tensor, j: int, bs: int, taps: Sequence[str], edits=None):
     """Full, uncached forward of the last ``bs`` characters ending at position ``j``."""
     lo = max(0, j - bs + 1)
     logits, _, tv = model(seq[:, lo : j + 1], taps=taps, tap_positions=slice(-1, None),
-                          logits_last_only=True)
+                          logits_last_only=True, edits=edits)
     return logits, tv
 
 
