@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,9 @@ def save_checkpoint(
     ckpt_dir: Path, model: GPT, iteration: int, vocab: list[str], extra: dict[str, Any]
 ) -> CheckpointInfo:
     """Write weights then metadata (the JSON appears last, so its presence means complete)."""
-    data = st_save(state_dict_tensors(model), metadata={"format": "gptwaves", "iteration": str(iteration)})
+    # One metadata key only: safetensors writes the metadata map in hash order, which varies
+    # between processes, so several keys would make identical weights give different bytes.
+    data = st_save(state_dict_tensors(model), metadata={"format": "gptwaves"})
     stem = ckpt_stem(iteration)
     wpath = atomic_write_bytes(Path(ckpt_dir) / f"{stem}.safetensors", data)
     meta = {
@@ -165,7 +168,9 @@ def load_checkpoint(info_or_json: CheckpointInfo | Path) -> tuple[GPT, dict]:
 
 def _torch_load_safely(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4" notes: not for the user
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise GptwavesError(f"checkpoint not found: {path}") from None
     except pickle.UnpicklingError as e:
@@ -176,6 +181,10 @@ def _torch_load_safely(path: Path) -> Any:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or ["unreadable"])[0]
         raise GptwavesError(f"checkpoint {path} is truncated or corrupt: {first[:160]}") from None
+    except Exception as e:  # garbage bytes make the unpickler fail in arbitrary ways (IndexError ...)
+        raise GptwavesError(
+            f"checkpoint {path} is truncated or corrupt (not a PyTorch checkpoint: {type(e).__name__})"
+        ) from None
 
 
 def load_external_checkpoint(path: Path, vocab: list[str], n_head: int | None = None) -> tuple[GPT, dict]:
