@@ -40,9 +40,22 @@ def run_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
     return cks
 
 
+@dataclass(frozen=True)
+class HFRef:
+    """A Hugging Face model (name or local path, optional revision) in place of a checkpoint."""
+
+    name: str
+    revision: str | None = None
+
+
 def select_checkpoints(run_dir: Path, which: str | int | None, corpus: str | os.PathLike | None = None,
-                       n_head: int | None = None) -> list[tuple[str, object]]:
-    """Resolve ``ITER|all|last|PATH`` into a list of (name, CheckpointInfo or Path)."""
+                       n_head: int | None = None, hf_model: str | None = None,
+                       hf_revision: str | None = None) -> list[tuple[str, object]]:
+    """Resolve ``ITER|all|last|PATH`` (or a Hugging Face model) into a list of (name, reference)."""
+    if hf_model:
+        from .hf import safe_name
+
+        return [(safe_name(hf_model, hf_revision), HFRef(hf_model, hf_revision))]
     which = "all" if which is None else str(which)
     if which in ("all", "last", "first"):
         cks = run_checkpoints(run_dir)
@@ -67,6 +80,11 @@ def load_selected(ref: object, corpus: str | os.PathLike | None = None, n_head: 
                   device: str = "auto") -> tuple[GPT, dict]:
     from .runtime import pick_device
 
+    if isinstance(ref, HFRef):
+        from .hf import HFModel
+
+        hf = HFModel(ref.name, pick_device(device), ref.revision)
+        return hf, hf.meta()  # type: ignore[return-value]
     if isinstance(ref, CheckpointInfo):
         model, meta = load_checkpoint(ref)
     else:
@@ -109,6 +127,8 @@ def record_run(
     name_suffix: str = "",
     progress: bool = True,
     device: str = "auto",
+    hf_model: str | None = None,
+    hf_revision: str | None = None,
 ) -> list[Path]:
     """Record waves for the selected checkpoints; finished recordings with equal settings are reused."""
     from .runtime import graceful_stop
@@ -118,13 +138,13 @@ def record_run(
     from . import distributed as dd
 
     run_dir = check_run_dir(run_dir)
-    selected = select_checkpoints(run_dir, checkpoint, corpus, n_head)
+    selected = select_checkpoints(run_dir, checkpoint, corpus, n_head, hf_model, hf_revision)
     out = []
     d = dd.init(torch.device("cuda" if device == "cuda" else "cpu").type)
     with (RunLock(run_dir) if d.main else nullcontext()), graceful_stop() as stop:
         for name, ref in selected:
             model, meta = load_selected(ref, corpus, n_head, device)
-            st = steps if steps is not None else 2 * model.config.block_size
+            st = steps if steps is not None else (256 if hf_model else 2 * model.config.block_size)
             spec = RecordSpec(samples=samples, steps=st, prompt=prompt, taps=tuple(resolve_taps(model, taps)),
                               sampling=SamplingConfig(temperature, top_k, top_p, seed, context),
                               batch_size=batch_size, dtype=dtype)
@@ -147,18 +167,21 @@ def sample_texts(model: GPT, vocab: list[str], n: int, length: int, prompt: str,
 
     from . import distributed as dd
 
-    tok = CharTokenizer(vocab)
-    ids = tok.encode(prompt, what="prompt")
+    gen_fn = getattr(model, "generate_batch", None)  # Hugging Face adapter
+    ids = model.encode(prompt, what="prompt") if gen_fn else CharTokenizer(vocab).encode(prompt, what="prompt")
     by_batch: dict[int, list[str]] = {}
-    itos = np.array(vocab, dtype="<U1")
+    itos = np.array(vocab, dtype=str)
     nb = -(-n // batch_size)
     d = dd.info()
     for b in tqdm(dd.shard(nb, d), desc="sample", disable=not progress, leave=False):
         if stop:
             raise Interrupted("sampling interrupted; re-run to resume")
         size = min(batch_size, n - b * batch_size)
-        res = generate(model, ids, length, size, sampling, generator=batch_generator(sampling.seed, b),
-                       edits=edits)
+        if gen_fn is not None:
+            res = gen_fn(ids, length, size, sampling, generator=batch_generator(sampling.seed, b), edits=edits)
+        else:
+            res = generate(model, ids, length, size, sampling, generator=batch_generator(sampling.seed, b),
+                           edits=edits)
         by_batch[b] = ["".join(r) for r in itos[res.tokens].tolist()]
     if d.enabled:  # merge the shards of every rank, in batch order (same as one process)
         import torch.distributed as tdist
@@ -226,6 +249,8 @@ def spelling_run(
     figures: bool = True,
     progress: bool = True,
     device: str = "auto",
+    hf_model: str | None = None,
+    hf_revision: str | None = None,
 ) -> dict:
     """Spelling-error counting statistics for each selected checkpoint (DESIGN 5).
 
@@ -247,7 +272,9 @@ def spelling_run(
     if samples < 2:
         raise GptwavesError(f"need at least 2 samples for a variance, not {samples}")
     run_dir = check_run_dir(run_dir)
-    selected = select_checkpoints(run_dir, checkpoint, corpus, n_head)
+    selected = select_checkpoints(run_dir, checkpoint, corpus, n_head, hf_model, hf_revision)
+    if lexicon is None and hf_model:
+        raise GptwavesError("a Hugging Face model has no training split here: pass --lexicon FILE (a word list)")
     if lexicon is not None:
         lex = load_lexicon_file(lexicon)
         lex_name = str(lexicon)
@@ -266,7 +293,7 @@ def spelling_run(
         bar = tqdm(selected, desc="spelling", unit="ckpt", disable=not progress, dynamic_ncols=True)
         for name, ref in bar:
             model, meta = load_selected(ref, corpus, n_head, device)
-            L = length if length is not None else model.config.block_size
+            L = length if length is not None else (128 if hf_model else model.config.block_size)
             sampling = SamplingConfig(temperature, top_k, top_p, seed, context)
             settings = {"samples": samples, "length": L, "prompt": prompt, "sampling": sampling.to_dict(),
                         "lexicon": lex_name, "lexicon_hash": lex_hash, "alpha": alpha, "n_boot": n_boot,
@@ -291,15 +318,20 @@ def spelling_run(
             if texts is None:
                 bar.set_postfix_str(f"{name}: sampling {samples} x {L}")
                 texts = sample_texts(model, list(meta["vocab"]), samples, L, prompt, sampling,
-                                     batch_size=batch_size, stop=stop, progress=progress)
+                                     batch_size=min(batch_size, 32) if hf_model else batch_size, stop=stop,
+                                     progress=progress)
                 if not d.main:
                     continue  # rank 0 writes
                 atomic_write_json(spath, {"settings": sample_key, "texts": texts})
-            stats = sp.analyze(texts, lex, len(prompt), L, alpha=alpha, n_boot=n_boot, seed=seed)
+            plen = len(prompt)
+            if hf_model:  # lengths in characters of the decoded text
+                plen = len("".join(meta["vocab"][i] for i in model.encode(prompt)))
+                L = max(len(t) for t in texts) - plen
+            stats = sp.analyze(texts, lex, plen, L, alpha=alpha, n_boot=n_boot, seed=seed)
             res = {"name": name, "iteration": meta.get("iteration"), "train_loss": meta.get("train_loss"),
                    "val_loss": meta.get("val_loss"), "settings": settings, "stats": stats}
             atomic_write_text(out_dir / f"{name}.text.html",
-                              spf.text_page_html(texts, lex, len(prompt), meta.get("iteration")))
+                              spf.text_page_html(texts, lex, plen, meta.get("iteration")))
             atomic_write_json(jpath, res)
             results.append(res)
     if not d.main:
@@ -343,6 +375,16 @@ def write_spelling_table(path: Path, results: list[dict]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
+def _guarded(out: list, fn, *args, **kw) -> None:
+    """Draw one figure; a figure that cannot be drawn is skipped with a warning, never fatal."""
+    import warnings
+
+    try:
+        out += fn(*args, **kw)
+    except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as e:
+        warnings.warn(f"figure {getattr(fn, '__name__', fn)} skipped: {e}", stacklevel=2)
+
+
 def spelling_figures(fig_dir: Path, results: list[dict]) -> list[Path]:
     from .figures import spelling as spf
 
@@ -353,12 +395,13 @@ def spelling_figures(fig_dir: Path, results: list[dict]) -> list[Path]:
     fig_dir.mkdir(parents=True, exist_ok=True)
     out = []
     grid = rs if len(rs) <= 6 else [rs[i] for i in np.unique(np.linspace(0, len(rs) - 1, 6).round().astype(int))]
-    out += spf.plot_count_histograms(
-        [(r["iteration"], r["stats"]["counts"]["correct"], r["stats"]["counts"]["misspelled"]) for r in grid],
-        fig_dir / "count_histograms")
-    out += spf.plot_fano(its, stats, fig_dir / "fano", val_losses=vls if all(v is not None for v in vls) else None)
-    out += spf.plot_q_curves(its, stats, fig_dir / "q_curves")
-    out += spf.plot_rates(its, stats, fig_dir / "rates")
+    _guarded(out, spf.plot_count_histograms,
+             [(r["iteration"], r["stats"]["counts"]["correct"], r["stats"]["counts"]["misspelled"]) for r in grid],
+             fig_dir / "count_histograms")
+    _guarded(out, spf.plot_fano, its, stats, fig_dir / "fano",
+             val_losses=vls if all(v is not None for v in vls) else None)
+    _guarded(out, spf.plot_q_curves, its, stats, fig_dir / "q_curves")
+    _guarded(out, spf.plot_rates, its, stats, fig_dir / "rates")
     return out
 
 
@@ -405,6 +448,8 @@ def analyze_recording(path: Path, taps: Sequence[str] | None = None, **kw) -> tu
 
     with Recording.open(path) as rec:
         chars, nxt = rec.input_chars(), rec.next_chars()
+        if chars.dtype.itemsize > np.dtype("<U1").itemsize:  # tokens: a token stands for its first character
+            chars, nxt = chars.astype("<U1"), nxt.astype("<U1")
         mask = np.broadcast_to(~rec.is_prompt, chars.shape)
         if not mask.any():
             raise GptwavesError(f"recording {path} has no generated steps")
@@ -521,6 +566,8 @@ def waves_run(
     window: int = 8,
     figures: bool = True,
     progress: bool = True,
+    hf_model: str | None = None,
+    hf_revision: str | None = None,
     **record_kw,
 ) -> dict:
     """Coherence analysis (DESIGN 4) of each selected checkpoint's recording; records if missing.
@@ -538,7 +585,8 @@ def waves_run(
     from .io import atomic_write_json, sha256_file
 
     run_dir = check_run_dir(run_dir)
-    selected = select_checkpoints(run_dir, checkpoint, record_kw.get("corpus"), record_kw.get("n_head"))
+    selected = select_checkpoints(run_dir, checkpoint, record_kw.get("corpus"), record_kw.get("n_head"),
+                                  hf_model, hf_revision)
     settings = {"nlags": nlags, "k": k, "window": window}
     out_dir = run_dir / "waves"
     fig_dir = out_dir / "figures"
@@ -550,7 +598,8 @@ def waves_run(
             rec_path = run_dir / "recordings" / f"{name}.h5"
             if not rec_path.exists():
                 record_run(run_dir, str(ref.iteration) if hasattr(ref, "iteration") else str(ref),
-                           samples=samples, steps=steps, progress=progress, **record_kw)
+                           samples=samples, steps=steps, progress=progress, hf_model=hf_model,
+                           hf_revision=hf_revision, **record_kw)
             rec_sha = sha256_file(rec_path)
             spath = out_dir / name / "summary.json"
             if spath.exists():

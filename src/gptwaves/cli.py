@@ -152,6 +152,14 @@ def _unescape(text: str) -> str:
         raise GptwavesError(f"prompt has an invalid escape sequence: {text!r}") from None
 
 
+def _hf_options(f):
+    f = click.option("--hf-revision", default=None, help="Revision of the Hugging Face model (e.g. Pythia's step1000).")(f)
+    f = click.option("--hf-model", default=None,
+                     help="A Hugging Face causal LM (name or local path) instead of a gptwaves checkpoint; "
+                          "needs the optional extra gptwaves[hf].")(f)
+    return f
+
+
 run_option = click.option("--run", "--run-dir", "run", required=True, type=click.Path(path_type=Path),
                           help="Run directory (outputs go here).")
 checkpoint_option = click.option(
@@ -169,15 +177,17 @@ checkpoint_option = click.option(
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @_sampling_options
+@_hf_options
 def record(run, checkpoint, corpus, samples, steps, taps, dtype, batch_size, seed, temperature, top_k,
-           top_p, context, prompt, device, n_head, quiet):
+           top_p, context, prompt, device, n_head, quiet, hf_model, hf_revision):
     """Generate text while recording hidden-state waves to HDF5 (DIR/recordings/)."""
     from .api import record_run
 
     paths = record_run(run, checkpoint, samples=samples, steps=steps, prompt=_unescape(prompt), seed=seed,
                        temperature=temperature, top_k=top_k, top_p=top_p,
                        taps=[t.strip() for t in taps.split(",") if t.strip()], dtype=dtype, context=context,
-                       batch_size=batch_size, corpus=corpus, n_head=n_head, progress=not quiet, device=device)
+                       batch_size=batch_size, corpus=corpus, n_head=n_head, progress=not quiet, device=device,
+                       hf_model=hf_model, hf_revision=hf_revision)
     for p in paths:
         click.echo(str(p))
 
@@ -193,8 +203,9 @@ def record(run, checkpoint, corpus, samples, steps, taps, dtype, batch_size, see
 @click.option("--alpha", type=float, default=0.05, show_default=True)
 @click.option("--n-boot", type=int, default=2000, show_default=True)
 @_sampling_options
+@_hf_options
 def spelling(run, checkpoint, corpus, samples, length, lexicon, alpha, n_boot, seed, temperature, top_k, top_p,
-             context, prompt, device, n_head, quiet):
+             context, prompt, device, n_head, quiet, hf_model, hf_revision):
     """Counting statistics of spelling errors (Fano factor, Poisson tests) per checkpoint."""
     from .api import spelling_run
 
@@ -203,7 +214,7 @@ def spelling(run, checkpoint, corpus, samples, length, lexicon, alpha, n_boot, s
     res = spelling_run(run, checkpoint, samples=samples, length=length, prompt=_unescape(prompt), seed=seed,
                        temperature=temperature, top_k=top_k, top_p=top_p, context=context, lexicon=lexicon,
                        corpus=corpus, n_head=n_head, alpha=alpha, n_boot=n_boot, progress=not quiet,
-                       device=device)
+                       device=device, hf_model=hf_model, hf_revision=hf_revision)
     click.echo(f"{'iter':>7} {'val':>6} {'F_corr':>7} {'verdict':>17} {'F_miss':>7} {'verdict':>17} {'err':>5}")
     for r in res["checkpoints"]:
         s = r["stats"]
@@ -226,12 +237,13 @@ def spelling(run, checkpoint, corpus, samples, length, lexicon, alpha, n_boot, s
 @click.option("--clusters", "k", type=int, default=None, help="Number of clusters (default: best silhouette).")
 @click.option("--window", type=int, default=8, show_default=True, help="Event-triggered average half-width.")
 @click.option("--quiet", is_flag=True)
-def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, quiet):
+@_hf_options
+def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, quiet, hf_model, hf_revision):
     """Coherence analysis of recorded waves (records what it needs if missing)."""
     from .api import waves_run
 
     res = waves_run(run, checkpoint, samples=samples, steps=steps, nlags=nlags, k=k, window=window,
-                    progress=not quiet, corpus=corpus)
+                    progress=not quiet, corpus=corpus, hf_model=hf_model, hf_revision=hf_revision)
     click.echo(f"{'iter':>7} {'tap':>28} {'mean|R|':>8} {'lam/C':>6} {'PR':>6} {'k':>3} {'space ch':>8}")
     for r in res["checkpoints"]:
         for tap, v in r["taps"].items():

@@ -109,8 +109,11 @@ def record(
     from .runtime import Interrupted
 
     out_path = Path(out_path)
-    tok = CharTokenizer(vocab)
-    prompt_ids = tok.encode(spec.prompt, what="prompt")
+    gen_fn = getattr(model, "generate_batch", None)  # Hugging Face adapter (gptwaves.hf)
+    if gen_fn is not None:
+        prompt_ids = model.encode(spec.prompt, what="prompt")
+    else:
+        prompt_ids = CharTokenizer(vocab).encode(spec.prompt, what="prompt")
     taps = list(spec.taps)
     unknown = [t for t in taps if t not in model.tap_names]
     if unknown:
@@ -137,8 +140,9 @@ def record(
                 continue
             if stop:
                 raise Interrupted(f"recording interrupted after {b} batches; re-run to resume")
-            res = generate(model, prompt_ids, spec.steps, size, spec.sampling, taps=taps,
-                           generator=batch_generator(spec.sampling.seed, b), tap_dtype=tap_dtype)
+            res = (gen_fn or partial(generate, model))(
+                prompt_ids, spec.steps, size, spec.sampling, taps=taps,
+                generator=batch_generator(spec.sampling.seed, b), tap_dtype=tap_dtype)
             import io as _io
 
             buf = _io.BytesIO()
@@ -178,6 +182,9 @@ def _assemble(parts: Path, n_batches: int, spec: RecordSpec, taps: list[str], at
     with atomic_path(out_path) as tmp:
         with h5py.File(tmp, "w") as f:
             for k, v in attrs.items():
+                if k == "vocab":  # may be large (token vocabularies): a dataset, not an attribute
+                    f.create_dataset("vocab", data=np.array(v, dtype=object), dtype=h5py.string_dtype())
+                    continue
                 f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) or v is None else v
             f.create_dataset("is_prompt", data=np.arange(n) < P - 1)
             dtok = f.create_dataset("tokens", (S, P + spec.steps), dtype=np.int32,
@@ -253,6 +260,8 @@ class Recording:
         if meta.get("format") != FORMAT:
             f.close()
             raise GptwavesError(f"{path} is not a gptwaves recording")
+        if "vocab" in f:
+            meta["vocab"] = [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocab"][()]]
         return cls(path, f, meta)
 
     def __enter__(self) -> "Recording":
@@ -305,7 +314,9 @@ class Recording:
         return self._f["entropy"][samples]
 
     def _itos(self) -> np.ndarray:
-        return np.array(self.vocab, dtype="<U1")
+        if getattr(self, "_itos_cache", None) is None:
+            self._itos_cache = np.array(self.vocab, dtype=str)  # '<U1' for character vocabularies
+        return self._itos_cache
 
     def input_chars(self, samples=slice(None)) -> np.ndarray:
         """Character processed at each position: (S, n) array of '<U1'."""

@@ -231,17 +231,23 @@ def plot_q_curves(iterations: Sequence, results: Sequence[dict], stem,
     fig = _new_figure(10.0, 4.0)
     axes = fig.subplots(1, 2, sharey=False)
     cmap = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#bcbd22"]
+    plotted = False
     for j, i in enumerate(which):
         q = _q_columns(results[i]["q_curve"])
         w = np.asarray(q["windows"], dtype=float)
         for ax, key in zip(axes, ("q_correct", "q_misspelled")):
-            ax.plot(w, _arr(q[key]), "o-", color=cmap[j % len(cmap)], ms=4,
+            y = _arr(q[key])
+            plotted |= bool(np.any(np.isfinite(y) & (w > 0))) if len(w) else False
+            ax.plot(w, y, "o-", color=cmap[j % len(cmap)], ms=4,
                     label=f"iteration {iterations[i]}")
     for ax, name in zip(axes, ("correct", "misspelled")):
         ax.axhline(0.0, color="k", ls="--", lw=1, label="Poisson (Q = 0)")
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        if not plotted:  # nothing finite to draw (too few words): keep a linear, empty axis
+            ax.text(0.5, 0.5, "not enough words", transform=ax.transAxes, ha="center", va="center")
+        else:
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("counting window w (characters, log2)")
         ax.set_ylabel("Mandel Q = F - 1")
         ax.set_title(f"{name} words", fontsize=10)
