@@ -16,9 +16,17 @@ import torch
 from gptwaves.config import TrainConfig
 from gptwaves.corpus import Corpus
 
-SHARED_TINY_SHAKESPEARE = Path(
-    os.environ.get("GPTWAVES_TEST_TINY_SHAKESPEARE", "/work/shared/data/tinyshakespeare.txt")
-)
+def _find_tiny_shakespeare() -> Path:
+    """The shared offline copy: $GPTWAVES_TEST_TINY_SHAKESPEARE, $GPTWAVES_CORPUS, or ../shared/data."""
+    candidates = [os.environ.get("GPTWAVES_TEST_TINY_SHAKESPEARE"), os.environ.get("GPTWAVES_CORPUS"),
+                  str(Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt")]
+    for c in candidates:
+        if c and Path(c).is_file() and Path(c).name == "tinyshakespeare.txt":
+            return Path(c)
+    return Path(candidates[-1])
+
+
+SHARED_TINY_SHAKESPEARE = _find_tiny_shakespeare()
 
 _WORDS = (
     "the of and to a in that is was he for it with as his on be at by this had not are but "

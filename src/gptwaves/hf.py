@@ -43,9 +43,14 @@ class HFConfig:
 
 
 def safe_name(name: str, revision: str | None = None) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip("/").split("/")[-1] if "/" in name else name)
+    """A file-name-safe label for a model: no path separators, no '..'."""
+
+    def clean(t: str) -> str:
+        return re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9._-]+", "_", t))
+
+    s = clean(name.strip("/").split("/")[-1] if "/" in name else name)
     if revision:
-        s += "@" + re.sub(r"[^A-Za-z0-9._-]+", "_", revision)
+        s += "@" + clean(revision)
     return "hf-" + s
 
 

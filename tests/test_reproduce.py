@@ -1,0 +1,152 @@
+"""End to end: `gptwaves reproduce --preset smoke` (summary.json, report), and fault injection:
+SIGKILL at random moments of every stage, re-run after each, and the final results equal an
+uninterrupted run's (bit-identical weights and waves, identical statistics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# smaller analysis sizes than the preset's defaults keep the suite fast; the pipeline is the same
+ARGS = ["--preset", "smoke", "--record-samples", "8", "--record-steps", "48", "--spelling-samples", "120"]
+SUMMARY_KEYS = {"preset", "corpus_sha256", "timings", "checkpoints", "findings", "settings", "versions"}
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    from conftest import SHARED_TINY_SHAKESPEARE, make_text
+
+    if SHARED_TINY_SHAKESPEARE.is_file():
+        return SHARED_TINY_SHAKESPEARE
+    p = tmp_path_factory.mktemp("c") / "corpus.txt"
+    p.write_text(make_text(200_000))
+    return p
+
+
+def _cmd(out: Path, corpus: Path, quiet: bool = True) -> list[str]:
+    return [sys.executable, "-m", "gptwaves", "reproduce", *ARGS, "--corpus", str(corpus), "--out", str(out)] + (
+        ["--quiet"] if quiet else [])
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, corpus_file) -> Path:
+    out = tmp_path_factory.mktemp("clean") / "run"
+    r = subprocess.run(_cmd(out, corpus_file), capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_reproduce_smoke_summary_and_report(clean_run):
+    s = json.loads((clean_run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(s)
+    assert s["preset"] == "smoke"
+    for stage in ("train", "record", "waves", "spelling", "report"):
+        assert stage in s["timings"]
+    its = [c["iteration"] for c in s["checkpoints"]]
+    assert its == sorted(its) and its[0] == 0 and its[-1] == 200
+    for c in s["checkpoints"]:
+        assert c["val_loss"] > 0 and c["train_loss"] > 0
+        for tap, w in c["waves"].items():
+            assert 0 <= w["mean_abs_corr"] <= 1 and 0 < w["lambda_max_share"] <= 1 and w["participation_ratio"] >= 1
+        sp = c["spelling"]
+        for which in ("correct", "misspelled"):
+            d = sp[which]
+            assert {"mean", "var", "fano", "q", "fano_ci", "p_value", "verdict"} <= set(d)
+            if d["fano"] is not None:
+                assert abs(d["q"] - (d["fano"] - 1)) < 1e-12
+        assert 0 <= sp["error_rate"] <= 1
+        assert {"clustering_excess", "cascade_ratio"} <= set(sp)
+    assert s["checkpoints"][-1]["val_loss"] < s["checkpoints"][0]["val_loss"]
+    f = s["findings"]
+    assert "crossing_iteration" in f and len(f["claims"]) == 4
+    for c in f["claims"]:
+        assert c["verdict"] in ("supported", "not supported", "inconclusive") and c["text"]
+    html = (clean_run / "report" / "index.html").read_text()
+    assert "<html" in html.lower() and f["claims"][0]["claim"] in html
+    assert "http://" not in html and "https://cdn" not in html
+
+
+def _stage_kill(out: Path, corpus: Path, stage: str, rng: random.Random) -> None:
+    """Start reproduce, wait until it announces `stage`, then SIGKILL after a random delay."""
+    p = subprocess.Popen(_cmd(out, corpus, quiet=False), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, env=_env(), start_new_session=True)
+    seen = False
+    t0 = time.time()
+    while time.time() - t0 < 600:
+        line = p.stderr.readline()
+        if not line:
+            break
+        if f"] {stage} " in line:
+            seen = True
+            break
+    if seen:
+        time.sleep(rng.uniform(0.05, 1.5))
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
+    p.stderr.close()
+
+
+def _datasets(path: Path) -> dict:
+    out = {}
+    with h5py.File(path) as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj[()]
+        f.visititems(visit)
+    return out
+
+
+def _strip(s: dict) -> dict:
+    s = dict(s)
+    for k in ("timings", "machine", "training", "corpus_path"):
+        s.pop(k, None)
+    return s
+
+
+def test_sigkill_at_every_stage_then_resume_equals_clean_run(tmp_path, clean_run, corpus_file):
+    rng = random.Random(1234)
+    out = tmp_path / "run"
+    for stage in ("train", "record", "waves", "spelling", "report"):
+        _stage_kill(out, corpus_file, stage, rng)
+        # nothing half-written is ever visible under its final name
+        for p in out.rglob("*"):
+            assert not p.name.endswith(".tmp") or p.name.startswith("."), p
+    r = subprocess.run(_cmd(out, corpus_file), capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    # checkpoints: bit-identical weights and metadata
+    for a in sorted((clean_run / "checkpoints").iterdir()):
+        b = out / "checkpoints" / a.name
+        assert b.read_bytes() == a.read_bytes(), a.name
+    # recordings: identical datasets (attributes carry a creation time)
+    recs = sorted((clean_run / "recordings").glob("*.h5"))
+    assert recs
+    for a in recs:
+        da, db = _datasets(a), _datasets(out / "recordings" / a.name)
+        assert da.keys() == db.keys()
+        for k in da:
+            assert np.array_equal(da[k], db[k]), (a.name, k)
+    # statistics: identical summary apart from timings
+    sa = json.loads((clean_run / "summary.json").read_text())
+    sb = json.loads((out / "summary.json").read_text())
+    assert _strip(sa) == _strip(sb)
+    assert (out / "report" / "index.html").is_file()
