@@ -110,7 +110,7 @@ def reproduce(
     clock = StageClock(STAGE_WEIGHTS.get(preset_name, STAGE_WEIGHTS["paper"]), quiet=not progress)
     c = Corpus.load(corpus)
     with RunLock(run_dir):
-        prev = _previous_timings(run_dir)
+        history = _timings_history(run_dir)
         t = clock.start("train")
         train(cfg, c, run_dir)
         clock.stop("train", t)
@@ -132,29 +132,30 @@ def reproduce(
         clock.stop("spelling", t)
 
         t = clock.start("summary")
-        timings = {**prev, **clock.timings}
-        summary = build_summary(run_dir, cfg, c, an, waves, spelling, timings)
+        summary = build_summary(run_dir, cfg, c, an, waves, spelling, dict(clock.timings))
+        summary["timings_history"] = history
         atomic_write_json(run_dir / "summary.json", summary)
         clock.stop("summary", t)
 
         t = clock.start("report")
         build_report(run_dir)
         clock.stop("report", t)
-        summary["timings"] = {**timings, **clock.timings,
-                              "total": round(time.perf_counter() - clock.t0, 3)}
+        summary["timings"] = {**clock.timings, "total": round(time.perf_counter() - clock.t0, 3)}
         atomic_write_json(run_dir / "summary.json", summary)
     return summary
 
 
-def _previous_timings(run_dir: Path) -> dict:
+def _timings_history(run_dir: Path) -> list[dict]:
+    """Stage timings of earlier invocations on this run directory (a resumed run re-times only
+    the work it still had to do, so the first complete timings stay visible here)."""
     p = run_dir / "summary.json"
-    if p.exists():
-        try:
-            return {f"previous_{k}": v for k, v in (read_json(p).get("timings") or {}).items()
-                    if not k.startswith("previous_")}
-        except GptwavesError:
-            return {}
-    return {}
+    if not p.exists():
+        return []
+    try:
+        old = read_json(p)
+    except GptwavesError:
+        return []
+    return list(old.get("timings_history") or []) + ([old["timings"]] if old.get("timings") else [])
 
 
 __all__ = ["reproduce", "AnalysisSettings", "ANALYSIS_PRESETS"]
