@@ -1,0 +1,838 @@
+"""The run report: one self-contained, offline HTML page per run directory.
+
+``build_report(DIR)`` gathers what the pipeline stages left in ``DIR`` and writes
+``DIR/report/index.html``:
+
+- findings (each claim with its verdict and its sentence of numbers) and the crossing iteration;
+- a table of checkpoints (losses, Fano factors with CI and verdict, error rate, coherence);
+- training curves (inline SVG drawn from ``metrics.jsonl``);
+- every PNG figure of the training, waves, spelling and intervention stages (base64 data URIs);
+- the generated text of each checkpoint with misspellings highlighted (sanitised fragments);
+- an interactive wave explorer (vanilla JS + SVG) over a few recordings;
+- settings, package versions and stage timings.
+
+Any input may be missing (a report can be built after a partial run); its section then says
+"not computed". Nothing in the page refers to the network: scripts, styles, data and images are
+embedded, and a Content-Security-Policy forbids any fetch and any script but the page's own.
+Every piece of generated or corpus text is escaped (``html.escape`` here, ``textContent`` in JS).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import re
+import time
+from html.parser import HTMLParser
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import __version__
+from .io import atomic_write_text
+
+__all__ = ["build_report", "sanitize_fragment", "caption_from_stem", "json_for_html"]
+
+FIGURE_GROUPS = (  # (heading, folder relative to the run dir)
+    ("Training", "figures"),
+    ("Waves", "waves"),
+    ("Spelling", "spelling/figures"),
+    ("Interventions", "interventions"),
+)
+MAX_FIGURE_BYTES = 15 * 1024 * 1024  # a larger PNG is listed but not embedded
+NOT_COMPUTED = "not computed"
+
+
+# ------------------------------------------------------------------------------ small helpers
+
+def esc(v: Any) -> str:
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """A number for a table cell, '—' when missing or not finite."""
+    if isinstance(v, str) and _num(v) is None:
+        return esc(v) if v else "—"
+    f = _num(v)
+    if f is None:
+        return "—"
+    if isinstance(v, int) or (f == int(f) and abs(f) >= 10 ** digits and abs(f) < 1e15):
+        return f"{int(f)}"
+    if f != 0 and (abs(f) < 1e-3 or abs(f) >= 1e6):
+        return f"{f:.{max(digits - 1, 1)}e}"
+    if abs(f) >= 10 ** digits:
+        return f"{f:.0f}"
+    return f"{f:.{digits}g}"
+
+
+def json_for_html(obj: Any) -> str:
+    """JSON safe inside ``<script type="application/json">``: no ``<``, ``>``, ``&``, U+2028/9."""
+    s = json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """(value, None) or (None, reason)."""
+    if not path.is_file():
+        return None, "missing"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"unreadable ({type(e).__name__})"
+
+
+def _not_computed(what: str, why: str = "") -> str:
+    extra = f" ({esc(why)})" if why else ""
+    return f'<p class="nc">{esc(what)}: {NOT_COMPUTED}{extra}.</p>'
+
+
+def _asset(name: str) -> str:
+    return resources.files("gptwaves").joinpath("report_assets", name).read_text(encoding="utf-8")
+
+
+def _iter_from_name(name: str) -> int | None:
+    m = re.search(r"iter[_-]?(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+# ------------------------------------------------------------------------------ captions
+
+_PHRASES = {
+    "corr_compare": "Correlation matrices compared",
+    "correlation_compare": "Correlation matrices compared",
+    "correlation": "Cross-channel correlation with clusters",
+    "wave_heatmap": "Waves of all channels (heatmap)",
+    "space_channels": "Most space-selective channels",
+    "channel_table": "Channel function table",
+    "periods": "Dominant periods of the channels",
+    "similarity": "Similarity of correlation matrices",
+    "repeatability": "Repeatability and context plasticity",
+    "corr": "Correlation matrix",
+    "acf": "Auto-correlation functions",
+    "psd": "Power spectra",
+    "q_curves": "Mandel Q against counting window",
+    "fano": "Fano factor across training",
+    "rates": "Word rates across training",
+    "count_histograms": "Word-count histograms with Poisson reference",
+    "order_parameters": "Coherence order parameters across training",
+    "loss": "Training and validation loss",
+}
+_WORDS = {
+    "corr": "correlation", "acf": "auto-correlation", "psd": "power spectrum", "hist": "histogram",
+    "fano": "Fano factor", "q": "Q", "ci": "CI", "pr": "participation ratio", "eta": "event-triggered average",
+    "resid": "residual", "post": "", "hook": "", "embed": "embedding", "ln": "LayerNorm",
+    "compare": "compared", "vs": "vs", "repeat": "repeatability", "sim": "similarity",
+    "dendro": "dendrogram", "lr": "learning rate", "val": "validation", "iter": "iteration",
+}
+
+
+def caption_from_stem(stem: str) -> str:
+    """A readable caption from a figure's file name (``corr_compare`` -> ``Correlation matrices compared``)."""
+    if stem in _PHRASES:
+        return _PHRASES[stem]
+    s = stem
+    for k, v in sorted(_PHRASES.items(), key=lambda kv: -len(kv[0])):
+        if s.startswith(k + "_") or s.startswith(k + "-"):
+            rest = caption_from_stem(s[len(k) + 1:]).lower()
+            return f"{v}, {rest}" if rest else v
+    s = re.sub(r"iter[_-]?0*(\d+)", r"iteration \1", s)
+    s = re.sub(r"blocks\.(\d+)\.hook_resid_post", r"block \1 residual", s)
+    out = []
+    for w in re.split(r"[_\-\s]+", s):
+        if not w:
+            continue
+        out.append(_WORDS.get(w.lower(), w))
+    text = " ".join(w for w in out if w).strip()
+    return (text[:1].upper() + text[1:]) if text else stem
+
+
+# ------------------------------------------------------------------------------ fragment sanitiser
+
+_ALLOWED_TAGS = {"section", "div", "h3", "h4", "p", "pre", "span", "mark", "b", "i", "em", "strong", "br"}
+_VOID = {"br"}
+_ALLOWED_CLASSES = {"miss", "prompt", "unscored", "sample", "sample-wrap", "sample-head",
+                    "spelling-samples"}
+
+
+class _Sanitiser(HTMLParser):
+    """Rebuild an HTML fragment from a whitelist: allowed tags and classes, all text escaped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        tag = tag.lower()
+        if tag not in _ALLOWED_TAGS:  # shown as text, so tampering is visible and inert
+            self.out.append(html.escape(self.get_starttag_text() or f"<{tag}>", quote=True))
+            return
+        parts = [tag]
+        for k, v in attrs:
+            k = (k or "").lower()
+            if k == "class" and v:
+                cls = [c for c in v.split() if c in _ALLOWED_CLASSES]
+                if cls:
+                    parts.append(f'class="{" ".join(cls)}"')
+            elif k == "data-iteration" and v is not None and re.fullmatch(r"[\w.\-]{0,40}", v):
+                parts.append(f'data-iteration="{esc(v)}"')
+        self.out.append("<" + " ".join(parts) + ">")
+        if tag not in _VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        if tag.lower() in _VOID:
+            self.handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag):
+        tag = tag.lower()
+        if tag not in _ALLOWED_TAGS:
+            self.out.append(html.escape(f"</{tag}>", quote=False))
+            return
+        if tag in _VOID or tag not in self.stack:
+            return
+        while self.stack:  # close anything left open inside it, keeping the tree balanced
+            t = self.stack.pop()
+            self.out.append(f"</{t}>")
+            if t == tag:
+                break
+
+    def handle_data(self, data):
+        self.out.append(html.escape(data, quote=True))
+
+    def result(self) -> str:
+        self.close()
+        while self.stack:
+            self.out.append(f"</{self.stack.pop()}>")
+        return "".join(self.out)
+
+
+def sanitize_fragment(fragment: str) -> str:
+    """Keep only the tags/classes of a spelling text page; escape everything else as text."""
+    p = _Sanitiser()
+    p.feed(fragment)
+    return p.result()
+
+
+# ------------------------------------------------------------------------------ sections
+
+def _verdict_class(v: str | None) -> str:
+    v = (v or "").lower()
+    if v == "supported":
+        return "ok"
+    if v == "not supported":
+        return "bad"
+    if v.startswith("sub"):
+        return "sub"
+    if v.startswith("super"):
+        return "super"
+    if v == "poissonian":
+        return "poi"
+    return "unk"
+
+
+def _badge(v: str | None) -> str:
+    return f'<span class="badge {_verdict_class(v)}">{esc(v or "?")}</span>'
+
+
+def _findings_section(summary: dict | None, why: str | None) -> str:
+    h = ['<section id="findings" class="card findings"><h2>Findings</h2>']
+    if summary is None:
+        h.append(_not_computed("Findings (summary.json)", why or ""))
+        h.append("</section>")
+        return "".join(h)
+    f = summary.get("findings") if isinstance(summary.get("findings"), dict) else None
+    if not f:
+        h.append(_not_computed("Findings", "summary.json has no findings"))
+    else:
+        claims = f.get("claims") if isinstance(f.get("claims"), list) else []
+        if claims:
+            h.append('<ul class="claims">')
+            for c in claims:
+                if not isinstance(c, dict):
+                    continue
+                h.append(f'<li>{_badge(c.get("verdict"))}<div><div class="claim">{esc(c.get("claim"))}</div>'
+                         f'<div class="evidence">{esc(c.get("text"))}</div></div></li>')
+            h.append("</ul>")
+        else:
+            h.append(_not_computed("Claims", "no claims listed"))
+        ci = f.get("crossing_iteration")
+        if _num(ci) is not None:
+            h.append(f'<p class="crossing">F<sub>correct</sub> crosses 1 (Poissonian &rarr; sub-Poissonian) '
+                     f"near iteration <b>{fmt(ci, 4)}</b>.</p>")
+        else:
+            h.append('<p class="crossing">F<sub>correct</sub> does not cross 1 in the measured checkpoints '
+                     "(no crossing iteration).</p>")
+    h.append("</section>")
+    return "".join(h)
+
+
+def _last_block_tap(waves: dict) -> str | None:
+    best, bi = None, -1
+    for t in waves:
+        m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", str(t))
+        if m and int(m.group(1)) > bi:
+            best, bi = t, int(m.group(1))
+    return best
+
+
+def _ci(d: dict) -> str:
+    ci = d.get("fano_ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and _num(ci[0]) is not None and _num(ci[1]) is not None:
+        return f' <span class="ci">[{fmt(ci[0])}, {fmt(ci[1])}]</span>'
+    return ""
+
+
+def _checkpoint_table(summary: dict | None) -> str:
+    h = ['<section id="checkpoints" class="card"><h2>Checkpoints</h2>']
+    cks = summary.get("checkpoints") if isinstance(summary, dict) else None
+    if not isinstance(cks, list) or not cks:
+        h.append(_not_computed("Checkpoint table"))
+        h.append("</section>")
+        return "".join(h)
+    tap = None
+    for c in cks:
+        if isinstance(c, dict) and isinstance(c.get("waves"), dict):
+            tap = _last_block_tap(c["waves"]) or tap
+    h.append('<div class="tablewrap"><table class="num"><thead><tr><th>iteration</th><th>train loss</th>'
+             "<th>val loss</th><th>F<sub>correct</sub> [95% CI]</th><th>verdict</th>"
+             "<th>F<sub>misspelled</sub> [95% CI]</th><th>verdict</th><th>error rate</th>"
+             f'<th>mean |R|{"<br><small>" + esc(tap) + "</small>" if tap else ""}</th></tr></thead><tbody>')
+    for c in cks:
+        if not isinstance(c, dict):
+            continue
+        sp = c.get("spelling") if isinstance(c.get("spelling"), dict) else {}
+        cor = sp.get("correct") if isinstance(sp.get("correct"), dict) else {}
+        mis = sp.get("misspelled") if isinstance(sp.get("misspelled"), dict) else {}
+        wv = c.get("waves") if isinstance(c.get("waves"), dict) else {}
+        r = wv.get(tap, {}) if tap else {}
+        r = r if isinstance(r, dict) else {}
+        h.append(
+            f"<tr><td>{fmt(c.get('iteration'))}</td><td>{fmt(c.get('train_loss'), 4)}</td>"
+            f"<td>{fmt(c.get('val_loss'), 4)}</td>"
+            f"<td>{fmt(cor.get('fano'))}{_ci(cor)}</td><td>{_badge(cor.get('verdict')) if cor else '—'}</td>"
+            f"<td>{fmt(mis.get('fano'))}{_ci(mis)}</td><td>{_badge(mis.get('verdict')) if mis else '—'}</td>"
+            f"<td>{fmt(sp.get('error_rate'))}</td><td>{fmt(r.get('mean_abs_corr'))}</td></tr>")
+    h.append("</tbody></table></div>")
+    h.append('<p class="note">F = variance / mean of per-sample word counts (Fano factor); F &lt; 1 is '
+             "sub-Poissonian, F &gt; 1 super-Poissonian (index-of-dispersion test, two-sided). "
+             "Mean |R| is the mean absolute cross-channel correlation of the last block's residual stream.</p>")
+    h.append("</section>")
+    return "".join(h)
+
+
+def _kv_rows(d: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and v:
+                yield from _kv_rows(v, key)
+            else:
+                yield key, v
+    else:
+        yield prefix or "value", d
+
+
+def _value_cell(v: Any) -> str:
+    if isinstance(v, str):
+        return f"<code>{esc(repr(v) if v.strip() != v or not v or any(c in v for c in chr(10) + chr(9)) else v)}</code>"
+    if isinstance(v, float):
+        return esc(f"{v:.6g}")
+    return f"<code>{esc(json.dumps(v, ensure_ascii=False, default=str))}</code>"
+
+
+def _provenance_section(summary: dict | None, run_dir: Path) -> str:
+    h = ['<section id="provenance" class="card"><h2>Settings, versions and timings</h2>']
+    if not isinstance(summary, dict):
+        h.append(_not_computed("Settings, package versions and timings (summary.json)"))
+        h.append("</section>")
+        return "".join(h)
+    h.append('<div class="cols">')
+    st = summary.get("settings")
+    h.append("<div><h3>Settings</h3>")
+    if isinstance(st, dict) and st:
+        h.append('<table class="kv"><tbody>')
+        for k, v in _kv_rows(st):
+            h.append(f"<tr><th>{esc(k)}</th><td>{_value_cell(v)}</td></tr>")
+        h.append("</tbody></table>")
+    else:
+        h.append(_not_computed("Settings"))
+    h.append("</div><div><h3>Package versions</h3>")
+    vs = summary.get("versions")
+    if isinstance(vs, dict) and vs:
+        h.append('<table class="kv"><tbody>')
+        for k, v in vs.items():
+            h.append(f"<tr><th>{esc(k)}</th><td><code>{esc(v)}</code></td></tr>")
+        h.append(f'<tr><th>gptwaves (report)</th><td><code>{esc(__version__)}</code></td></tr>')
+        h.append("</tbody></table>")
+    else:
+        h.append(_not_computed("Package versions"))
+    h.append("<h3>Timings</h3>")
+    tm = summary.get("timings")
+    if isinstance(tm, dict) and tm:
+        total = sum(_num(v) or 0.0 for v in tm.values())
+        h.append('<table class="kv num"><tbody>')
+        for k, v in tm.items():
+            h.append(f"<tr><th>{esc(k)}</th><td>{_duration(v)}</td></tr>")
+        h.append(f"<tr class='total'><th>total</th><td>{_duration(total)}</td></tr></tbody></table>")
+    else:
+        h.append(_not_computed("Timings"))
+    h.append("</div></div></section>")
+    return "".join(h)
+
+
+def _duration(v: Any) -> str:
+    f = _num(v)
+    if f is None:
+        return "—"
+    if f < 60:
+        return f"{f:.1f} s"
+    if f < 3600:
+        return f"{int(f // 60)} min {f % 60:.0f} s"
+    return f"{int(f // 3600)} h {int(f % 3600 // 60)} min"
+
+
+# ------------------------------------------------------------------------------ training curves
+
+def _read_metrics(path: Path) -> tuple[list[dict], str | None]:
+    if not path.is_file():
+        return [], "metrics.jsonl missing"
+    rows = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line of an interrupted run
+                if isinstance(r, dict) and _num(r.get("iter")) is not None:
+                    rows.append(r)
+    except OSError as e:
+        return [], f"unreadable ({type(e).__name__})"
+    return rows, None
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=10 * mag)
+    start = math.ceil(lo / step) * step
+    out, v = [], start
+    while v <= hi + 1e-9 * step:
+        out.append(round(v, 10))
+        v += step
+    return out
+
+
+def training_curves_svg(rows: list[dict], crossing: float | None = None) -> str | None:
+    """Loss against iteration (log x as log10(1 + iteration)) as an inline SVG, or None."""
+    train = [(float(r["iter"]), float(r["loss"])) for r in rows
+             if r.get("kind") == "train" and _num(r.get("loss")) is not None]
+    ev_t = [(float(r["iter"]), float(r["train_loss"])) for r in rows
+            if r.get("kind") == "eval" and _num(r.get("train_loss")) is not None]
+    ev_v = [(float(r["iter"]), float(r["val_loss"])) for r in rows
+            if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None]
+    pts = train + ev_t + ev_v
+    if not pts:
+        return None
+    W, H, ml, mr, mt, mb = 880, 330, 62, 20, 16, 46
+    xmax = max(p[0] for p in pts)
+    log = xmax >= 100
+    fx = (lambda i: math.log10(1 + max(i, 0))) if log else (lambda i: i)
+    x0, x1 = fx(0), fx(max(xmax, 1))
+    ys = [p[1] for p in pts]
+    y0, y1 = min(ys), max(ys)
+    pad = 0.05 * (y1 - y0 or 1)
+    y0, y1 = y0 - pad, y1 + pad
+
+    def X(i):
+        return ml + (fx(i) - x0) / ((x1 - x0) or 1) * (W - ml - mr)
+
+    def Y(v):
+        return mt + (y1 - v) / ((y1 - y0) or 1) * (H - mt - mb)
+
+    g = [f'<svg class="curves" viewBox="0 0 {W} {H}" role="img" aria-label="Training curves" '
+         f'width="100%">']
+    # y grid
+    for t in _nice_ticks(y0, y1, 5):
+        y = Y(t)
+        g.append(f'<line x1="{ml}" x2="{W - mr}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                 f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{t:g}</text>')
+    # x ticks
+    if log:
+        xt = [0] + [10 ** k for k in range(0, int(math.log10(max(xmax, 1))) + 1)]
+    else:
+        xt = _nice_ticks(0, xmax, 6)
+    for t in xt:
+        x = X(t)
+        g.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt}" y2="{H - mb}" class="grid"/>'
+                 f'<text x="{x:.1f}" y="{H - mb + 16}" text-anchor="middle" class="tick">{t:g}</text>')
+    g.append(f'<text x="{(ml + W - mr) / 2}" y="{H - 8}" text-anchor="middle" class="axlabel">iteration'
+             f'{" (log scale, 1 + iteration)" if log else ""}</text>'
+             f'<text transform="translate(16 {(mt + H - mb) / 2}) rotate(-90)" text-anchor="middle" '
+             f'class="axlabel">loss (nats / char)</text>')
+    g.append(f'<rect x="{ml}" y="{mt}" width="{W - ml - mr}" height="{H - mt - mb}" class="frame"/>')
+    if crossing is not None and 0 <= crossing <= xmax:
+        x = X(crossing)
+        right = x > (ml + W - mr) / 2
+        g.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt}" y2="{H - mb}" class="cross"/>'
+                 f'<text x="{x + (-5 if right else 5):.1f}" y="{mt + 14}" class="crosslabel" '
+                 f'text-anchor="{"end" if right else "start"}">F<tspan baseline-shift="sub" '
+                 f'font-size="9">correct</tspan> crosses 1 at iteration {crossing:g}</text>')
+
+    def path(series, cls):
+        if not series:
+            return ""
+        series = sorted(series)
+        d = "M" + " L".join(f"{X(i):.1f},{Y(v):.1f}" for i, v in series)
+        return f'<path d="{d}" class="{cls}"/>'
+
+    g.append(path(train, "l-train"))
+    g.append(path(ev_t, "l-evtrain"))
+    g.append(path(ev_v, "l-val"))
+    for i, v in ev_v:
+        g.append(f'<circle cx="{X(i):.1f}" cy="{Y(v):.1f}" r="2.6" class="m-val"/>')
+    # legend
+    n_items = sum(1 for s_ in (train, ev_t, ev_v) if s_)
+    lx, ly = ml + 14, H - mb - 12 - 16 * (n_items - 1)  # lower left: empty for falling loss curves
+    items = [("l-train", "train loss (batch)", bool(train)), ("l-evtrain", "train loss (eval)", bool(ev_t)),
+             ("l-val", "validation loss (eval)", bool(ev_v))]
+    k = 0
+    for cls, label, on in items:
+        if not on:
+            continue
+        y = ly + 16 * k
+        g.append(f'<line x1="{lx}" x2="{lx + 22}" y1="{y}" y2="{y}" class="{cls}"/>'
+                 f'<text x="{lx + 28}" y="{y + 4}" class="legend">{label}</text>')
+        k += 1
+    g.append("</svg>")
+    return "".join(g)
+
+
+def _training_section(run_dir: Path, crossing) -> str:
+    rows, why = _read_metrics(run_dir / "metrics.jsonl")
+    h = ['<section id="training" class="card"><h2>Training curves</h2>']
+    svg = training_curves_svg(rows, _num(crossing)) if rows else None
+    if svg is None:
+        h.append(_not_computed("Training curves", why or "no loss rows in metrics.jsonl"))
+    else:
+        h.append(f'<figure class="wide">{svg}<figcaption>Loss per character against iteration, from '
+                 f"<code>metrics.jsonl</code> ({len(rows)} rows).</figcaption></figure>")
+        tps = [_num(r.get("tokens_per_s")) for r in rows if r.get("kind") == "train"]
+        tps = [t for t in tps if t]
+        if tps:
+            h.append(f'<p class="note">Throughput: median {fmt(float(np.median(tps)), 3)} tokens/s.</p>')
+    h.append("</section>")
+    return "".join(h)
+
+
+# ------------------------------------------------------------------------------ figures
+
+def _captions_for(folder: Path, stage_root: Path) -> dict[str, str]:
+    caps: dict[str, str] = {}
+    for cand in (stage_root / "figures" / "captions.json", stage_root / "captions.json",
+                 folder / "captions.json"):
+        val, _ = _read_json(cand)
+        if isinstance(val, dict):
+            caps.update({str(k): str(v) for k, v in val.items() if isinstance(v, (str, int, float))})
+    return caps
+
+
+def _folder_label(rel: Path) -> str:
+    parts = [p for p in rel.parts if p not in ("figures", ".")]
+    if not parts:
+        return ""
+    out = []
+    for p in parts:
+        it = _iter_from_name(p)
+        out.append(f"iteration {it}" if it is not None and re.fullmatch(r"iter[_-]?\d+", p) else p)
+    return " / ".join(out)
+
+
+def _figures_section(run_dir: Path) -> tuple[str, int]:
+    h = ['<section id="figures" class="card"><h2>Figures</h2>']
+    n_total = 0
+    for heading, sub in FIGURE_GROUPS:
+        root = run_dir / sub
+        stage_root = run_dir / sub.split("/")[0]
+        pngs = sorted(p for p in root.rglob("*.png") if p.is_file() and "report" not in p.parts[len(run_dir.parts):]) \
+            if root.is_dir() else []
+        h.append(f'<h3 class="group">{esc(heading)}</h3>')
+        if not pngs:
+            h.append(_not_computed(f"{heading} figures"))
+            continue
+        # one group per folder, and within a folder one per checkpoint prefix (iter_0000200_acf.png)
+        groups: dict[tuple[Path, int | None], list[Path]] = {}
+        for p in pngs:
+            m = re.match(r"iter[_-]?(\d+)[_-]", p.stem)
+            groups.setdefault((p.parent, int(m.group(1)) if m else None), []).append(p)
+        keys = sorted(groups, key=lambda k: (len(k[0].parts), _iter_from_name(str(k[0].relative_to(root))) or -1,
+                                             str(k[0]), k[1] is not None, k[1] or 0))
+        iters = [k[1] if k[1] is not None else _iter_from_name(str(k[0].relative_to(root))) for k in keys]
+        last_it = max((i for i in iters if i is not None), default=None)
+        for (folder, it), it_any in zip(keys, iters):
+            label = _folder_label(folder.relative_to(root))
+            if it is not None:
+                label = f"{label} / iteration {it}" if label else f"iteration {it}"
+            caps = _captions_for(folder, stage_root)
+            files = groups[(folder, it)]
+            is_open = it_any is None or it_any == last_it  # overview figures and the last checkpoint
+            h.append(f'<details class="figgroup"{" open" if is_open else ""}><summary>'
+                     f'{esc(label) if label else "Overview"} <span class="count">{len(files)} '
+                     f'figure{"s" if len(files) != 1 else ""}</span></summary><div class="grid">')
+            for p in files:
+                short = re.sub(r"^iter[_-]?\d+[_-]", "", p.stem) if it is not None else p.stem
+                cap = caps.get(p.stem) or caps.get(short) or caption_from_stem(short or p.stem)
+                rel = p.relative_to(run_dir).as_posix()
+                try:
+                    size = p.stat().st_size
+                    data = p.read_bytes() if size <= MAX_FIGURE_BYTES else None
+                except OSError:
+                    data = None
+                if not data or data[:8] != b"\x89PNG\r\n\x1a\n":
+                    h.append(f'<figure class="fig missing"><div class="nc">{esc(rel)}: not embedded '
+                             f"(unreadable, not a PNG, or over {MAX_FIGURE_BYTES >> 20} MiB)</div></figure>")
+                    continue
+                b64 = base64.b64encode(data).decode("ascii")
+                h.append(f'<figure class="fig"><img src="data:image/png;base64,{b64}" alt="{esc(cap)}" '
+                         f'decoding="async"><figcaption>{esc(cap)}<span class="path">{esc(rel)}</span>'
+                         "</figcaption></figure>")
+                n_total += 1
+            h.append("</div></details>")
+    h.append("</section>")
+    return "".join(h), n_total
+
+
+# ------------------------------------------------------------------------------ generated text
+
+def _text_section(run_dir: Path) -> str:
+    h = ['<section id="text" class="card"><h2>Generated text</h2>']
+    d = run_dir / "spelling"
+    files = sorted(d.glob("*.text.html"), key=lambda p: (_iter_from_name(p.name) is None,
+                                                         _iter_from_name(p.name) or 0, p.name)) \
+        if d.is_dir() else []
+    if not files:
+        h.append(_not_computed("Generated text (spelling/*.text.html)"))
+        h.append("</section>")
+        return "".join(h)
+    h.append('<div class="controls"><label>Checkpoint <select id="text-select">')
+    panes = []
+    for k, p in enumerate(files):
+        name = p.name[: -len(".text.html")]
+        it = _iter_from_name(name)
+        label = f"iteration {it}" if it is not None else name
+        h.append(f'<option value="{k}"{" selected" if k == len(files) - 1 else ""}>{esc(label)}</option>')
+        try:
+            frag = sanitize_fragment(p.read_text(encoding="utf-8", errors="replace"))
+        except OSError as e:
+            frag = _not_computed(name, f"unreadable ({type(e).__name__})")
+        panes.append(f'<div class="textpane" data-k="{k}"{"" if k == len(files) - 1 else " hidden"}>{frag}</div>')
+    h.append('</select></label> <span class="legend-inline"><mark class="miss">misspelled</mark> '
+             '<span class="prompt">prompt</span> <span class="unscored">not scored</span></span></div>')
+    h.extend(panes)
+    h.append("</section>")
+    return "".join(h)
+
+
+# ------------------------------------------------------------------------------ wave explorer
+
+def _pick_evenly(items: list, k: int) -> list:
+    if k <= 0 or not items:
+        return []
+    if len(items) <= k:
+        return list(items)
+    idx = np.unique(np.linspace(0, len(items) - 1, k).round().astype(int))
+    return [items[i] for i in idx]
+
+
+def _quantise(x: np.ndarray) -> dict:
+    """(T, C) float -> int8 codes with per-channel offset and scale: x ~ lo + (q + 127) * scale."""
+    import warnings
+
+    x = np.asarray(x, dtype=np.float64)
+    x = np.where(np.isfinite(x), x, np.nan)
+    with warnings.catch_warnings():  # an all-NaN channel gets offset 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo = np.nanmin(x, axis=0) if x.shape[0] else np.zeros(x.shape[1])
+        hi = np.nanmax(x, axis=0) if x.shape[0] else np.zeros(x.shape[1])
+    lo = np.where(np.isfinite(lo), lo, 0.0)
+    hi = np.where(np.isfinite(hi), hi, 0.0)
+    scale = (hi - lo) / 254.0
+    scale = np.where(scale > 0, scale, 1.0)
+    q = np.round((np.nan_to_num(x, nan=0.0) - lo) / scale) - 127
+    q = np.clip(q, -127, 127).astype(np.int8)
+    return {"lo": [float(f"{v:.6g}") for v in lo], "scale": [float(f"{v:.6g}") for v in scale],
+            "q": base64.b64encode(np.ascontiguousarray(q).tobytes()).decode("ascii")}
+
+
+def _space_selective(rec, tap: str, n_samples: int = 16) -> tuple[int | None, float | None]:
+    """Channel with the largest |Cohen's d| between steps whose current character is a space and the rest."""
+    S = min(rec.n_samples, n_samples)
+    if S <= 0:
+        return None, None
+    x = np.asarray(rec.waves(tap, samples=slice(0, S)), dtype=np.float64)  # (S, n, C)
+    chars = rec.input_chars(slice(0, S))  # (S, n)
+    gen = ~np.asarray(rec.is_prompt, dtype=bool)
+    x = x[:, gen]
+    sp = (chars[:, gen] == " ")
+    x = x - x.mean(axis=1, keepdims=True)
+    a, b = x[sp], x[~sp]
+    if len(a) < 2 or len(b) < 2:
+        return None, None
+    pooled = np.sqrt(((len(a) - 1) * a.var(0, ddof=1) + (len(b) - 1) * b.var(0, ddof=1)) / (len(a) + len(b) - 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = (a.mean(0) - b.mean(0)) / pooled
+    if not np.isfinite(d).any():
+        return None, None
+    k = int(np.nanargmax(np.abs(np.where(np.isfinite(d), d, np.nan))))
+    return k, float(d[k])
+
+
+def _explorer_data(run_dir: Path, max_ckpts: int, steps: int) -> tuple[dict | None, list[str]]:
+    from .record import Recording, list_recordings
+
+    notes: list[str] = []
+    paths = list_recordings(run_dir)
+    # the main recordings only (iter_XXXXXXX.h5); suffixed variants (seeds, prompts) are skipped
+    main = [p for p in paths if re.fullmatch(r"iter_\d+", p.stem)] or paths
+    main.sort(key=lambda p: (_iter_from_name(p.stem) is None, _iter_from_name(p.stem) or 0, p.name))
+    chosen = _pick_evenly(main, max_ckpts)
+    out = []
+    for p in chosen:
+        try:
+            rec = Recording.open(p)
+        except Exception as e:  # noqa: BLE001 - a damaged recording must not stop the report
+            notes.append(f"{p.name}: {e}")
+            continue
+        try:
+            T = max(1, min(int(steps), int(rec.is_prompt.shape[0])))
+            chars = rec.input_chars(0)[:T].tolist()
+            n_prompt = int(np.asarray(rec.is_prompt[:T], dtype=bool).sum())
+            taps = {}
+            for tap in rec.taps:
+                x = rec.waves(tap, samples=0, steps=slice(0, T))
+                ent = _quantise(x)
+                ent["C"] = int(x.shape[1])
+                k, d = _space_selective(rec, tap)
+                ent["space_channel"], ent["space_d"] = k, (None if d is None else float(f"{d:.4g}"))
+                taps[tap] = ent
+            it = rec.iteration
+            out.append({"name": p.stem, "iteration": it if isinstance(it, (int, float)) else None,
+                        "steps": T, "n_prompt": n_prompt, "chars": chars, "taps": taps,
+                        "samples": rec.n_samples})
+        except Exception as e:  # noqa: BLE001
+            notes.append(f"{p.name}: {type(e).__name__}: {e}")
+        finally:
+            rec.close()
+    if not out:
+        return None, notes
+    return {"checkpoints": out}, notes
+
+
+def _explorer_section(run_dir: Path, max_ckpts: int, steps: int) -> tuple[str, str | None]:
+    h = ['<section id="explorer" class="card"><h2>Wave explorer</h2>']
+    data, notes = _explorer_data(run_dir, max_ckpts, steps)
+    if data is None:
+        h.append(_not_computed("Wave explorer (recordings/*.h5)", "; ".join(notes)))
+        h.append("</section>")
+        return "".join(h), None
+    h.append('<p class="note">One channel of one tap while the model writes sample 0: the wave x(t) '
+             "on top, the characters processed at each step below, coloured by the channel's value "
+             "(blue below its mean, red above). Hover over the plot or the text to link the two; "
+             "short ticks on the time axis mark spaces, a grey band the prompt.</p>")
+    h.append('<div class="controls" id="wx-controls">'
+             '<label>Checkpoint <select id="wx-ckpt"></select></label>'
+             '<label>Tap <select id="wx-tap"></select></label>'
+             '<label>Channel <input id="wx-ch" type="number" min="0" value="0" step="1"></label>'
+             '<button id="wx-prev" type="button" title="previous channel">&#8722;</button>'
+             '<button id="wx-next" type="button" title="next channel">+</button>'
+             '<button id="wx-space" type="button">most space-selective</button>'
+             '<span id="wx-info" class="info"></span></div>'
+             '<div id="wx-plot" class="wxplot"></div><div id="wx-text" class="wxtext" aria-label="generated text"></div>')
+    if notes:
+        h.append(f'<p class="note">Skipped: {esc("; ".join(notes))}</p>')
+    h.append("</section>")
+    return "".join(h), json_for_html(data)
+
+
+# ------------------------------------------------------------------------------ page
+
+def build_report(run_dir: Path, *, max_explorer_checkpoints: int = 6, explorer_steps: int = 256) -> Path:
+    """Write ``DIR/report/index.html``: one self-contained offline page; returns its path."""
+    run_dir = Path(run_dir)
+    t0 = time.time()
+    summary, why = _read_json(run_dir / "summary.json")
+    if summary is not None and not isinstance(summary, dict):
+        summary, why = None, "not a JSON object"
+    findings = (summary or {}).get("findings") if isinstance(summary, dict) else None
+    crossing = findings.get("crossing_iteration") if isinstance(findings, dict) else None
+
+    explorer_html, explorer_json = _explorer_section(run_dir, max_explorer_checkpoints, explorer_steps)
+    figures_html, n_figs = _figures_section(run_dir)
+    body = "".join([
+        _findings_section(summary, why),
+        _checkpoint_table(summary),
+        _training_section(run_dir, crossing),
+        figures_html,
+        explorer_html,
+        _text_section(run_dir),
+        _provenance_section(summary, run_dir),
+    ])
+    js = _asset("report.js")
+    css = _asset("report.css")
+    js_hash = base64.b64encode(hashlib.sha256(js.encode("utf-8")).digest()).decode("ascii")
+    csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+           f"script-src 'sha256-{js_hash}'; base-uri 'none'; form-action 'none'")
+    meta_bits = []
+    if isinstance(summary, dict):
+        if summary.get("preset"):
+            meta_bits.append(f"preset <b>{esc(summary.get('preset'))}</b>")
+        if summary.get("corpus_sha256"):
+            s = str(summary.get("corpus_sha256"))
+            meta_bits.append(f'corpus sha256 <code title="{esc(s)}">{esc(s[:12])}&hellip;</code>')
+    meta_bits.append(f"{n_figs} figures")
+    meta_bits.append(f"built {esc(time.strftime('%Y-%m-%d %H:%M'))} by gptwaves {esc(__version__)}")
+    title = f"gptwaves report — {run_dir.resolve().name}"
+    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
+        ("findings", "Findings"), ("checkpoints", "Checkpoints"), ("training", "Training"),
+        ("figures", "Figures"), ("explorer", "Wave explorer"), ("text", "Generated text"),
+        ("provenance", "Settings")))
+    data_block = (f'<script type="application/json" id="wx-data">{explorer_json}</script>'
+                  if explorer_json else "")
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="referrer" content="no-referrer">'
+        f"<title>{esc(title)}</title><style>{css}</style></head><body>"
+        f'<header><div class="wrap"><h1>{esc(title)}</h1>'
+        f'<p class="sub">Coherent wave dynamics and spelling-error statistics of a small character-level GPT. '
+        f'{" · ".join(meta_bits)}</p><nav>{nav}</nav></div></header>'
+        f'<main class="wrap">{body}</main>'
+        f'<footer class="wrap">Self-contained report; works offline. Generated in {time.time() - t0:.1f} s.</footer>'
+        '<dialog id="lightbox"></dialog>'
+        f"{data_block}<script>{js}</script></body></html>\n"
+    )
+    out = run_dir / "report" / "index.html"
+    atomic_write_text(out, page)
+    return out
