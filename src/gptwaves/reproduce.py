@@ -113,6 +113,11 @@ def reproduce(
         history = _timings_history(run_dir)
         t = clock.start("train")
         train(cfg, c, run_dir)
+        from .figures.training import training_curves
+        from .train import read_metrics
+
+        api._guarded([], training_curves, read_metrics(run_dir), run_dir / "figures" / "training_curves",
+                     title=f"Training ({cfg.preset} preset)")
         clock.stop("train", t)
 
         t = clock.start("record")

@@ -26,6 +26,8 @@ from gptwaves.analysis.spelling import (
     extract_words,
 )
 
+from .common import save_figure  # noqa: E402
+
 __all__ = [
     "plot_count_histograms",
     "plot_fano",
@@ -48,12 +50,7 @@ def _new_figure(w: float, h: float) -> Figure:
 
 
 def _save(fig: Figure, stem) -> list[Path]:
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
-    fig.savefig(paths[0], dpi=DPI)
-    fig.savefig(paths[1])
-    return paths
+    return save_figure(fig, stem, dpi=DPI)
 
 
 def _f(v) -> float:

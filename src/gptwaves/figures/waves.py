@@ -19,6 +19,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from .common import save_figure
+
 __all__ = [
     "display_char",
     "wave_heatmap",
@@ -76,12 +78,8 @@ def _new_figure(figsize) -> Figure:
 def _save(fig: Figure, path_stem) -> list[Path]:
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    png = stem.with_name(stem.name + ".png")
-    svg = stem.with_name(stem.name + ".svg")
     with matplotlib.rc_context(_RC):
-        fig.savefig(png, dpi=DPI, metadata={"Software": None})
-        fig.savefig(svg, metadata={"Date": None})
-    return [png, svg]
+        return save_figure(fig, stem, dpi=DPI)
 
 
 def _window(T: int, mask_sample, start, max_steps) -> tuple[int, int]:
