@@ -289,6 +289,55 @@ def reproduce(preset_name, corpus, out, max_iters, record_samples, record_steps,
         click.echo(f"- {c['claim']}: {c['verdict']}. {c['text']}")
 
 
+@cli.command()
+@run_option
+@click.option("--checkpoint", default="last", show_default=True,
+              help="One checkpoint: an iteration, 'last', or a checkpoint file.")
+@click.option("--tap", required=True, help="Tap name, e.g. blocks.5.hook_resid_post.")
+@click.option("--channels", required=True,
+              help="'3,17,40', '10-20', 'all', 'cluster:K' or 'label:NAME' (e.g. label:space, label:next:space); "
+                   "cluster:/label: need `gptwaves waves` for that checkpoint.")
+@click.option("--mode", required=True, help="ablate | mean | clamp=V | scale=F.")
+@corpus_option
+@click.option("--samples", type=int, default=1000, show_default=True)
+@click.option("--length", type=int, default=None, help="Generated characters per sample (default: block_size).")
+@click.option("--lexicon", type=click.Path(path_type=Path), default=None,
+              help="Word list (one word per line); default: the words of the training split.")
+@click.option("--control-seed", type=int, default=0, show_default=True,
+              help="Seed of the random control channels (same number, disjoint from the target).")
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option("--n-boot", type=int, default=2000, show_default=True)
+@click.option("--batch-size", type=int, default=250, show_default=True)
+@_sampling_options
+def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, lexicon, control_seed, alpha, n_boot,
+              batch_size, seed, temperature, top_k, top_p, context, prompt, device, n_head, quiet):
+    """Ablate, clamp or scale a channel set at one tap while generating; compare with the unedited baseline."""
+    from .intervene import intervene_run
+
+    res = intervene_run(run, checkpoint, tap, channels, mode, samples=samples, length=length,
+                        prompt=_unescape(prompt), seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
+                        context=context, control_seed=control_seed, corpus=corpus, lexicon=lexicon, n_boot=n_boot,
+                        alpha=alpha, batch_size=batch_size, n_head=n_head, progress=not quiet, device=device)
+    s, ch = res["settings"], res["channels"]
+    fmt = lambda v, sign="": "  nan" if v is None else f"{v:{sign}.3f}"  # noqa: E731
+    pfmt = lambda v: "nan" if v is None else f"{v:.2g}"  # noqa: E731
+    ctrl = ch["control"]
+    click.echo(f"{s['mode']} of {len(ch['target'])} channels ({s['spec']}) at {s['tap']}, {s['checkpoint']}; "
+               f"control: {', '.join(map(str, ctrl)) if ctrl else ch['control_note']}")
+    click.echo(f"{'condition':>9} {'err':>6} {'95% CI':^16} {'words/sample':>12} {'mean len':>8}")
+    for name, c in res["conditions"].items():
+        lo, hi = c["error_rate_ci"]
+        click.echo(f"{name:>9} {fmt(c['error_rate']):>6} [{fmt(lo)}, {fmt(hi)}] {c['words_per_sample']:12.2f} "
+                   f"{fmt(c['word_length']['mean']):>8}")
+    for key, cmp in res["comparisons"].items():
+        e, w = cmp["error_rate"], cmp["word_length"]
+        click.echo(f"{key.replace('_', ' ')}: error rate {fmt(e['diff'], '+')} [{fmt(e['ci'][0], '+')}, "
+                   f"{fmt(e['ci'][1], '+')}] (permutation p {pfmt(e['p_permutation'])}); mean word length "
+                   f"{fmt(w['diff'], '+')} [{fmt(w['ci'][0], '+')}, {fmt(w['ci'][1], '+')}] "
+                   f"(chi-square p {pfmt(w['chi2']['p'])})")
+    click.echo(f"result: {res['path']}" + ("  (reused)" if res["reused"] else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="gptwaves", standalone_mode=False)

@@ -1,0 +1,439 @@
+"""Channel interventions (DESIGN 6): edit a channel set at one tap during generation and
+re-measure the spelling statistics (DESIGN 5) and word lengths.
+
+    gptwaves waves     --run DIR --checkpoint ITER          # labels and clusters (for cluster:/label:)
+    gptwaves intervene --run DIR --checkpoint ITER --tap blocks.5.hook_resid_post \
+                       --channels label:space --mode ablate
+
+Three conditions are generated with the same per-batch random generators
+(:func:`gptwaves.record.batch_generator`), so sample ``i`` of each starts from the same random
+stream and differences are caused by the edit:
+
+- *baseline*: no edit;
+- *edited*: the edit applied to the target channels at the tap, at every position of every step;
+- *control*: the same edit applied to as many randomly chosen other channels (``control_seed``).
+
+Edits (``mode``): ``ablate`` sets the channels to 0, ``clamp=V`` to V, ``scale=F`` multiplies
+them by F, ``mean`` sets them to their mean over the generated steps of the checkpoint's recording
+``DIR/recordings/<name>.h5`` (when it exists, holds the tap and was made with these weights),
+otherwise over a batch of up to 256 unedited samples generated with the baseline's settings
+(seed ``seed``, batch 0). The source is recorded with the result.
+
+Outputs go to ``DIR/interventions/<name>__<tap>__<spec>__<mode>/``: ``result.json`` (settings,
+channel lists, per-condition statistics, comparisons with the baseline, package versions),
+``samples.json`` (the edited and control texts) and figures (PNG + SVG). The baseline texts are
+cached under ``DIR/interventions/baseline/`` (or taken from ``DIR/spelling/<name>.samples.json``
+when it was generated with identical settings). Re-running with the same settings reuses
+``result.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .analysis import intervention as ia
+from .errors import GptwavesError
+
+__all__ = ["intervene_run", "make_edit", "tap_labels", "channel_means", "intervention_dir_name",
+           "LABEL_THRESHOLD", "MEAN_SAMPLES"]
+
+#: |Cohen's d| needed for a channel function label (as in gptwaves.analysis.waves.channel_function).
+LABEL_THRESHOLD = 1.0
+#: Unedited samples generated for ``mode=mean`` when no usable recording exists.
+MEAN_SAMPLES = 256
+
+
+# ------------------------------------------------------------------------------ edits
+
+def make_edit(channels: Sequence[int], mode: dict, means: Sequence[float] | None = None
+              ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function ``f(h) -> h`` for :meth:`gptwaves.model.GPT.forward`'s ``edits``.
+
+    ``mode`` is :func:`gptwaves.analysis.intervention.parse_mode`'s dict; ``means`` (one value per
+    channel, same order) is required for ``mean``. The input is not modified (a copy is edited).
+    """
+    idx_np = np.asarray(channels, dtype=np.int64)
+    kind, value = mode["kind"], mode["value"]
+    if kind == "mean":
+        if means is None or len(means) != idx_np.size:
+            raise ValueError("mode 'mean' needs one mean per channel")
+    cache: dict = {}
+
+    def edit(h: torch.Tensor) -> torch.Tensor:
+        key = (h.device, h.dtype)
+        if key not in cache:
+            vals = torch.as_tensor(np.asarray(means, dtype=np.float64), dtype=h.dtype, device=h.device) \
+                if kind == "mean" else None
+            cache[key] = (torch.as_tensor(idx_np, device=h.device), vals)
+        idx, vals = cache[key]
+        if idx.numel() == 0:
+            return h
+        h = h.clone()
+        if kind == "ablate":
+            h[..., idx] = 0
+        elif kind == "clamp":
+            h[..., idx] = float(value)
+        elif kind == "mean":
+            h[..., idx] = vals
+        elif kind == "scale":
+            h[..., idx] = h[..., idx] * float(value)
+        else:  # pragma: no cover - parse_mode guarantees the kinds
+            raise ValueError(f"unknown edit kind {kind!r}")
+        return h
+
+    return edit
+
+
+# ------------------------------------------------------------------------------ labels, clusters, means
+
+def tap_labels(run_dir: Path, name: str, tap: str, checkpoint_hint: str | None = None) -> dict:
+    """Cluster ids and function labels of a tap's channels from ``DIR/waves/<name>/arrays.npz``.
+
+    Labels follow :func:`gptwaves.analysis.waves.channel_function`: the class of the largest
+    ``|d|`` over the current and next character (``space`` / ``next:space`` ...) when it is at
+    least :data:`LABEL_THRESHOLD`, else ``""``. Raises a one-line GptwavesError when the waves
+    analysis (or that tap in it) is missing.
+    """
+    from .analysis.waves import CHAR_CLASSES, _label_channels
+
+    path = Path(run_dir) / "waves" / name / "arrays.npz"
+    hint = checkpoint_hint if checkpoint_hint is not None else name
+    if not path.is_file():
+        raise GptwavesError(f"no waves analysis for checkpoint {name}: run "
+                            f"`gptwaves waves --run {run_dir} --checkpoint {hint}` first")
+    p = tap.replace(".", "_")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            need = [f"{p}/cluster_labels", f"{p}/d_current", f"{p}/d_next"]
+            if not all(k in keys for k in need):
+                raise GptwavesError(f"the waves analysis of {name} has no tap {tap}: record that tap and run "
+                                    f"`gptwaves waves --run {run_dir} --checkpoint {hint}` again")
+            clusters = np.asarray(z[need[0]]).astype(np.int64)
+            d_cur, d_next = np.asarray(z[need[1]], dtype=float), np.asarray(z[need[2]], dtype=float)
+    except (OSError, ValueError) as e:
+        raise GptwavesError(f"waves analysis file {path} is unreadable ({e}); run "
+                            f"`gptwaves waves --run {run_dir} --checkpoint {hint}` again") from None
+    label, _, _ = _label_channels(d_cur, d_next, list(CHAR_CLASSES), LABEL_THRESHOLD)
+    return {"clusters": clusters, "labels": [str(v) for v in label.tolist()], "path": path}
+
+
+def _recording_source(run_dir: Path, name: str, tap: str, weights_sha256: str | None) -> dict | None:
+    """The checkpoint's recording when it can supply channel means (cheap: sidecar JSON only)."""
+    path = Path(run_dir) / "recordings" / f"{name}.h5"
+    side = path.with_suffix(".json")
+    if not (path.is_file() and side.is_file()):
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    if tap not in (meta.get("taps") or []):
+        return None
+    if weights_sha256 and meta.get("weights_sha256") not in (None, weights_sha256):
+        return None
+    return {"kind": "recording", "path": str(path.relative_to(run_dir)), "sha256": meta.get("sha256")}
+
+
+def channel_means(*, run_dir: Path, source: dict | None, tap: str, model, prompt_ids: list[int], length: int,
+                  sampling, n_samples: int = MEAN_SAMPLES) -> np.ndarray:
+    """Mean of every channel of ``tap`` over generated steps (all samples pooled), float64 (C,).
+
+    From the recording described by ``source`` (see :func:`_recording_source`), else from
+    ``n_samples`` unedited samples generated with ``sampling`` (batch generator 0).
+    """
+    from .record import Recording, batch_generator
+    from .sample import generate
+
+    if source is not None:
+        with Recording.open(Path(run_dir) / source["path"]) as rec:
+            gen = ~np.asarray(rec.is_prompt, dtype=bool)
+            total = np.zeros(rec.wave_dataset(tap).shape[-1], dtype=np.float64)
+            count = 0
+            for x in rec.iter_batches(tap):
+                x = np.asarray(x)[:, gen]
+                total += x.astype(np.float64).sum(axis=(0, 1))
+                count += x.shape[0] * x.shape[1]
+        if count == 0:
+            raise GptwavesError(f"recording {source['path']} has no generated steps for channel means")
+        return total / count
+    res = generate(model, prompt_ids, length, n_samples, sampling, taps=[tap],
+                   generator=batch_generator(sampling.seed, 0))
+    x = res.taps[tap][:, res.prompt_len - 1:]  # generated steps only
+    return x.astype(np.float64).mean(axis=(0, 1))
+
+
+# ------------------------------------------------------------------------------ naming
+
+def intervention_dir_name(name: str, tap: str, spec: str, mode: str) -> str:
+    """``<name>__<tap>__<spec>__<mode>`` with every part made filesystem-safe."""
+    return "__".join(ia.slug(x) for x in (name, tap, spec, mode))
+
+
+# ------------------------------------------------------------------------------ statistics per condition
+
+def _condition(texts: list[str], lex, P: int, L: int, alpha: float, n_boot: int, seed: int) -> tuple[dict, dict]:
+    from .analysis import spelling as sp
+
+    st = sp.analyze(texts, lex, P, L, alpha=alpha, n_boot=n_boot, seed=seed)
+    mis = np.asarray(st["counts"]["misspelled"], dtype=np.int64)
+    cor = np.asarray(st["counts"]["correct"], dtype=np.int64)
+    words = mis + cor
+    per = ia.word_lengths_per_sample(texts, P)
+    allw = np.concatenate(per) if per else np.zeros(0, dtype=np.int64)
+    rate = ia.bootstrap_ratio(mis, words, n_boot=n_boot, seed=seed + 7)
+    hist = ia.length_histogram(allw)
+    summary = {
+        "error_rate": rate["value"], "error_rate_ci": rate["ci"],
+        "n_words": int(words.sum()), "words_per_sample": float(words.mean()),
+        "word_length": {"mean": float(allw.mean()) if allw.size else None,
+                        "lengths": list(range(1, hist.size + 1)), "counts": hist.tolist()},
+        "spelling": st,
+    }
+    raw = {"mis": mis, "words": words, "lengths": per, "texts": texts}
+    return summary, raw
+
+
+def _compare(base: dict, other: dict, P: int, n_boot: int, alpha: float, seed: int) -> dict:
+    return {
+        "error_rate": ia.compare_rates(base["mis"], base["words"], other["mis"], other["words"], paired=True,
+                                       n_boot=n_boot, alpha=alpha, seed=seed),
+        "word_length": ia.compare_distributions(base["lengths"], other["lengths"], paired=True, n_boot=n_boot,
+                                                alpha=alpha, seed=seed + 3),
+        "divergence": ia.divergence(base["texts"], other["texts"], P),
+    }
+
+
+# ------------------------------------------------------------------------------ the stage
+
+def _baseline_texts(run_dir: Path, name: str, key: dict, generate_fn) -> tuple[list[str], str]:
+    """Baseline texts: from the spelling stage's samples or our cache when settings match, else new."""
+    from .io import atomic_write_json
+
+    spath = run_dir / "spelling" / f"{name}.samples.json"
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    cpath = run_dir / "interventions" / "baseline" / f"{ia.slug(name)}__{h}.json"
+    for path in (spath, cpath):
+        if path.is_file():
+            try:
+                cached = json.loads(path.read_text())
+                if cached.get("settings") == key and len(cached["texts"]) == key["samples"]:
+                    return list(cached["texts"]), str(path.relative_to(run_dir))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+    texts = generate_fn()
+    atomic_write_json(cpath, {"settings": key, "texts": texts})
+    return texts, str(cpath.relative_to(run_dir))
+
+
+def intervene_run(
+    run_dir: str | os.PathLike,
+    checkpoint: str | int,
+    tap: str,
+    channels: str,
+    mode: str,
+    *,
+    samples: int = 1000,
+    length: int | None = None,
+    prompt: str = "\n",
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    control_seed: int = 0,
+    corpus: str | os.PathLike | None = None,
+    lexicon: str | os.PathLike | None = None,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    progress: bool = True,
+    device: str = "auto",
+    top_p: float | None = None,
+    context: str = "crop",
+    batch_size: int = 250,
+    n_head: int | None = None,
+    figures: bool = True,
+) -> dict:
+    """Edit a channel set at one tap during generation and measure the effect (DESIGN 6).
+
+    Parameters
+    ----------
+    run_dir : path
+        Run directory.
+    checkpoint : str or int
+        One checkpoint: an iteration, ``last``, ``first`` or a checkpoint file.
+    tap : str
+        Tap name, e.g. ``blocks.5.hook_resid_post``.
+    channels : str
+        Channel spec: ``"3,17,40"``, ``"10-20"``, ``"all"``, ``"cluster:K"`` or ``"label:NAME"``
+        (cluster ids and labels come from ``DIR/waves/<name>/arrays.npz``; see
+        :func:`gptwaves.analysis.intervention.parse_channel_spec`).
+    mode : str
+        ``ablate``, ``mean``, ``clamp=V`` or ``scale=F``.
+    samples, length, prompt, seed, temperature, top_k, top_p, context, batch_size
+        Generation settings as in the spelling stage (``length`` defaults to block_size).
+        ``batch_size`` fixes the per-batch generators, hence the texts.
+    control_seed : int
+        Seed of the random choice of control channels (as many as the target, disjoint from it).
+    corpus, lexicon, n_head
+        As in :func:`gptwaves.api.spelling_run`.
+    n_boot, alpha : optional
+        Bootstrap resamples / permutations, and the significance level.
+    progress, device, figures : optional
+
+    Returns
+    -------
+    dict
+        The content of ``result.json`` plus ``path`` (its location), ``out_dir`` and ``reused``.
+    """
+    from .api import corpus_for_run, load_lexicon_file, load_selected, sample_texts, select_checkpoints
+    from .corpus import CharTokenizer
+    from .io import RunLock, atomic_write_json, check_run_dir
+    from .model import GPT
+    from .record import package_versions
+    from .runtime import graceful_stop
+    from .sample import SamplingConfig
+
+    parsed_mode = ia.parse_mode(mode)
+    mode_c = ia.mode_canonical(parsed_mode)
+    if samples < 2:
+        raise GptwavesError(f"need at least 2 samples, not {samples}")
+    if length is not None and length <= 0:
+        raise GptwavesError(f"length must be positive, not {length}")
+    if n_boot < 0:
+        raise GptwavesError(f"n-boot must be >= 0, not {n_boot}")
+    if not (0 < alpha < 1):
+        raise GptwavesError(f"alpha must be in (0, 1), not {alpha}")
+    if batch_size <= 0:
+        raise GptwavesError(f"batch size must be positive, not {batch_size}")
+    sampling = SamplingConfig(temperature, top_k, top_p, seed, context)
+    run_dir = check_run_dir(run_dir)
+    if not run_dir.is_dir():
+        raise GptwavesError(f"run directory not found: {run_dir}")
+    selected = select_checkpoints(run_dir, checkpoint, corpus, n_head)
+    if len(selected) != 1:
+        raise GptwavesError(f"give one checkpoint (an iteration, 'last' or a file), not {checkpoint!r}")
+    name, ref = selected[0]
+    model, meta = load_selected(ref, corpus, n_head, device)
+    if not isinstance(model, GPT):
+        raise GptwavesError("interventions need a GPT checkpoint (gptwaves, nanoGPT or minGPT)")
+    if tap not in model.tap_names:
+        raise GptwavesError(f"unknown tap {tap!r} (known: {', '.join(model.tap_names)})")
+    C = model.config.n_embd
+    hint = str(meta.get("iteration")) if meta.get("iteration") is not None else str(checkpoint)
+    info = None
+    spec_s = channels.strip() if isinstance(channels, str) else channels
+    if isinstance(spec_s, str) and spec_s.startswith(("cluster:", "label:")):
+        info = tap_labels(run_dir, name, tap, hint)
+    target = ia.parse_channel_spec(spec_s, C, labels=info["labels"] if info else None,
+                                   clusters=info["clusters"] if info else None)
+    spec_c = ia.channel_spec_canonical(spec_s)
+    control = ia.control_channels(target, C, control_seed)
+    L = length if length is not None else model.config.block_size
+    vocab = list(meta["vocab"])
+    prompt_ids = CharTokenizer(vocab).encode(prompt, what="prompt")
+    P = len(prompt)
+    if lexicon is not None:
+        lex = load_lexicon_file(lexicon)
+        lex_name = str(lexicon)
+    else:
+        lex = corpus_for_run(run_dir, corpus).lexicon
+        lex_name = "training split"
+    lex_hash = hashlib.sha256("\n".join(sorted(lex)).encode()).hexdigest()[:16]
+    mean_source = None
+    if parsed_mode["kind"] == "mean":
+        mean_source = _recording_source(run_dir, name, tap, meta.get("weights_sha256")) or {
+            "kind": "generation", "samples": min(MEAN_SAMPLES, samples), "seed": seed, "batch": 0}
+    settings = {
+        "checkpoint": name, "iteration": meta.get("iteration"), "weights_sha256": meta.get("weights_sha256"),
+        "tap": tap, "spec": spec_c, "channels": target.tolist(), "n_channels_tap": C, "mode": mode_c,
+        "mode_parsed": parsed_mode, "mean_source": mean_source, "control_seed": control_seed,
+        "control_channels": None if control is None else control.tolist(),
+        "samples": samples, "length": L, "prompt": prompt, "sampling": sampling.to_dict(),
+        "batch_size": batch_size, "lexicon": lex_name, "lexicon_hash": lex_hash, "n_boot": n_boot, "alpha": alpha,
+    }
+    out_dir = run_dir / "interventions" / intervention_dir_name(name, tap, spec_c, mode_c)
+    rpath = out_dir / "result.json"
+    if rpath.is_file():
+        try:
+            old = json.loads(rpath.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old and old.get("settings") == settings:
+            if figures and not all((out_dir / f).is_file() for f in old.get("figures", [])):
+                _figures(out_dir, old)
+            return {**old, "path": rpath, "out_dir": out_dir, "reused": True}
+
+    with RunLock(run_dir), graceful_stop() as stop:
+        def gen(edits=None):
+            return sample_texts(model, vocab, samples, L, prompt, sampling, batch_size=batch_size, stop=stop,
+                                progress=progress, edits=edits)
+
+        key = {"samples": samples, "length": L, "prompt": prompt, "sampling": sampling.to_dict(),
+               "batch_size": batch_size, "weights_sha256": meta.get("weights_sha256")}
+        base_texts, base_from = _baseline_texts(run_dir, name, key, gen)
+        means_all = None
+        if parsed_mode["kind"] == "mean":
+            means_all = channel_means(run_dir=run_dir, source=mean_source if mean_source["kind"] == "recording"
+                                      else None, tap=tap, model=model, prompt_ids=prompt_ids, length=L,
+                                      sampling=sampling, n_samples=min(MEAN_SAMPLES, samples))
+
+        def edit_for(ch):
+            return {tap: make_edit(ch, parsed_mode, None if means_all is None else means_all[ch])}
+
+        edited_texts = gen(edit_for(target))
+        control_texts = gen(edit_for(control)) if control is not None else None
+
+        conds, raw = {}, {}
+        for i, (cname, texts) in enumerate((("baseline", base_texts), ("edited", edited_texts),
+                                            ("control", control_texts))):
+            if texts is None:
+                continue
+            conds[cname], raw[cname] = _condition(texts, lex, P, L, alpha, n_boot, seed)
+        comparisons = {"edited_vs_baseline": _compare(raw["baseline"], raw["edited"], P, n_boot, alpha, seed)}
+        if "control" in raw:
+            comparisons["control_vs_baseline"] = _compare(raw["baseline"], raw["control"], P, n_boot, alpha, seed)
+        labels = info["labels"] if info else None
+        result = {
+            "kind": "gptwaves-intervention",
+            "name": out_dir.name,
+            "settings": settings,
+            "channels": {
+                "target": target.tolist(),
+                "control": None if control is None else control.tolist(),
+                "control_note": None if control is not None else
+                "no control: fewer channels outside the target set than in it",
+                "target_labels": None if labels is None else [labels[c] for c in target.tolist()],
+                "target_clusters": None if info is None else [int(info["clusters"][c]) for c in target.tolist()],
+                "means": None if means_all is None else {
+                    "target": means_all[target].tolist(),
+                    "control": None if control is None else means_all[control].tolist()},
+            },
+            "baseline_texts": base_from,
+            "conditions": conds,
+            "comparisons": comparisons,
+            "packages": package_versions(),
+            "figures": [],
+        }
+        atomic_write_json(out_dir / "samples.json", {"settings": settings, "edited": edited_texts,
+                                                     "control": control_texts})
+        if figures:
+            result["figures"] = _figures(out_dir, result)
+        atomic_write_json(rpath, result)  # last: its presence means the intervention is done
+    result = json.loads(rpath.read_text())
+    return {**result, "path": rpath, "out_dir": out_dir, "reused": False}
+
+
+def _figures(out_dir: Path, result: dict) -> list[str]:
+    from .figures import intervention as fi
+
+    paths = []
+    paths += fi.plot_error_rates(result, out_dir / "error_rates")
+    paths += fi.plot_word_lengths(result, out_dir / "word_lengths")
+    paths += fi.plot_count_histograms(result, out_dir / "counts")
+    return [Path(p).name for p in paths]
