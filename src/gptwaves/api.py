@@ -211,21 +211,28 @@ def torch_threads() -> int:
 def load_lexicon_file(path: str | os.PathLike) -> frozenset[str]:
     """Read a user word list (one word per line) with clear errors for bad files."""
     from .analysis.spelling import load_word_list
+    from .io import read_text_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise GptwavesError(f"lexicon file not found: {p}")
-    data = p.read_bytes()
-    if b"\x00" in data:
-        raise GptwavesError(f"lexicon file looks binary, not a text word list: {p}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise GptwavesError(f"lexicon file is not valid UTF-8 (byte {e.start}): {p}") from None
+    text, _ = read_text_file(path, "lexicon")
     try:
         return load_word_list(text.splitlines())
     except ValueError:
-        raise GptwavesError(f"lexicon file has no words: {p}") from None
+        raise GptwavesError(f"lexicon file has no words: {path}") from None
+
+
+def resolve_lexicon(run_dir: Path, lexicon: str | os.PathLike | None,
+                    corpus: str | os.PathLike | None) -> tuple[frozenset[str], str, str]:
+    """The lexicon to score words with: a user word list, else the run's training split.
+
+    Returns (words, a name for the record, a short hash of the word set).
+    """
+    import hashlib
+
+    if lexicon is not None:
+        lex, name = load_lexicon_file(lexicon), str(lexicon)
+    else:
+        lex, name = corpus_for_run(run_dir, corpus).lexicon, "training split"
+    return lex, name, hashlib.sha256("\n".join(sorted(lex)).encode()).hexdigest()[:16]
 
 
 def spelling_run(
@@ -259,7 +266,6 @@ def spelling_run(
     ``DIR/spelling/spelling.csv`` and figures under ``DIR/spelling/figures``. Returns
     ``{"checkpoints": [...], "crossing_iteration": ..., "table": path}``.
     """
-    import hashlib
     import json as _json
 
     from tqdm.auto import tqdm
@@ -275,13 +281,7 @@ def spelling_run(
     selected = select_checkpoints(run_dir, checkpoint, corpus, n_head, hf_model, hf_revision)
     if lexicon is None and hf_model:
         raise GptwavesError("a Hugging Face model has no training split here: pass --lexicon FILE (a word list)")
-    if lexicon is not None:
-        lex = load_lexicon_file(lexicon)
-        lex_name = str(lexicon)
-    else:
-        lex = corpus_for_run(run_dir, corpus).lexicon
-        lex_name = "training split"
-    lex_hash = hashlib.sha256("\n".join(sorted(lex)).encode()).hexdigest()[:16]
+    lex, lex_name, lex_hash = resolve_lexicon(run_dir, lexicon, corpus)
     from contextlib import nullcontext
 
     from . import distributed as dd
@@ -580,7 +580,6 @@ def waves_run(
 
     from tqdm.auto import tqdm
 
-    from .analysis import waves as wa
     from .figures import waves as wf
     from .io import atomic_write_json, sha256_file
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GptwavesError
-from .io import atomic_write_bytes, sha256_bytes
+from .io import atomic_write_bytes, read_text_file, sha256_bytes
 
 TINY_SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -81,22 +81,7 @@ def download_tiny_shakespeare(dest: Path, url: str = TINY_SHAKESPEARE_URL) -> Pa
 def read_corpus_text(path: str | os.PathLike) -> tuple[str, str]:
     """Read and validate a corpus file; return (text, sha256 of its bytes)."""
     p = Path(path)
-    if not p.exists():
-        raise GptwavesError(f"corpus file not found: {p}")
-    if p.is_dir():
-        raise GptwavesError(f"corpus path is a directory, not a file: {p}")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise GptwavesError(f"cannot read corpus {p}: {e.strerror}") from None
-    if not data:
-        raise GptwavesError(f"corpus file is empty: {p}")
-    if b"\x00" in data:
-        raise GptwavesError(f"corpus looks binary (contains NUL bytes), not text: {p}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise GptwavesError(f"corpus is not valid UTF-8 (byte {e.start}): {p}") from None
+    text, data = read_text_file(p, "corpus")
     if len(set(text)) < 2:
         raise GptwavesError(f"corpus has fewer than 2 distinct characters: {p}")
     return text, sha256_bytes(data)

@@ -291,7 +291,8 @@ def intervene_run(
     dict
         The content of ``result.json`` plus ``path`` (its location), ``out_dir`` and ``reused``.
     """
-    from .api import corpus_for_run, load_lexicon_file, load_selected, sample_texts, select_checkpoints
+    from . import api
+    from .api import load_selected, sample_texts, select_checkpoints
     from .corpus import CharTokenizer
     from .io import RunLock, atomic_write_json, check_run_dir
     from .model import GPT
@@ -338,13 +339,7 @@ def intervene_run(
     vocab = list(meta["vocab"])
     prompt_ids = CharTokenizer(vocab).encode(prompt, what="prompt")
     P = len(prompt)
-    if lexicon is not None:
-        lex = load_lexicon_file(lexicon)
-        lex_name = str(lexicon)
-    else:
-        lex = corpus_for_run(run_dir, corpus).lexicon
-        lex_name = "training split"
-    lex_hash = hashlib.sha256("\n".join(sorted(lex)).encode()).hexdigest()[:16]
+    lex, lex_name, lex_hash = api.resolve_lexicon(run_dir, lexicon, corpus)
     mean_source = None
     if parsed_mode["kind"] == "mean":
         mean_source = _recording_source(run_dir, name, tap, meta.get("weights_sha256")) or {

@@ -103,6 +103,30 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise GptwavesError(f"{what} is corrupt (not valid JSON): {path}: {e}") from None
 
 
+def read_text_file(path: str | os.PathLike, what: str = "file") -> tuple[str, bytes]:
+    """Read a UTF-8 text file with one-line errors: missing, a directory, empty, binary, not UTF-8.
+
+    Returns (text, raw bytes).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise GptwavesError(f"{what} file not found: {p}")
+    if p.is_dir():
+        raise GptwavesError(f"{what} path is a directory, not a file: {p}")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise GptwavesError(f"cannot read {what} {p}: {e.strerror}") from None
+    if not data:
+        raise GptwavesError(f"{what} file is empty: {p}")
+    if b"\x00" in data:
+        raise GptwavesError(f"{what} looks binary (contains NUL bytes), not text: {p}")
+    try:
+        return data.decode("utf-8"), data
+    except UnicodeDecodeError as e:
+        raise GptwavesError(f"{what} is not valid UTF-8 (byte {e.start}): {p}") from None
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
