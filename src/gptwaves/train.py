@@ -330,7 +330,7 @@ def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch
                 if it in schedule and d.main and not (ckpt_dir / f"iter_{it:07d}.json").exists():
                     save_checkpoint(ckpt_dir, model, it, vocab, {
                         "train_loss": losses["train"], "val_loss": losses["val"],
-                        "train_config": cfg.to_dict(), "corpus_sha256": corpus.sha256,
+                        "train_config": cfg.identity(), "corpus_sha256": corpus.sha256,
                         "tokens_seen": it * tokens_per_iter,
                     })
                     log.write({"iter": it, "kind": "eval", "train_loss": losses["train"],
