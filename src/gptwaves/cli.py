@@ -65,8 +65,8 @@ def _train_options(f):
     f = click.option("--bias/--no-bias", default=None, help="Biases in Linear/LayerNorm.")(f)
     f = click.option("--tie-weights/--untie-weights", default=None, help="Tie embedding and head weights.")(f)
     f = click.option("--gelu", type=click.Choice(["tanh", "exact"]), default=None)(f)
-    f = click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
-                     help="fp32, or bf16 autocast (fast on CPUs with AVX512-BF16 and on GPUs).")(f)
+    f = click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
+                     help="fp32, bf16 autocast, or auto (bf16 where native: AVX512-BF16 CPUs, recent GPUs).")(f)
     f = click.option("--device", default=None, help="auto, cpu or cuda.")(f)
     f = click.option("--checkpoints", default=None,
                      help="Comma-separated checkpoint iterations (default: the log-spaced schedule).")(f)
@@ -265,7 +265,7 @@ def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, quiet, hf_m
 @click.option("--spelling-length", type=int, default=None)
 @click.option("--seed", type=int, default=None, help="Sampling seed of the analysis stages.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None)
 @click.option("--quiet", is_flag=True)
 def reproduce(preset_name, corpus, out, max_iters, record_samples, record_steps, spelling_samples,
               spelling_length, seed, device, precision, quiet):
@@ -336,6 +336,33 @@ def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, lex
                    f"{fmt(w['diff'], '+')} [{fmt(w['ci'][0], '+')}, {fmt(w['ci'][1], '+')}] "
                    f"(chi-square p {pfmt(w['chi2']['p'])})")
     click.echo(f"result: {res['path']}" + ("  (reused)" if res["reused"] else ""))
+
+
+@cli.command("bench")
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e"]),
+                default="all", required=False)
+@click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the rows and the machine description to this JSON file.")
+@corpus_option
+@click.option("--notes", is_flag=True, help="Print each row's notes under it.")
+def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes: bool) -> None:
+    """Performance figures as ratios against baselines measured in the same run.
+
+    WHICH: all (default), train, record, waves, spelling or e2e. Progress goes to stderr, the
+    table to stdout. Full sizes take long on a small CPU (see bench/README.md); use --quick to try.
+    """
+    from . import bench as gb
+
+    machine = gb.machine_info()
+    click.echo(f"machine: {machine['summary']}; bf16 {'yes' if machine['bf16_cpu'] else 'no'}; "
+               f"load {machine['load_average']}; {machine['date']}", err=True)
+    rows = gb.run(which, quick=quick, corpus=corpus, machine=machine)
+    if out is not None:
+        gb.write_json(out, rows, machine, which, quick)
+    click.echo(gb.format_table(rows, notes=notes))
+    if out is not None:
+        click.echo(f"written: {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

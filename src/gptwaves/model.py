@@ -70,8 +70,15 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
+    #: On a CPU, training with attention dropout is faster written out (q k^T, mask, softmax,
+    #: dropout, att v) than through scaled_dot_product_attention's math kernel, clearly so under
+    #: bf16 autocast (measured by ``gptwaves bench train``). GPUs keep SDPA's fused kernels.
+    explicit_train_attention: bool = True
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
+        mask = torch.ones(cfg.block_size, cfg.block_size, dtype=torch.bool).tril()
+        self.register_buffer("causal_mask", mask, persistent=False)  # not in the state dict
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
@@ -87,9 +94,15 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)
         if cache is None:
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-            )
+            if (self.training and self.dropout > 0 and x.device.type == "cpu"
+                    and self.explicit_train_attention):
+                att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
+                att = att.masked_fill(~self.causal_mask[:T, :T], float("-inf")).softmax(dim=-1).to(v.dtype)
+                y = F.dropout(att, self.dropout, training=True) @ v
+            else:
+                y = F.scaled_dot_product_attention(
+                    q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+                )
         else:
             start = cache.length
             cache.k[layer, :, :, start : start + T] = k

@@ -39,6 +39,16 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where bf16 matmuls are native (CPUs with AVX512-BF16/AMX, GPUs with
+    bf16 support), else ``fp32``; ``fp32`` and ``bf16`` are returned unchanged."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM inside :func:`graceful_stop`; loops check it between steps."""
 

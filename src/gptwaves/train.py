@@ -124,10 +124,13 @@ class Batcher:
 
 
 def autocast_ctx(cfg: TrainConfig, device: torch.device):
-    if cfg.precision == "bf16":
+    """bf16 autocast or nothing, following ``cfg.precision`` (``auto``: see resolve_precision)."""
+    from .runtime import resolve_precision
+
+    if cfg.precision not in ("fp32", "bf16", "auto"):
+        raise GptwavesError(f"unknown precision {cfg.precision!r} (fp32, bf16 or auto)")
+    if resolve_precision(cfg.precision, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if cfg.precision != "fp32":
-        raise GptwavesError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
     return nullcontext()
 
 

@@ -1,0 +1,74 @@
+"""Speed of the spelling statistics for one checkpoint (issue 5).
+
+(i) 1000 samples x 128 characters (DESIGN 5 default: the whole sample inside the context) of the
+``paper`` model: sampling (:func:`gptwaves.api.sample_texts`, batch 250, prompt "\\n") plus the
+count statistics (:func:`gptwaves.analysis.spelling.analyze` against the Tiny Shakespeare
+training lexicon, 2000 bootstrap resamples). Target: <= 30 s in total.
+(ii) 200 x 500 characters (crop beyond the context): reported.
+The statistics' own time is reported separately in both.
+
+The model is randomly initialised unless a gptwaves checkpoint (its ``.json``) is given; the
+sampling cost does not depend on training, the statistics' cost somewhat does (word counts).
+"""
+
+from __future__ import annotations
+
+import time
+
+from .common import log, make_model, make_row, paper_train_config
+
+
+def _load_model(checkpoint, vocab_size: int, overrides: dict):
+    if checkpoint:
+        from pathlib import Path
+
+        from ..checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(Path(checkpoint).with_suffix(".json"))
+        return model.eval(), list(meta["vocab"]), f"checkpoint {Path(checkpoint).name}"
+    return make_model(paper_train_config(**overrides), vocab_size).eval(), None, "random-init paper model"
+
+
+def run(quick: bool = False, corpus=None, *, checkpoint=None, short: tuple[int, int] | None = None,
+        long: tuple[int, int] | None = None, batch_size: int = 250, n_boot: int = 2000,
+        model_overrides: dict | None = None) -> list[dict]:
+    """Rows: total time and statistics time for (i) and (ii).
+
+    Full: (i) 1000 x 128, (ii) 200 x 500 (the 500-character run is several minutes on 2 EPYC
+    threads: every step past 128 is a full window forward). ``quick``: 100 x 128 and 16 x 160.
+    """
+    from ..analysis.spelling import analyze
+    from ..api import sample_texts
+    from ..corpus import Corpus
+    from ..sample import SamplingConfig
+
+    c = Corpus.load(corpus)
+    t0 = time.perf_counter()
+    lexicon = c.lexicon
+    t_lex = time.perf_counter() - t0
+    model, vocab, what = _load_model(checkpoint, c.tokenizer.vocab_size, dict(model_overrides or {}))
+    vocab = vocab or c.tokenizer.chars
+    short = short or ((100, 128) if quick else (1000, 128))
+    long = long or ((16, 160) if quick else (200, 500))
+    bs = model.config.block_size
+    rows = []
+    for case, (n, length) in (("i", short), ("ii", long)):
+        log(f"spelling ({case}): sampling {n} x {length}")
+        t0 = time.perf_counter()
+        texts = sample_texts(model, vocab, n, length, "\n", SamplingConfig(seed=0), batch_size=batch_size)
+        t_sample = time.perf_counter() - t0
+        log(f"spelling ({case}): statistics")
+        t0 = time.perf_counter()
+        stats = analyze(texts, lexicon, 1, length, n_boot=n_boot, seed=0)
+        t_stats = time.perf_counter() - t0
+        total = t_sample + t_stats
+        is_target = case == "i" and (n, length) == (1000, 128)
+        where = "inside the context" if length <= bs else f"crop beyond the context ({bs})"
+        rows.append(make_row(f"spelling ({case}) {n}x{length} sampling + statistics", total, "s",
+                             target="<= 30 s" if is_target else None, ok=(total <= 30.0) if is_target else None,
+                             notes=f"{what}; {where}; sampling {t_sample:.2f} s "
+                                   f"({n * length / t_sample:,.0f} chars/s), batch {batch_size}"))
+        rows.append(make_row(f"spelling ({case}) {n}x{length} statistics only", t_stats, "s",
+                             notes=f"{stats['n_words_total']} words, n_boot {n_boot}; lexicon of the training "
+                                   f"split built once in {t_lex:.2f} s (not included)"))
+    return rows

@@ -1,0 +1,162 @@
+"""Smoke tests of the benchmark suite: every bench runs at toy sizes and returns well-formed rows.
+
+No timing assertions: the numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gptwaves import bench
+from gptwaves.bench import common
+from gptwaves.bench.train import DEFAULT_VARIANTS
+
+TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16)
+KEYS = {"figure", "value", "unit", "baseline", "ratio", "target", "ok", "machine", "notes", "bench"}
+
+
+def check_rows(rows, bench_name):
+    assert rows, "a bench returned no rows"
+    for r in rows:
+        assert KEYS <= set(r), r
+        assert r["bench"] == bench_name
+        assert isinstance(r["figure"], str) and r["figure"]
+        assert isinstance(r["machine"], str) and "torch" in r["machine"]
+        assert r["ok"] in (True, False, None)
+        assert "bench failed" not in r["figure"], r["notes"]
+        for k in ("value", "baseline", "ratio"):
+            v = r[k]
+            assert v is None or (isinstance(v, (int, float)) and math.isfinite(v)), (k, r)
+        if isinstance(r["value"], float) and isinstance(r["baseline"], float) and r["baseline"]:
+            assert r["ratio"] == pytest.approx(r["value"] / r["baseline"])
+        if r["ok"] is not None:
+            assert r["target"]
+    json.dumps(rows)  # serialisable as written by --out
+    return rows
+
+
+def figures(rows):
+    return [r["figure"] for r in rows]
+
+
+def test_machine_info():
+    m = common.machine_info()
+    for k in ("cpu", "cores", "torch", "threads", "date", "summary"):
+        assert m[k] not in (None, "")
+    assert m["cores"] >= 1 and m["threads"] >= 1
+
+
+def test_matmul_peak_positive():
+    assert common.matmul_peak(n=64, repeats=2) > 0
+
+
+def test_train_bench_tiny(corpus_path, one_thread):
+    rows = check_rows(bench.run("train", corpus=corpus_path, steps=2, warmup=1,
+                                model_overrides=dict(TINY, batch_size=4), peak_n=64, peak_repeats=2,
+                                raise_errors=True), "train")
+    f = figures(rows)
+    assert any(x.startswith("matmul peak fp32") for x in f) and any(x.startswith("matmul peak bf16") for x in f)
+    assert "train tok/s baseline (nanoGPT-style fp32)" in f
+    assert any("shipped paper preset" in x for x in f)  # the preset's own precision is marked
+    assert any(x.startswith("train MFU") for x in f)
+    diffs = {r["figure"]: r["value"] for r in rows if "max |diff|" in r["figure"]}
+    assert len(diffs) == len(DEFAULT_VARIANTS) - 1
+    # same init, batches and dropout masks: gptwaves fp32 follows the baseline's loss curve exactly
+    assert diffs["train loss max |diff| gptwaves-fp32 vs baseline"] < 1e-4
+
+
+def test_baseline_matches_gptwaves_forward():
+    """The bench's independent baseline model computes the same function as gptwaves.model.GPT."""
+    import torch
+
+    from gptwaves.bench.train import BaselineGPT
+
+    cfg = common.paper_train_config(**TINY, dropout=0.0)
+    ours = common.make_model(cfg, 20, seed=3).eval()
+    base = BaselineGPT(cfg.model_config(20)).eval()
+    base.load_state_dict(ours.state_dict())
+    x = torch.randint(20, (2, 16))
+    y = torch.randint(20, (2, 16))
+    assert torch.allclose(ours(x, y)[0], base(x, y)[0], atol=1e-5)
+
+
+def test_record_bench_tiny(one_thread):
+    rows = check_rows(bench.run("record", samples=2, steps_in=6, steps_long=24, mem_samples=(1, 2), mem_steps=3,
+                                repeats=1, stride=8, model_overrides=TINY, peak_n=64, raise_errors=True),
+                      "record")
+    f = " | ".join(figures(rows))
+    for part in ("recording (a) vs naive (c)", "recording (a) vs plain sampling (b)",
+                 "full-window step rate", "stride=8 vs crop", "peak RSS"):
+        assert part in f
+    mem = next(r for r in rows if "peak RSS" in r["figure"])
+    assert mem["value"] > 0 and mem["baseline"] > 0
+
+
+def test_waves_bench_tiny():
+    pytest.importorskip("statsmodels")
+    rows = check_rows(bench.run("waves", taps=3, samples=3, steps=40, channels=8, repeats=1, acf_samples=2,
+                                nlags=10, raise_errors=True), "waves")
+    acf = next(r for r in rows if "ACF" in r["figure"])
+    assert acf["value"] > 0 and acf["baseline"] > 0
+    assert "max |diff|" in acf["notes"]
+    assert float(acf["notes"].split("max |diff| ")[1]) < 1e-8  # FFT ACF agrees with statsmodels
+
+
+def test_synthetic_recording_is_readable(tmp_path):
+    from gptwaves.bench.waves import write_recording
+    from gptwaves.record import Recording
+
+    p = write_recording(tmp_path / "r.h5", taps=3, S=2, T=10, C=4)
+    with Recording.open(p) as rec:
+        assert rec.taps == ["hook_embed", "blocks.0.hook_resid_post", "ln_final.hook_normalized"]
+        assert rec.waves(rec.taps[1]).shape == (2, 10, 4)
+        assert rec.input_chars().shape == (2, 10)
+
+
+def test_spelling_bench_tiny(corpus_path, one_thread):
+    rows = check_rows(bench.run("spelling", corpus=corpus_path, short=(4, 12), long=(3, 30), batch_size=2,
+                                n_boot=20, model_overrides=TINY, raise_errors=True), "spelling")
+    assert len(rows) == 4
+    assert all(r["value"] >= 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_e2e_bench_tiny(corpus_path):
+    rows = check_rows(bench.run("e2e", corpus=corpus_path, raise_errors=True,
+                                extra_args=["--max-iters", "4", "--record-samples", "2", "--record-steps", "8",
+                                            "--spelling-samples", "4", "--spelling-length", "16"]), "e2e")
+    assert rows[0]["value"] > 0, rows[0]["notes"]
+    assert rows[0]["ok"] is None  # reduced sizes: no target
+
+
+def test_failed_bench_becomes_a_row(monkeypatch):
+    from gptwaves.bench import waves
+
+    def boom(**kw):
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr(waves, "run", boom)
+    rows = bench.run("waves")
+    assert rows[0]["ok"] is False and "kaput" in rows[0]["notes"]
+
+
+def test_unknown_bench():
+    with pytest.raises(ValueError):
+        bench.run("nope")
+
+
+def test_format_table_and_json(tmp_path):
+    rows = [common.make_row("a figure", 1234.5, "tok/s", baseline=1000.0, target=">= 1.3x", ok=False),
+            common.make_row("another", None, "s", notes="skipped")]
+    for r in rows:
+        r["machine"] = "M"
+    t = bench.format_table(rows, notes=True)
+    lines = t.splitlines()
+    assert lines[0].split() == ["figure", "value", "baseline", "ratio", "target", "machine"]
+    assert "1.23x" in t and "MISS" in t and "skipped" in t
+    out = bench.write_json(tmp_path / "b.json", rows, {"summary": "M"}, "all", True)
+    doc = json.loads(out.read_text())
+    assert doc["machine"] == {"summary": "M"} and len(doc["rows"]) == 2
