@@ -26,6 +26,7 @@ import platform
 import shutil
 import time
 import zipfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -132,6 +133,9 @@ def record(
     from . import distributed as dd
 
     d = dd.info()
+    # a recording of one batch is atomic anyway: it goes straight into the HDF5 file
+    in_memory: dict[int, dict] = {}
+    single = n_batches == 1 and not d.enabled
     try:
         for b in dd.shard(n_batches, d):
             part = parts / f"batch_{b:05d}.npz"
@@ -144,12 +148,16 @@ def record(
             res = (gen_fn or partial(generate, model))(
                 prompt_ids, spec.steps, size, spec.sampling, taps=taps,
                 generator=batch_generator(spec.sampling.seed, b), tap_dtype=tap_dtype)
-            import io as _io
+            arrays = {"tokens": res.tokens.astype(np.int32), "entropy": res.entropy,
+                      **{f"tap{i}": res.taps[t] for i, t in enumerate(taps)}}
+            if single:
+                in_memory[b] = arrays
+            else:
+                import io as _io
 
-            buf = _io.BytesIO()
-            np.savez(buf, tokens=res.tokens.astype(np.int32), entropy=res.entropy,
-                     **{f"tap{i}": res.taps[t] for i, t in enumerate(taps)})
-            atomic_write_bytes(part, buf.getvalue())
+                buf = _io.BytesIO()
+                np.savez(buf, **arrays)
+                atomic_write_bytes(part, buf.getvalue())
             bar.update(size)
     finally:
         bar.close()
@@ -168,7 +176,7 @@ def record(
         "dtype": spec.dtype, "context_policy": spec.sampling.context, "seed": spec.sampling.seed,
         "entropy_units": "nats", "packages": package_versions(), "settings_hash": h,
     }
-    _assemble(parts, n_batches, spec, taps, attrs, out_path)
+    _assemble(parts, n_batches, spec, taps, attrs, out_path, in_memory)
     shutil.rmtree(parts, ignore_errors=True)
     if d.enabled:
         dd.barrier()
@@ -176,7 +184,7 @@ def record(
 
 
 def _assemble(parts: Path, n_batches: int, spec: RecordSpec, taps: list[str], attrs: dict,
-              out_path: Path) -> None:
+              out_path: Path, in_memory: dict[int, dict] | None = None) -> None:
     P = attrs["prompt_len"]
     n = P - 1 + spec.steps
     S = spec.samples
@@ -201,7 +209,7 @@ def _assemble(parts: Path, n_batches: int, spec: RecordSpec, taps: list[str], at
             for b in range(n_batches):
                 path = parts / f"batch_{b:05d}.npz"
                 try:
-                    with np.load(path) as z:
+                    with (nullcontext(in_memory[b]) if in_memory and b in in_memory else np.load(path)) as z:
                         size = z["tokens"].shape[0]
                         dtok[s0 : s0 + size] = z["tokens"]
                         dent[s0 : s0 + size] = z["entropy"]
