@@ -326,3 +326,12 @@ def test_crossing_iteration():
     assert sp.crossing_iteration(it, [0.9, 1.1, None, 0.8], interpolate=False) == 1000
     assert sp.crossing_iteration([100, 0, 10], [0.5, 1.5, 1.0], interpolate=False) == 100
     assert sp.crossing_iteration([0, 10], [1.0, 0.5]) == pytest.approx(0.0)
+    # an early dip that comes back above 1 is not the transition; the lasting crossing is
+    its = [0, 10, 20, 50, 100]
+    fs = [1.08, 0.99, 1.06, 0.85, 0.86]
+    assert sp.crossing_iteration(its, fs, interpolate=False) == 50
+    assert sp.crossing_iteration(its, fs, interpolate=False, which="first") == 10
+    x = sp.crossing_iteration(its, fs)
+    t = (1.06 - 1.0) / (1.06 - 0.85)
+    assert x == pytest.approx(math.expm1(math.log1p(20) + t * (math.log1p(50) - math.log1p(20))))
+    assert sp.crossing_iteration(its, [1.08, 0.9, 1.1, 1.2, 1.3]) is None

@@ -138,27 +138,33 @@ def findings_from(cks: list[dict], waves: dict, spelling: dict) -> dict:
     claims.append({"claim": "Misspellings show the opposite trend (towards Poissonian / super-Poissonian)",
                    "verdict": verdict, "text": text})
 
-    # 4. space-associated channels stand out
+    # 4. space-associated channels stand out: word rhythm in the ACFs and space labels
     wres = waves.get("checkpoints") or []
     if wres:
         first, last = wres[0], wres[-1]
+        ft = last.get("focus_tap") or list(last["taps"])[-1]
 
-        def space_count(r):
-            return sum(v["label_counts"].get("space", 0) + v["label_counts"].get("next:space", 0)
-                       for v in r["taps"].values())
+        def space_count(r, tap):
+            v = r["taps"][tap]["label_counts"]
+            return v.get("space", 0) + v.get("next:space", 0)
 
-        def dmax(r, cls):
-            return max(v["max_abs_d_by_class"].get(cls, 0.0) for v in r["taps"].values())
+        def sim(r):
+            return r["taps"][ft].get("max_space_similarity")
 
-        n_last, n_first = space_count(last), space_count(first)
-        d_space = dmax(last, "space")
-        others = {c: dmax(last, c) for c in next(iter(last["taps"].values()))["max_abs_d_by_class"] if c != "space"}
-        best_other = max(others, key=others.get) if others else None
-        stand_out = n_last > 0 and d_space >= 1.0 and n_last > n_first
-        verdict = "supported" if stand_out else ("not supported" if n_last == 0 else "inconclusive")
-        text = (f"At iteration {last['iteration']}, {n_last} channel-tap pairs are labelled space (|d| >= 1) vs "
-                f"{n_first} at iteration {first['iteration']}; the largest space effect is |d| = {_fmt(d_space, 2)}"
-                + (f" (strongest other class: {best_other}, |d| = {_fmt(others[best_other], 2)})" if best_other else "")
+        s0, s1 = sim(first), sim(last)
+        n_last = space_count(last, ft)
+        classes = last["taps"][ft]["max_abs_d_by_class"]
+        d_space = classes.get("space", 0.0)
+        best_other = max((c for c in classes if c != "space"), key=classes.get, default=None)
+        rhythm = s1 is not None and s1 >= 0.8 and (s0 is None or s1 - s0 >= 0.3)
+        verdict = ("supported" if rhythm and n_last > 0 else
+                   "not supported" if (s1 is None or s1 < 0.5) and n_last == 0 else "inconclusive")
+        text = (f"At {ft}, the channel ACF closest to the space-indicator ACF (word rhythm) has similarity "
+                f"{_fmt(s0, 2)} at iteration {first['iteration']} -> {_fmt(s1, 2)} at iteration {last['iteration']}; "
+                f"{n_last} channels are labelled space or next:space (|d| >= 1) at iteration {last['iteration']} "
+                f"(vs {space_count(first, ft)} at iteration {first['iteration']}, where the residual stream still "
+                f"mostly carries the input embedding); largest space |d| = {_fmt(d_space, 2)}"
+                + (f", strongest other class {best_other} |d| = {_fmt(classes[best_other], 2)}" if best_other else "")
                 + ".")
     else:
         verdict, text = "inconclusive", "No wave analysis."

@@ -675,8 +675,8 @@ def analyze(texts: Sequence[str], lexicon, prompt_len: int, length: int,
 # ---------------------------------------------------------------------------
 # Across checkpoints
 # ---------------------------------------------------------------------------
-def crossing_iteration(iterations, fano_values, interpolate: bool = True):
-    """First iteration where a Fano factor drops through 1.
+def crossing_iteration(iterations, fano_values, interpolate: bool = True, which: str = "last"):
+    """Iteration where a Fano factor drops through 1.
 
     Parameters
     ----------
@@ -686,9 +686,14 @@ def crossing_iteration(iterations, fano_values, interpolate: bool = True):
         F at each checkpoint; None/NaN entries are skipped.
     interpolate : bool, optional
         If True (default), linearly interpolate F in ``log(iteration + 1)``
-        between the last checkpoint with F >= 1 and the first with F < 1 and
+        between the checkpoint with F >= 1 and the next one with F < 1 and
         return the iteration where F = 1 (a float). If False, return the first
         checkpoint iteration with F < 1 that follows one with F >= 1.
+    which : {"last", "first"}, optional
+        ``"last"`` (default): the downward crossing after which F stays below 1 at
+        every later checkpoint (the transition; early noisy dips that come back
+        above 1 do not count); None if F ends at or above 1. ``"first"``: the
+        first downward crossing.
 
     Returns
     -------
@@ -697,6 +702,8 @@ def crossing_iteration(iterations, fano_values, interpolate: bool = True):
         checkpoints; a series that starts below 1 has no crossing until it has
         been >= 1.
     """
+    if which not in ("last", "first"):
+        raise ValueError("which must be 'last' or 'first'")
     it = np.asarray(iterations, dtype=float)
     f = np.asarray([math.nan if v is None else v for v in fano_values], dtype=float)
     if it.shape != f.shape:
@@ -705,11 +712,17 @@ def crossing_iteration(iterations, fano_values, interpolate: bool = True):
     it, f = it[order], f[order]
     ok = np.isfinite(f) & np.isfinite(it)
     it, f = it[ok], f[ok]
+    found = None
     for i in range(1, it.size):
         if f[i - 1] >= 1.0 and f[i] < 1.0:
             if not interpolate:
-                return float(it[i])
-            x0, x1 = math.log1p(it[i - 1]), math.log1p(it[i])
-            t = (f[i - 1] - 1.0) / (f[i - 1] - f[i])
-            return float(math.expm1(x0 + t * (x1 - x0)))
-    return None
+                found = float(it[i])
+            else:
+                x0, x1 = math.log1p(it[i - 1]), math.log1p(it[i])
+                t = (f[i - 1] - 1.0) / (f[i - 1] - f[i])
+                found = float(math.expm1(x0 + t * (x1 - x0)))
+            if which == "first":
+                return found
+    if found is not None and f[-1] >= 1.0:
+        return None  # F came back above 1 and stayed there: no lasting transition
+    return found
