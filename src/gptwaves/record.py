@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import GptwavesError
-from .io import atomic_path, atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from .io import atomic_path, atomic_write_json, read_json, sha256_file
 from .model import GPT
 from .sample import SamplingConfig, generate
 
@@ -152,12 +152,9 @@ def record(
                       **{f"tap{i}": res.taps[t] for i, t in enumerate(taps)}}
             if single:
                 in_memory[b] = arrays
-            else:
-                import io as _io
-
-                buf = _io.BytesIO()
-                np.savez(buf, **arrays)
-                atomic_write_bytes(part, buf.getvalue())
+            else:  # streamed to disk (no in-memory copy of the batch's archive)
+                with atomic_path(part) as tmp, open(tmp, "wb") as fh:
+                    np.savez(fh, **arrays)
             bar.update(size)
     finally:
         bar.close()
