@@ -107,6 +107,15 @@ def one_thread():
         yield
 
 
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """One torch thread for a whole test module (use with ``pytest.mark.usefixtures``): tiny
+    models gain nothing from intra-op threads, and thread contention on a busy 2-core machine
+    slows them down many times."""
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture
 def tiny_cfg() -> TrainConfig:
     return tiny_config()

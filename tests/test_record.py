@@ -28,14 +28,7 @@ BS = 16
 C = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and thread contention on a busy 2-core
-    machine slows them down many times; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def make_model(seed: int = 0) -> tuple[GPT, dict]:

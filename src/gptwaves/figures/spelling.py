@@ -61,6 +61,13 @@ def _arr(values) -> np.ndarray:
     return np.asarray([_f(v) for v in values], dtype=float)
 
 
+def _by_iteration(iterations, results):
+    """Iterations (float array) and results sorted by iteration, and the sorting order."""
+    it = np.asarray(iterations, dtype=float)
+    order = np.argsort(it, kind="stable")
+    return it[order], [results[i] for i in order], order
+
+
 def _iter_axis(ax) -> None:
     ax.set_xscale("symlog", linthresh=SYMLOG_LINTHRESH, linscale=0.5)
     ax.set_xlim(left=0)
@@ -149,10 +156,7 @@ def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
     -------
     list of Path
     """
-    it = np.asarray(iterations, dtype=float)
-    order = np.argsort(it, kind="stable")
-    it = it[order]
-    results = [results[i] for i in order]
+    it, results, order = _by_iteration(iterations, results)
     vl = None if val_losses is None else _arr(val_losses)[order]
     ncol = 1 if vl is None else 2
     fig = _new_figure(5.2 * ncol, 4.0)
@@ -270,10 +274,7 @@ def plot_rates(iterations: Sequence, results: Sequence[dict], stem,
     -------
     list of Path
     """
-    it = np.asarray(iterations, dtype=float)
-    order = np.argsort(it, kind="stable")
-    it = it[order]
-    results = [results[i] for i in order]
+    it, results, _ = _by_iteration(iterations, results)
     fig = _new_figure(13.0, 3.8)
     a0, a1, a2 = fig.subplots(1, 3)
     a0.plot(it, _arr([r["error_rate"] for r in results]), "o-", color=COLORS["misspelled"], ms=4)
