@@ -385,9 +385,12 @@ def _provenance_section(summary: dict | None, run_dir: Path) -> str:
     h.append("<h3>Timings</h3>")
     tm = summary.get("timings")
     if isinstance(tm, dict) and tm:
-        total = sum(_num(v) or 0.0 for v in tm.values())
+        stages = {k: v for k, v in tm.items() if k != "total"}  # summary.json may carry its own total
+        total = _num(tm.get("total"))
+        if total is None:
+            total = sum(_num(v) or 0.0 for v in stages.values())
         h.append('<table class="kv num"><tbody>')
-        for k, v in tm.items():
+        for k, v in stages.items():
             h.append(f"<tr><th>{esc(k)}</th><td>{_duration(v)}</td></tr>")
         h.append(f"<tr class='total'><th>total</th><td>{_duration(total)}</td></tr></tbody></table>")
     else:
