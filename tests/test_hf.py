@@ -34,8 +34,9 @@ def hf_dir(tmp_path_factory):
 
 def test_recorded_hidden_states_equal_full_forward(hf_dir, tmp_path):
     run = tmp_path / "run"
-    (path,) = api.record_run(run, hf_model=str(hf_dir), samples=3, steps=40, prompt="\nThe ", seed=1,
-                             batch_size=3, progress=False)
+    (path,) = api.record_run(run, "all", api.RecordSettings(samples=3, steps=40, prompt="\nThe ", batch_size=3,
+                                                            sampling=api.SamplingConfig(seed=1)),
+                             api.ModelSource(hf_model=str(hf_dir)), progress=False)
     m = HFModel(str(hf_dir))
     with Recording.open(path) as rec:
         assert rec.taps == ["hidden.0", "hidden.1", "hidden.2"]
@@ -54,16 +55,18 @@ def test_recorded_hidden_states_equal_full_forward(hf_dir, tmp_path):
 
 def test_waves_and_spelling_on_hf_model(hf_dir, tmp_path):
     run = tmp_path / "run"
-    res = api.waves_run(run, hf_model=str(hf_dir), samples=8, steps=30, progress=False, figures=False)
+    hf = api.ModelSource(hf_model=str(hf_dir))
+    res = api.waves_run(run, record=api.RecordSettings(samples=8, steps=30), source=hf, progress=False,
+                        figures=False)
     (ck,) = res["checkpoints"]
     assert set(ck["taps"]) == {"hidden.0", "hidden.1", "hidden.2"}
     assert 0 <= ck["taps"]["hidden.2"]["mean_abs_corr"] <= 1
     words = tmp_path / "words.txt"
     words.write_text("the\nand\na\nking\n")
     with pytest.raises(GptwavesError, match="lexicon"):
-        api.spelling_run(run, hf_model=str(hf_dir), samples=4, progress=False)
-    sp = api.spelling_run(run, hf_model=str(hf_dir), samples=12, length=30, lexicon=words, progress=False,
-                          figures=False)
+        api.spelling_run(run, "all", api.SpellingSettings(samples=4), hf, progress=False)
+    sp = api.spelling_run(run, "all", api.SpellingSettings(samples=12, length=30, lexicon=str(words)), hf,
+                          progress=False, figures=False)
     st = sp["checkpoints"][0]["stats"]
     assert st["n_samples"] == 12
     assert len(st["counts"]["correct"]) == 12

@@ -26,33 +26,41 @@ C = 16
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, corpus_path):
     """A tiny trained run (checkpoints 0 and 60) with a waves analysis of the last checkpoint."""
-    from gptwaves.api import waves_run
+    from gptwaves.api import ModelSource, RecordSettings, waves_run
     from gptwaves.corpus import Corpus
     from gptwaves.train import train
 
     run_dir = tmp_path_factory.mktemp("intervene") / "run"
     with torch_threads(1):
         train(tiny_config(max_iters=60, checkpoints=(0, 60)), Corpus.load(corpus_path), run_dir)
-        waves_run(run_dir, "last", samples=8, steps=32, figures=False, progress=False, corpus=corpus_path)
+        waves_run(run_dir, "last", record=RecordSettings(samples=8, steps=32),
+                  source=ModelSource(corpus=corpus_path), figures=False, progress=False)
     return run_dir
 
 
 @pytest.fixture(scope="module")
 def model(run):
-    from gptwaves.api import load_selected, select_checkpoints
+    from gptwaves.stages.common import load_selected, select_checkpoints
 
     (_, ref), = select_checkpoints(run, "last")
     return load_selected(ref, device="cpu")
 
 
 def go(run, spec="0-3", mode="ablate", **kw):
-    from gptwaves.intervene import intervene_run
+    from gptwaves.api import ModelSource, SamplingConfig, SpellingSettings
+    from gptwaves.stages.interventions import intervene_run
 
     checkpoint, tap = kw.pop("checkpoint", "last"), kw.pop("tap", TAP)
-    base = dict(samples=40, length=16, n_boot=200, progress=False, device="cpu", figures=False)
+    run_kw = {k: kw.pop(k) for k in ("control_seed", "figures", "progress") if k in kw}
+    run_kw = {"progress": False, "figures": False, **run_kw}
+    source = ModelSource(device="cpu", **{k: kw.pop(k) for k in ("corpus", "n_head") if k in kw})
+    sampling = SamplingConfig(**{k: kw.pop(k) for k in ("seed", "temperature", "top_k", "top_p", "context")
+                                 if k in kw})
+    base = dict(samples=40, length=16, n_boot=200)
     base.update(kw)
     with torch_threads(1):
-        return intervene_run(run, checkpoint, tap, spec, mode, **base)
+        return intervene_run(run, checkpoint, tap, spec, mode, SpellingSettings(sampling=sampling, **base), source,
+                             **run_kw)
 
 
 def one_line(e: pytest.ExceptionInfo) -> str:
@@ -135,7 +143,7 @@ def test_parse_mode_errors(mode):
 
 
 def test_slug_is_filesystem_safe():
-    from gptwaves.intervene import intervention_dir_name
+    from gptwaves.stages.interventions import intervention_dir_name
 
     n = intervention_dir_name("iter_0000060", TAP, "label:next:space", "clamp=-1.5")
     assert n == "iter_0000060__blocks.1.hook_resid_post__label_next_space__clamp_-1.5"
@@ -251,7 +259,7 @@ def test_compare_distributions_against_chi2_contingency():
 # ------------------------------------------------------------------ the edit itself
 
 def test_ablate_edit_zeroes_the_tap_channels_only(model, one_thread):
-    from gptwaves.intervene import make_edit
+    from gptwaves.stages.interventions import make_edit
     from gptwaves.record import batch_generator
     from gptwaves.sample import SamplingConfig, generate
 
@@ -346,7 +354,7 @@ def test_result_json_contents_and_reuse(run):
 
 def test_label_and_cluster_specs_follow_the_waves_analysis(run):
     from gptwaves.analysis.waves import channel_function
-    from gptwaves.intervene import tap_labels
+    from gptwaves.stages.interventions import tap_labels
     from gptwaves.record import Recording
 
     focus = "blocks.1.hook_resid_post"

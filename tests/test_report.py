@@ -13,7 +13,7 @@ import torch
 
 from gptwaves.model import GPT, GPTConfig
 from gptwaves.record import RecordSpec, Recording, record
-from gptwaves.report import (
+from gptwaves.stages.report import (
     _quantise,
     build_report,
     caption_from_stem,
@@ -165,14 +165,15 @@ def test_report_contains_findings_table_and_provenance(report):
 def test_report_embeds_every_figure_with_captions(report):
     _, _, html = report
     imgs = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(imgs) == 5
+    assert len(imgs) == 6  # 5 figures + the training curves drawn from metrics.jsonl
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
     for cap in ("Correlation matrices compared", "Fano &lt;factor&gt; captioned", "Word lengths",
                 "Coherence order parameters across training", "iteration 100", "Overview"):
         assert cap in html
     for head in ("Training", "Waves", "Spelling", "Interventions"):
         assert f'<h3 class="group">{head}</h3>' in html
-    assert '<svg class="curves"' in html and "l-val" in html  # training curves
+    training = html[html.index('id="training"'):html.index('id="figures"')]
+    assert "<img" in training and (report[0] / "figures" / "training_curves.png").is_file()
 
 
 def test_generated_text_never_appears_as_markup(report):
@@ -241,7 +242,8 @@ def test_partial_and_corrupt_inputs(tmp_path):
     (run / "figures" / "bad.png").write_bytes(b"not a png")
     html = build_report(run).read_text()
     assert "summary.json" in html and "unreadable" in html
-    assert '<svg class="curves"' in html
+    training = html[html.index('id="training"'):html.index('id="figures"')]
+    assert "<img" in training  # drawn from the readable rows of metrics.jsonl
     assert "not embedded" in html
     assert "iter_0000000.h5" in html  # the skipped recording is named
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gptwaves.report import build_report
+from gptwaves.stages.report import build_report
 
 pytestmark = pytest.mark.browser
 
@@ -54,7 +54,7 @@ def test_no_errors_and_no_network(page_and_errors):
 def test_every_image_decodes(page_and_errors):
     page, _, _ = page_and_errors
     widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
-    assert len(widths) == 5
+    assert len(widths) == 6  # 5 figures + the training curves
     assert all(w > 0 for w in widths)
 
 

@@ -56,8 +56,10 @@ def test_reproduce_smoke_summary_and_report(clean_run):
     s = json.loads((clean_run / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(s)
     assert s["preset"] == "smoke"
-    for stage in ("train", "record", "waves", "spelling", "report"):
+    for stage in ("train", "record", "waves", "spelling"):
         assert stage in s["timings"]
+    repro = json.loads((clean_run / "reproduce.json").read_text())  # reproduce's own record: every stage
+    assert {"train", "record", "waves", "spelling", "summary", "report", "total"} <= set(repro["timings"])
     its = [c["iteration"] for c in s["checkpoints"]]
     assert its == sorted(its) and its[0] == 0 and its[-1] == 200
     for c in s["checkpoints"]:

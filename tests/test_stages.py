@@ -13,8 +13,25 @@ import pytest
 import torch
 
 from gptwaves.analysis import spelling as sp
+from gptwaves.errors import GptwavesError
 from gptwaves.analysis import waves as wa
-from gptwaves.api import SPELLING_COLUMNS, spelling_run, waves_run
+from gptwaves.api import ModelSource, RecordSettings, SamplingConfig, SpellingSettings, WavesSettings
+from gptwaves.stages.spelling import SPELLING_COLUMNS, spelling_run
+from gptwaves.stages.waves import waves_run as _waves_run
+
+
+def spelling_run(run_dir, which, *, seed=0, corpus=None, progress=False, figures=True, **kw):
+    """The spelling stage with settings objects built from keyword arguments."""
+    from gptwaves.stages.spelling import spelling_run as run
+
+    return run(run_dir, which, SpellingSettings(sampling=SamplingConfig(seed=seed), **kw), ModelSource(corpus=corpus),
+               progress=progress, figures=figures)
+
+
+def waves_run(run_dir, which, *, samples=64, steps=None, batch_size=64, progress=False, figures=True, **kw):
+    return _waves_run(run_dir, which, WavesSettings(**kw), record=RecordSettings(samples=samples, steps=steps,
+                                                                                   batch_size=batch_size),
+                      progress=progress, figures=figures)
 from gptwaves.cli import main
 from gptwaves.config import TrainConfig
 from gptwaves.corpus import Corpus
@@ -227,7 +244,8 @@ def test_spelling_stage(run_dir, stage_corpus):
 
 def test_spelling_samples_are_the_models(run_dir, stage_corpus):
     """The saved texts are what sample_texts draws (same seed, batch generators) for that checkpoint."""
-    from gptwaves.api import load_selected, sample_texts, select_checkpoints
+    from gptwaves.stages.common import load_selected, select_checkpoints
+    from gptwaves.stages.spelling import sample_texts
     from gptwaves.sample import SamplingConfig
 
     corpus_path, _ = stage_corpus
@@ -296,3 +314,32 @@ def test_waves_stage(run_dir, capsys):
     assert res2["checkpoints"][0]["settings"]["nlags"] == 6
     with np.load(wdir / names[-1] / "arrays.npz") as z:
         assert z["hook_embed/acf"].shape == (16, 7)
+
+
+# --------------------------------------------------------------------------- summary and report from disk
+
+def test_summary_and_report_after_step_by_step_commands(run_dir, stage_corpus, capsys):
+    """The README's step-by-step commands, then `gptwaves summary` and `gptwaves report`: both are
+    built from the run directory alone (no reproduce), and agree with the stages' own files."""
+    corpus_path, _ = stage_corpus
+    with pytest.raises(GptwavesError, match="no waves or spelling results"):
+        from gptwaves.stages.summary import build_summary
+
+        build_summary(run_dir)
+    cli(capsys, "waves", "--run", run_dir, "--samples", "4", "--steps", "40", "--nlags", "8", "--quiet")
+    cli(capsys, "spelling", "--run", run_dir, "--samples", "10", "--n-boot", "30", "--corpus", corpus_path,
+        "--quiet")
+    out = cli(capsys, "summary", "--run", run_dir)
+    assert "summary:" in out and "Coherence builds up" in out
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert [c["iteration"] for c in s["checkpoints"]] == list(ITERS)
+    for c in s["checkpoints"]:
+        sp = json.loads((run_dir / "spelling" / f"iter_{c['iteration']:07d}.json").read_text())
+        assert c["spelling"]["correct"]["fano"] == sp["stats"]["correct"]["fano"]
+        wv = json.loads((run_dir / "waves" / f"iter_{c['iteration']:07d}" / "summary.json").read_text())
+        assert c["waves"]["hook_embed"]["mean_abs_corr"] == wv["taps"]["hook_embed"]["mean_abs_corr"]
+    assert s["settings"]["train"]["preset"] == s["preset"]
+    out = cli(capsys, "report", "--run", run_dir)
+    html = (run_dir / "report" / "index.html").read_text()
+    assert "report:" in out and s["findings"]["claims"][0]["claim"] in html
+    assert (run_dir / "figures" / "training_curves.png").is_file()  # drawn by the report from metrics.jsonl

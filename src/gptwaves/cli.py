@@ -6,6 +6,7 @@ line (``gptwaves: error: ...``) with a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -127,20 +128,42 @@ def train(preset_name: str, out: Path, corpus: Path | None, quiet: bool, **overr
     click.echo(f"checkpoints: {run_dir / 'checkpoints'}")
 
 
+def _default(cls, name: str):
+    """A settings dataclass's default for one field: each default is declared once, in the dataclass."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def _sampling_options(f):
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")(f)
-    f = click.option("--temperature", type=float, default=1.0, show_default=True)(f)
+    from .sample import SamplingConfig
+
+    f = click.option("--seed", type=int, default=_default(SamplingConfig, "seed"), show_default=True,
+                     help="Sampling seed.")(f)
+    f = click.option("--temperature", type=float, default=_default(SamplingConfig, "temperature"),
+                     show_default=True)(f)
     f = click.option("--top-k", type=int, default=None, help="Sample from the k most likely characters.")(f)
     f = click.option("--top-p", type=float, default=None, help="Nucleus sampling threshold.")(f)
-    f = click.option("--context", default="crop", show_default=True,
+    f = click.option("--context", default=_default(SamplingConfig, "context"), show_default=True,
                      help="Beyond block_size: 'crop' (exact minGPT semantics) or 'stride=K'.")(f)
     f = click.option("--prompt", default="\n", show_default="newline",
                      help="Prompt text (backslash escapes like \\n are understood).")(f)
-    f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
     f = click.option("--n-head", type=int, default=None,
                      help="Heads of an external minGPT checkpoint when they cannot be inferred.")(f)
     f = click.option("--quiet", is_flag=True, help="No progress bars.")(f)
     return f
+
+
+def _sampling(seed, temperature, top_k, top_p, context):
+    from .sample import SamplingConfig
+
+    return SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, context=context)
+
+
+def _source(corpus=None, n_head=None, device="auto", hf_model=None, hf_revision=None):
+    from .stages.common import ModelSource
+
+    return ModelSource(corpus=corpus, n_head=n_head, device=device, hf_model=hf_model, hf_revision=hf_revision)
 
 
 def _unescape(text: str) -> str:
@@ -167,54 +190,81 @@ checkpoint_option = click.option(
     help="Iteration, 'all', 'last', or a checkpoint file (gptwaves .json/.safetensors, nanoGPT ckpt.pt, minGPT model.pt).")
 
 
+def _record_options(f):
+    from .stages.recordings import RecordSettings
+
+    f = click.option("--samples", type=int, default=_default(RecordSettings, "samples"), show_default=True,
+                     help="Samples to record.")(f)
+    f = click.option("--steps", type=int, default=None, help="Generation steps (default: 2 x block_size).")(f)
+    return f
+
+
 @cli.command()
 @run_option
 @checkpoint_option
 @corpus_option
-@click.option("--samples", type=int, default=64, show_default=True)
-@click.option("--steps", type=int, default=None, help="Generation steps (default: 2 x block_size).")
+@_record_options
 @click.option("--taps", default="all", show_default=True, help="Comma-separated tap names, or 'all'.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Samples per batch (fixes the random streams).")
 @_sampling_options
 @_hf_options
 def record(run, checkpoint, corpus, samples, steps, taps, dtype, batch_size, seed, temperature, top_k,
            top_p, context, prompt, device, n_head, quiet, hf_model, hf_revision):
     """Generate text while recording hidden-state waves to HDF5 (DIR/recordings/)."""
-    from .api import record_run
+    from .stages.recordings import RecordSettings, record_run
 
-    paths = record_run(run, checkpoint, samples=samples, steps=steps, prompt=_unescape(prompt), seed=seed,
-                       temperature=temperature, top_k=top_k, top_p=top_p,
-                       taps=[t.strip() for t in taps.split(",") if t.strip()], dtype=dtype, context=context,
-                       batch_size=batch_size, corpus=corpus, n_head=n_head, progress=not quiet, device=device,
-                       hf_model=hf_model, hf_revision=hf_revision)
-    for p in paths:
+    tap_list = tuple(t.strip() for t in taps.split(",") if t.strip())
+    settings = RecordSettings(samples=samples, steps=steps, prompt=_unescape(prompt),
+                              taps=None if tap_list in ((), ("all",)) else tap_list, dtype=dtype,
+                              sampling=_sampling(seed, temperature, top_k, top_p, context),
+                              **({"batch_size": batch_size} if batch_size is not None else {}))
+    for p in record_run(run, checkpoint, settings, _source(corpus, n_head, device, hf_model, hf_revision),
+                        progress=not quiet):
         click.echo(str(p))
+
+
+def _spelling_options(f):
+    from .stages.spelling import SpellingSettings
+
+    f = click.option("--samples", type=int, default=_default(SpellingSettings, "samples"), show_default=True)(f)
+    f = click.option("--length", type=int, default=None,
+                     help="Counted characters per sample (default: block_size).")(f)
+    f = click.option("--lexicon", type=click.Path(path_type=Path), default=None,
+                     help="Word list (one word per line); default: the words of the training split.")(f)
+    f = click.option("--alpha", type=float, default=_default(SpellingSettings, "alpha"), show_default=True,
+                     help="Significance level of every test.")(f)
+    f = click.option("--n-boot", type=int, default=_default(SpellingSettings, "n_boot"), show_default=True,
+                     help="Bootstrap resamples.")(f)
+    f = click.option("--batch-size", type=int, default=_default(SpellingSettings, "batch_size"),
+                     show_default=True, help="Samples per batch (fixes the random streams, hence the texts).")(f)
+    return f
+
+
+def _spelling_settings(samples, length, lexicon, alpha, n_boot, batch_size, prompt, sampling):
+    from .stages.spelling import SpellingSettings
+
+    return SpellingSettings(samples=samples, length=length, prompt=_unescape(prompt), sampling=sampling,
+                            lexicon=None if lexicon is None else str(lexicon), alpha=alpha, n_boot=n_boot,
+                            batch_size=batch_size)
 
 
 @cli.command()
 @run_option
 @checkpoint_option
 @corpus_option
-@click.option("--samples", type=int, default=1000, show_default=True)
-@click.option("--length", type=int, default=None, help="Generated characters per sample (default: block_size).")
-@click.option("--lexicon", type=click.Path(path_type=Path), default=None,
-              help="Word list (one word per line); default: the words of the training split.")
-@click.option("--alpha", type=float, default=0.05, show_default=True)
-@click.option("--n-boot", type=int, default=2000, show_default=True)
+@_spelling_options
 @_sampling_options
 @_hf_options
-def spelling(run, checkpoint, corpus, samples, length, lexicon, alpha, n_boot, seed, temperature, top_k, top_p,
-             context, prompt, device, n_head, quiet, hf_model, hf_revision):
+def spelling(run, checkpoint, corpus, samples, length, lexicon, alpha, n_boot, batch_size, seed, temperature,
+             top_k, top_p, context, prompt, device, n_head, quiet, hf_model, hf_revision):
     """Counting statistics of spelling errors (Fano factor, Poisson tests) per checkpoint."""
-    from .api import spelling_run
+    from .stages.spelling import spelling_run
 
-    if length is not None and length <= 0:
-        raise GptwavesError(f"--length must be positive, not {length}")
-    res = spelling_run(run, checkpoint, samples=samples, length=length, prompt=_unescape(prompt), seed=seed,
-                       temperature=temperature, top_k=top_k, top_p=top_p, context=context, lexicon=lexicon,
-                       corpus=corpus, n_head=n_head, alpha=alpha, n_boot=n_boot, progress=not quiet,
-                       device=device, hf_model=hf_model, hf_revision=hf_revision)
+    settings = _spelling_settings(samples, length, lexicon, alpha, n_boot, batch_size, prompt,
+                                  _sampling(seed, temperature, top_k, top_p, context))
+    res = spelling_run(run, checkpoint, settings, _source(corpus, n_head, device, hf_model, hf_revision),
+                       progress=not quiet)
     click.echo(f"{'iter':>7} {'val':>6} {'F_corr':>7} {'verdict':>17} {'F_miss':>7} {'verdict':>17} {'err':>5}")
     for r in res["checkpoints"]:
         s = r["stats"]
@@ -231,19 +281,21 @@ def spelling(run, checkpoint, corpus, samples, length, lexicon, alpha, n_boot, s
 @run_option
 @checkpoint_option
 @corpus_option
-@click.option("--samples", type=int, default=64, show_default=True, help="Samples to record if missing.")
-@click.option("--steps", type=int, default=None, help="Steps to record if missing (default 2 x block_size).")
-@click.option("--nlags", type=int, default=64, show_default=True, help="Auto-correlation lags.")
+@_record_options
+@click.option("--nlags", type=int, default=None, help="Auto-correlation lags (default 64).")
 @click.option("--clusters", "k", type=int, default=None, help="Number of clusters (default: best silhouette).")
-@click.option("--window", type=int, default=8, show_default=True, help="Event-triggered average half-width.")
+@click.option("--window", type=int, default=None, help="Event-triggered average half-width (default 8).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (to record).")
 @click.option("--quiet", is_flag=True)
 @_hf_options
-def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, quiet, hf_model, hf_revision):
+def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, device, quiet, hf_model, hf_revision):
     """Coherence analysis of recorded waves (records what it needs if missing)."""
-    from .api import waves_run
+    from .stages.recordings import RecordSettings
+    from .stages.waves import WavesSettings, waves_run
 
-    res = waves_run(run, checkpoint, samples=samples, steps=steps, nlags=nlags, k=k, window=window,
-                    progress=not quiet, corpus=corpus, hf_model=hf_model, hf_revision=hf_revision)
+    settings = WavesSettings(**{key: v for key, v in dict(nlags=nlags, k=k, window=window).items() if v is not None})
+    res = waves_run(run, checkpoint, settings, record=RecordSettings(samples=samples, steps=steps),
+                    source=_source(corpus, None, device, hf_model, hf_revision), progress=not quiet)
     click.echo(f"{'iter':>7} {'tap':>28} {'mean|R|':>8} {'lam/C':>6} {'PR':>6} {'k':>3} {'space ch':>8}")
     for r in res["checkpoints"]:
         for tap, v in r["taps"].items():
@@ -253,12 +305,51 @@ def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, quiet, hf_m
     click.echo(f"results: {Path(run) / 'waves'}")
 
 
+def _print_findings(summary: dict) -> None:
+    for c in (summary.get("findings") or {}).get("claims", []):
+        if "as_stated" in c:
+            click.echo(f"- {c['claim']}: as stated {c['as_stated']['verdict']}; beyond the null "
+                       f"{c['beyond_null']['verdict']}. {c['as_stated']['text']} {c['beyond_null']['text']}")
+        else:
+            click.echo(f"- {c['claim']}: {c['verdict']}. {c['text']}")
+
+
+@cli.command()
+@run_option
+def summary(run):
+    """Build DIR/summary.json from what the stages left in the run directory."""
+    from .io import read_json
+    from .stages.summary import write_summary
+
+    path = write_summary(run)
+    click.echo(f"summary: {path}")
+    _print_findings(read_json(path, "summary"))
+
+
+@cli.command()
+@run_option
+@click.option("--no-summary", is_flag=True, help="Use DIR/summary.json as it is instead of rebuilding it.")
+def report(run, no_summary):
+    """Build the self-contained HTML report DIR/report/index.html (rebuilds summary.json first)."""
+    from .io import check_run_dir
+    from .stages.report import build_report
+    from .stages.summary import write_summary
+
+    run_dir = check_run_dir(run)
+    if not run_dir.is_dir():
+        raise GptwavesError(f"run directory not found: {run_dir}")
+    if not no_summary:
+        click.echo(f"summary: {write_summary(run_dir)}")
+    click.echo(f"report:  {build_report(run_dir)}")
+
+
 @cli.command()
 @click.option("--preset", "preset_name", default="smoke", show_default=True,
               help="smoke | quick | paper | shakespeare-char")
 @corpus_option
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/PRESET).")
 @click.option("--max-iters", type=int, default=None, help="Override the preset's training length.")
+@click.option("--train-seed", type=int, default=None, help="Override the preset's training seed.")
 @click.option("--record-samples", type=int, default=None)
 @click.option("--record-steps", type=int, default=None)
 @click.option("--spelling-samples", type=int, default=None)
@@ -267,11 +358,9 @@ def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, quiet, hf_m
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None)
 @click.option("--quiet", is_flag=True)
-def reproduce(preset_name, corpus, out, max_iters, record_samples, record_steps, spelling_samples,
+def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, record_steps, spelling_samples,
               spelling_length, seed, device, precision, quiet):
-    """Corpus -> training -> recordings -> waves -> spelling -> report, resumable."""
-    import dataclasses
-
+    """Corpus -> training -> recordings -> waves -> spelling -> summary -> report, resumable."""
     from .reproduce import ANALYSIS_PRESETS, AnalysisSettings
     from .reproduce import reproduce as run_reproduce
 
@@ -280,13 +369,13 @@ def reproduce(preset_name, corpus, out, max_iters, record_samples, record_steps,
         record_samples=record_samples, record_steps=record_steps, spelling_samples=spelling_samples,
         spelling_length=spelling_length, seed=seed).items() if v is not None})
     out = out or Path("runs") / preset_name
-    overrides = {k: v for k, v in dict(max_iters=max_iters, precision=precision).items() if v is not None}
+    overrides = {k: v for k, v in dict(max_iters=max_iters, precision=precision, seed=train_seed).items()
+                 if v is not None}
     summary = run_reproduce(preset_name, corpus, out, train_overrides=overrides, analysis=an, device=device,
                             progress=not quiet)
     click.echo(f"summary: {Path(out) / 'summary.json'}")
     click.echo(f"report:  {Path(out) / 'report' / 'index.html'}")
-    for c in summary["findings"]["claims"]:
-        click.echo(f"- {c['claim']}: {c['verdict']}. {c['text']}")
+    _print_findings(summary)
 
 
 @cli.command()
@@ -299,25 +388,19 @@ def reproduce(preset_name, corpus, out, max_iters, record_samples, record_steps,
                    "cluster:/label: need `gptwaves waves` for that checkpoint.")
 @click.option("--mode", required=True, help="ablate | mean | clamp=V | scale=F.")
 @corpus_option
-@click.option("--samples", type=int, default=1000, show_default=True)
-@click.option("--length", type=int, default=None, help="Generated characters per sample (default: block_size).")
-@click.option("--lexicon", type=click.Path(path_type=Path), default=None,
-              help="Word list (one word per line); default: the words of the training split.")
+@_spelling_options
 @click.option("--control-seed", type=int, default=0, show_default=True,
               help="Seed of the random control channels (same number, disjoint from the target).")
-@click.option("--alpha", type=float, default=0.05, show_default=True)
-@click.option("--n-boot", type=int, default=2000, show_default=True)
-@click.option("--batch-size", type=int, default=250, show_default=True)
 @_sampling_options
-def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, lexicon, control_seed, alpha, n_boot,
-              batch_size, seed, temperature, top_k, top_p, context, prompt, device, n_head, quiet):
+def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, lexicon, alpha, n_boot, batch_size,
+              control_seed, seed, temperature, top_k, top_p, context, prompt, device, n_head, quiet):
     """Ablate, clamp or scale a channel set at one tap while generating; compare with the unedited baseline."""
-    from .intervene import intervene_run
+    from .stages.interventions import intervene_run
 
-    res = intervene_run(run, checkpoint, tap, channels, mode, samples=samples, length=length,
-                        prompt=_unescape(prompt), seed=seed, temperature=temperature, top_k=top_k, top_p=top_p,
-                        context=context, control_seed=control_seed, corpus=corpus, lexicon=lexicon, n_boot=n_boot,
-                        alpha=alpha, batch_size=batch_size, n_head=n_head, progress=not quiet, device=device)
+    settings = _spelling_settings(samples, length, lexicon, alpha, n_boot, batch_size, prompt,
+                                  _sampling(seed, temperature, top_k, top_p, context))
+    res = intervene_run(run, checkpoint, tap, channels, mode, settings, _source(corpus, n_head, device),
+                        control_seed=control_seed, progress=not quiet)
     s, ch = res["settings"], res["channels"]
     fmt = lambda v, sign="": "  nan" if v is None else f"{v:{sign}.3f}"  # noqa: E731
     pfmt = lambda v: "nan" if v is None else f"{v:.2g}"  # noqa: E731
@@ -382,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
+    except OSError as e:  # a write or read fault the stages did not name themselves
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        click.echo(f"gptwaves: error: {where}{e.strerror or e}", err=True)
+        return 1
     except MemoryError:
         click.echo("gptwaves: error: out of memory; try fewer --samples or a smaller batch", err=True)
         return 1

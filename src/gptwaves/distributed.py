@@ -50,6 +50,24 @@ def init(device_type: str) -> DistInfo:
     return d
 
 
+def setup(device: str = "auto") -> tuple[torch.device, DistInfo]:
+    """The device of this process and its rank information: one setup for train, record and spelling.
+
+    Without torchrun: ``runtime.pick_device(device)``. Under torchrun a CUDA device becomes
+    ``cuda:LOCAL_RANK`` (each rank its own GPU) and the process group is initialised with nccl;
+    on CPU with gloo.
+    """
+    from .runtime import pick_device
+
+    dev = pick_device(device)
+    d = info()
+    if d.enabled:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", d.local_rank)
+        init(dev.type)
+    return dev, d
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -7,17 +7,22 @@ result; ``DIR/report/index.html`` the human one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import click
 
 from .config import TrainConfig, preset
 from .corpus import Corpus
 from .errors import GptwavesError
 from .io import RunLock, atomic_write_json, check_run_dir, read_json
+from .sample import SamplingConfig
+from .stages.common import ModelSource
+from .stages.recordings import RecordSettings
+from .stages.spelling import SpellingSettings
+from .stages.waves import WavesSettings
 
 
 @dataclass
@@ -31,8 +36,28 @@ class AnalysisSettings:
     repeat_seeds: int = 3
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("record_samples", "spelling_samples"):
+            if getattr(self, name) < (2 if name == "spelling_samples" else 1):
+                raise GptwavesError(f"{name.replace('_', '-')} must be at least "
+                                    f"{2 if name == 'spelling_samples' else 1}, not {getattr(self, name)}")
+        for name in ("record_steps", "spelling_length"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise GptwavesError(f"{name.replace('_', '-')} must be positive, not {v}")
+        if self.repeat_seeds < 1:
+            raise GptwavesError(f"repeat-seeds must be at least 1, not {self.repeat_seeds}")
+
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return dataclasses.asdict(self)
+
+    def record_settings(self) -> RecordSettings:
+        return RecordSettings(samples=self.record_samples, steps=self.record_steps,
+                              sampling=SamplingConfig(seed=self.seed))
+
+    def spelling_settings(self) -> SpellingSettings:
+        return SpellingSettings(samples=self.spelling_samples, length=self.spelling_length,
+                                sampling=SamplingConfig(seed=self.seed))
 
 
 ANALYSIS_PRESETS = {
@@ -64,7 +89,7 @@ class StageClock:
             eta = f", about {_fmt_s(left)} left"
         i = STAGES.index(name) + 1 if name in STAGES else 0
         if not self.quiet:
-            click.echo(f"[{i}/{len(STAGES)}] {name} (elapsed {_fmt_s(elapsed)}{eta})", err=True)
+            print(f"[{i}/{len(STAGES)}] {name} (elapsed {_fmt_s(elapsed)}{eta})", file=sys.stderr, flush=True)
         return time.perf_counter()
 
     def stop(self, name: str, t: float) -> None:
@@ -94,10 +119,15 @@ def reproduce(
     device: str = "auto",
     progress: bool = True,
 ) -> dict:
-    """Run the whole pipeline into ``out`` and return the summary dict."""
-    from . import api
-    from .report import build_report
-    from .summary import build_summary
+    """Run the whole pipeline into ``out`` and return the summary dict.
+
+    Every stage's settings are built and validated before anything is trained or written.
+    """
+    from .stages.recordings import record_run, record_variants
+    from .stages.report import build_report
+    from .stages.spelling import spelling_run
+    from .stages.summary import write_summary
+    from .stages.waves import waves_run
     from .train import train
 
     try:
@@ -106,61 +136,63 @@ def reproduce(
     except ValueError as e:
         raise GptwavesError(str(e)) from None
     an = analysis or ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
+    rec, spl, wav = an.record_settings(), an.spelling_settings(), WavesSettings()
     run_dir = check_run_dir(out)
     clock = StageClock(STAGE_WEIGHTS.get(preset_name, STAGE_WEIGHTS["paper"]), quiet=not progress)
     c = Corpus.load(corpus)
+    source = ModelSource(corpus=c.path, device=device)
     with RunLock(run_dir):
         history = _timings_history(run_dir)
+
+        def note() -> None:  # analysis sizes and timings so far, for the summary
+            atomic_write_json(run_dir / "reproduce.json", {
+                "preset": preset_name, "train": cfg.to_dict(), "analysis": an.to_dict(),
+                "timings": dict(clock.timings), "timings_history": history})
+
         t = clock.start("train")
         train(cfg, c, run_dir)
-        from .figures.training import training_curves
-        from .train import read_metrics
-
-        api._guarded([], training_curves, read_metrics(run_dir), run_dir / "figures" / "training_curves",
-                     title=f"Training ({cfg.preset} preset)")
         clock.stop("train", t)
 
         t = clock.start("record")
-        common = dict(corpus=c.path, progress=progress, device=device)
-        api.record_run(run_dir, "all", samples=an.record_samples, steps=an.record_steps, seed=an.seed, **common)
-        extra = api.record_variants(run_dir, samples=an.record_samples, steps=an.record_steps,
-                                    n_seeds=an.repeat_seeds, seed=an.seed, corpus_obj=c, **common)
+        record_run(run_dir, "all", rec, source, progress=progress)
+        extra = record_variants(run_dir, rec, source, n_seeds=an.repeat_seeds, progress=progress)
         clock.stop("record", t)
 
         t = clock.start("waves")
-        waves = api.waves_run(run_dir, "all", variants=extra, progress=progress)
+        waves_run(run_dir, "all", wav, record=rec, source=source, variants=extra, progress=progress)
         clock.stop("waves", t)
 
         t = clock.start("spelling")
-        spelling = api.spelling_run(run_dir, "all", samples=an.spelling_samples, length=an.spelling_length,
-                                    seed=an.seed, **common)
+        spelling_run(run_dir, "all", spl, source, progress=progress)
         clock.stop("spelling", t)
+        note()
 
         t = clock.start("summary")
-        summary = build_summary(run_dir, cfg, c, an, waves, spelling, dict(clock.timings))
-        summary["timings_history"] = history
-        atomic_write_json(run_dir / "summary.json", summary)
+        write_summary(run_dir)
         clock.stop("summary", t)
 
         t = clock.start("report")
         build_report(run_dir)
         clock.stop("report", t)
-        summary["timings"] = {**clock.timings, "total": round(time.perf_counter() - clock.t0, 3)}
-        atomic_write_json(run_dir / "summary.json", summary)
-    return summary
+        clock.timings["total"] = round(time.perf_counter() - clock.t0, 3)
+        note()
+    return read_json(run_dir / "summary.json", "summary")
 
 
 def _timings_history(run_dir: Path) -> list[dict]:
     """Stage timings of earlier invocations on this run directory (a resumed run re-times only
     the work it still had to do, so the first complete timings stay visible here)."""
-    p = run_dir / "summary.json"
+    p = run_dir / "reproduce.json"
     if not p.exists():
         return []
     try:
         old = read_json(p)
     except GptwavesError:
         return []
-    return list(old.get("timings_history") or []) + ([old["timings"]] if old.get("timings") else [])
+    if not isinstance(old, dict):
+        return []
+    hist = old.get("timings_history") if isinstance(old.get("timings_history"), list) else []
+    return list(hist) + ([old["timings"]] if isinstance(old.get("timings"), dict) and old["timings"] else [])
 
 
 __all__ = ["reproduce", "AnalysisSettings", "ANALYSIS_PRESETS"]

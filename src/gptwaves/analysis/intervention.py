@@ -39,7 +39,6 @@ from ..errors import GptwavesError
 from .spelling import extract_words
 
 __all__ = [
-    "MODES",
     "parse_channel_spec",
     "channel_spec_canonical",
     "parse_mode",
@@ -56,9 +55,8 @@ __all__ = [
     "divergence",
 ]
 
-#: Edit modes: ``ablate`` (set to 0), ``mean`` (set to the channel mean),
-#: ``clamp=V`` (set to V), ``scale=F`` (multiply by F).
-MODES = ("ablate", "mean", "clamp", "scale")
+# Edit modes (parse_mode): ``ablate`` (set to 0), ``mean`` (set to the channel mean),
+# ``clamp=V`` (set to V), ``scale=F`` (multiply by F).
 
 _INT = r"\d+"
 

@@ -38,7 +38,7 @@ def run(quick: bool = False, corpus=None, *, checkpoint=None, short: tuple[int, 
     threads: every step past 128 is a full window forward). ``quick``: 100 x 128 and 16 x 160.
     """
     from ..analysis.spelling import analyze
-    from ..api import sample_texts
+    from ..stages.spelling import sample_texts
     from ..corpus import Corpus
     from ..sample import SamplingConfig
 

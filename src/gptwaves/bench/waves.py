@@ -81,7 +81,7 @@ def run(quick: bool = False, corpus=None, *, taps: int | None = None, samples: i
     192 x 16 x 200, 1 repeat; ACF on 2 samples. ``corpus`` is unused.
     """
     from ..analysis.waves import autocorrelation
-    from ..api import analyze_recording
+    from ..stages.waves import WavesSettings, analyze_recording
 
     taps = taps or 8
     S = samples or (16 if quick else 64)
@@ -96,7 +96,7 @@ def run(quick: bool = False, corpus=None, *, taps: int | None = None, samples: i
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            res, _ = analyze_recording(path, nlags=nlags)
+            res, _ = analyze_recording(path, WavesSettings(nlags=nlags))
             times.append(time.perf_counter() - t0)
         full = (taps, C, S, T) == (8, 192, 64, 500)
         rows.append(make_row(f"waves full analysis {taps} taps x {C} ch x {S} samples x {T} steps", median(times),

@@ -1,4 +1,4 @@
-"""Channel interventions (DESIGN 6): edit a channel set at one tap during generation and
+"""Intervention stage (DESIGN 6) -> ``DIR/interventions/``. Channel interventions: edit a channel set at one tap during generation and
 re-measure the spelling statistics (DESIGN 5) and word lengths.
 
     gptwaves waves     --run DIR --checkpoint ITER          # labels and clusters (for cluster:/label:)
@@ -38,8 +38,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .analysis import intervention as ia
-from .errors import GptwavesError
+from ..analysis import intervention as ia
+from ..errors import GptwavesError
+from .common import ModelSource
+from .spelling import SpellingSettings
 
 __all__ = ["intervene_run", "make_edit", "tap_labels", "channel_means", "intervention_dir_name",
            "LABEL_THRESHOLD", "MEAN_SAMPLES"]
@@ -101,7 +103,7 @@ def tap_labels(run_dir: Path, name: str, tap: str, checkpoint_hint: str | None =
     least :data:`LABEL_THRESHOLD`, else ``""``. Raises a one-line GptwavesError when the waves
     analysis (or that tap in it) is missing.
     """
-    from .analysis.waves import CHAR_CLASSES, _label_channels
+    from ..analysis.waves import CHAR_CLASSES, _label_channels
 
     path = Path(run_dir) / "waves" / name / "arrays.npz"
     hint = checkpoint_hint if checkpoint_hint is not None else name
@@ -149,8 +151,8 @@ def channel_means(*, run_dir: Path, source: dict | None, tap: str, model, prompt
     From the recording described by ``source`` (see :func:`_recording_source`), else from
     ``n_samples`` unedited samples generated with ``sampling`` (batch generator 0).
     """
-    from .record import Recording, batch_generator
-    from .sample import generate
+    from ..record import Recording, batch_generator
+    from ..sample import generate
 
     if source is not None:
         with Recording.open(Path(run_dir) / source["path"]) as rec:
@@ -180,7 +182,7 @@ def intervention_dir_name(name: str, tap: str, spec: str, mode: str) -> str:
 # ------------------------------------------------------------------------------ statistics per condition
 
 def _condition(texts: list[str], lex, P: int, L: int, alpha: float, n_boot: int, seed: int) -> tuple[dict, dict]:
-    from .analysis import spelling as sp
+    from ..analysis import spelling as sp
 
     st = sp.analyze(texts, lex, P, L, alpha=alpha, n_boot=n_boot, seed=seed)
     mis = np.asarray(st["counts"]["misspelled"], dtype=np.int64)
@@ -215,19 +217,16 @@ def _compare(base: dict, other: dict, P: int, n_boot: int, alpha: float, seed: i
 
 def _baseline_texts(run_dir: Path, name: str, key: dict, generate_fn) -> tuple[list[str], str]:
     """Baseline texts: from the spelling stage's samples or our cache when settings match, else new."""
-    from .io import atomic_write_json
+    from ..io import atomic_write_json
+    from .spelling import cached_texts
 
     spath = run_dir / "spelling" / f"{name}.samples.json"
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     cpath = run_dir / "interventions" / "baseline" / f"{ia.slug(name)}__{h}.json"
     for path in (spath, cpath):
-        if path.is_file():
-            try:
-                cached = json.loads(path.read_text())
-                if cached.get("settings") == key and len(cached["texts"]) == key["samples"]:
-                    return list(cached["texts"]), str(path.relative_to(run_dir))
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
+        texts = cached_texts(path, key)
+        if texts is not None:
+            return texts, str(path.relative_to(run_dir))
     texts = generate_fn()
     atomic_write_json(cpath, {"settings": key, "texts": texts})
     return texts, str(cpath.relative_to(run_dir))
@@ -239,24 +238,11 @@ def intervene_run(
     tap: str,
     channels: str,
     mode: str,
+    settings: SpellingSettings = SpellingSettings(),
+    source: ModelSource = ModelSource(),
     *,
-    samples: int = 1000,
-    length: int | None = None,
-    prompt: str = "\n",
-    seed: int = 0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
     control_seed: int = 0,
-    corpus: str | os.PathLike | None = None,
-    lexicon: str | os.PathLike | None = None,
-    n_boot: int = 2000,
-    alpha: float = 0.05,
     progress: bool = True,
-    device: str = "auto",
-    top_p: float | None = None,
-    context: str = "crop",
-    batch_size: int = 250,
-    n_head: int | None = None,
     figures: bool = True,
 ) -> dict:
     """Edit a channel set at one tap during generation and measure the effect (DESIGN 6).
@@ -275,52 +261,41 @@ def intervene_run(
         :func:`gptwaves.analysis.intervention.parse_channel_spec`).
     mode : str
         ``ablate``, ``mean``, ``clamp=V`` or ``scale=F``.
-    samples, length, prompt, seed, temperature, top_k, top_p, context, batch_size
-        Generation settings as in the spelling stage (``length`` defaults to block_size).
-        ``batch_size`` fixes the per-batch generators, hence the texts.
+    settings : SpellingSettings
+        Generation and statistics settings, as in the spelling stage (whose texts are reused as the
+        baseline when they were generated with the same settings); ``n_boot`` also counts the
+        permutations of the comparisons.
+    source : ModelSource
+        Corpus, lexicon source, device (as in the other stages).
     control_seed : int
         Seed of the random choice of control channels (as many as the target, disjoint from it).
-    corpus, lexicon, n_head
-        As in :func:`gptwaves.api.spelling_run`.
-    n_boot, alpha : optional
-        Bootstrap resamples / permutations, and the significance level.
-    progress, device, figures : optional
+    progress, figures : optional
 
     Returns
     -------
     dict
         The content of ``result.json`` plus ``path`` (its location), ``out_dir`` and ``reused``.
     """
-    from . import api
-    from .api import load_selected, sample_texts, select_checkpoints
-    from .corpus import CharTokenizer
-    from .io import RunLock, atomic_write_json, check_run_dir
-    from .model import GPT
-    from .record import package_versions
-    from .runtime import graceful_stop
-    from .sample import SamplingConfig
+    from ..corpus import CharTokenizer
+    from ..io import RunLock, atomic_write_json, check_run_dir
+    from ..model import GPT
+    from ..record import package_versions
+    from ..runtime import graceful_stop
+    from .common import load_selected, resolve_lexicon, select_checkpoints
+    from .spelling import sample_texts
 
     parsed_mode = ia.parse_mode(mode)
     mode_c = ia.mode_canonical(parsed_mode)
-    if samples < 2:
-        raise GptwavesError(f"need at least 2 samples, not {samples}")
-    if length is not None and length <= 0:
-        raise GptwavesError(f"length must be positive, not {length}")
-    if n_boot < 0:
-        raise GptwavesError(f"n-boot must be >= 0, not {n_boot}")
-    if not (0 < alpha < 1):
-        raise GptwavesError(f"alpha must be in (0, 1), not {alpha}")
-    if batch_size <= 0:
-        raise GptwavesError(f"batch size must be positive, not {batch_size}")
-    sampling = SamplingConfig(temperature, top_k, top_p, seed, context)
+    samples, prompt, sampling, batch_size = settings.samples, settings.prompt, settings.sampling, settings.batch_size
+    n_boot, alpha, seed = settings.n_boot, settings.alpha, settings.sampling.seed
     run_dir = check_run_dir(run_dir)
     if not run_dir.is_dir():
         raise GptwavesError(f"run directory not found: {run_dir}")
-    selected = select_checkpoints(run_dir, checkpoint, corpus, n_head)
+    selected = select_checkpoints(run_dir, checkpoint, source)
     if len(selected) != 1:
         raise GptwavesError(f"give one checkpoint (an iteration, 'last' or a file), not {checkpoint!r}")
     name, ref = selected[0]
-    model, meta = load_selected(ref, corpus, n_head, device)
+    model, meta = load_selected(ref, source)
     if not isinstance(model, GPT):
         raise GptwavesError("interventions need a GPT checkpoint (gptwaves, nanoGPT or minGPT)")
     if tap not in model.tap_names:
@@ -335,16 +310,16 @@ def intervene_run(
                                    clusters=info["clusters"] if info else None)
     spec_c = ia.channel_spec_canonical(spec_s)
     control = ia.control_channels(target, C, control_seed)
-    L = length if length is not None else model.config.block_size
+    L = settings.resolved_length(model)
     vocab = list(meta["vocab"])
     prompt_ids = CharTokenizer(vocab).encode(prompt, what="prompt")
     P = len(prompt)
-    lex, lex_name, lex_hash = api.resolve_lexicon(run_dir, lexicon, corpus)
+    lex, lex_name, lex_hash = resolve_lexicon(run_dir, settings.lexicon, source.corpus)
     mean_source = None
     if parsed_mode["kind"] == "mean":
         mean_source = _recording_source(run_dir, name, tap, meta.get("weights_sha256")) or {
             "kind": "generation", "samples": min(MEAN_SAMPLES, samples), "seed": seed, "batch": 0}
-    settings = {
+    stored = {
         "checkpoint": name, "iteration": meta.get("iteration"), "weights_sha256": meta.get("weights_sha256"),
         "tap": tap, "spec": spec_c, "channels": target.tolist(), "n_channels_tap": C, "mode": mode_c,
         "mode_parsed": parsed_mode, "mean_source": mean_source, "control_seed": control_seed,
@@ -359,7 +334,7 @@ def intervene_run(
             old = json.loads(rpath.read_text())
         except (OSError, ValueError):
             old = None
-        if old and old.get("settings") == settings:
+        if old and old.get("settings") == stored:
             if figures and not all((out_dir / f).is_file() for f in old.get("figures", [])):
                 _figures(out_dir, old)
             return {**old, "path": rpath, "out_dir": out_dir, "reused": True}
@@ -369,8 +344,7 @@ def intervene_run(
             return sample_texts(model, vocab, samples, L, prompt, sampling, batch_size=batch_size, stop=stop,
                                 progress=progress, edits=edits)
 
-        key = {"samples": samples, "length": L, "prompt": prompt, "sampling": sampling.to_dict(),
-               "batch_size": batch_size, "weights_sha256": meta.get("weights_sha256")}
+        key = settings.texts_key(L, meta.get("weights_sha256"))
         base_texts, base_from = _baseline_texts(run_dir, name, key, gen)
         means_all = None
         if parsed_mode["kind"] == "mean":
@@ -397,7 +371,7 @@ def intervene_run(
         result = {
             "kind": "gptwaves-intervention",
             "name": out_dir.name,
-            "settings": settings,
+            "settings": stored,
             "channels": {
                 "target": target.tolist(),
                 "control": None if control is None else control.tolist(),
@@ -415,7 +389,7 @@ def intervene_run(
             "packages": package_versions(),
             "figures": [],
         }
-        atomic_write_json(out_dir / "samples.json", {"settings": settings, "edited": edited_texts,
+        atomic_write_json(out_dir / "samples.json", {"settings": stored, "edited": edited_texts,
                                                      "control": control_texts})
         if figures:
             result["figures"] = _figures(out_dir, result)
@@ -425,7 +399,7 @@ def intervene_run(
 
 
 def _figures(out_dir: Path, result: dict) -> list[str]:
-    from .figures import intervention as fi
+    from ..figures import intervention as fi
 
     paths = []
     paths += fi.plot_error_rates(result, out_dir / "error_rates")

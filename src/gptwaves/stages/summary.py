@@ -1,4 +1,11 @@
-"""``summary.json``: the machine-readable result of a run, with findings on the abstract's claims."""
+"""Summary stage: ``DIR/summary.json``, the machine-readable result of a run, built from the run
+directory alone (so it works after the step-by-step commands as after ``reproduce``).
+
+It reads what the stages left: ``run.json`` and the checkpoints (training), ``metrics.jsonl``,
+``waves/<name>/summary.json`` and ``waves/repeatability.json``, ``spelling/<name>.json``, and
+``reproduce.json`` (analysis sizes and stage timings, when the run was made by ``reproduce``).
+Schema: docs/outputs.md.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,14 @@ import math
 import platform
 from pathlib import Path
 
-from . import __version__
-from .config import TrainConfig
-from .corpus import Corpus
+from .. import __version__
+from ..errors import GptwavesError
+from ..io import atomic_write_json, check_run_dir, read_json
+from .common import is_main_name
+
+__all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "SUMMARY_FORMAT"]
+
+SUMMARY_FORMAT = "gptwaves-summary"
 
 
 def _f(v):
@@ -19,13 +31,79 @@ def _fmt(v, nd=3):
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
-def build_summary(run_dir: Path, cfg: TrainConfig, corpus: Corpus, analysis, waves: dict, spelling: dict,
-                  timings: dict) -> dict:
-    from .record import package_versions
-    from .train import read_metrics
+def _read_obj(path: Path, what: str) -> dict | None:
+    """A JSON object written by a stage, or None when missing; a damaged one is a one-line error."""
+    if not path.is_file():
+        return None
+    obj = read_json(path, what)
+    if not isinstance(obj, dict):
+        raise GptwavesError(f"{what} {path} is not a JSON object; delete it and re-run its stage")
+    return obj
 
-    wv = {r["iteration"]: r for r in waves.get("checkpoints", [])}
-    sp = {r["iteration"]: r for r in spelling.get("checkpoints", [])}
+
+def _by_iteration(results: list[dict]) -> list[dict]:
+    return sorted(results, key=lambda r: (r.get("iteration") is None, r.get("iteration") or 0))
+
+
+def read_stage_results(run_dir: Path) -> dict:
+    """What the waves and spelling stages wrote: ``{"waves": {...}, "spelling": {...}}`` in the
+    shape the stages return (checkpoints sorted by iteration, crossing iteration, repeatability)."""
+    from ..analysis import spelling as sp
+
+    run_dir = Path(run_dir)
+    waves, spelling = [], []
+    wdir, sdir = run_dir / "waves", run_dir / "spelling"
+    if wdir.is_dir():
+        for d in sorted(wdir.iterdir()):
+            r = _read_obj(d / "summary.json", "waves summary") if d.is_dir() else None
+            if r is not None and isinstance(r.get("taps"), dict):
+                waves.append(r)
+    if sdir.is_dir():
+        for p in sorted(sdir.glob("*.json")):
+            if p.name.endswith(".samples.json"):
+                continue
+            r = _read_obj(p, "spelling result")
+            if r is not None and isinstance(r.get("stats"), dict):
+                spelling.append(r)
+    waves, spelling = _by_iteration(waves), _by_iteration(spelling)
+    its = [r["iteration"] for r in spelling if r.get("iteration") is not None]
+    fano_c = [r["stats"]["correct"]["fano"] for r in spelling if r.get("iteration") is not None]
+    crossing = sp.crossing_iteration(its, fano_c) if len(its) >= 2 else None
+    return {"waves": {"checkpoints": waves, "repeatability": _read_obj(wdir / "repeatability.json", "repeatability")},
+            "spelling": {"checkpoints": spelling, "crossing_iteration": crossing}}
+
+
+def _train_settings(run_dir: Path, reproduce_info: dict | None) -> dict | None:
+    if reproduce_info and isinstance(reproduce_info.get("train"), dict):
+        return reproduce_info["train"]
+    run = _read_obj(run_dir / "run.json", "run file")
+    if run is None or not isinstance(run.get("train"), dict):
+        return None
+    from ..checkpoint import list_checkpoints
+
+    cks = list_checkpoints(run_dir / "checkpoints")
+    return {**run["train"], "max_iters": cks[-1].iteration if cks else None}
+
+
+def build_summary(run_dir: str | Path) -> dict:
+    """The summary of a run directory, from its files (see the module docstring)."""
+    from ..record import package_versions
+    from ..train import read_metrics
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GptwavesError(f"run directory not found: {run_dir}")
+    stages = read_stage_results(run_dir)
+    waves, spelling = stages["waves"], stages["spelling"]
+    if not waves["checkpoints"] and not spelling["checkpoints"]:
+        raise GptwavesError(f"{run_dir} has no waves or spelling results yet: run `gptwaves waves` and/or "
+                            f"`gptwaves spelling` first (or `gptwaves reproduce`)")
+    repro = _read_obj(run_dir / "reproduce.json", "reproduce record")
+    run = _read_obj(run_dir / "run.json", "run file") or {}
+    train_settings = _train_settings(run_dir, repro)
+    wv = {r["iteration"]: r for r in waves["checkpoints"] if is_main_name(str(r.get("name")))
+          or r.get("iteration") is None}
+    sp = {r["iteration"]: r for r in spelling["checkpoints"]}
     its = sorted(set(wv) | set(sp), key=lambda x: (x is None, x or 0))
     cks = []
     for it in its:
@@ -50,23 +128,31 @@ def build_summary(run_dir: Path, cfg: TrainConfig, corpus: Corpus, analysis, wav
     findings = findings_from(cks, waves, spelling)
     metrics = read_metrics(run_dir)
     tps = [r["tokens_per_s"] for r in metrics if r.get("kind") == "train" and r.get("tokens_per_s")]
+    repro = repro or {}
     return {
-        "format": "gptwaves-summary",
+        "format": SUMMARY_FORMAT,
         "gptwaves_version": __version__,
-        "preset": cfg.preset,
-        "corpus_sha256": corpus.sha256,
-        "corpus_path": str(corpus.path) if corpus.path else None,
-        "settings": {"train": cfg.to_dict(), "analysis": analysis.to_dict(),
-                     "record": (waves.get("checkpoints") or [{}])[0].get("record_settings"),
-                     "spelling": (spelling.get("checkpoints") or [{}])[0].get("settings")},
+        "preset": (train_settings or {}).get("preset"),
+        "corpus_sha256": run.get("corpus_sha256"),
+        "corpus_path": run.get("corpus_path"),
+        "settings": {"train": train_settings, "analysis": repro.get("analysis"),
+                     "record": (waves["checkpoints"] or [{}])[0].get("record_settings"),
+                     "spelling": (spelling["checkpoints"] or [{}])[0].get("settings")},
         "versions": package_versions(),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-        "timings": timings,
+        "timings": repro.get("timings"),
+        "timings_history": repro.get("timings_history", []),
         "training": {"median_tokens_per_s": sorted(tps)[len(tps) // 2] if tps else None},
         "checkpoints": cks,
         "repeatability": waves.get("repeatability"),
         "findings": findings,
     }
+
+
+def write_summary(run_dir: str | Path) -> Path:
+    """Build the summary from the run directory and write ``DIR/summary.json``; returns its path."""
+    run_dir = check_run_dir(run_dir)
+    return atomic_write_json(run_dir / "summary.json", build_summary(run_dir))
 
 
 def findings_from(cks: list[dict], waves: dict, spelling: dict) -> dict:

@@ -5,7 +5,7 @@
 
 - findings (each claim with its verdict and its sentence of numbers) and the crossing iteration;
 - a table of checkpoints (losses, Fano factors with CI and verdict, error rate, coherence);
-- training curves (inline SVG drawn from ``metrics.jsonl``);
+- training curves (``figures/training_curves.png``, drawn from ``metrics.jsonl`` when missing or stale);
 - every PNG figure of the training, waves, spelling and intervention stages (base64 data URIs);
 - the generated text of each checkpoint with misspellings highlighted (sanitised fragments);
 - an interactive wave explorer (vanilla JS + SVG) over a few recordings;
@@ -33,8 +33,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import __version__
-from .io import atomic_write_text
+from .. import __version__
+from ..io import atomic_write_text
+from .common import focus_tap, guarded
 
 __all__ = ["build_report", "sanitize_fragment", "caption_from_stem", "json_for_html"]
 
@@ -44,6 +45,7 @@ FIGURE_GROUPS = (  # (heading, folder relative to the run dir)
     ("Spelling", "spelling/figures"),
     ("Interventions", "interventions"),
 )
+TRAINING_FIGURE = Path("figures") / "training_curves.png"  # shown in its own section, not among the figures
 MAX_FIGURE_BYTES = 15 * 1024 * 1024  # a larger PNG is listed but not embedded
 NOT_COMPUTED = "not computed"
 
@@ -282,15 +284,6 @@ def _findings_section(summary: dict | None, why: str | None) -> str:
     return "".join(h)
 
 
-def _last_block_tap(waves: dict) -> str | None:
-    best, bi = None, -1
-    for t in waves:
-        m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", str(t))
-        if m and int(m.group(1)) > bi:
-            best, bi = t, int(m.group(1))
-    return best
-
-
 def _ci(d: dict) -> str:
     ci = d.get("fano_ci")
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and _num(ci[0]) is not None and _num(ci[1]) is not None:
@@ -307,8 +300,8 @@ def _checkpoint_table(summary: dict | None) -> str:
         return "".join(h)
     tap = None
     for c in cks:
-        if isinstance(c, dict) and isinstance(c.get("waves"), dict):
-            tap = _last_block_tap(c["waves"]) or tap
+        if isinstance(c, dict) and isinstance(c.get("waves"), dict) and c["waves"]:
+            tap = focus_tap(list(c["waves"]))
     h.append('<div class="tablewrap"><table class="num"><thead><tr><th>iteration</th><th>train loss</th>'
              "<th>val loss</th><th>F<sub>correct</sub> [95% CI]</th><th>verdict</th>"
              "<th>F<sub>misspelled</sub> [95% CI]</th><th>verdict</th><th>error rate</th>"
@@ -383,7 +376,9 @@ def _provenance_section(summary: dict | None, run_dir: Path) -> str:
     else:
         h.append(_not_computed("Package versions"))
     h.append("<h3>Timings</h3>")
-    tm = summary.get("timings")
+    repro, _ = _read_json(run_dir / "reproduce.json")  # reproduce's own record has the summary/report times
+    tm = repro.get("timings") if isinstance(repro, dict) and isinstance(repro.get("timings"), dict) \
+        else summary.get("timings")
     if isinstance(tm, dict) and tm:
         stages = {k: v for k, v in tm.items() if k != "total"}  # summary.json may carry its own total
         total = _num(tm.get("total"))
@@ -412,139 +407,36 @@ def _duration(v: Any) -> str:
 
 # ------------------------------------------------------------------------------ training curves
 
-def _read_metrics(path: Path) -> tuple[list[dict], str | None]:
-    if not path.is_file():
-        return [], "metrics.jsonl missing"
-    rows = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line of an interrupted run
-                if isinstance(r, dict) and _num(r.get("iter")) is not None:
-                    rows.append(r)
-    except OSError as e:
-        return [], f"unreadable ({type(e).__name__})"
-    return rows, None
+def training_figure(run_dir: Path) -> Path | None:
+    """``figures/training_curves.png`` from ``metrics.jsonl``, redrawn when missing or older than
+    the metrics; None when there are no metrics (e.g. a Hugging Face run)."""
+    from ..figures.training import training_curves
+    from ..train import read_metrics
+
+    metrics, png = run_dir / "metrics.jsonl", run_dir / TRAINING_FIGURE
+    if not metrics.is_file():
+        return png if png.is_file() else None
+    if not png.is_file() or png.stat().st_mtime < metrics.stat().st_mtime:
+        out: list = []
+        guarded(out, training_curves, read_metrics(run_dir), run_dir / "figures" / "training_curves",
+                title="Training")
+    return png if png.is_file() else None
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return [lo]
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=10 * mag)
-    start = math.ceil(lo / step) * step
-    out, v = [], start
-    while v <= hi + 1e-9 * step:
-        out.append(round(v, 10))
-        v += step
-    return out
-
-
-def training_curves_svg(rows: list[dict], crossing: float | None = None) -> str | None:
-    """Loss against iteration (log x as log10(1 + iteration)) as an inline SVG, or None."""
-    train = [(float(r["iter"]), float(r["loss"])) for r in rows
-             if r.get("kind") == "train" and _num(r.get("loss")) is not None]
-    ev_t = [(float(r["iter"]), float(r["train_loss"])) for r in rows
-            if r.get("kind") == "eval" and _num(r.get("train_loss")) is not None]
-    ev_v = [(float(r["iter"]), float(r["val_loss"])) for r in rows
-            if r.get("kind") == "eval" and _num(r.get("val_loss")) is not None]
-    pts = train + ev_t + ev_v
-    if not pts:
-        return None
-    W, H, ml, mr, mt, mb = 880, 330, 62, 20, 16, 46
-    xmax = max(p[0] for p in pts)
-    log = xmax >= 100
-    fx = (lambda i: math.log10(1 + max(i, 0))) if log else (lambda i: i)
-    x0, x1 = fx(0), fx(max(xmax, 1))
-    ys = [p[1] for p in pts]
-    y0, y1 = min(ys), max(ys)
-    pad = 0.05 * (y1 - y0 or 1)
-    y0, y1 = y0 - pad, y1 + pad
-
-    def X(i):
-        return ml + (fx(i) - x0) / ((x1 - x0) or 1) * (W - ml - mr)
-
-    def Y(v):
-        return mt + (y1 - v) / ((y1 - y0) or 1) * (H - mt - mb)
-
-    g = [f'<svg class="curves" viewBox="0 0 {W} {H}" role="img" aria-label="Training curves" '
-         f'width="100%">']
-    # y grid
-    for t in _nice_ticks(y0, y1, 5):
-        y = Y(t)
-        g.append(f'<line x1="{ml}" x2="{W - mr}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                 f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{t:g}</text>')
-    # x ticks
-    if log:
-        xt = [0] + [10 ** k for k in range(0, int(math.log10(max(xmax, 1))) + 1)]
-    else:
-        xt = _nice_ticks(0, xmax, 6)
-    for t in xt:
-        x = X(t)
-        g.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt}" y2="{H - mb}" class="grid"/>'
-                 f'<text x="{x:.1f}" y="{H - mb + 16}" text-anchor="middle" class="tick">{t:g}</text>')
-    g.append(f'<text x="{(ml + W - mr) / 2}" y="{H - 8}" text-anchor="middle" class="axlabel">iteration'
-             f'{" (log scale, 1 + iteration)" if log else ""}</text>'
-             f'<text transform="translate(16 {(mt + H - mb) / 2}) rotate(-90)" text-anchor="middle" '
-             f'class="axlabel">loss (nats / char)</text>')
-    g.append(f'<rect x="{ml}" y="{mt}" width="{W - ml - mr}" height="{H - mt - mb}" class="frame"/>')
-    if crossing is not None and 0 <= crossing <= xmax:
-        x = X(crossing)
-        right = x > (ml + W - mr) / 2
-        g.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{mt}" y2="{H - mb}" class="cross"/>'
-                 f'<text x="{x + (-5 if right else 5):.1f}" y="{mt + 14}" class="crosslabel" '
-                 f'text-anchor="{"end" if right else "start"}">F<tspan baseline-shift="sub" '
-                 f'font-size="9">correct</tspan> crosses 1 at iteration {crossing:g}</text>')
-
-    def path(series, cls):
-        if not series:
-            return ""
-        series = sorted(series)
-        d = "M" + " L".join(f"{X(i):.1f},{Y(v):.1f}" for i, v in series)
-        return f'<path d="{d}" class="{cls}"/>'
-
-    g.append(path(train, "l-train"))
-    g.append(path(ev_t, "l-evtrain"))
-    g.append(path(ev_v, "l-val"))
-    for i, v in ev_v:
-        g.append(f'<circle cx="{X(i):.1f}" cy="{Y(v):.1f}" r="2.6" class="m-val"/>')
-    # legend
-    n_items = sum(1 for s_ in (train, ev_t, ev_v) if s_)
-    lx, ly = ml + 14, H - mb - 12 - 16 * (n_items - 1)  # lower left: empty for falling loss curves
-    items = [("l-train", "train loss (batch)", bool(train)), ("l-evtrain", "train loss (eval)", bool(ev_t)),
-             ("l-val", "validation loss (eval)", bool(ev_v))]
-    k = 0
-    for cls, label, on in items:
-        if not on:
-            continue
-        y = ly + 16 * k
-        g.append(f'<line x1="{lx}" x2="{lx + 22}" y1="{y}" y2="{y}" class="{cls}"/>'
-                 f'<text x="{lx + 28}" y="{y + 4}" class="legend">{label}</text>')
-        k += 1
-    g.append("</svg>")
-    return "".join(g)
-
-
-def _training_section(run_dir: Path, crossing) -> str:
-    rows, why = _read_metrics(run_dir / "metrics.jsonl")
+def _training_section(run_dir: Path, summary: dict | None) -> str:
     h = ['<section id="training" class="card"><h2>Training curves</h2>']
-    svg = training_curves_svg(rows, _num(crossing)) if rows else None
-    if svg is None:
-        h.append(_not_computed("Training curves", why or "no loss rows in metrics.jsonl"))
+    png = training_figure(run_dir)
+    if png is None:
+        h.append(_not_computed("Training curves", "no metrics.jsonl (not trained here)"))
     else:
-        h.append(f'<figure class="wide">{svg}<figcaption>Loss per character against iteration, from '
-                 f"<code>metrics.jsonl</code> ({len(rows)} rows).</figcaption></figure>")
-        tps = [_num(r.get("tokens_per_s")) for r in rows if r.get("kind") == "train"]
-        tps = [t for t in tps if t]
+        b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+        cap = "Loss per character against iteration (from metrics.jsonl)."
+        h.append(f'<figure class="wide"><img src="data:image/png;base64,{b64}" alt="{esc(cap)}">'
+                 f"<figcaption>{esc(cap)}</figcaption></figure>")
+        tps = _num(((summary or {}).get("training") or {}).get("median_tokens_per_s")) \
+            if isinstance(summary, dict) and isinstance(summary.get("training"), dict) else None
         if tps:
-            h.append(f'<p class="note">Throughput: median {fmt(float(np.median(tps)), 3)} tokens/s.</p>')
+            h.append(f'<p class="note">Throughput: median {fmt(tps, 3)} tokens/s.</p>')
     h.append("</section>")
     return "".join(h)
 
@@ -578,8 +470,8 @@ def _figures_section(run_dir: Path) -> tuple[str, int]:
     for heading, sub in FIGURE_GROUPS:
         root = run_dir / sub
         stage_root = run_dir / sub.split("/")[0]
-        pngs = sorted(p for p in root.rglob("*.png") if p.is_file() and "report" not in p.parts[len(run_dir.parts):]) \
-            if root.is_dir() else []
+        pngs = sorted(p for p in root.rglob("*.png") if p.is_file() and "report" not in p.parts[len(run_dir.parts):]
+                      and p != run_dir / TRAINING_FIGURE) if root.is_dir() else []
         h.append(f'<h3 class="group">{esc(heading)}</h3>')
         if not pngs:
             h.append(_not_computed(f"{heading} figures"))
@@ -688,23 +580,20 @@ def _quantise(x: np.ndarray) -> dict:
             "q": base64.b64encode(np.ascontiguousarray(q).tobytes()).decode("ascii")}
 
 
-def _space_selective(rec, tap: str, n_samples: int = 16) -> tuple[int | None, float | None]:
-    """Channel with the largest |Cohen's d| between steps whose current character is a space and the rest."""
-    S = min(rec.n_samples, n_samples)
-    if S <= 0:
+def _space_selective(run_dir: Path, name: str, tap: str) -> tuple[int | None, float | None]:
+    """The channel with the largest |Cohen's d| for "current character is a space", as stored by
+    the waves stage (``waves/<name>/arrays.npz``); (None, None) when not analysed."""
+    from ..errors import GptwavesError
+    from ..analysis.waves import CHAR_CLASSES
+    from .waves import load_array
+
+    path = run_dir / "waves" / name / "arrays.npz"
+    if not path.is_file():
         return None, None
-    x = np.asarray(rec.waves(tap, samples=slice(0, S)), dtype=np.float64)  # (S, n, C)
-    chars = rec.input_chars(slice(0, S))  # (S, n)
-    gen = ~np.asarray(rec.is_prompt, dtype=bool)
-    x = x[:, gen]
-    sp = (chars[:, gen] == " ")
-    x = x - x.mean(axis=1, keepdims=True)
-    a, b = x[sp], x[~sp]
-    if len(a) < 2 or len(b) < 2:
+    try:
+        d = np.asarray(load_array(path, tap, "d_current"), dtype=float)[list(CHAR_CLASSES).index("space")]
+    except (GptwavesError, IndexError, ValueError):
         return None, None
-    pooled = np.sqrt(((len(a) - 1) * a.var(0, ddof=1) + (len(b) - 1) * b.var(0, ddof=1)) / (len(a) + len(b) - 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = (a.mean(0) - b.mean(0)) / pooled
     if not np.isfinite(d).any():
         return None, None
     k = int(np.nanargmax(np.abs(np.where(np.isfinite(d), d, np.nan))))
@@ -712,7 +601,7 @@ def _space_selective(rec, tap: str, n_samples: int = 16) -> tuple[int | None, fl
 
 
 def _explorer_data(run_dir: Path, max_ckpts: int, steps: int) -> tuple[dict | None, list[str]]:
-    from .record import Recording, list_recordings
+    from ..record import Recording, list_recordings
 
     notes: list[str] = []
     paths = list_recordings(run_dir)
@@ -736,7 +625,7 @@ def _explorer_data(run_dir: Path, max_ckpts: int, steps: int) -> tuple[dict | No
                 x = rec.waves(tap, samples=0, steps=slice(0, T))
                 ent = _quantise(x)
                 ent["C"] = int(x.shape[1])
-                k, d = _space_selective(rec, tap)
+                k, d = _space_selective(run_dir, p.stem, tap)
                 ent["space_channel"], ent["space_d"] = k, (None if d is None else float(f"{d:.4g}"))
                 taps[tap] = ent
             it = rec.iteration
@@ -787,15 +676,13 @@ def build_report(run_dir: Path, *, max_explorer_checkpoints: int = 6, explorer_s
     summary, why = _read_json(run_dir / "summary.json")
     if summary is not None and not isinstance(summary, dict):
         summary, why = None, "not a JSON object"
-    findings = (summary or {}).get("findings") if isinstance(summary, dict) else None
-    crossing = findings.get("crossing_iteration") if isinstance(findings, dict) else None
 
     explorer_html, explorer_json = _explorer_section(run_dir, max_explorer_checkpoints, explorer_steps)
     figures_html, n_figs = _figures_section(run_dir)
     body = "".join([
         _findings_section(summary, why),
         _checkpoint_table(summary),
-        _training_section(run_dir, crossing),
+        _training_section(run_dir, summary),
         figures_html,
         explorer_html,
         _text_section(run_dir),

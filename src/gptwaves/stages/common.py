@@ -1,0 +1,240 @@
+"""What every stage shares: which checkpoints, which model, which taps, and "reuse if settings match".
+
+- `ModelSource`: where the models come from (the run's checkpoints, an external nanoGPT/minGPT
+  file with its corpus, or a Hugging Face model) and on which device; built once by the CLI.
+- `select_checkpoints` / `load_selected`: ``ITER|all|first|last|PATH`` (or a Hugging Face model)
+  into (name, reference) pairs and loaded models.
+- `focus_tap`: the one rule for the tap that per-checkpoint figures and claims look at.
+- `reusable`: a stage's earlier output is reused only when the settings stored in it match.
+- `corpus_for_run`, `resolve_lexicon`: the run's corpus and the lexicon spelling is scored with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import CheckpointInfo, ckpt_stem, list_checkpoints, load_checkpoint, load_external_checkpoint
+from ..corpus import Corpus
+from ..errors import GptwavesError
+from ..io import read_json
+
+__all__ = ["ModelSource", "HFRef", "run_checkpoints", "select_checkpoints", "load_selected", "resolve_taps",
+           "focus_tap", "reusable", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded",
+           "is_main_name", "iteration_of_name", "write_csv"]
+
+_MAIN_NAME = re.compile(r"iter_(\d{7})")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a stage's models come from, and where they run.
+
+    Attributes
+    ----------
+    corpus : path, optional
+        The corpus (needed for external checkpoints and when run.json's path moved).
+    n_head : int, optional
+        Head count of an external minGPT checkpoint whose shape does not name it.
+    device : str
+        ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    hf_model, hf_revision : str, optional
+        A Hugging Face causal LM (name or local folder) in place of the run's checkpoints.
+    """
+
+    corpus: str | os.PathLike | None = None
+    n_head: int | None = None
+    device: str = "auto"
+    hf_model: str | None = None
+    hf_revision: str | None = None
+
+
+@dataclass(frozen=True)
+class HFRef:
+    """A Hugging Face model (name or local path, optional revision) in place of a checkpoint."""
+
+    name: str
+    revision: str | None = None
+
+
+def run_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
+    cks = list_checkpoints(Path(run_dir) / "checkpoints")
+    if not cks:
+        raise GptwavesError(f"no checkpoints in {run_dir}; train first (gptwaves train --out {run_dir})")
+    return cks
+
+
+def select_checkpoints(run_dir: Path, which: str | int | None, source: ModelSource = ModelSource()
+                       ) -> list[tuple[str, object]]:
+    """Resolve ``ITER|all|first|last|PATH`` (or ``source.hf_model``) into a list of (name, reference)."""
+    if source.hf_model:
+        from ..hf import safe_name
+
+        return [(safe_name(source.hf_model, source.hf_revision), HFRef(source.hf_model, source.hf_revision))]
+    which = "all" if which is None else str(which)
+    if which in ("all", "last", "first"):
+        cks = run_checkpoints(run_dir)
+        if which == "last":
+            cks = cks[-1:]
+        elif which == "first":
+            cks = cks[:1]
+        return [(ckpt_stem(c.iteration), c) for c in cks]
+    if which.lstrip("-").isdigit():
+        it = int(which)
+        cks = {c.iteration: c for c in run_checkpoints(run_dir)}
+        if it not in cks:
+            raise GptwavesError(f"no checkpoint at iteration {it} in {run_dir} (have: {', '.join(map(str, sorted(cks)))})")
+        return [(ckpt_stem(it), cks[it])]
+    p = Path(which)
+    if not p.exists():
+        raise GptwavesError(f"checkpoint not found: {which} (give an iteration, 'all', or a file)")
+    return [(p.stem, p)]
+
+
+def load_selected(ref: object, source: ModelSource = ModelSource(), device=None):
+    """Load a reference from `select_checkpoints` onto ``device`` (default: ``source.device``).
+
+    Returns ``(model, meta)``; ``meta`` has at least ``vocab``, ``iteration`` and ``weights_sha256``.
+    """
+    from ..runtime import pick_device
+
+    dev = device if device is not None else pick_device(source.device)
+    if isinstance(ref, HFRef):
+        from ..hf import HFModel
+
+        hf = HFModel(ref.name, dev, ref.revision)
+        return hf, hf.meta()
+    if isinstance(ref, CheckpointInfo):
+        model, meta = load_checkpoint(ref)
+    else:
+        p = Path(ref)  # type: ignore[arg-type]
+        if p.suffix == ".json" or (p.suffix == ".safetensors" and p.with_suffix(".json").exists()):
+            model, meta = load_checkpoint(p.with_suffix(".json"))
+        else:
+            c = Corpus.load(source.corpus)
+            model, meta = load_external_checkpoint(p, c.tokenizer.chars, n_head=source.n_head)
+    model.to(dev).eval()
+    return model, meta
+
+
+def resolve_taps(model, taps: Sequence[str] | None) -> list[str]:
+    """``None`` or ``["all"]``: every tap of the model; otherwise the named taps, checked."""
+    if not taps or list(taps) == ["all"]:
+        return list(model.tap_names)
+    bad = [t for t in taps if t not in model.tap_names]
+    if bad:
+        raise GptwavesError(f"unknown tap names: {', '.join(bad)} (known: {', '.join(model.tap_names)})")
+    return list(taps)
+
+
+def focus_tap(taps: Sequence[str]) -> str:
+    """The tap that per-checkpoint figures and the claims look at: the residual stream after the
+    last block (``blocks.{L-1}.hook_resid_post``; for Hugging Face models the last hidden state)."""
+    taps = list(taps)
+    if not taps:
+        raise ValueError("no taps")
+    blocks = [(int(m.group(1)), t) for t in taps if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", t))]
+    return max(blocks)[1] if blocks else taps[-1]
+
+
+def is_main_name(name: str) -> bool:
+    """True for a checkpoint's main output name (``iter_0000500``), False for variants
+    (``iter_0000500.seed1``, ``iter_0000500.prompt-verse``)."""
+    return bool(_MAIN_NAME.fullmatch(name))
+
+
+def iteration_of_name(name: str) -> int | None:
+    m = _MAIN_NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def reusable(path: Path, settings: dict, **also) -> dict | None:
+    """A stage's earlier JSON output at ``path`` when it was made with exactly these settings.
+
+    ``settings`` is compared with the file's ``"settings"`` entry and each keyword with the entry
+    of that name; a missing, unreadable or different file gives ``None`` (the work is redone).
+    """
+    if not path.is_file():
+        return None
+    try:
+        old = read_json(path, "stage output")
+    except GptwavesError:
+        return None
+    if not isinstance(old, dict) or old.get("settings") != settings:
+        return None
+    if any(old.get(k) != v for k, v in also.items()):
+        return None
+    return old
+
+
+def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:
+    """The corpus a run was trained on: ``corpus`` if given, else the path in run.json (checked)."""
+    p = Path(run_dir) / "run.json"
+    info = read_json(p, "run file") if p.exists() else {}
+    if not isinstance(info, dict):
+        raise GptwavesError(f"{p} is not a JSON object")
+    c = Corpus.load(corpus if corpus is not None else (info.get("corpus_path") or None))
+    if info.get("corpus_sha256") and c.sha256 != info["corpus_sha256"]:
+        raise GptwavesError(f"corpus {c.path} is not the one {run_dir} was trained on (sha256 differs)")
+    return c
+
+
+def load_lexicon_file(path: str | os.PathLike) -> frozenset[str]:
+    """Read a user word list (one word per line) with clear errors for bad files."""
+    from ..analysis.spelling import load_word_list
+    from ..io import read_text_file
+
+    text, _ = read_text_file(path, "lexicon")
+    try:
+        return load_word_list(text.splitlines())
+    except ValueError:
+        raise GptwavesError(f"lexicon file has no words: {path}") from None
+
+
+def resolve_lexicon(run_dir: Path, lexicon: str | os.PathLike | None,
+                    corpus: str | os.PathLike | None) -> tuple[frozenset[str], str, str]:
+    """The lexicon to score words with: a user word list, else the run's training split.
+
+    Returns (words, a name for the record, a short hash of the word set).
+    """
+    if lexicon is not None:
+        lex, name = load_lexicon_file(lexicon), str(lexicon)
+    else:
+        lex, name = corpus_for_run(run_dir, corpus).lexicon, "training split"
+    return lex, name, hashlib.sha256("\n".join(sorted(lex)).encode()).hexdigest()[:16]
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """Write a CSV table atomically; ``None`` becomes an empty cell, text that a spreadsheet would
+    read as a formula is escaped."""
+    import csv
+    import io as _io
+
+    from ..io import atomic_write_text
+
+    def cell(v: Any) -> Any:
+        if v is None:
+            return ""
+        if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+            return "'" + v
+        return v
+
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows([cell(v) for v in row] for row in rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def guarded(out: list, fn: Callable[..., list], *args: Any, **kw: Any) -> None:
+    """Draw one figure into ``out``; a figure that cannot be drawn is skipped with a warning."""
+    try:
+        out += fn(*args, **kw)
+    except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as e:
+        warnings.warn(f"figure {getattr(fn, '__name__', fn)} skipped: {e}", stacklevel=2)

@@ -1,0 +1,303 @@
+"""Waves stage: coherence analysis of each checkpoint's recording (DESIGN 4, 4b) -> ``DIR/waves/``.
+
+- ``waves/<name>/summary.json``: per-tap scalars and labels (:func:`gptwaves.analysis.waves.tap_summary`),
+  the settings and the recording's sha256 (reused while both match);
+- ``waves/<name>/arrays.npz``: R, ACFs, periods, clustering, effect sizes, event-triggered averages;
+- ``waves/<name>/channel_function.csv``; figures under ``waves/figures/``;
+- ``waves/repeatability.json``: similarity across seeds and prompts at the last checkpoint.
+
+The numbers come from the pure functions of :mod:`gptwaves.analysis.waves`; this module reads
+recordings, writes files and draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io as _io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GptwavesError
+from ..io import RunLock, atomic_write_bytes, atomic_write_json, check_run_dir, sha256_file
+from .common import ModelSource, focus_tap, guarded, reusable, select_checkpoints, write_csv
+from .recordings import RecordSettings, record_run
+
+__all__ = ["WavesSettings", "analyze_recording", "waves_run", "repeatability", "load_array"]
+
+
+@dataclass(frozen=True)
+class WavesSettings:
+    """Settings of the coherence analysis (DESIGN 4); all are recorded with each result.
+
+    ``k=None``: number of clusters by silhouette; ``window``: half-width of event-triggered averages.
+    """
+
+    nlags: int = 64
+    k: int | None = None
+    window: int = 8
+
+    def __post_init__(self) -> None:
+        if self.nlags < 1:
+            raise GptwavesError(f"nlags must be at least 1, not {self.nlags}")
+        if self.k is not None and self.k < 1:
+            raise GptwavesError(f"the number of clusters must be at least 1, not {self.k}")
+        if self.window < 0:
+            raise GptwavesError(f"window must be >= 0, not {self.window}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def analysis_kwargs(self) -> dict:
+        return self.to_dict()
+
+
+def analyze_recording(path: Path, settings: WavesSettings = WavesSettings(),
+                      taps: Sequence[str] | None = None) -> tuple[dict, dict]:
+    """Analyse every tap of a recording; returns ``({tap: analyze_tap result}, recording meta)``."""
+    from ..analysis.waves import analyze_tap
+    from ..record import Recording
+
+    with Recording.open(path) as rec:
+        chars, nxt = rec.input_chars(), rec.next_chars()
+        if chars.dtype.itemsize > np.dtype("<U1").itemsize:  # tokens: a token stands for its first character
+            chars, nxt = chars.astype("<U1"), nxt.astype("<U1")
+        mask = np.broadcast_to(~rec.is_prompt, chars.shape)
+        if not mask.any():
+            raise GptwavesError(f"recording {path} has no generated steps")
+        res = {}
+        for t in (taps or rec.taps):
+            try:
+                res[t] = analyze_tap(rec.waves(t).astype(np.float32, copy=False), chars, nxt, mask=mask,
+                                     **settings.analysis_kwargs())
+            except ValueError as e:
+                raise GptwavesError(f"{path.name}, tap {t}: {e}") from None
+        return res, dict(rec.meta)
+
+
+def _tap_summary(r: dict) -> dict:
+    f = r["function"]
+    labels = [str(x) for x in np.asarray(f["label"]).tolist()]
+    counts: dict[str, int] = {}
+    for lab in labels:
+        if lab:
+            counts[lab] = counts.get(lab, 0) + 1
+    classes = list(f["classes"])
+    si = classes.index("space")
+    d_space = np.nan_to_num(np.abs(np.asarray(f["d_current"])[si]))
+    d_space_next = np.nan_to_num(np.abs(np.asarray(f["d_next"])[si]))
+    best = np.nan_to_num(np.abs(np.asarray(f["best_d"], dtype=float)))
+    top = np.argsort(-best)[:10]
+    per = np.asarray(r["period_acf"], dtype=float)
+    return {
+        **r["order_parameters"],
+        "n_clusters": int(r["clustering"]["k"]),
+        "silhouette": float(r["clustering"]["silhouette"]) if r["clustering"]["silhouette"] is not None else None,
+        "label_counts": counts,
+        "n_labelled": int(sum(counts.values())),
+        "max_abs_d_space": float(max(d_space.max(initial=0), d_space_next.max(initial=0))),
+        "max_abs_d_by_class": {c: float(np.nan_to_num(np.abs(np.concatenate(
+            [np.asarray(f["d_current"])[i], np.asarray(f["d_next"])[i]]))).max(initial=0)) for i, c in enumerate(classes)},
+        "space_channels": [int(i) for i in np.argsort(-np.maximum(d_space, d_space_next))[:8]],
+        "top_channels": [{"channel": int(i), "label": labels[i], "d": float(np.asarray(f["best_d"], dtype=float)[i])}
+                         for i in top],
+        "median_period_acf": float(np.nanmedian(per)) if np.isfinite(per).any() else None,
+        "n_oscillating": int(np.isfinite(per).sum()),
+        "max_space_similarity": float(np.nanmax(r["space_similarity"])) if np.isfinite(r["space_similarity"]).any() else None,
+        "n_samples": r["n_samples"], "n_steps": r["n_steps"], "n_channels": r["n_channels"],
+    }
+
+
+def tap_summary(r: dict) -> dict:
+    """JSON-ready per-tap summary of an ``analyze_tap`` result."""
+    return _tap_summary(r)
+
+
+def _array_key(tap: str, key: str) -> str:
+    return f"{tap.replace('.', '_')}/{key}"
+
+
+def _save_arrays(path: Path, res: dict) -> None:
+    arrays = {}
+    for tap, r in res.items():
+        def put(key, value):
+            arrays[_array_key(tap, key)] = value
+
+        put("R", r["R"].astype(np.float32))
+        for key in ("eigenvalues", "acf", "period_acf", "strength", "period_psd", "space_acf", "space_similarity",
+                    "eta", "eta_counts"):
+            put(key, r[key])
+        for key in ("labels", "order", "linkage"):
+            put(f"cluster_{key}" if key != "linkage" else "linkage", r["clustering"][key])
+        put("d_current", r["function"]["d_current"])
+        put("d_next", r["function"]["d_next"])
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_array(path: Path, tap: str, key: str) -> np.ndarray:
+    """One array of a checkpoint's ``arrays.npz`` (never unpickles objects)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z[_array_key(tap, key)]
+    except (OSError, ValueError, KeyError) as e:
+        raise GptwavesError(f"cannot read {key} of {tap} from {path}: {e}") from None
+
+
+def _checkpoint_figures(fig_dir: Path, name: str, rec_path: Path, res: dict, iteration) -> list[Path]:
+    from ..figures import waves as wf
+    from ..record import Recording
+
+    tap = focus_tap(list(res))
+    r = res[tap]
+    out: list[Path] = []
+    label = f"iteration {iteration}" if iteration is not None else name
+    with Recording.open(rec_path, verify=False) as rec:
+        x0 = rec.waves(tap, samples=0)
+        c0 = rec.input_chars(samples=0)
+        m0 = ~rec.is_prompt
+    si = list(r["function"]["classes"]).index("space")
+    d_space = np.asarray(r["function"]["d_current"])[si]
+    guarded(out, wf.wave_heatmap, x0, c0, fig_dir / f"{name}_wave_heatmap", mask_sample=m0,
+            channel_order=r["clustering"]["order"], title=f"Waves at {tap}, sample 0, {label}")
+    guarded(out, wf.selective_waves, x0, c0, d_space, fig_dir / f"{name}_space_channels", mask_sample=m0,
+            title=f"Most space-selective channels at {tap}, {label}")
+    guarded(out, wf.correlation_figure, r["R"], r["clustering"], fig_dir / f"{name}_correlation",
+            title=f"Cross-channel correlation at {tap}, {label}")
+    guarded(out, wf.acf_figure, r["acf"], r["space_acf"], fig_dir / f"{name}_acf", strength=r["strength"],
+            periods=r["period_acf"], title=f"Auto-correlation at {tap}, {label}")
+    guarded(out, wf.period_histogram, r["period_acf"], fig_dir / f"{name}_periods", periods_psd=r["period_psd"],
+            title=f"Dominant periods at {tap}, {label}")
+    rows = wf.channel_function_rows(r["function"], r["clustering"]["labels"], top_n=20, periods=r["period_acf"])
+    guarded(out, wf.channel_table_figure, rows, fig_dir / f"{name}_channel_table",
+            title=f"Channel function at {tap}, {label}")
+    all_rows = wf.channel_function_rows(r["function"], r["clustering"]["labels"], top_n=r["n_channels"],
+                                        periods=r["period_acf"])
+    if all_rows:
+        out.append(write_csv(fig_dir.parent / name / "channel_function.csv", list(all_rows[0]),
+                             [list(row.values()) for row in all_rows]))
+    return out
+
+
+def _across_checkpoint_figures(out_dir: Path, results: list[dict]) -> list[Path]:
+    from ..figures import waves as wf
+
+    fig_dir = out_dir / "figures"
+    figs: list[Path] = []
+    if len(results) < 2:
+        return figs
+    its = [r["iteration"] if r["iteration"] is not None else 0 for r in results]
+    taps = list(results[0]["taps"])
+    per_tap = {t: [r["taps"][t] for r in results] for t in taps}
+    guarded(figs, wf.order_parameters_figure, its, per_tap, fig_dir / "order_parameters",
+            title="Coherence order parameters across training")
+    first, last = results[0], results[-1]
+    ft = last["focus_tap"]
+    Ra = load_array(out_dir / first["name"] / "arrays.npz", ft, "R")
+    Rb = load_array(out_dir / last["name"] / "arrays.npz", ft, "R")
+    order = load_array(out_dir / last["name"] / "arrays.npz", ft, "cluster_order")
+    guarded(figs, wf.correlation_comparison, Ra, Rb, fig_dir / "correlation_compare", order=order,
+            names=(f"iteration {first['iteration']}", f"iteration {last['iteration']}"),
+            title=f"Cross-channel correlation at {ft}: before and after training")
+    return figs
+
+
+def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
+              settings: WavesSettings = WavesSettings(), *, record: RecordSettings = RecordSettings(),
+              source: ModelSource = ModelSource(), variants: dict | None = None, figures: bool = True,
+              progress: bool = True) -> dict:
+    """Coherence analysis of each selected checkpoint's recording; records (with ``record``) if missing.
+
+    Returns ``{"checkpoints": [per-checkpoint summary dicts], "repeatability": dict | None,
+    "figures": [paths]}``.
+    """
+    from tqdm.auto import tqdm
+
+    from ..figures import waves as wf
+
+    run_dir = check_run_dir(run_dir)
+    selected = select_checkpoints(run_dir, checkpoint, source)
+    key = settings.to_dict()
+    out_dir = run_dir / "waves"
+    fig_dir = out_dir / "figures"
+    results: list[dict] = []
+    with RunLock(run_dir):
+        bar = tqdm(selected, desc="waves", unit="ckpt", disable=not progress, dynamic_ncols=True)
+        for name, ref in bar:
+            rec_path = run_dir / "recordings" / f"{name}.h5"
+            if not rec_path.exists():
+                which = str(ref.iteration) if hasattr(ref, "iteration") else str(ref)
+                record_run(run_dir, which, record, source, progress=progress)
+            rec_sha = sha256_file(rec_path)
+            spath = out_dir / name / "summary.json"
+            old = reusable(spath, key, recording_sha256=rec_sha)
+            if old is not None:
+                results.append(old)
+                continue
+            bar.set_postfix_str(name)
+            res, meta = analyze_recording(rec_path, settings)
+            summ = {"name": name, "iteration": meta.get("iteration"), "recording": rec_path.name,
+                    "recording_sha256": rec_sha, "settings": key, "focus_tap": focus_tap(list(res)),
+                    "record_settings": {k2: meta.get(k2) for k2 in ("samples", "steps", "prompt", "sampling")},
+                    "taps": {t: tap_summary(r) for t, r in res.items()}}
+            _save_arrays(out_dir / name / "arrays.npz", res)
+            if figures:
+                _checkpoint_figures(fig_dir, name, rec_path, res, meta.get("iteration"))
+            atomic_write_json(spath, summ)  # last: its presence means this checkpoint is done
+            results.append(summ)
+    results.sort(key=lambda r: (r["iteration"] is None, r["iteration"] or 0))
+    figs: list[Path] = _across_checkpoint_figures(out_dir, results) if figures else []
+    repeat = None
+    if variants:
+        repeat, raw = repeatability(variants, settings)
+        if repeat:
+            if figures:
+                guarded(figs, wf.repeatability_plasticity_figure, raw["seeds"], raw["prompts"],
+                        fig_dir / "repeatability",
+                        title=f"Repeatability and plasticity at {repeat['tap']}, {repeat['checkpoint']}")
+            atomic_write_json(out_dir / "repeatability.json", repeat)
+    return {"checkpoints": results, "repeatability": repeat, "figures": figs}
+
+
+def repeatability(variants: dict, settings: WavesSettings = WavesSettings()) -> tuple[dict | None, dict]:
+    """Similarity of correlation matrices and ACFs across seeds (same prompt) and prompts.
+
+    Returns ``(JSON-ready result or None, raw comparison matrices for the figure)``.
+    """
+    from ..analysis import waves as wa
+    from ..record import Recording
+
+    def stats(path: Path, tap: str):
+        with Recording.open(path) as rec:
+            chars = rec.input_chars()
+            mask = np.broadcast_to(~rec.is_prompt, chars.shape)
+            x = rec.waves(tap).astype(np.float32, copy=False)
+        return wa.correlation_matrix(x, mask), wa.autocorrelation(x, nlags=settings.nlags, mask=mask)
+
+    seeds, prompts = variants.get("seeds", {}), variants.get("prompts", {})
+    if len(seeds) < 2 and len(prompts) < 2:
+        return None, {}
+    any_path = next(iter({**seeds, **prompts}.values()))
+    with Recording.open(any_path) as rec:
+        tap = focus_tap(rec.taps)
+    out: dict = {"checkpoint": variants.get("checkpoint"), "tap": tap}
+    raw: dict = {}
+    for key, group in (("seeds", seeds), ("prompts", prompts)):
+        if len(group) >= 2:
+            cmp = wa.compare_recordings([stats(Path(p), tap) for p in group.values()], list(group))
+            raw[key] = cmp
+            n = len(group)
+            iu = np.triu_indices(n, 1)
+            out[key] = {"names": cmp["names"],
+                        "corr_similarity": np.asarray(cmp["corr_similarity"]).tolist(),
+                        "acf_similarity": np.asarray(cmp["acf_similarity"]).tolist(),
+                        "mean_corr_similarity": float(np.asarray(cmp["corr_similarity"])[iu].mean()),
+                        "mean_acf_similarity": float(np.asarray(cmp["acf_similarity"])[iu].mean())}
+        else:
+            raw[key] = {"names": list(group), "corr_similarity": np.eye(len(group)),
+                        "acf_similarity": np.eye(len(group))}
+    return out, raw
