@@ -38,12 +38,17 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import GptwavesError
-from .io import atomic_path, atomic_write_json, read_json, sha256_file
+from .errors import CorruptArtefactError, GptwavesError, SettingsError
+from .io import (atomic_path, atomic_write_json, check_regular_file, read_json, sha256_file, sweep_stale,
+                 write_error)
 from .model import GPT
 from .sample import SamplingConfig, generate
 
 FORMAT = "gptwaves-recording"
+
+#: Bounds of a recording's settings (a typo must not try to allocate terabytes).
+MAX_SAMPLES = 10**7
+MAX_STEPS = 10**6
 
 
 def package_versions() -> dict[str, str]:
@@ -66,16 +71,27 @@ class RecordSpec:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.samples <= 0:
-            raise GptwavesError(f"samples must be positive, not {self.samples}")
-        if self.steps <= 0:
-            raise GptwavesError(f"steps must be positive, not {self.steps}")
-        if self.batch_size <= 0:
-            raise GptwavesError(f"batch size must be positive, not {self.batch_size}")
-        if self.dtype not in ("float32", "float16"):
-            raise GptwavesError(f"dtype must be float32 or float16, not {self.dtype!r}")
-        if not self.prompt:
-            raise GptwavesError("the prompt is empty; give at least one character")
+        self.validate()
+
+    def validate(self) -> "RecordSpec":
+        """Check every field; raise a one-line :class:`~gptwaves.errors.SettingsError`."""
+        from .config import check_choice, check_int
+
+        for name, v in (("samples", self.samples), ("steps", self.steps), ("batch_size", self.batch_size)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise SettingsError(f"{name.replace('_', ' ')} must be a positive integer, not {v!r}")
+        check_int("samples", self.samples, 1, MAX_SAMPLES)
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_int("batch_size", self.batch_size, 1, MAX_SAMPLES)
+        check_choice("dtype", self.dtype, ("float32", "float16"))
+        if not isinstance(self.prompt, str) or not self.prompt:
+            raise SettingsError("the prompt is empty; give at least one character")
+        if isinstance(self.taps, str) or not all(isinstance(t, str) and t for t in self.taps):
+            raise SettingsError(f"taps must be a list of tap names, not {self.taps!r}")
+        if not isinstance(self.sampling, SamplingConfig):
+            raise SettingsError("sampling settings must be a SamplingConfig")
+        self.sampling.validate()
+        return self
 
     def to_dict(self) -> dict:
         return {"samples": self.samples, "steps": self.steps, "prompt": self.prompt,
