@@ -35,10 +35,10 @@ MAX_TEXT_BYTES = 1 << 30
 
 def describe_oserror(e: BaseException) -> str:
     """The cause of an OSError in a few words ("No space left on device"), never a traceback."""
+    if isinstance(e, OSError) and isinstance(e.errno, int) and e.errno > 0:
+        return os.strerror(e.errno)  # h5py puts a many-line report in strerror: not that
     if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    if isinstance(e, OSError) and e.errno:
-        return os.strerror(e.errno)
+        return " ".join(str(e.strerror).split())[:200]
     text = " ".join(str(e).split())  # h5py/HDF5 messages are long: keep the errno part if any
     low = text.lower()
     for code in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EIO):
@@ -49,7 +49,8 @@ def describe_oserror(e: BaseException) -> str:
 
 def write_error(path: str | os.PathLike, e: BaseException, what: str = "") -> WriteError:
     """A one-line :class:`WriteError` naming ``path`` and the cause of ``e``."""
-    return WriteError(f"cannot write {what + ' ' if what else ''}{os.fspath(path)}: {describe_oserror(e)}")
+    return WriteError(f"cannot write {what + ' ' if what else ''}{os.fspath(path)}: {describe_oserror(e)}"
+                      .replace("\n", " "))
 
 
 @contextlib.contextmanager

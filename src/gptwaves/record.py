@@ -20,13 +20,13 @@ settings changed, discarded. A reader never sees a half-written recording.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
 import shutil
 import time
 import zipfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import CorruptArtefactError, GptwavesError, SettingsError
+from .errors import CorruptArtefactError, GptwavesError, SettingsError, WriteError
 from .io import (atomic_path, atomic_write_json, check_regular_file, read_json, sha256_file, sweep_stale,
                  write_error)
 from .model import GPT
@@ -136,12 +136,17 @@ def record(
     unknown = [t for t in taps if t not in model.tap_names]
     if unknown:
         raise GptwavesError(f"unknown tap names: {', '.join(unknown)} (known: {', '.join(model.tap_names)})")
+    spec.validate()
     h = settings_hash(spec, meta.get("weights_sha256", ""))
     parts = out_path.parent / f".{out_path.stem}.parts-{h}"
+    sweep_stale(out_path.parent, recursive=False)  # temp files of killed runs, finished parts
     for stale in out_path.parent.glob(f".{out_path.stem}.parts-*"):
         if stale != parts:  # settings changed: the old partial recording is discarded
             shutil.rmtree(stale, ignore_errors=True)
-    parts.mkdir(parents=True, exist_ok=True)
+    try:
+        parts.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(parts, e, "folder") from None
     n_batches = -(-spec.samples // spec.batch_size)
     tap_dtype = np.float16 if spec.dtype == "float16" else np.float32
     bar = tqdm(total=spec.samples, desc=f"record {out_path.stem}", unit="sample", disable=not progress,
@@ -189,55 +194,178 @@ def record(
         "dtype": spec.dtype, "context_policy": spec.sampling.context, "seed": spec.sampling.seed,
         "entropy_units": "nats", "packages": package_versions(), "settings_hash": h,
     }
-    _assemble(parts, n_batches, spec, taps, attrs, out_path, in_memory)
+    try:
+        _assemble(parts, n_batches, spec, taps, attrs, out_path, in_memory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            parts.rmdir()  # only if empty (a one-batch recording keeps nothing there)
+        raise
     shutil.rmtree(parts, ignore_errors=True)
     if d.enabled:
         dd.barrier()
     return out_path
 
 
+def recording_bytes(spec: RecordSpec, prompt_len: int, n_embd: int | None) -> int:
+    """Size estimate of a recording's HDF5 file (data plus a generous allowance for metadata)."""
+    n = prompt_len - 1 + spec.steps
+    item = 2 if spec.dtype == "float16" else 4
+    data = spec.samples * ((prompt_len + spec.steps) * 4 + n * 4) + n
+    if n_embd:
+        data += len(spec.taps) * spec.samples * n * n_embd * item
+    return int(data * 1.02) + (1 << 20) + spec.samples * len(spec.taps) * 512
+
+
+def check_space(path: Path, need: int) -> None:
+    """Refuse to start writing ``need`` bytes into ``path``'s folder when the disk (or the
+    process's file-size limit) cannot take them: one line, nothing written."""
+    import errno
+    import os
+    import resource
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and need > free:
+        raise WriteError(f"cannot write {path}: No space left on device (needs about "
+                            f"{need / 2**20:,.1f} MiB, {free / 2**20:,.1f} MiB free)")
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and need > soft:
+        raise WriteError(f"cannot write {path}: {os.strerror(errno.EFBIG)} (needs about {need / 2**20:,.1f} MiB, "
+                            f"the file-size limit is {soft / 2**20:,.1f} MiB)")
+
+
+def _load_part(parts: Path, b: int, taps: list[str], in_memory: dict[int, dict] | None) -> dict:
+    """A finished batch as arrays; a damaged part file is removed (so a re-run redoes it)."""
+    if in_memory and b in in_memory:
+        return in_memory[b]
+    path = parts / f"batch_{b:05d}.npz"
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in ("tokens", "entropy", *[f"tap{i}" for i in range(len(taps))])}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        path.unlink(missing_ok=True)
+        raise GptwavesError(f"partial recording {path} is damaged ({e}); re-run to redo it") from None
+    return arrays
+
+
 def _assemble(parts: Path, n_batches: int, spec: RecordSpec, taps: list[str], attrs: dict,
               out_path: Path, in_memory: dict[int, dict] | None = None) -> None:
+    """Stream the parts into ``out_path`` (HDF5, via a temporary file), then write the sidecar.
+
+    The disk space and file-size limit are checked first. On any failure the datasets are
+    released before the file is closed (closing an HDF5 file under a failed write with live
+    dataset handles crashed the library), the temporary file is removed and a one-line error
+    names the file. The old sidecar is removed before the new file is renamed in, so a kill in
+    between leaves a recording without sidecar, which is simply recorded again.
+    """
     P = attrs["prompt_len"]
     n = P - 1 + spec.steps
     S = spec.samples
+    C0 = attrs["model_config"].get("n_embd") if isinstance(attrs.get("model_config"), dict) else None
+    check_space(out_path, recording_bytes(spec, P, C0))
+    side = out_path.with_suffix(".json")
     with atomic_path(out_path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for k, v in attrs.items():
-                if k == "vocab":  # may be large (token vocabularies): a dataset, not an attribute
-                    f.create_dataset("vocab", data=np.array(v, dtype=object), dtype=h5py.string_dtype())
-                    continue
-                f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) or v is None else v
-            f.create_dataset("is_prompt", data=np.arange(n) < P - 1)
-            dtok = f.create_dataset("tokens", (S, P + spec.steps), dtype=np.int32,
-                                    chunks=(1, P + spec.steps))
-            dent = f.create_dataset("entropy", (S, n), dtype=np.float32, chunks=(1, n))
-            g = f.create_group("waves")
-            dwaves = []
-            for t in taps:
-                C = attrs["model_config"]["n_embd"] if attrs.get("model_config") else None
-                dwaves.append(None if C is None else g.create_dataset(
-                    t, (S, n, C), dtype=spec.dtype, chunks=(1, n, C)))
-            s0 = 0
-            for b in range(n_batches):
-                path = parts / f"batch_{b:05d}.npz"
-                try:
-                    with (nullcontext(in_memory[b]) if in_memory and b in in_memory else np.load(path)) as z:
-                        size = z["tokens"].shape[0]
-                        dtok[s0 : s0 + size] = z["tokens"]
-                        dent[s0 : s0 + size] = z["entropy"]
-                        for i, t in enumerate(taps):
-                            arr = z[f"tap{i}"]
-                            if dwaves[i] is None:
-                                dwaves[i] = g.create_dataset(t, (S, n, arr.shape[-1]), dtype=spec.dtype,
-                                                             chunks=(1, n, arr.shape[-1]))
-                            dwaves[i][s0 : s0 + size] = arr
-                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-                    path.unlink(missing_ok=True)
-                    raise GptwavesError(f"partial recording {path} is damaged ({e}); re-run to redo it") from None
-                s0 += size
-    digest = sha256_file(out_path)
-    atomic_write_json(out_path.with_suffix(".json"), {**attrs, "file": out_path.name, "sha256": digest})
+        _write_h5(tmp, out_path, parts, n_batches, spec, taps, attrs, in_memory, P, n, S)
+        digest = sha256_file(tmp)
+        side.unlink(missing_ok=True)
+    try:
+        atomic_write_json(side, {**attrs, "file": out_path.name, "sha256": digest})
+    except GptwavesError:
+        out_path.unlink(missing_ok=True)  # no recording without its sidecar
+        raise
+
+
+def _write_h5(tmp: Path, out_path: Path, parts: Path, n_batches: int, spec: RecordSpec, taps: list[str],
+              attrs: dict, in_memory, P: int, n: int, S: int) -> None:
+    """Write the HDF5 file; on failure release every HDF5 handle cleanly before re-raising.
+
+    HDF5 keeps dirty chunks and metadata in caches. After a failed write (disk full, file-size
+    limit) dataset handles that outlive the file (through the exception's traceback) are flushed
+    again at garbage collection, which crashed the process (exit 139). So: no chunk cache
+    (chunks go straight to the file and a failure surfaces at the write), the traceback's frames
+    are cleared, the handles are dropped and collected while the file is still open, and only
+    then is the file closed; the library's own complaints during this clean-up are silenced.
+    """
+    import gc
+    import sys
+    import traceback
+
+    try:
+        f = h5py.File(tmp, "w", rdcc_nbytes=0)
+    except OSError as e:
+        raise write_error(out_path, e) from None
+    handles: list = []
+    failure: BaseException | None = None
+    try:
+        _fill_h5(f, handles, out_path, parts, n_batches, spec, taps, attrs, in_memory, P, n, S)
+    except BaseException as e:  # noqa: BLE001 - re-raised below, after the clean-up
+        failure = write_error(out_path, e) if isinstance(e, OSError) else e
+        traceback.clear_frames(e.__traceback__)
+    if failure is None:
+        handles.clear()
+        try:
+            f.close()
+        except OSError as e:
+            failure = write_error(out_path, e)
+        else:
+            return
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda *_: None
+    try:
+        handles.clear()
+        gc.collect()
+        try:
+            f.close()
+        except Exception:  # noqa: BLE001 - the file is being discarded anyway
+            pass
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    if isinstance(failure, GptwavesError) and failure.__traceback__ is not None:
+        failure = failure.with_traceback(None)
+    raise failure from None
+
+
+def _fill_h5(f, handles: list, out_path: Path, parts: Path, n_batches: int, spec: RecordSpec, taps: list[str],
+             attrs: dict, in_memory, P: int, n: int, S: int) -> None:
+    for k, v in attrs.items():
+        if k == "vocab":  # may be large (token vocabularies): a dataset, not an attribute
+            f.create_dataset("vocab", data=np.array(v, dtype=object), dtype=h5py.string_dtype())
+            continue
+        f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) or v is None else v
+    f.create_dataset("is_prompt", data=np.arange(n) < P - 1)
+    dtok = f.create_dataset("tokens", (S, P + spec.steps), dtype=np.int32,
+                            chunks=(1, P + spec.steps))
+    dent = f.create_dataset("entropy", (S, n), dtype=np.float32, chunks=(1, n))
+    g = f.create_group("waves")
+    handles += [dtok, dent, g]
+    dwaves: list = []
+    for t in taps:
+        C = attrs["model_config"]["n_embd"] if attrs.get("model_config") else None
+        dwaves.append(None if C is None else g.create_dataset(
+            t, (S, n, C), dtype=spec.dtype, chunks=(1, n, C)))
+    handles.append(dwaves)
+    s0 = 0
+    for b in range(n_batches):
+        z = _load_part(parts, b, taps, in_memory)
+        size = z["tokens"].shape[0]
+        expect = min(spec.batch_size, S - b * spec.batch_size)
+        if size != expect or z["tokens"].shape[1:] != (P + spec.steps,) or z["entropy"].shape != (size, n):
+            (parts / f"batch_{b:05d}.npz").unlink(missing_ok=True)
+            raise GptwavesError(f"partial recording {parts / f'batch_{b:05d}.npz'} has wrong shapes; "
+                                "re-run to redo it")
+        dtok[s0 : s0 + size] = z["tokens"]
+        dent[s0 : s0 + size] = z["entropy"]
+        for i, t in enumerate(taps):
+            arr = z[f"tap{i}"]
+            if dwaves[i] is None:
+                dwaves[i] = g.create_dataset(t, (S, n, arr.shape[-1]), dtype=spec.dtype,
+                                             chunks=(1, n, arr.shape[-1]))
+            dwaves[i][s0 : s0 + size] = arr
+        s0 += size
+    f.flush()
 
 
 # ------------------------------------------------------------------------------ reading
