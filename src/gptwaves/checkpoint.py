@@ -88,9 +88,17 @@ def save_checkpoint(
         "weights_sha256": sha256_bytes(data),
         **extra,
     }
-    if before_meta is not None:
-        before_meta()
-    atomic_write_json(Path(ckpt_dir) / f"{stem}.json", meta)
+    try:
+        if before_meta is not None:
+            before_meta()
+        atomic_write_json(Path(ckpt_dir) / f"{stem}.json", meta)
+    except Exception:
+        # not done: drop the weights too (a kill leaves them, harmlessly: no JSON names them)
+        try:
+            wpath.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     return CheckpointInfo(iteration, wpath, meta)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import json
 import platform
 import shutil
@@ -39,8 +40,8 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import CorruptArtefactError, GptwavesError, SettingsError, WriteError
-from .io import (atomic_path, atomic_write_json, check_regular_file, read_json, sha256_file, sweep_stale,
-                 write_error)
+from .io import (atomic_path, atomic_write_json, check_regular_file, describe_oserror, read_json, sha256_file,
+                 sweep_stale, write_error)
 from .model import GPT
 from .sample import SamplingConfig, generate
 
@@ -385,18 +386,31 @@ class Recording:
 
     @classmethod
     def open(cls, path: str | Path, verify: bool = True) -> "Recording":
+        """Open and validate a recording (checksum from the sidecar, then structure and ranges).
+
+        Refused with one line (:class:`~gptwaves.errors.CorruptArtefactError`) when the file is
+        not a regular file, fails its checksum, or is inconsistent: shapes that disagree between
+        datasets or with the ``samples``/``steps``/``prompt_len`` attributes, token ids outside
+        the vocabulary, non-finite attributes or entropies, a non-integer iteration.
+        """
         path = Path(path)
         if not path.exists():
             raise GptwavesError(f"recording not found: {path}")
+        check_regular_file(path, "recording")
         side = path.with_suffix(".json")
         if verify and side.exists():
-            expected = read_json(side, "recording metadata").get("sha256")
+            smeta = read_json(side, "recording metadata", dict)
+            expected = smeta.get("sha256")
+            if expected is not None and not isinstance(expected, str):
+                raise CorruptArtefactError(f"recording metadata {side}: sha256 is not a string")
+            if smeta.get("file") not in (None, path.name):
+                raise CorruptArtefactError(f"recording metadata {side} describes {smeta.get('file')!r}, not {path.name}")
             if expected and sha256_file(path) != expected:
                 raise GptwavesError(f"recording {path} fails its sha256 check (truncated or corrupted)")
         try:
             f = h5py.File(path, "r")
         except OSError as e:
-            raise GptwavesError(f"recording {path} is not a readable HDF5 file: {e}") from None
+            raise GptwavesError(f"recording {path} is not a readable HDF5 file: {describe_oserror(e)}") from None
         meta = {}
         for k, v in f.attrs.items():
             if isinstance(v, bytes):
@@ -410,8 +424,18 @@ class Recording:
         if meta.get("format") != FORMAT:
             f.close()
             raise GptwavesError(f"{path} is not a gptwaves recording")
-        if "vocab" in f:
-            meta["vocab"] = [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocab"][()]]
+        try:
+            if "vocab" in f:
+                meta["vocab"] = [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocab"][()]]
+            validate_recording(f, meta, path)
+        except BaseException as e:
+            f.close()
+            if isinstance(e, GptwavesError):
+                raise
+            if isinstance(e, (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError)):
+                raise CorruptArtefactError(f"recording {path} is unreadable or inconsistent "
+                                           f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+            raise
         return cls(path, f, meta)
 
     def __enter__(self) -> "Recording":
@@ -490,6 +514,77 @@ class Recording:
             yield ds[s : s + batch]
 
 
+def _finite_everywhere(obj) -> bool:
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_finite_everywhere(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_finite_everywhere(v) for v in obj)
+    if isinstance(obj, np.ndarray) and obj.dtype.kind == "f":
+        return bool(np.isfinite(obj).all())
+    return True
+
+
+def _pos_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1
+
+
+def validate_recording(f: h5py.File, meta: dict, path: Path) -> None:
+    """Check a recording's structure and ranges (see :meth:`Recording.open`); raise one line."""
+    bad = lambda why: CorruptArtefactError(f"recording {path} is inconsistent: {why}")  # noqa: E731
+    for name in ("tokens", "entropy", "is_prompt", "waves"):
+        if name not in f:
+            raise bad(f"no '{name}' dataset")
+    if not _finite_everywhere(meta):
+        raise bad("an attribute is NaN or infinite")
+    for k in ("samples", "steps", "prompt_len"):
+        if not _pos_int(meta.get(k)):
+            raise bad(f"attribute {k}={meta.get(k)!r} is not a positive integer")
+    it = meta.get("iteration")
+    if it is not None and (isinstance(it, (bool, np.bool_)) or not isinstance(it, (int, np.integer)) or it < 0):
+        raise bad(f"iteration {it!r} is not a non-negative integer")
+    taps = meta.get("taps")
+    if not isinstance(taps, list) or not all(isinstance(t, str) for t in taps):
+        raise bad("attribute 'taps' is not a list of names")
+    vocab = meta.get("vocab")
+    if not isinstance(vocab, list) or not vocab or not all(isinstance(c, str) for c in vocab):
+        raise bad("no vocabulary")
+    if all(len(c) == 1 for c in vocab) and len(set(vocab)) != len(vocab):
+        raise bad("the vocabulary has repeated characters")
+    S, steps, P = int(meta["samples"]), int(meta["steps"]), int(meta["prompt_len"])
+    n = P - 1 + steps
+    tok, ent, isp = f["tokens"], f["entropy"], f["is_prompt"]
+    if tok.shape != (S, P + steps):
+        raise bad(f"tokens have shape {tok.shape}, expected {(S, P + steps)} from the attributes")
+    if ent.shape != (S, n):
+        raise bad(f"entropy has shape {ent.shape}, expected {(S, n)}")
+    if isp.shape != (n,):
+        raise bad(f"is_prompt has shape {isp.shape}, expected {(n,)}")
+    if tok.dtype.kind not in "iu":
+        raise bad("tokens are not integers")
+    C = None
+    for t in taps:
+        if t not in f["waves"]:
+            raise bad(f"tap {t!r} is listed but has no data")
+        shp = f["waves"][t].shape
+        if len(shp) != 3 or shp[:2] != (S, n) or (C is not None and shp[2] != C):
+            raise bad(f"waves/{t} has shape {shp}, expected {(S, n, C or 'C')}")
+        C = shp[2]
+    cfg = meta.get("model_config")
+    if isinstance(cfg, dict) and C is not None and cfg.get("n_embd") not in (None, C):
+        raise bad(f"waves have {C} channels, the model config says {cfg.get('n_embd')}")
+    lo, hi = np.inf, -np.inf
+    for s0 in range(0, S, 4096):  # bounded memory
+        block = tok[s0 : s0 + 4096]
+        lo, hi = min(lo, int(block.min())), max(hi, int(block.max()))
+        e = ent[s0 : s0 + 4096]
+        if not np.isfinite(e).all() or (e < -1e-3).any():
+            raise bad("entropies are NaN, infinite or negative")
+    if lo < 0 or hi >= len(vocab):
+        raise bad(f"token ids range over [{lo}, {hi}], outside the vocabulary of {len(vocab)}")
+
+
 def open_recording(path: str | Path, verify: bool = True) -> Recording:
     """Open a recording lazily (the notebook entry point)."""
     return Recording.open(path, verify=verify)
@@ -500,16 +595,28 @@ def list_recordings(run_dir: Path) -> list[Path]:
     return sorted(p for p in d.glob("*.h5")) if d.is_dir() else []
 
 
-def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str) -> bool:
-    """True if a finished recording at ``path`` was made with these settings and weights."""
+def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify: bool = True) -> bool:
+    """True if a finished, intact recording at ``path`` was made with these settings and weights.
+
+    With ``verify`` the file must also pass its checksum and :func:`validate_recording`; a
+    damaged or tampered recording is thus recorded again instead of being used.
+    """
     side = Path(path).with_suffix(".json")
-    if not (Path(path).exists() and side.exists()):
+    if not (Path(path).is_file() and side.is_file()):
         return False
     try:
-        meta = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = read_json(side, "recording metadata", dict)
+    except GptwavesError:
         return False
-    return meta.get("settings_hash") == settings_hash(spec, weights_sha256)
+    if meta.get("settings_hash") != settings_hash(spec, weights_sha256):
+        return False
+    if not verify:
+        return True
+    try:
+        with Recording.open(path, verify=True) as rec:
+            return rec.n_samples == spec.samples
+    except GptwavesError:
+        return False
 
 
 def default_taps(model: GPT) -> Sequence[str]:
