@@ -81,7 +81,9 @@ def parse_context(policy: str) -> int | None:
         return None
     m = re.fullmatch(r"stride=(\d{1,9})", policy) if isinstance(policy, str) else None
     if not m or int(m.group(1)) < 1:
-        raise GptwavesError(f"unknown context policy {policy!r}: use 'crop' or 'stride=K' (K >= 1)")
+        from .errors import SettingsError
+
+        raise SettingsError(f"unknown context policy {policy!r}: use 'crop' or 'stride=K' (K >= 1)")
     return int(m.group(1))
 
 
