@@ -546,7 +546,7 @@ def test_sweep_stale_removes_leftovers_of_killed_runs_only(tmp_path):
     resumable.mkdir()
     (resumable / "batch_00000.npz").write_bytes(b"x")
     (resumable / ".batch_00001.q1.npz.tmp").write_bytes(b"x")
-    past = time.time() - 3600
+    past = gio.PROCESS_START - 3600
     for p in (old_tmp, nested_tmp, keep, finished, resumable, resumable / ".batch_00001.q1.npz.tmp"):
         os.utime(p, (past, past))
     fresh = tmp_path / ".summary.json.new.tmp"  # written by this process: kept
@@ -561,7 +561,7 @@ def test_sweep_stale_removes_leftovers_of_killed_runs_only(tmp_path):
 def test_training_sweeps_stale_temporary_files(small_run, corpus):
     leftover = small_run / "state" / ".state.json.k1ll3d.tmp"
     leftover.write_text("{")
-    past = time.time() - 60
+    past = gio.PROCESS_START - 60  # before this process started: a killed run's leftover
     os.utime(leftover, (past, past))
     train_mod.train(tiny_config(max_iters=4, checkpoints=(0, 4)), corpus, small_run)
     assert not leftover.exists()
