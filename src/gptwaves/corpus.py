@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GptwavesError
-from .io import atomic_write_bytes, read_text_file, sha256_bytes
+from .io import atomic_write_bytes, check_regular_file, read_text_file, sha256_bytes
 
 TINY_SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -25,6 +25,23 @@ TINY_SHAKESPEARE_URL = (
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TINY_SHAKESPEARE_NAME = "tinyshakespeare.txt"
 TRAIN_FRACTION = 0.9
+#: The largest corpus read (whole, into memory; token ids take 8 bytes per character).
+MAX_CORPUS_BYTES = 512 << 20
+
+
+def _user_corpus(path: str | os.PathLike, what: str) -> Path:
+    """A corpus path given by the user (or stored in run.json): an existing regular file of
+    bounded size (a FIFO would hang, a device would fill memory), returned absolute."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise GptwavesError(f"{what} must be a file path, not {path!r}")
+    s = os.fspath(path)
+    if "\x00" in s:
+        raise GptwavesError(f"{what} contains a NUL byte")
+    p = Path(s).expanduser()
+    if not p.exists():
+        raise GptwavesError(f"{what} not found: {p}")
+    check_regular_file(p, "corpus", MAX_CORPUS_BYTES)
+    return p.resolve()
 
 # Same rule as DESIGN 5 (and gptwaves.analysis.spelling.WORD_RE).
 _WORD_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
@@ -36,20 +53,19 @@ def cache_dir() -> Path:
 
 
 def resolve_corpus(path: str | os.PathLike | None = None, *, download: bool = True) -> Path:
-    """Return the path of the corpus to use (explicit path, env var, cache, or a download)."""
-    if path is not None and str(path) != "":
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise GptwavesError(f"corpus file not found: {p}")
-        return p
+    """Return the absolute path of the corpus to use (explicit path, env var, cache, or a download).
+
+    The path is resolved (absolute, symbolic links followed), so a run.json that stores it works
+    from any folder; it must be a regular file of at most :data:`MAX_CORPUS_BYTES`.
+    """
+    if path is not None and (not isinstance(path, (str, os.PathLike)) or os.fspath(path) != ""):
+        return _user_corpus(path, "corpus file")
     env = os.environ.get("GPTWAVES_CORPUS")
     if env:
-        p = Path(env).expanduser()
-        if not p.exists():
-            raise GptwavesError(f"corpus file named by GPTWAVES_CORPUS not found: {p}")
-        return p
+        return _user_corpus(env, "corpus file named by GPTWAVES_CORPUS")
     cached = cache_dir() / TINY_SHAKESPEARE_NAME
     if cached.exists():
+        cached = _user_corpus(cached, "cached corpus")
         if sha256_bytes(cached.read_bytes()) == TINY_SHAKESPEARE_SHA256:
             return cached
         raise GptwavesError(
@@ -81,7 +97,7 @@ def download_tiny_shakespeare(dest: Path, url: str = TINY_SHAKESPEARE_URL) -> Pa
 def read_corpus_text(path: str | os.PathLike) -> tuple[str, str]:
     """Read and validate a corpus file; return (text, sha256 of its bytes)."""
     p = Path(path)
-    text, data = read_text_file(p, "corpus")
+    text, data = read_text_file(p, "corpus", MAX_CORPUS_BYTES)
     if len(set(text)) < 2:
         raise GptwavesError(f"corpus has fewer than 2 distinct characters: {p}")
     return text, sha256_bytes(data)

@@ -37,6 +37,17 @@ class GPTConfig:
     gelu: str = "tanh"  # "tanh" (minGPT NewGELU) or "exact" (nanoGPT nn.GELU)
 
     def __post_init__(self) -> None:
+        from .errors import SettingsError
+
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SettingsError(f"model setting {name} must be a positive integer, not {v!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0.0 <= float(self.dropout) < 1.0:
+            raise SettingsError(f"model setting dropout must be in [0, 1), not {self.dropout!r}")
+        if not isinstance(self.bias, bool) or not isinstance(self.tie_weights, bool):
+            raise SettingsError("model settings bias and tie_weights must be true or false")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if self.gelu not in ("tanh", "exact"):

@@ -20,13 +20,14 @@ settings changed, discarded. A reader never sees a half-written recording.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 import json
 import platform
 import shutil
 import time
 import zipfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,12 +39,17 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import GptwavesError
-from .io import atomic_path, atomic_write_json, read_json, sha256_file
+from .errors import CorruptArtefactError, GptwavesError, SettingsError, WriteError
+from .io import (atomic_path, atomic_write_json, check_regular_file, describe_oserror, read_json, sha256_file,
+                 sweep_stale, write_error)
 from .model import GPT
 from .sample import SamplingConfig, generate
 
 FORMAT = "gptwaves-recording"
+
+#: Bounds of a recording's settings (a typo must not try to allocate terabytes).
+MAX_SAMPLES = 10**7
+MAX_STEPS = 10**6
 
 
 def package_versions() -> dict[str, str]:
@@ -66,16 +72,27 @@ class RecordSpec:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.samples <= 0:
-            raise GptwavesError(f"samples must be positive, not {self.samples}")
-        if self.steps <= 0:
-            raise GptwavesError(f"steps must be positive, not {self.steps}")
-        if self.batch_size <= 0:
-            raise GptwavesError(f"batch size must be positive, not {self.batch_size}")
-        if self.dtype not in ("float32", "float16"):
-            raise GptwavesError(f"dtype must be float32 or float16, not {self.dtype!r}")
-        if not self.prompt:
-            raise GptwavesError("the prompt is empty; give at least one character")
+        self.validate()
+
+    def validate(self) -> "RecordSpec":
+        """Check every field; raise a one-line :class:`~gptwaves.errors.SettingsError`."""
+        from .config import check_choice, check_int
+
+        for name, v in (("samples", self.samples), ("steps", self.steps), ("batch_size", self.batch_size)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise SettingsError(f"{name.replace('_', ' ')} must be a positive integer, not {v!r}")
+        check_int("samples", self.samples, 1, MAX_SAMPLES)
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_int("batch_size", self.batch_size, 1, MAX_SAMPLES)
+        check_choice("dtype", self.dtype, ("float32", "float16"))
+        if not isinstance(self.prompt, str) or not self.prompt:
+            raise SettingsError("the prompt is empty; give at least one character")
+        if isinstance(self.taps, str) or not all(isinstance(t, str) and t for t in self.taps):
+            raise SettingsError(f"taps must be a list of tap names, not {self.taps!r}")
+        if not isinstance(self.sampling, SamplingConfig):
+            raise SettingsError("sampling settings must be a SamplingConfig")
+        self.sampling.validate()
+        return self
 
     def to_dict(self) -> dict:
         return {"samples": self.samples, "steps": self.steps, "prompt": self.prompt,
@@ -120,12 +137,17 @@ def record(
     unknown = [t for t in taps if t not in model.tap_names]
     if unknown:
         raise GptwavesError(f"unknown tap names: {', '.join(unknown)} (known: {', '.join(model.tap_names)})")
+    spec.validate()
     h = settings_hash(spec, meta.get("weights_sha256", ""))
     parts = out_path.parent / f".{out_path.stem}.parts-{h}"
+    sweep_stale(out_path.parent, recursive=False)  # temp files of killed runs, finished parts
     for stale in out_path.parent.glob(f".{out_path.stem}.parts-*"):
         if stale != parts:  # settings changed: the old partial recording is discarded
             shutil.rmtree(stale, ignore_errors=True)
-    parts.mkdir(parents=True, exist_ok=True)
+    try:
+        parts.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(parts, e, "folder") from None
     n_batches = -(-spec.samples // spec.batch_size)
     tap_dtype = np.float16 if spec.dtype == "float16" else np.float32
     bar = tqdm(total=spec.samples, desc=f"record {out_path.stem}", unit="sample", disable=not progress,
@@ -173,55 +195,178 @@ def record(
         "dtype": spec.dtype, "context_policy": spec.sampling.context, "seed": spec.sampling.seed,
         "entropy_units": "nats", "packages": package_versions(), "settings_hash": h,
     }
-    _assemble(parts, n_batches, spec, taps, attrs, out_path, in_memory)
+    try:
+        _assemble(parts, n_batches, spec, taps, attrs, out_path, in_memory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            parts.rmdir()  # only if empty (a one-batch recording keeps nothing there)
+        raise
     shutil.rmtree(parts, ignore_errors=True)
     if d.enabled:
         dd.barrier()
     return out_path
 
 
+def recording_bytes(spec: RecordSpec, prompt_len: int, n_embd: int | None) -> int:
+    """Size estimate of a recording's HDF5 file (data plus a generous allowance for metadata)."""
+    n = prompt_len - 1 + spec.steps
+    item = 2 if spec.dtype == "float16" else 4
+    data = spec.samples * ((prompt_len + spec.steps) * 4 + n * 4) + n
+    if n_embd:
+        data += len(spec.taps) * spec.samples * n * n_embd * item
+    return int(data * 1.02) + (1 << 20) + spec.samples * len(spec.taps) * 512
+
+
+def check_space(path: Path, need: int) -> None:
+    """Refuse to start writing ``need`` bytes into ``path``'s folder when the disk (or the
+    process's file-size limit) cannot take them: one line, nothing written."""
+    import errno
+    import os
+    import resource
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and need > free:
+        raise WriteError(f"cannot write {path}: No space left on device (needs about "
+                            f"{need / 2**20:,.1f} MiB, {free / 2**20:,.1f} MiB free)")
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and need > soft:
+        raise WriteError(f"cannot write {path}: {os.strerror(errno.EFBIG)} (needs about {need / 2**20:,.1f} MiB, "
+                            f"the file-size limit is {soft / 2**20:,.1f} MiB)")
+
+
+def _load_part(parts: Path, b: int, taps: list[str], in_memory: dict[int, dict] | None) -> dict:
+    """A finished batch as arrays; a damaged part file is removed (so a re-run redoes it)."""
+    if in_memory and b in in_memory:
+        return in_memory[b]
+    path = parts / f"batch_{b:05d}.npz"
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in ("tokens", "entropy", *[f"tap{i}" for i in range(len(taps))])}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        path.unlink(missing_ok=True)
+        raise GptwavesError(f"partial recording {path} is damaged ({e}); re-run to redo it") from None
+    return arrays
+
+
 def _assemble(parts: Path, n_batches: int, spec: RecordSpec, taps: list[str], attrs: dict,
               out_path: Path, in_memory: dict[int, dict] | None = None) -> None:
+    """Stream the parts into ``out_path`` (HDF5, via a temporary file), then write the sidecar.
+
+    The disk space and file-size limit are checked first. On any failure the datasets are
+    released before the file is closed (closing an HDF5 file under a failed write with live
+    dataset handles crashed the library), the temporary file is removed and a one-line error
+    names the file. The old sidecar is removed before the new file is renamed in, so a kill in
+    between leaves a recording without sidecar, which is simply recorded again.
+    """
     P = attrs["prompt_len"]
     n = P - 1 + spec.steps
     S = spec.samples
+    C0 = attrs["model_config"].get("n_embd") if isinstance(attrs.get("model_config"), dict) else None
+    check_space(out_path, recording_bytes(spec, P, C0))
+    side = out_path.with_suffix(".json")
     with atomic_path(out_path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for k, v in attrs.items():
-                if k == "vocab":  # may be large (token vocabularies): a dataset, not an attribute
-                    f.create_dataset("vocab", data=np.array(v, dtype=object), dtype=h5py.string_dtype())
-                    continue
-                f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) or v is None else v
-            f.create_dataset("is_prompt", data=np.arange(n) < P - 1)
-            dtok = f.create_dataset("tokens", (S, P + spec.steps), dtype=np.int32,
-                                    chunks=(1, P + spec.steps))
-            dent = f.create_dataset("entropy", (S, n), dtype=np.float32, chunks=(1, n))
-            g = f.create_group("waves")
-            dwaves = []
-            for t in taps:
-                C = attrs["model_config"]["n_embd"] if attrs.get("model_config") else None
-                dwaves.append(None if C is None else g.create_dataset(
-                    t, (S, n, C), dtype=spec.dtype, chunks=(1, n, C)))
-            s0 = 0
-            for b in range(n_batches):
-                path = parts / f"batch_{b:05d}.npz"
-                try:
-                    with (nullcontext(in_memory[b]) if in_memory and b in in_memory else np.load(path)) as z:
-                        size = z["tokens"].shape[0]
-                        dtok[s0 : s0 + size] = z["tokens"]
-                        dent[s0 : s0 + size] = z["entropy"]
-                        for i, t in enumerate(taps):
-                            arr = z[f"tap{i}"]
-                            if dwaves[i] is None:
-                                dwaves[i] = g.create_dataset(t, (S, n, arr.shape[-1]), dtype=spec.dtype,
-                                                             chunks=(1, n, arr.shape[-1]))
-                            dwaves[i][s0 : s0 + size] = arr
-                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-                    path.unlink(missing_ok=True)
-                    raise GptwavesError(f"partial recording {path} is damaged ({e}); re-run to redo it") from None
-                s0 += size
-    digest = sha256_file(out_path)
-    atomic_write_json(out_path.with_suffix(".json"), {**attrs, "file": out_path.name, "sha256": digest})
+        _write_h5(tmp, out_path, parts, n_batches, spec, taps, attrs, in_memory, P, n, S)
+        digest = sha256_file(tmp)
+        side.unlink(missing_ok=True)
+    try:
+        atomic_write_json(side, {**attrs, "file": out_path.name, "sha256": digest})
+    except GptwavesError:
+        out_path.unlink(missing_ok=True)  # no recording without its sidecar
+        raise
+
+
+def _write_h5(tmp: Path, out_path: Path, parts: Path, n_batches: int, spec: RecordSpec, taps: list[str],
+              attrs: dict, in_memory, P: int, n: int, S: int) -> None:
+    """Write the HDF5 file; on failure release every HDF5 handle cleanly before re-raising.
+
+    HDF5 keeps dirty chunks and metadata in caches. After a failed write (disk full, file-size
+    limit) dataset handles that outlive the file (through the exception's traceback) are flushed
+    again at garbage collection, which crashed the process (exit 139). So: no chunk cache
+    (chunks go straight to the file and a failure surfaces at the write), the traceback's frames
+    are cleared, the handles are dropped and collected while the file is still open, and only
+    then is the file closed; the library's own complaints during this clean-up are silenced.
+    """
+    import gc
+    import sys
+    import traceback
+
+    try:
+        f = h5py.File(tmp, "w", rdcc_nbytes=0)
+    except OSError as e:
+        raise write_error(out_path, e) from None
+    handles: list = []
+    failure: BaseException | None = None
+    try:
+        _fill_h5(f, handles, out_path, parts, n_batches, spec, taps, attrs, in_memory, P, n, S)
+    except BaseException as e:  # noqa: BLE001 - re-raised below, after the clean-up
+        failure = write_error(out_path, e) if isinstance(e, OSError) else e
+        traceback.clear_frames(e.__traceback__)
+    if failure is None:
+        handles.clear()
+        try:
+            f.close()
+        except OSError as e:
+            failure = write_error(out_path, e)
+        else:
+            return
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda *_: None
+    try:
+        handles.clear()
+        gc.collect()
+        try:
+            f.close()
+        except Exception:  # noqa: BLE001 - the file is being discarded anyway
+            pass
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    if isinstance(failure, GptwavesError) and failure.__traceback__ is not None:
+        failure = failure.with_traceback(None)
+    raise failure from None
+
+
+def _fill_h5(f, handles: list, out_path: Path, parts: Path, n_batches: int, spec: RecordSpec, taps: list[str],
+             attrs: dict, in_memory, P: int, n: int, S: int) -> None:
+    for k, v in attrs.items():
+        if k == "vocab":  # may be large (token vocabularies): a dataset, not an attribute
+            f.create_dataset("vocab", data=np.array(v, dtype=object), dtype=h5py.string_dtype())
+            continue
+        f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) or v is None else v
+    f.create_dataset("is_prompt", data=np.arange(n) < P - 1)
+    dtok = f.create_dataset("tokens", (S, P + spec.steps), dtype=np.int32,
+                            chunks=(1, P + spec.steps))
+    dent = f.create_dataset("entropy", (S, n), dtype=np.float32, chunks=(1, n))
+    g = f.create_group("waves")
+    handles += [dtok, dent, g]
+    dwaves: list = []
+    for t in taps:
+        C = attrs["model_config"]["n_embd"] if attrs.get("model_config") else None
+        dwaves.append(None if C is None else g.create_dataset(
+            t, (S, n, C), dtype=spec.dtype, chunks=(1, n, C)))
+    handles.append(dwaves)
+    s0 = 0
+    for b in range(n_batches):
+        z = _load_part(parts, b, taps, in_memory)
+        size = z["tokens"].shape[0]
+        expect = min(spec.batch_size, S - b * spec.batch_size)
+        if size != expect or z["tokens"].shape[1:] != (P + spec.steps,) or z["entropy"].shape != (size, n):
+            (parts / f"batch_{b:05d}.npz").unlink(missing_ok=True)
+            raise GptwavesError(f"partial recording {parts / f'batch_{b:05d}.npz'} has wrong shapes; "
+                                "re-run to redo it")
+        dtok[s0 : s0 + size] = z["tokens"]
+        dent[s0 : s0 + size] = z["entropy"]
+        for i, t in enumerate(taps):
+            arr = z[f"tap{i}"]
+            if dwaves[i] is None:
+                dwaves[i] = g.create_dataset(t, (S, n, arr.shape[-1]), dtype=spec.dtype,
+                                             chunks=(1, n, arr.shape[-1]))
+            dwaves[i][s0 : s0 + size] = arr
+        s0 += size
+    f.flush()
 
 
 # ------------------------------------------------------------------------------ reading
@@ -241,18 +386,31 @@ class Recording:
 
     @classmethod
     def open(cls, path: str | Path, verify: bool = True) -> "Recording":
+        """Open and validate a recording (checksum from the sidecar, then structure and ranges).
+
+        Refused with one line (:class:`~gptwaves.errors.CorruptArtefactError`) when the file is
+        not a regular file, fails its checksum, or is inconsistent: shapes that disagree between
+        datasets or with the ``samples``/``steps``/``prompt_len`` attributes, token ids outside
+        the vocabulary, non-finite attributes or entropies, a non-integer iteration.
+        """
         path = Path(path)
         if not path.exists():
             raise GptwavesError(f"recording not found: {path}")
+        check_regular_file(path, "recording")
         side = path.with_suffix(".json")
         if verify and side.exists():
-            expected = read_json(side, "recording metadata").get("sha256")
+            smeta = read_json(side, "recording metadata", dict)
+            expected = smeta.get("sha256")
+            if expected is not None and not isinstance(expected, str):
+                raise CorruptArtefactError(f"recording metadata {side}: sha256 is not a string")
+            if smeta.get("file") not in (None, path.name):
+                raise CorruptArtefactError(f"recording metadata {side} describes {smeta.get('file')!r}, not {path.name}")
             if expected and sha256_file(path) != expected:
                 raise GptwavesError(f"recording {path} fails its sha256 check (truncated or corrupted)")
         try:
             f = h5py.File(path, "r")
         except OSError as e:
-            raise GptwavesError(f"recording {path} is not a readable HDF5 file: {e}") from None
+            raise GptwavesError(f"recording {path} is not a readable HDF5 file: {describe_oserror(e)}") from None
         meta = {}
         for k, v in f.attrs.items():
             if isinstance(v, bytes):
@@ -266,8 +424,18 @@ class Recording:
         if meta.get("format") != FORMAT:
             f.close()
             raise GptwavesError(f"{path} is not a gptwaves recording")
-        if "vocab" in f:
-            meta["vocab"] = [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocab"][()]]
+        try:
+            if "vocab" in f:
+                meta["vocab"] = [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocab"][()]]
+            validate_recording(f, meta, path)
+        except BaseException as e:
+            f.close()
+            if isinstance(e, GptwavesError):
+                raise
+            if isinstance(e, (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError)):
+                raise CorruptArtefactError(f"recording {path} is unreadable or inconsistent "
+                                           f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+            raise
         return cls(path, f, meta)
 
     def __enter__(self) -> "Recording":
@@ -346,6 +514,77 @@ class Recording:
             yield ds[s : s + batch]
 
 
+def _finite_everywhere(obj) -> bool:
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_finite_everywhere(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(_finite_everywhere(v) for v in obj)
+    if isinstance(obj, np.ndarray) and obj.dtype.kind == "f":
+        return bool(np.isfinite(obj).all())
+    return True
+
+
+def _pos_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1
+
+
+def validate_recording(f: h5py.File, meta: dict, path: Path) -> None:
+    """Check a recording's structure and ranges (see :meth:`Recording.open`); raise one line."""
+    bad = lambda why: CorruptArtefactError(f"recording {path} is inconsistent: {why}")  # noqa: E731
+    for name in ("tokens", "entropy", "is_prompt", "waves"):
+        if name not in f:
+            raise bad(f"no '{name}' dataset")
+    if not _finite_everywhere(meta):
+        raise bad("an attribute is NaN or infinite")
+    for k in ("samples", "steps", "prompt_len"):
+        if not _pos_int(meta.get(k)):
+            raise bad(f"attribute {k}={meta.get(k)!r} is not a positive integer")
+    it = meta.get("iteration")
+    if it is not None and (isinstance(it, (bool, np.bool_)) or not isinstance(it, (int, np.integer)) or it < 0):
+        raise bad(f"iteration {it!r} is not a non-negative integer")
+    taps = meta.get("taps")
+    if not isinstance(taps, list) or not all(isinstance(t, str) for t in taps):
+        raise bad("attribute 'taps' is not a list of names")
+    vocab = meta.get("vocab")
+    if not isinstance(vocab, list) or not vocab or not all(isinstance(c, str) for c in vocab):
+        raise bad("no vocabulary")
+    if all(len(c) == 1 for c in vocab) and len(set(vocab)) != len(vocab):
+        raise bad("the vocabulary has repeated characters")
+    S, steps, P = int(meta["samples"]), int(meta["steps"]), int(meta["prompt_len"])
+    n = P - 1 + steps
+    tok, ent, isp = f["tokens"], f["entropy"], f["is_prompt"]
+    if tok.shape != (S, P + steps):
+        raise bad(f"tokens have shape {tok.shape}, expected {(S, P + steps)} from the attributes")
+    if ent.shape != (S, n):
+        raise bad(f"entropy has shape {ent.shape}, expected {(S, n)}")
+    if isp.shape != (n,):
+        raise bad(f"is_prompt has shape {isp.shape}, expected {(n,)}")
+    if tok.dtype.kind not in "iu":
+        raise bad("tokens are not integers")
+    C = None
+    for t in taps:
+        if t not in f["waves"]:
+            raise bad(f"tap {t!r} is listed but has no data")
+        shp = f["waves"][t].shape
+        if len(shp) != 3 or shp[:2] != (S, n) or (C is not None and shp[2] != C):
+            raise bad(f"waves/{t} has shape {shp}, expected {(S, n, C or 'C')}")
+        C = shp[2]
+    cfg = meta.get("model_config")
+    if isinstance(cfg, dict) and C is not None and cfg.get("n_embd") not in (None, C):
+        raise bad(f"waves have {C} channels, the model config says {cfg.get('n_embd')}")
+    lo, hi = np.inf, -np.inf
+    for s0 in range(0, S, 4096):  # bounded memory
+        block = tok[s0 : s0 + 4096]
+        lo, hi = min(lo, int(block.min())), max(hi, int(block.max()))
+        e = ent[s0 : s0 + 4096]
+        if not np.isfinite(e).all() or (e < -1e-3).any():
+            raise bad("entropies are NaN, infinite or negative")
+    if lo < 0 or hi >= len(vocab):
+        raise bad(f"token ids range over [{lo}, {hi}], outside the vocabulary of {len(vocab)}")
+
+
 def open_recording(path: str | Path, verify: bool = True) -> Recording:
     """Open a recording lazily (the notebook entry point)."""
     return Recording.open(path, verify=verify)
@@ -356,16 +595,28 @@ def list_recordings(run_dir: Path) -> list[Path]:
     return sorted(p for p in d.glob("*.h5")) if d.is_dir() else []
 
 
-def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str) -> bool:
-    """True if a finished recording at ``path`` was made with these settings and weights."""
+def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify: bool = True) -> bool:
+    """True if a finished, intact recording at ``path`` was made with these settings and weights.
+
+    With ``verify`` the file must also pass its checksum and :func:`validate_recording`; a
+    damaged or tampered recording is thus recorded again instead of being used.
+    """
     side = Path(path).with_suffix(".json")
-    if not (Path(path).exists() and side.exists()):
+    if not (Path(path).is_file() and side.is_file()):
         return False
     try:
-        meta = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = read_json(side, "recording metadata", dict)
+    except GptwavesError:
         return False
-    return meta.get("settings_hash") == settings_hash(spec, weights_sha256)
+    if meta.get("settings_hash") != settings_hash(spec, weights_sha256):
+        return False
+    if not verify:
+        return True
+    try:
+        with Recording.open(path, verify=True) as rec:
+            return rec.n_samples == spec.samples
+    except GptwavesError:
+        return False
 
 
 def default_taps(model: GPT) -> Sequence[str]:

@@ -22,6 +22,7 @@ block_size). The policy is recorded with the data.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
@@ -33,6 +34,12 @@ from torch.nn import functional as F
 from .errors import GptwavesError
 from .model import GPT, KVCache
 
+#: Bounds of the sampling settings: below 1e-6 the scaled logits can overflow float32, and
+#: recording seeds are multiplied by 1_000_003 and must stay within torch's 64-bit seed range.
+MIN_TEMPERATURE = 1e-6
+MAX_TEMPERATURE = 1e6
+MAX_SAMPLING_SEED = 2**44
+
 
 @dataclass
 class SamplingConfig:
@@ -43,13 +50,26 @@ class SamplingConfig:
     context: str = "crop"  # "crop" or "stride=K"
 
     def __post_init__(self) -> None:
-        if not (self.temperature > 0):
-            raise GptwavesError(f"temperature must be > 0, not {self.temperature}")
-        if self.top_k is not None and self.top_k <= 0:
-            raise GptwavesError(f"top-k must be positive, not {self.top_k}")
-        if self.top_p is not None and not (0 < self.top_p <= 1):
-            raise GptwavesError(f"top-p must be in (0, 1], not {self.top_p}")
+        self.validate()
+
+    def validate(self) -> "SamplingConfig":
+        """Check every field (finite temperature > 0, top-k >= 1, top-p in (0, 1], seed, policy)."""
+        from .config import check_int, check_real
+        from .errors import SettingsError
+
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not self.temperature > 0 or not math.isfinite(self.temperature):
+            raise SettingsError(f"--temperature must be a finite number > 0, not {self.temperature!r}")
+        check_real("temperature", self.temperature, MIN_TEMPERATURE, MAX_TEMPERATURE)
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, 1, 1 << 31)
+        if self.top_p is not None:
+            check_real("top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        check_int("seed", self.seed, 0, MAX_SAMPLING_SEED)
+        if not isinstance(self.context, str):
+            raise SettingsError(f"--context must be 'crop' or 'stride=K', not {self.context!r}")
         parse_context(self.context)
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,9 +79,11 @@ def parse_context(policy: str) -> int | None:
     """Return None for ``crop`` or K for ``stride=K``; raise on anything else."""
     if policy == "crop":
         return None
-    m = re.fullmatch(r"stride=(\d+)", policy or "")
+    m = re.fullmatch(r"stride=(\d{1,9})", policy) if isinstance(policy, str) else None
     if not m or int(m.group(1)) < 1:
-        raise GptwavesError(f"unknown context policy {policy!r}: use 'crop' or 'stride=K' (K >= 1)")
+        from .errors import SettingsError
+
+        raise SettingsError(f"unknown context policy {policy!r}: use 'crop' or 'stride=K' (K >= 1)")
     return int(m.group(1))
 
 

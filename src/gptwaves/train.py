@@ -11,6 +11,16 @@ Layout of a run directory::
 Re-running the same command resumes from the newest state and ends with weights bit-identical
 to an uninterrupted run (same device and thread count). A first SIGINT/SIGTERM stops cleanly
 after the current step, saving a state.
+
+At a scheduled iteration the files are written in this order: weights, the evaluation row of
+metrics.jsonl, the training state, and last the checkpoint JSON, whose presence marks the
+checkpoint done. A kill at any point in between is repaired by the next run (and a folder
+written by older versions, where the JSON came first, is repaired too: a missing evaluation row
+is restored from the checkpoint JSON and a state left behind is brought forward).
+
+Settings are validated, and checked against the corpus and the machine's memory, before
+anything is written; a failed write (disk full, file-size limit, read-only folder) is one line
+naming the file, and leaves the previous files intact.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,15 +39,17 @@ from safetensors.torch import save as st_save
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import list_checkpoints, read_safetensors, save_checkpoint
+from .checkpoint import SHA256_RE, check_vocab, list_checkpoints, read_safetensors, save_checkpoint
 from .config import TrainConfig
 from .corpus import Corpus
-from .errors import GptwavesError
-from .io import RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, sha256_bytes
+from .errors import CorruptArtefactError, GptwavesError, SettingsError
+from .io import (RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text, check_regular_file, confined_file,
+                 physical_memory, read_json, sha256_bytes, sweep_stale, write_guard)
 from .model import GPT
 from .runtime import Interrupted, graceful_stop, pick_device
 
 RUN_FORMAT = "gptwaves-run"
+STATE_RE = re.compile(r"^state_(\d{7})\.safetensors$")
 
 
 def run_identity(cfg: TrainConfig, corpus: Corpus) -> dict:
@@ -51,14 +64,35 @@ def refuse_foreign_dir(run_dir: Path) -> None:
         raise GptwavesError(f"{run_dir} is not empty and holds no gptwaves run; choose another --out")
 
 
+def read_run_info(run_dir: str | os.PathLike) -> dict:
+    """Read and validate ``DIR/run.json``; one-line errors name the file.
+
+    Returns the dict (keys ``format``, ``corpus_sha256``, ``train``, and from most versions
+    ``vocab``, ``corpus_path``, ``created_by``). ``corpus_path`` is returned as written; it is a
+    user path, checked when the corpus is loaded (a regular file of bounded size).
+    """
+    path = Path(run_dir) / "run.json"
+    info = read_json(path, "run file", dict)
+    if info.get("format") != RUN_FORMAT:
+        raise GptwavesError(f"{Path(run_dir)} holds something that is not a gptwaves run")
+    if not isinstance(info.get("corpus_sha256"), str) or not SHA256_RE.match(info["corpus_sha256"]):
+        raise CorruptArtefactError(f"run file {path}: corpus_sha256 is not a sha256 hex digest")
+    if not isinstance(info.get("train"), dict):
+        raise CorruptArtefactError(f"run file {path}: 'train' settings are not an object")
+    if "vocab" in info:
+        check_vocab(info["vocab"], f"run file {path}")
+    cp = info.get("corpus_path")
+    if cp is not None and (not isinstance(cp, str) or not cp or "\x00" in cp):
+        raise CorruptArtefactError(f"run file {path}: corpus_path {cp!r} is not a file path")
+    return info
+
+
 def check_or_create_run(run_dir: Path, cfg: TrainConfig, corpus: Corpus) -> None:
     """Refuse an output folder that holds a different run; create run.json for a new one."""
     path = run_dir / "run.json"
     ident = run_identity(cfg, corpus)
     if path.exists():
-        old = read_json(path, "run file")
-        if old.get("format") != RUN_FORMAT:
-            raise GptwavesError(f"{run_dir} holds something that is not a gptwaves run")
+        old = read_run_info(run_dir)
         if old.get("corpus_sha256") != corpus.sha256:
             raise GptwavesError(
                 f"{run_dir} holds a run trained on a different corpus (sha256 "
@@ -69,10 +103,42 @@ def check_or_create_run(run_dir: Path, cfg: TrainConfig, corpus: Corpus) -> None
         if diff:
             shown = ", ".join(f"{k}={old['train'].get(k)!r}->{ident['train'].get(k)!r}" for k in diff[:4])
             raise GptwavesError(f"{run_dir} holds a run with different settings ({shown}); choose another --out")
+        if "vocab" in old and old["vocab"] != corpus.tokenizer.chars:
+            raise CorruptArtefactError(f"run file {path}: its vocabulary differs from the corpus's (tampered?)")
         return
     refuse_foreign_dir(run_dir)
+    cpath = str(Path(corpus.path).resolve()) if corpus.path else None  # works from any folder later
     atomic_write_json(path, {**ident, "created_by": f"gptwaves {__version__}",
-                             "vocab": corpus.tokenizer.chars, "corpus_path": str(corpus.path)})
+                             "vocab": corpus.tokenizer.chars, "corpus_path": cpath})
+
+
+def estimate_training_bytes(cfg: TrainConfig, vocab_size: int) -> int:
+    """A rough upper estimate of the memory one training step needs (weights, gradients, AdamW
+    moments, causal masks and activations incl. attention matrices), in bytes."""
+    C, L, T, B, H = cfg.n_embd, cfg.n_layer, cfg.block_size, cfg.batch_size, cfg.n_head
+    params = 12 * L * C * C + (2 * vocab_size + T) * C
+    masks = L * T * T
+    acts = B * T * (16 * C * L + 2 * H * T * L + vocab_size * 2)
+    return 16 * params + masks + 4 * acts
+
+
+def preflight(cfg: TrainConfig, corpus: Corpus, device: torch.device) -> None:
+    """Check settings against the corpus and the machine before anything is written."""
+    cfg.validate()
+    for split, ids in (("training", corpus.train_ids), ("validation", corpus.val_ids)):
+        if len(ids) <= cfg.block_size + 1:
+            raise SettingsError(
+                f"corpus {split} split of {len(ids)} characters is too short for --block-size "
+                f"{cfg.block_size}")
+    need = estimate_training_bytes(cfg, corpus.tokenizer.vocab_size)
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = physical_memory()
+    if need > 2 * have:
+        raise SettingsError(
+            f"these settings need about {need / 2**30:,.0f} GiB of memory to train, the "
+            f"{device.type} device has {have / 2**30:,.0f} GiB; choose a smaller model, block or batch size")
 
 
 def lr_at(cfg: TrainConfig, it: int) -> float:
@@ -189,7 +255,10 @@ def save_state(run_dir: Path, it: int, model: GPT, opt: torch.optim.Optimizer,
     })
     for p in sdir.glob("state_*.safetensors"):  # keep only the newest state
         if p.name != name:
-            p.unlink(missing_ok=True)
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:  # a read-only leftover is harmless: state.json names the newest
+                pass
 
 
 def load_state(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, gen: torch.Generator,
@@ -197,63 +266,134 @@ def load_state(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, gen: torch
     ptr = run_dir / "state" / "state.json"
     if not ptr.exists():
         return None
-    meta = read_json(ptr, "training state")
-    tensors = read_safetensors(run_dir / "state" / meta["file"], meta.get("sha256"))
+    meta = read_state_pointer(run_dir)
+    hint = f"; delete {run_dir / 'state'} to train again from the start"
+    path = confined_file(run_dir / "state", meta["file"], f"training state {ptr}: file", physical_memory())
+    tensors = read_safetensors(path, meta["sha256"])
+    missing = [k for k in ("rng.torch", "rng.data") if k not in tensors]
+    if missing:
+        raise CorruptArtefactError(f"training state {path} is incomplete (no {', '.join(missing)}){hint}")
     msd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(msd)
     except RuntimeError:
-        raise GptwavesError(f"training state in {run_dir} does not match the model settings") from None
+        raise GptwavesError(f"training state in {run_dir} does not match the model settings{hint}") from None
     states: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, name = k.split(".", 2)
-            states.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
-    opt.load_state_dict({"state": states, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    gen.set_state(tensors["rng.data"])
-    if device.type == "cuda" and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    try:
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                states.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
+        opt.load_state_dict({"state": states, "param_groups": meta["param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.data"])
+        if device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CorruptArtefactError(f"training state {path} is inconsistent ({first}){hint}") from None
     return int(meta["iteration"])
+
+
+def read_state_pointer(run_dir: Path) -> dict:
+    """Read and validate ``DIR/state/state.json`` (iteration, file name, checksum, param groups)."""
+    ptr = Path(run_dir) / "state" / "state.json"
+    meta = read_json(ptr, "training state", dict)
+    src = f"training state {ptr}"
+    it = meta.get("iteration")
+    if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+        raise CorruptArtefactError(f"{src}: iteration {it!r} is not a non-negative integer")
+    name = meta.get("file")
+    m = STATE_RE.match(name) if isinstance(name, str) else None
+    if not m:
+        raise CorruptArtefactError(f"{src}: file {name!r} is not a state file name")
+    if int(m.group(1)) != it:
+        raise CorruptArtefactError(f"{src}: iteration {it} disagrees with the file name {name}")
+    if not isinstance(meta.get("sha256"), str) or not SHA256_RE.match(meta["sha256"]):
+        raise CorruptArtefactError(f"{src}: sha256 is not a sha256 hex digest")
+    pg = meta.get("param_groups")
+    if not isinstance(pg, list) or not all(isinstance(g, dict) for g in pg):
+        raise CorruptArtefactError(f"{src}: param_groups is not a list of objects")
+    return meta
 
 
 # ---------------------------------------------------------------------------- metrics log
 
+def _metrics_row(line: str) -> dict | None:
+    """A metrics row, or None for a line cut by a kill or otherwise invalid."""
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(row, dict):
+        return None
+    it = row.get("iter")
+    if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+        return None
+    if row.get("kind") not in ("train", "eval"):
+        return None
+    return row
+
+
+def _metrics_lines(path: Path) -> list[tuple[str, dict]]:
+    """(line, row) for every valid row of a metrics log (a regular file of at most 1 GiB)."""
+    if not path.exists():
+        return []
+    check_regular_file(path, "metrics log", 1 << 30)
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as e:
+        raise GptwavesError(f"cannot read metrics log {path}: {e.strerror or e}") from None
+    out = []
+    for line in text.splitlines():
+        row = _metrics_row(line)
+        if row is not None:
+            out.append((line, row))
+    return out
+
+
 class MetricsLog:
-    """Append-only JSONL log; on resume rows past the resumed iteration are dropped."""
+    """Append-only JSONL log; on resume rows past the resumed iteration are dropped.
+
+    ``eval_iters`` is the set of iterations that have an evaluation row (a repaired or resumed
+    run never writes one twice).
+    """
 
     def __init__(self, path: Path, resume_from: int | None):
         self.path = path
-        rows = []
-        if path.exists():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                if resume_from is not None and row.get("iter", 0) <= resume_from:
-                    rows.append(line)
-        atomic_write_text(path, "".join(r + "\n" for r in rows))
-        self._f = open(path, "a", encoding="utf-8")
+        kept = []
+        self.eval_iters: set[int] = set()
+        for line, row in _metrics_lines(path):
+            if resume_from is not None and row["iter"] <= resume_from:
+                if row["kind"] == "eval":
+                    if row["iter"] in self.eval_iters:
+                        continue
+                    self.eval_iters.add(row["iter"])
+                kept.append(line)
+        atomic_write_text(path, "".join(r + "\n" for r in kept))
+        with write_guard(path):
+            self._f = open(path, "a", encoding="utf-8")
 
-    def write(self, row: dict) -> None:
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
+    def write(self, row: dict, sync: bool = False) -> None:
+        with write_guard(self.path):
+            self._f.write(json.dumps(row) + "\n")
+            self._f.flush()
+            if sync:
+                os.fsync(self._f.fileno())
+        if row.get("kind") == "eval":
+            self.eval_iters.add(int(row["iter"]))
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:  # the write that failed was already reported
+            pass
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return rows
+    """The valid rows of ``DIR/metrics.jsonl`` (dicts with a non-negative integer ``iter`` and a
+    ``kind`` of train or eval); cut or tampered lines are skipped."""
+    return [row for _, row in _metrics_lines(Path(run_dir) / "metrics.jsonl")]
 
 
 # ---------------------------------------------------------------------------- main loop
@@ -273,7 +413,9 @@ def train(cfg: TrainConfig, corpus: Corpus, run_dir: str | os.PathLike) -> Train
 
     run_dir = Path(run_dir)
     d = dd.info()
+    cfg.validate()
     device = pick_device(cfg.device)
+    preflight(cfg, corpus, device)
     if d.enabled:
         if cfg.batch_size % d.world:
             raise GptwavesError(f"batch size {cfg.batch_size} is not divisible by {d.world} processes")
@@ -285,6 +427,7 @@ def train(cfg: TrainConfig, corpus: Corpus, run_dir: str | os.PathLike) -> Train
         return _train_locked(cfg, corpus, run_dir, device, d)
     refuse_foreign_dir(run_dir)  # before the lock, which would leave a .lock file there
     with RunLock(run_dir):
+        sweep_stale(run_dir)  # temporary files of killed runs (the lock says none is live)
         check_or_create_run(run_dir, cfg, corpus)
         dd.barrier()
         return _train_locked(cfg, corpus, run_dir, device, d)
@@ -312,11 +455,13 @@ def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch
         raise GptwavesError(f"{run_dir} was already trained to iteration {it} > --max-iters {cfg.max_iters}")
     schedule = cfg.schedule()
     ckpt_dir = run_dir / "checkpoints"
-    done = {c.iteration for c in list_checkpoints(ckpt_dir)}
+    vocab = corpus.tokenizer.chars
+    done_meta = {c.iteration: c.meta for c in list_checkpoints(ckpt_dir, vocab=vocab)}
+    done = set(done_meta)
+    state_it = start
     batcher = Batcher(torch.from_numpy(corpus.train_ids), cfg.block_size, cfg.batch_size, device)
     eval_batches = fixed_eval_batches(corpus, cfg, device)
     log = MetricsLog(run_dir / "metrics.jsonl", resumed_from) if d.main else None
-    vocab = corpus.tokenizer.chars
     tokens_per_iter = cfg.batch_size * cfg.block_size
     bar = tqdm(total=cfg.max_iters, initial=it, desc=f"train {cfg.preset}", unit="it",
                disable=not (cfg.progress and d.main), dynamic_ncols=True, mininterval=0.5)
@@ -329,20 +474,37 @@ def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch
                 if it in schedule and it not in done:
                     losses = evaluate(model, eval_batches, cfg, device)
                     last_val = losses["val"]
+                    if d.main:
+                        # row and state first, the JSON (which marks the checkpoint done) last
+                        def before_meta(it=it, losses=losses):
+                            nonlocal state_it
+                            if it not in log.eval_iters:
+                                log.write({"iter": it, "kind": "eval", "train_loss": losses["train"],
+                                           "val_loss": losses["val"]}, sync=True)
+                            save_state(run_dir, it, model, opt, gen, device)
+                            state_it = it
+
+                        save_checkpoint(ckpt_dir, model, it, vocab, {
+                            "train_loss": losses["train"], "val_loss": losses["val"],
+                            "train_config": cfg.identity(), "corpus_sha256": corpus.sha256,
+                            "tokens_seen": it * tokens_per_iter,
+                        }, before_meta=before_meta)
                     done.add(it)
-                if it in schedule and d.main and not (ckpt_dir / f"iter_{it:07d}.json").exists():
-                    save_checkpoint(ckpt_dir, model, it, vocab, {
-                        "train_loss": losses["train"], "val_loss": losses["val"],
-                        "train_config": cfg.identity(), "corpus_sha256": corpus.sha256,
-                        "tokens_seen": it * tokens_per_iter,
-                    })
-                    log.write({"iter": it, "kind": "eval", "train_loss": losses["train"],
-                               "val_loss": losses["val"]})
-                    save_state(run_dir, it, model, opt, gen, device)
+                elif it in schedule and d.main:
+                    # done earlier; repair what a kill (or an older version's write order) lost
+                    meta = done_meta.get(it)
+                    if it not in log.eval_iters and meta is not None:
+                        log.write({"iter": it, "kind": "eval", "train_loss": meta.get("train_loss"),
+                                   "val_loss": meta.get("val_loss")}, sync=True)
+                    if state_it is None or state_it < it:
+                        save_state(run_dir, it, model, opt, gen, device)
+                        state_it = it
+                    if meta is not None and meta.get("val_loss") is not None:
+                        last_val = meta["val_loss"]
                 if it >= cfg.max_iters:
                     break
                 if dd.any_flag(bool(stop), device):
-                    if d.main:
+                    if d.main and state_it != it:
                         save_state(run_dir, it, model, opt, gen, device)
                     raise Interrupted(f"training interrupted at iteration {it}; re-run the same command to resume")
                 lr = lr_at(cfg, it)
@@ -376,6 +538,7 @@ def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch
                     bar.set_postfix(post, refresh=False)
                 if it % cfg.state_interval == 0 and it not in schedule and d.main:
                     save_state(run_dir, it, model, opt, gen, device)
+                    state_it = it
     finally:
         bar.close()
         if log is not None:
