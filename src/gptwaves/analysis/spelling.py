@@ -69,6 +69,7 @@ __all__ = [
     "default_windows",
     "cascade",
     "cascade_null",
+    "perm_p_value",
     "analyze_words",
     "analyze",
     "crossing_iteration",
@@ -657,7 +658,7 @@ def _fano_pair(m: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(fm, 0.0), np.maximum(fc, 0.0)
 
 
-def _perm_p(obs: float, null: np.ndarray) -> tuple[float, int]:
+def perm_p_value(obs: float, null: np.ndarray) -> tuple[float, int]:
     """Two-sided permutation p-value ``min(1, 2 min(P(null >= obs), P(null <= obs)))`` with the
     +1 correction, over the finite null values; returns (p, number of finite values)."""
     null = np.asarray(null, dtype=float)
@@ -673,7 +674,7 @@ def _perm_p(obs: float, null: np.ndarray) -> tuple[float, int]:
 def _null_summary(obs: float, null: np.ndarray, ref: float, alpha: float, up: str, down: str) -> dict:
     fin = np.asarray(null, dtype=float)
     fin = fin[np.isfinite(fin)]
-    p, n_ok = _perm_p(obs, fin)
+    p, n_ok = perm_p_value(obs, fin)
     med = float(np.median(fin)) if fin.size else math.nan
     lo, hi = (float(v) for v in np.quantile(fin, [alpha / 2, 1 - alpha / 2])) if fin.size else (math.nan,) * 2
     if not math.isfinite(obs):
