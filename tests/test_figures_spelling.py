@@ -15,7 +15,7 @@ def _texts(rng, n, p):
     for _ in range(n):
         ws = [WORDS[i] for i in rng.integers(0, len(WORDS), 12)]
         ws = ["z" + w[1:] if rng.random() < p else w for w in ws]
-        out.append(("\n" + " ".join(ws) + " ")[:65])
+        out.append(("\n" + " ".join(ws) + " ")[:81])
     return out
 
 
@@ -23,7 +23,7 @@ def _texts(rng, n, p):
 def series():
     rng = np.random.default_rng(0)
     iters = [0, 10, 100, 1000]
-    results = [sp.analyze(_texts(rng, 60, p), LEXICON, 1, 64, n_boot=100)
+    results = [sp.analyze(_texts(rng, 60, p), LEXICON, 1, 64, n_boot=100, n_perm=50)
                for p in (0.9, 0.6, 0.3, 0.05)]
     return iters, results, [4.2, 3.0, 2.0, 1.6]
 
@@ -48,6 +48,14 @@ def test_fano_plot(tmp_path, series):
     iters, results, vl = series
     _check(fs.plot_fano(iters, results, tmp_path / "fano", val_losses=vl))
     _check(fs.plot_fano(iters, results, tmp_path / "fano_only"))
+    cr = {"reported": True, "iteration": 50.0, "ci": [12.0, None]}
+    _check(fs.plot_fano(iters, results, tmp_path / "fano_cross", crossing=cr))
+
+
+def test_decomposition_and_cascade(tmp_path, series):
+    iters, results, _ = series
+    _check(fs.plot_decomposition(iters, results, tmp_path / "dec"))
+    _check(fs.plot_cascade(iters, results, tmp_path / "cas"))
 
 
 def test_q_and_rates(tmp_path, series):
@@ -58,9 +66,11 @@ def test_q_and_rates(tmp_path, series):
 
 def test_fano_plot_handles_undefined(tmp_path):
     texts = ["\nzz qq x", "\nqq zz zq x", "\nzz x"]
-    r = sp.analyze(texts, LEXICON, 1, 8, n_boot=20)
+    r = sp.analyze(texts, LEXICON, 1, 8, n_boot=20, n_perm=20)
     _check(fs.plot_fano([0, 5], [r, r], tmp_path / "undef", val_losses=[4.0, 3.9]))
     _check(fs.plot_rates([0, 5], [r, r], tmp_path / "undef_rates"))
+    _check(fs.plot_decomposition([0, 5], [r, r], tmp_path / "undef_dec"))
+    _check(fs.plot_cascade([0, 5], [r, r], tmp_path / "undef_cas"))
 
 
 def test_text_page_html_escapes_and_marks():
@@ -80,5 +90,7 @@ def test_text_page_html_escapes_and_marks():
     assert '<span class="unscored">x</span>' in out
     assert 'data-iteration="500"' in out
     assert out.count('<pre class="sample">') == 2
+    margin = fs.text_page_html(["\nthe good night sweet x"], LEXICON, 1, iteration=2, length=9)
+    assert '<span class="unscored">night</span>' in margin
     one = fs.text_page_html(texts, LEXICON, 1, iteration=1, max_samples=1)
     assert one.count('<pre class="sample">') == 1

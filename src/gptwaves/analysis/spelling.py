@@ -1,29 +1,48 @@
-"""Counting statistics of spelling errors in generated text (DESIGN section 5).
+"""Counting statistics of spelling errors in generated text (DESIGN section 5, revised).
 
-Pure functions (numpy / scipy only, no file I/O): word extraction, lexicon
-scoring, dispersion (Fano factor, Mandel Q, index-of-dispersion test), the
-independent-error (binomial thinning) reference, the counting-window curve
-Q(w), the cascade statistics of consecutive misspellings, and the crossing
-iteration of a Fano factor through 1.
+Pure functions (numpy / scipy only, no file I/O): word extraction with the margin rule,
+lexicon scoring, dispersion (Fano factor, Mandel Q, index-of-dispersion test, BCa CI), the
+decomposition of a (sub-)Poissonian count (word total with its renewal reference,
+length-conditioned independent-error reference, stratified permutation null), the
+counting-window curve Q(w) with its null band, the cascade relative risk with its
+within-sample permutation null, and the crossing of F_correct through 1 across checkpoints
+with its bootstrap CI.
 
 Conventions
 -----------
-A *sample* is one generated text **including** its prompt: ``texts[i][:prompt_len]``
-is the prompt, and the ``length`` generated characters follow it. A *word* is a
-maximal match of `WORD_RE`, lowercased; a word is *correct* when it is in the
-lexicon, otherwise *misspelled*.
+A *sample* is one generated text **including** its prompt: ``texts[i][:prompt_len]`` is the
+prompt, the next ``length`` (L) characters are the *counted* characters and the ``margin``
+(M) characters after them are generated only so that the words started in the counted part
+can finish. A *word* is a maximal match of `WORD_RE`, lowercased; a word is *correct* when it
+is in the lexicon, otherwise *misspelled*. A sample's words are those that *start* in its
+counted characters; a word overlapping the prompt is dropped; a word still unfinished at the
+end of the text (its match reaches the end, or only one apostrophe follows it) is dropped and
+counted as *cut*.
+
+Word lengths are the number of characters of the matched word (apostrophes included); the
+length bins of the independent-error reference and of the permutation null are 1, 2, ...,
+11 and ">= 12" (`LENGTH_BINS` = 12 bins, the last pooled).
+
+Randomness: ``seed`` gives the BCa bootstrap of F_correct (``seed``), F_misspelled
+(``seed + 1``), the cascade RR (``seed + 2``) and the permutation nulls
+(``numpy.random.default_rng([seed, 1])`` for the stratified null, ``[seed, 2]`` for the
+cascade null); a run is reproducible from ``seed``.
+
+Undefined values are ``None`` in JSON (never NaN), with a ``reason`` string next to them.
 
 Functions
 ---------
-extract_words, build_lexicon, load_word_list, score_samples, dispersion,
-independent_reference, window_counts, q_curve, cascade, analyze,
-crossing_iteration
+scan_words, extract_words, build_lexicon, load_word_list, score_samples, dispersion,
+fano_bca, length_bins, independent_reference, renewal_reference, stratified_null,
+window_counts, q_curve, default_windows, cascade, cascade_null, analyze_words, analyze,
+crossing_iteration, crossing
 """
 
 from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -32,80 +51,101 @@ from scipy import stats
 
 __all__ = [
     "WORD_RE",
+    "LENGTH_BINS",
     "ScoredSamples",
+    "scan_words",
     "extract_words",
     "build_lexicon",
     "load_word_list",
     "score_samples",
     "dispersion",
+    "fano_bca",
+    "length_bins",
     "independent_reference",
+    "renewal_reference",
+    "stratified_null",
     "window_counts",
     "q_curve",
     "default_windows",
     "cascade",
+    "cascade_null",
+    "perm_p_value",
+    "analyze_words",
     "analyze",
     "crossing_iteration",
+    "crossing",
 ]
 
 #: A word: letters, optionally joined by single internal apostrophes.
 WORD_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 
-VERDICTS = ("sub-Poissonian", "Poissonian", "super-Poissonian", "undefined")
+#: Number of word-length bins: lengths 1..11 and a pooled ">= 12" bin.
+LENGTH_BINS = 12
 
 
 # ---------------------------------------------------------------------------
 # Words and lexicon
 # ---------------------------------------------------------------------------
-def extract_words(text: str, prompt_len: int = 0) -> list[tuple[str, int, int]]:
-    """Extract the scorable words of one generated sample.
+def scan_words(text: str, prompt_len: int = 0,
+               length: int | None = None) -> tuple[list[tuple[str, int, int]], int]:
+    """Counted words of one sample and the number of cut words.
 
     Parameters
     ----------
     text : str
-        The sample, prompt included (``text[:prompt_len]`` is the prompt).
+        The sample: prompt, ``length`` counted characters, then the margin.
     prompt_len : int, optional
         Number of leading prompt characters. Default 0.
+    length : int, optional
+        Counted characters L: a word is counted when it starts in
+        ``[prompt_len, prompt_len + length)``. ``None`` (default): every word after the
+        prompt starts in the counted part (no margin).
 
     Returns
     -------
     words : list of tuple (str, int, int)
-        ``(word_lowercased, start, end)`` for every maximal match of
-        `WORD_RE` (``text[start:end]`` is the match), in text order, excluding
-        the dropped words below.
+        ``(word_lowercased, start, end)`` of every counted, complete word, in text order.
+    n_cut : int
+        Words that start in the counted part but are unfinished at the end of the text
+        (dropped).
 
     Notes
     -----
-    Dropped words:
+    A word is *cut* when its match ends at ``len(text)``, or when only a single
+    apostrophe follows it (``"don'"`` could have continued as ``"don't"``); with a margin of
+    M characters this only happens to a word longer than about M characters. A word
+    overlapping the prompt (``start < prompt_len``, e.g. the continuation of a prompt ending
+    in letters) is dropped and not counted as cut. Letters are ASCII only; an apostrophe
+    belongs to a word only between two letters (``"don't"``, ``"o'er"``; ``"'tis"`` gives
+    ``"tis"``).
+    """
+    n = len(text)
+    stop = n if length is None else prompt_len + int(length)
+    out = []
+    n_cut = 0
+    for m in WORD_RE.finditer(text):
+        s, e = m.span()
+        if s < prompt_len:
+            continue
+        if s >= stop:
+            break
+        if e == n or (e == n - 1 and text[e] == "'"):
+            n_cut += 1
+            continue
+        out.append((m.group().lower(), s, e))
+    return out, n_cut
 
-    * a word overlapping the prompt (``start < prompt_len``), including a
-      generated continuation of a prompt that ends in letters;
-    * the final word when it may be cut by the sample end: its match ends at
-      ``len(text)``, or only a single apostrophe follows it (``"don'"`` could
-      have continued as ``"don't"``). A word that happens to end exactly at the
-      sample end is therefore also treated as cut -- we cannot know.
 
-    Edge cases: letters are ASCII ``A-Z a-z`` only; digits, punctuation,
-    whitespace and any other character split words (``"a1b"`` -> ``a``, ``b``).
-    An apostrophe belongs to a word only between two letters: ``"don't"`` and
-    ``"o'er"`` are single words, ``"'tis"`` gives ``"tis"``, ``"lords'"`` gives
-    ``"lords"``, ``"a''b"`` gives ``a`` and ``b``. Upper case is lowered
-    (``"ROMEO"`` -> ``"romeo"``).
+def extract_words(text: str, prompt_len: int = 0,
+                  length: int | None = None) -> list[tuple[str, int, int]]:
+    """The counted, complete words of one sample (see `scan_words`, without the cut count).
 
     Examples
     --------
     >>> extract_words("\\nO'er the King's 'tis don", prompt_len=1)
     [("o'er", 1, 5), ('the', 6, 9), ("king's", 10, 16), ('tis', 18, 21)]
     """
-    n = len(text)
-    out = []
-    for m in WORD_RE.finditer(text):
-        s, e = m.span()
-        if s < prompt_len:
-            continue
-        if e == n or (e == n - 1 and text[e] == "'"):
-            continue
-        out.append((m.group().lower(), s, e))
-    return out
+    return scan_words(text, prompt_len, length)[0]
 
 
 def build_lexicon(text: str) -> frozenset[str]:
@@ -169,11 +209,14 @@ class ScoredSamples:
     Attributes
     ----------
     n_correct, n_misspelled, n_words : ndarray of int64, shape (n_samples,)
-        Counts of scored words per sample (``n_words = n_correct + n_misspelled``).
+        Counts of counted words per sample (``n_words = n_correct + n_misspelled``).
+    n_cut : ndarray of int64, shape (n_samples,)
+        Cut words per sample (started in the counted part, unfinished at the text end).
     words : list of list of tuple (int, bool)
-        Per sample, ``(start, is_misspelled)`` of each scored word in order.
-    word_sample, word_start : ndarray of int64, shape (n_total_words,)
-        Flattened: sample index and start offset of every scored word.
+        Per sample, ``(start, is_misspelled)`` of each counted word in order.
+    word_sample, word_start, word_len : ndarray of int64, shape (n_total_words,)
+        Flattened: sample index, start offset in the text (prompt included) and length in
+        characters of every counted word.
     word_mis : ndarray of bool, shape (n_total_words,)
         Flattened misspelling flags (same order).
     text_lengths : ndarray of int64, shape (n_samples,)
@@ -184,9 +227,11 @@ class ScoredSamples:
     n_correct: np.ndarray
     n_misspelled: np.ndarray
     n_words: np.ndarray
+    n_cut: np.ndarray
     words: list
     word_sample: np.ndarray
     word_start: np.ndarray
+    word_len: np.ndarray
     word_mis: np.ndarray
     text_lengths: np.ndarray
     prompt_len: int = 0
@@ -196,8 +241,8 @@ class ScoredSamples:
 
 
 def score_samples(texts: Sequence[str], lexicon: frozenset[str] | set[str],
-                  prompt_len: int) -> ScoredSamples:
-    """Score the words of generated samples against a lexicon.
+                  prompt_len: int, length: int | None = None) -> ScoredSamples:
+    """Score the counted words of generated samples against a lexicon.
 
     Parameters
     ----------
@@ -207,35 +252,35 @@ def score_samples(texts: Sequence[str], lexicon: frozenset[str] | set[str],
         Lowercased correct words (`build_lexicon` or `load_word_list`).
     prompt_len : int
         Prompt length in characters (same for all samples).
+    length : int, optional
+        Counted characters L (words starting after them are margin words, not counted).
+        ``None``: all words after the prompt are counted.
 
     Returns
     -------
     ScoredSamples
     """
     n = len(texts)
-    n_cor = np.zeros(n, dtype=np.int64)
-    n_mis = np.zeros(n, dtype=np.int64)
+    n_cut = np.zeros(n, dtype=np.int64)
     per_sample = []
-    samp, start, mis = [], [], []
+    samp, start, wlen, mis = [], [], [], []
     for i, t in enumerate(texts):
-        ws = [(s, w not in lexicon) for w, s, _ in extract_words(t, prompt_len)]
+        found, n_cut[i] = scan_words(t, prompt_len, length)
+        ws = [(s, w not in lexicon) for w, s, _ in found]
         per_sample.append(ws)
-        k = sum(m for _, m in ws)
-        n_mis[i] = k
-        n_cor[i] = len(ws) - k
-        samp.extend([i] * len(ws))
-        for s, m in ws:
-            start.append(s)
-            mis.append(m)
+        samp.append(np.full(len(found), i, dtype=np.int64))
+        start.extend(s for _, s, _ in found)
+        wlen.extend(e - s for _, s, e in found)
+        mis.extend(m for _, m in ws)
+    word_sample = np.concatenate(samp) if samp else np.zeros(0, dtype=np.int64)
+    word_mis = np.asarray(mis, dtype=bool)
+    n_words = np.bincount(word_sample, minlength=n).astype(np.int64)
+    n_mis = np.bincount(word_sample[word_mis], minlength=n).astype(np.int64)
     return ScoredSamples(
-        n_correct=n_cor,
-        n_misspelled=n_mis,
-        n_words=n_cor + n_mis,
-        words=per_sample,
-        word_sample=np.asarray(samp, dtype=np.int64),
-        word_start=np.asarray(start, dtype=np.int64),
-        word_mis=np.asarray(mis, dtype=bool),
-        text_lengths=np.asarray([len(t) for t in texts], dtype=np.int64),
+        n_correct=n_words - n_mis, n_misspelled=n_mis, n_words=n_words, n_cut=n_cut,
+        words=per_sample, word_sample=word_sample,
+        word_start=np.asarray(start, dtype=np.int64), word_len=np.asarray(wlen, dtype=np.int64),
+        word_mis=word_mis, text_lengths=np.asarray([len(t) for t in texts], dtype=np.int64),
         prompt_len=int(prompt_len),
     )
 
@@ -243,36 +288,64 @@ def score_samples(texts: Sequence[str], lexicon: frozenset[str] | set[str],
 # ---------------------------------------------------------------------------
 # Dispersion
 # ---------------------------------------------------------------------------
-def _fano(x: np.ndarray) -> float:
+def _fano_axis(x, axis=-1):
+    """F = var(ddof=1) / mean along ``axis`` (NaN where the mean is 0)."""
+    m = np.mean(x, axis=axis)
+    v = np.var(x, axis=axis, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(m > 0, v / np.where(m > 0, m, 1.0), np.nan)
+
+
+def _fano(x) -> float:
     x = np.asarray(x, dtype=float)
     if x.size < 2:
         return math.nan
-    m = x.mean()
-    if m <= 0:
-        return math.nan
-    return float(x.var(ddof=1) / m)
+    return float(_fano_axis(x))
 
 
-def _bootstrap_fano(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Fano factors of `n_boot` with-replacement resamples of `x`.
+def fano_bca(x, n_boot: int = 2000, seed: int = 0, ci: float = 0.95,
+             batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """BCa bootstrap confidence interval of the Fano factor (`scipy.stats.bootstrap`).
 
-    Resampling n values with replacement is equivalent to drawing multinomial
-    multiplicities over the distinct values, which is what is done here
-    (exact, and O(n_boot * n_distinct) instead of O(n_boot * n)).
+    Parameters
+    ----------
+    x : array_like, shape (..., N)
+        Counts; the last axis holds the N samples (leading axes: independent data sets,
+        each gets its own interval -- used by the coverage tests).
+    n_boot : int
+        Bootstrap resamples.
+    seed : int
+        Seed of ``numpy.random.default_rng`` passed to scipy.
+    ci : float
+        Confidence level.
+    batch : int, optional
+        Resamples per vectorised call (memory bound for many data sets).
+
+    Returns
+    -------
+    lo, hi : ndarray, shape (...)
+        NaN where the interval is undefined (zero mean in the data, or the jackknife /
+        resamples hit a zero mean so that BCa cannot be formed); ``0`` where all counts are
+        equal (every resample has F = 0).
     """
-    n = x.size
-    vals, freq = np.unique(x, return_counts=True)
-    c = vals - x.mean()  # shift: variance is shift-invariant, avoids cancellation
-    w = rng.multinomial(n, freq / n, size=n_boot).astype(float)  # (n_boot, K)
-    s1 = w @ c
-    s2 = w @ (c * c)
-    mean_c = s1 / n
-    var = (s2 - n * mean_c**2) / (n - 1)
-    var = np.maximum(var, 0.0)
-    mean = mean_c + x.mean()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.where(mean > 0, var / mean, np.nan)
-    return f
+    x = np.asarray(x, dtype=float)
+    shape = x.shape[:-1]
+    flat = x.reshape(-1, x.shape[-1])
+    lo = np.full(flat.shape[0], np.nan)
+    hi = np.full(flat.shape[0], np.nan)
+    const = np.ptp(flat, axis=-1) == 0
+    pos = flat.mean(axis=-1) > 0
+    lo[const & pos] = hi[const & pos] = 0.0
+    ok = ~const & pos
+    if ok.any() and n_boot > 0:
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore")  # degenerate / NaN resamples -> NaN bounds, handled
+            res = stats.bootstrap((flat[ok],), _fano_axis, n_resamples=int(n_boot), batch=batch,
+                                  vectorized=True, axis=-1, confidence_level=ci, method="BCa",
+                                  rng=np.random.default_rng(seed))
+        lo[ok] = res.confidence_interval.low
+        hi[ok] = res.confidence_interval.high
+    return lo.reshape(shape), hi.reshape(shape)
 
 
 def dispersion(counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
@@ -286,22 +359,22 @@ def dispersion(counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
     alpha : float, optional
         Significance level of the verdict. Default 0.05.
     n_boot : int, optional
-        Bootstrap resamples for the CI of F. 0 disables it (CI = NaN).
+        Bootstrap resamples for the BCa CI of F. 0 disables it (CI = NaN).
     seed : int, optional
-        Seed of the bootstrap generator (``numpy.random.default_rng``).
+        Seed of the bootstrap generator.
     ci : float, optional
-        Confidence level of the percentile bootstrap interval. Default 0.95.
+        Confidence level of the interval. Default 0.95.
 
     Returns
     -------
     dict
         ``n``; ``mean``; ``var`` (ddof=1); ``fano`` F = var/mean; ``q`` (Mandel
-        Q = F - 1); ``fano_ci`` [lo, hi] (percentile bootstrap over samples);
-        ``D`` = (N-1) var/mean; ``dof`` = N-1; ``p_value`` two-sided,
-        ``min(1, 2 min(cdf(D), sf(D)))`` under chi2(N-1); ``verdict``:
+        Q = F - 1); ``fano_ci`` [lo, hi] (BCa bootstrap over samples,
+        `scipy.stats.bootstrap`); ``D`` = (N-1) var/mean; ``dof`` = N-1; ``p_value``
+        two-sided, ``min(1, 2 min(cdf(D), sf(D)))`` under chi2(N-1); ``verdict``:
         ``"sub-Poissonian"`` if p < alpha and F < 1, ``"super-Poissonian"`` if
-        p < alpha and F > 1, else ``"Poissonian"``. All values are Python
-        floats/ints/str.
+        p < alpha and F > 1, else ``"Poissonian"``; ``reason``: None, or why a value is
+        undefined.
 
     Raises
     ------
@@ -310,10 +383,9 @@ def dispersion(counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
 
     Notes
     -----
-    When the mean is 0 (all counts zero) F is undefined: ``fano``, ``q``,
-    ``fano_ci``, ``D`` and ``p_value`` are NaN and ``verdict`` is
-    ``"undefined"``. Bootstrap resamples whose mean is 0 are ignored in the
-    percentiles.
+    When the mean is 0 (all counts zero) F is undefined: ``fano``, ``q``, ``fano_ci``,
+    ``D`` and ``p_value`` are NaN and ``verdict`` is ``"undefined"``. When all counts are
+    equal and positive, F = 0 and the CI is [0, 0].
     """
     x = np.asarray(counts, dtype=float).ravel()
     n = x.size
@@ -327,7 +399,8 @@ def dispersion(counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
     nan = math.nan
     if mean <= 0:
         return dict(n=n, mean=mean, var=var, fano=nan, q=nan, fano_ci=[nan, nan],
-                    D=nan, dof=dof, p_value=nan, verdict="undefined")
+                    D=nan, dof=dof, p_value=nan, verdict="undefined",
+                    reason="zero mean: no such words in any sample")
     fano = var / mean
     D = dof * fano
     p = float(min(1.0, 2.0 * min(stats.chi2.cdf(D, dof), stats.chi2.sf(D, dof))))
@@ -338,110 +411,326 @@ def dispersion(counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
     else:
         verdict = "Poissonian"
     lo = hi = nan
+    reason = None
     if n_boot and n_boot > 0:
-        f = _bootstrap_fano(x, int(n_boot), np.random.default_rng(seed))
-        f = f[np.isfinite(f)]
-        if f.size:
-            a = (1.0 - ci) / 2.0
-            lo, hi = (float(v) for v in np.quantile(f, [a, 1.0 - a]))
+        lo, hi = (float(v) for v in fano_bca(x, int(n_boot), seed, ci))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            reason = "BCa interval undefined: resamples or jackknife samples with zero mean"
     return dict(n=n, mean=mean, var=var, fano=float(fano), q=float(fano - 1.0),
-                fano_ci=[lo, hi], D=float(D), dof=dof, p_value=p, verdict=verdict)
+                fano_ci=[lo, hi], D=float(D), dof=dof, p_value=p, verdict=verdict, reason=reason)
 
 
-def independent_reference(n_correct, n_misspelled) -> dict:
-    """Fano factors expected if each word were misspelled independently.
+# ---------------------------------------------------------------------------
+# Decomposition: word total, independent-error reference, permutation null
+# ---------------------------------------------------------------------------
+def length_bins(word_len) -> np.ndarray:
+    """Length bin of each word: ``min(length, 12) - 1`` (0..11; bin 11 pools lengths >= 12)."""
+    return np.clip(np.asarray(word_len, dtype=np.int64), 1, LENGTH_BINS) - 1
 
-    If each of the N words of a sample is misspelled independently with
-    probability p (independent of N), the misspelled count K is a binomial
-    thinning of N: ``Var(K) = p(1-p) E[N] + p^2 Var(N)``, hence
-    ``F_K = (1 - p) + p F_N``; likewise the correct count (rate 1-p) has
-    ``F = p + (1 - p) F_N``.
+
+def _rate_by_bin(bins: np.ndarray, mis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_b = np.bincount(bins, minlength=LENGTH_BINS)
+    m_b = np.bincount(bins[mis], minlength=LENGTH_BINS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_b = np.where(n_b > 0, m_b / np.maximum(n_b, 1), np.nan)
+    return n_b, m_b, p_b
+
+
+def independent_reference(word_sample, word_len, word_mis, n_samples: int) -> dict:
+    """Fano factors expected if errors were independent given word length (closed form).
+
+    With p(l) the pooled error rate of the words of length bin l and ``p_ij = p(l_ij)`` for
+    word j of sample i, ``S_i = sum_j p_ij``, ``V_i = sum_j p_ij (1 - p_ij)``:
+    ``F_ref_mis = (mean_i V_i + var_i S_i) / mean_i S_i`` and
+    ``F_ref_cor = (mean_i V_i + var_i (n_i - S_i)) / mean_i (n_i - S_i)`` (variances with
+    ddof 1, like the observed F).
 
     Parameters
     ----------
-    n_correct, n_misspelled : array_like of int, shape (N,)
-        Per-sample counts.
+    word_sample : array_like of int, shape (W,)
+        Sample index of every counted word.
+    word_len : array_like of int, shape (W,)
+        Word lengths in characters.
+    word_mis : array_like of bool, shape (W,)
+        Misspelling flags.
+    n_samples : int
 
     Returns
     -------
     dict
-        ``error_rate`` p (pooled: total misspelled / total words);
-        ``fano_words`` (F of n_correct + n_misspelled); ``fano_correct``,
-        ``fano_misspelled`` (observed); ``fano_ref_misspelled`` =
-        (1-p) + p F_words; ``fano_ref_correct`` = p + (1-p) F_words;
-        ``clustering_excess_misspelled`` = F_mis / F_ref_mis and
-        ``clustering_excess_correct`` = F_cor / F_ref_cor (> 1: clustering,
-        < 1: anti-clustering). Undefined quantities are NaN.
+        ``error_rate``; ``fano_words``, ``fano_correct``, ``fano_misspelled`` (observed);
+        ``fano_ref_correct``, ``fano_ref_misspelled``; ``excess_correct`` = F_cor /
+        F_ref_cor, ``excess_misspelled`` = F_mis / F_ref_mis; ``rate_by_length``:
+        ``{"lengths": [1..12], "n_words", "n_misspelled", "rate"}`` (12 = ">= 12").
+        Undefined values are NaN.
     """
-    c = np.asarray(n_correct, dtype=float).ravel()
-    m = np.asarray(n_misspelled, dtype=float).ravel()
-    if c.shape != m.shape:
-        raise ValueError("n_correct and n_misspelled must have the same length")
-    tot = c + m
-    total = tot.sum()
-    p = float(m.sum() / total) if total > 0 else math.nan
-    fw = _fano(tot)
-    fc = _fano(c)
-    fm = _fano(m)
-    ref_m = (1.0 - p) + p * fw
-    ref_c = p + (1.0 - p) * fw
+    samp = np.asarray(word_sample, dtype=np.int64)
+    mis = np.asarray(word_mis, dtype=bool)
+    bins = length_bins(word_len)
+    n_b, m_b, p_b = _rate_by_bin(bins, mis)
+    pij = np.nan_to_num(p_b)[bins]
+    n_i = np.bincount(samp, minlength=n_samples).astype(float)
+    k_i = np.bincount(samp[mis], minlength=n_samples).astype(float)
+    S = np.bincount(samp, weights=pij, minlength=n_samples)
+    V = np.bincount(samp, weights=pij * (1.0 - pij), minlength=n_samples)
+    nan = math.nan
+
+    def ref(mean_count, var_count):
+        return (V.mean() + var_count) / mean_count if mean_count > 0 else nan
+
+    f_ref_m = ref(S.mean(), S.var(ddof=1)) if n_samples > 1 else nan
+    f_ref_c = ref((n_i - S).mean(), (n_i - S).var(ddof=1)) if n_samples > 1 else nan
+    fm, fc = _fano(k_i), _fano(n_i - k_i)
+    total = n_i.sum()
+    return dict(
+        error_rate=float(k_i.sum() / total) if total > 0 else nan,
+        fano_words=_fano(n_i), fano_correct=fc, fano_misspelled=fm,
+        fano_ref_correct=float(f_ref_c), fano_ref_misspelled=float(f_ref_m),
+        excess_correct=fc / f_ref_c if f_ref_c > 0 else nan,
+        excess_misspelled=fm / f_ref_m if f_ref_m > 0 else nan,
+        rate_by_length=dict(lengths=list(range(1, LENGTH_BINS + 1)), n_words=n_b.tolist(),
+                            n_misspelled=m_b.tolist(), rate=p_b.tolist()),
+    )
+
+
+def renewal_reference(word_sample, word_start) -> dict:
+    """Renewal-process reference of the word total: CV^2 of the spacing between word starts.
+
+    For a stationary renewal process of word starts, the count in a long window has Fano
+    factor CV^2 = var(d) / mean(d)^2 of the spacings d (regular spacing alone makes a
+    fixed-length count sub-Poissonian).
+
+    Parameters
+    ----------
+    word_sample, word_start : array_like of int, shape (W,)
+        Sample index and start offset of every counted word, in (sample, start) order.
+
+    Returns
+    -------
+    dict
+        ``cv2``, ``mean_spacing``, ``n_spacings`` (consecutive words of the same sample);
+        NaN with fewer than 2 spacings.
+    """
+    s = np.asarray(word_sample)
+    x = np.asarray(word_start, dtype=float)
+    same = s[1:] == s[:-1]
+    d = (x[1:] - x[:-1])[same]
+    if d.size < 2 or d.mean() <= 0:
+        return dict(cv2=math.nan, mean_spacing=float(d.mean()) if d.size else math.nan,
+                    n_spacings=int(d.size))
+    return dict(cv2=float(d.var(ddof=1) / d.mean() ** 2), mean_spacing=float(d.mean()),
+                n_spacings=int(d.size))
+
+
+def _cells(word_sample, word_start, n_samples: int, length: int, w: int | None,
+           sample_length=None) -> tuple[np.ndarray, int, np.ndarray]:
+    """Counting cell of every word: the sample (``w=None``) or (sample, window of width w).
+
+    Returns ``cell`` (W,) with -1 for words outside a complete window, ``n_cells`` and the
+    ``keep`` mask (n_cells,) of the windows that lie inside their sample's counted part.
+    """
+    if w is None:
+        return np.asarray(word_sample, dtype=np.int64), n_samples, np.ones(n_samples, bool)
+    K = int(length) // int(w)
+    k = np.asarray(word_start, dtype=np.int64) // int(w)
+    cell = np.where(k < K, np.asarray(word_sample, dtype=np.int64) * K + k, -1)
+    avail = np.full(n_samples, K) if sample_length is None else np.clip(
+        np.asarray(sample_length, dtype=np.int64) // int(w), 0, K)
+    keep = (np.arange(K)[None, :] < avail[:, None]).ravel()
+    return cell, n_samples * K, keep
+
+
+def stratified_null(word_sample, word_start, word_len, word_mis, n_samples: int, length: int,
+                    windows: Sequence[int] = (), n_perm: int = 1000, seed: int = 0,
+                    sample_length=None, max_chunk_elems: int = 8_000_000) -> dict:
+    """Stratified permutation null of the Fano factors (errors independent given length).
+
+    The misspelled flags are shuffled among all words of the same length bin across all
+    samples (`length_bins`), ``n_perm`` times, and F of the per-sample correct and
+    misspelled counts (and of the per-window counts of every width in ``windows``) is
+    recomputed. Vectorised: per bin one shuffle of all permutations at once
+    (``Generator.permuted`` along the permutation rows); only the minority side of a bin is
+    drawn; counts are formed with one weighted ``bincount`` per counting target.
+
+    Parameters
+    ----------
+    word_sample, word_start, word_len, word_mis : array_like, shape (W,)
+        Per word: sample index, start offset in the counted part, length, flag.
+    n_samples, length : int
+        N and the counted characters L.
+    windows : sequence of int
+        Window widths for the Q(w) null band.
+    n_perm : int
+    seed : int
+        The generator is ``numpy.random.default_rng([seed, 1])``.
+    sample_length : array_like of int, optional
+        Counted characters available per sample (default L for all).
+    max_chunk_elems : int
+        Memory bound: permutations are processed in chunks of about this many drawn flags.
+
+    Returns
+    -------
+    dict
+        ``fano_correct``, ``fano_misspelled``: ndarray (n_perm,) of null F of the per-sample
+        counts; ``windows``: ``{w: {"fano_correct", "fano_misspelled"}}`` arrays (n_perm,).
+    """
+    samp = np.asarray(word_sample, dtype=np.int64)
+    start = np.asarray(word_start, dtype=np.int64)
+    mis = np.asarray(word_mis, dtype=bool)
+    bins = length_bins(word_len)
+    rng = np.random.default_rng([int(seed), 1])
+    L = int(length)
+    windows = [int(w) for w in windows]
+    # one fine grid of g = gcd(windows) characters; every target count is a sum of fine cells
+    g = int(np.gcd.reduce(windows)) if windows else max(L, 1)
+    n_f = max(1, -(-L // g))
+    fine = samp * n_f + np.minimum(start // g, n_f - 1)
+    nc = n_samples * n_f
+    tot = np.bincount(fine, minlength=nc).astype(np.int64)
+    base = np.zeros(nc, dtype=np.int64)
+    varying = []  # (fine cells of the bin's words, k drawn, sign)
+    for b in range(LENGTH_BINS):
+        idx = np.flatnonzero(bins == b)
+        n_b, m_b = idx.size, int(mis[idx].sum())
+        if n_b == 0 or m_b == 0:
+            continue
+        if m_b == n_b or m_b > n_b - m_b:  # fixed bin, or draw the correct side
+            base += np.bincount(fine[idx], minlength=nc)
+            if m_b < n_b:
+                varying.append((fine[idx], n_b - m_b, -1))
+        else:
+            varying.append((fine[idx], m_b, 1))
+    keeps = {w: None if sample_length is None else _cells(samp, start, n_samples, L, w, sample_length)[2]
+             for w in windows}
+    chunk = max(1, min(int(n_perm), max_chunk_elems // max(1, len(samp))))
+    res_c, res_m = [], []
+    win_c = {w: [] for w in windows}
+    win_m = {w: [] for w in windows}
+    done = 0
+    while done < n_perm:
+        bc = min(chunk, n_perm - done)
+        m = np.broadcast_to(base.astype(float), (bc, nc)).copy()
+        rows = np.arange(bc, dtype=np.int64)[:, None] * nc
+        for sign in (1, -1):
+            parts = [fc[rng.permuted(np.broadcast_to(np.arange(fc.size, dtype=np.int32),
+                                                     (bc, fc.size)), axis=1)[:, :k]]
+                     for fc, k, s in varying if s == sign]
+            if parts:
+                cnt = np.bincount((rows + np.concatenate(parts, axis=1)).ravel(), minlength=bc * nc)
+                m += sign * cnt.reshape(bc, nc)
+        m3 = m.reshape(bc, n_samples, n_f)
+        t3 = tot.reshape(n_samples, n_f)
+        fm, fc = _fano_pair(m3.sum(axis=2), t3.sum(axis=1))
+        res_m.append(fm)
+        res_c.append(fc)
+        for w in windows:
+            q, K = w // g, L // w
+            mw = m3[:, :, :K * q].reshape(bc, n_samples, K, q).sum(axis=3).reshape(bc, -1)
+            tw = t3[:, :K * q].reshape(n_samples, K, q).sum(axis=2).reshape(-1)
+            if keeps[w] is not None:
+                mw, tw = mw[:, keeps[w]], tw[keeps[w]]
+            fm, fc = _fano_pair(mw, tw)
+            win_m[w].append(fm)
+            win_c[w].append(fc)
+        done += bc
+    return dict(fano_correct=np.concatenate(res_c), fano_misspelled=np.concatenate(res_m),
+                windows={w: dict(fano_correct=np.concatenate(win_c[w]),
+                                 fano_misspelled=np.concatenate(win_m[w])) for w in windows})
+
+
+def _fano_pair(m: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise F of the misspelled counts ``m`` (R, n) and of the correct counts ``t - m``
+    (``t`` (n,) the fixed word totals), from sums and one matrix product (no per-row var)."""
+    m = np.asarray(m, dtype=float)
+    t = np.asarray(t, dtype=float)
+    n = m.shape[1]
+    if n < 2:
+        nanv = np.full(m.shape[0], np.nan)
+        return nanv, nanv.copy()
+    s1 = m.sum(axis=1)
+    s2 = np.einsum("ij,ij->i", m, m)
+    st, stt, smt = t.sum(), float(t @ t), m @ t
+    c1 = st - s1
+    c2 = stt - 2.0 * smt + s2
     with np.errstate(divide="ignore", invalid="ignore"):
-        ex_m = fm / ref_m if ref_m > 0 else math.nan
-        ex_c = fc / ref_c if ref_c > 0 else math.nan
-    return dict(error_rate=p, fano_words=fw, fano_correct=fc, fano_misspelled=fm,
-                fano_ref_misspelled=float(ref_m), fano_ref_correct=float(ref_c),
-                clustering_excess_misspelled=float(ex_m),
-                clustering_excess_correct=float(ex_c))
+        fm = np.where(s1 > 0, (s2 - s1 * s1 / n) / (n - 1) / (s1 / n), np.nan)
+        fc = np.where(c1 > 0, (c2 - c1 * c1 / n) / (n - 1) / (c1 / n), np.nan)
+    return np.maximum(fm, 0.0), np.maximum(fc, 0.0)
+
+
+def perm_p_value(obs: float, null: np.ndarray) -> tuple[float, int]:
+    """Two-sided permutation p-value ``min(1, 2 min(P(null >= obs), P(null <= obs)))`` with the
+    +1 correction, over the finite null values; returns (p, number of finite values)."""
+    null = np.asarray(null, dtype=float)
+    null = null[np.isfinite(null)]
+    if not math.isfinite(obs) or null.size == 0:
+        return math.nan, int(null.size)
+    tol = 1e-12 * max(1.0, abs(obs))
+    ge = (1 + np.count_nonzero(null >= obs - tol)) / (null.size + 1)
+    le = (1 + np.count_nonzero(null <= obs + tol)) / (null.size + 1)
+    return float(min(1.0, 2.0 * min(ge, le))), int(null.size)
+
+
+def _null_summary(obs: float, null: np.ndarray, ref: float, alpha: float, up: str, down: str) -> dict:
+    fin = np.asarray(null, dtype=float)
+    fin = fin[np.isfinite(fin)]
+    p, n_ok = perm_p_value(obs, fin)
+    med = float(np.median(fin)) if fin.size else math.nan
+    lo, hi = (float(v) for v in np.quantile(fin, [alpha / 2, 1 - alpha / 2])) if fin.size else (math.nan,) * 2
+    if not math.isfinite(obs):
+        verdict, reason = "undefined", "observed value undefined (zero mean)"
+    elif math.isnan(p):
+        verdict, reason = "undefined", "permutation null undefined"
+    else:
+        verdict = (up if obs > med else down) if p < alpha else "independent"
+        reason = None
+    return dict(fano=obs, fano_ref=ref, excess=obs / ref if ref and ref > 0 else math.nan,
+                null_median=med, null_band=[lo, hi],
+                excess_null=obs / med if med > 0 else math.nan, p_value=p, n_null=n_ok,
+                verdict=verdict, reason=reason)
 
 
 # ---------------------------------------------------------------------------
 # Counting windows
 # ---------------------------------------------------------------------------
-def window_counts(scored: ScoredSamples, length: int, w: int,
-                  prompt_len: int | None = None) -> dict:
-    """Correct / misspelled word counts per non-overlapping window of w characters.
+def window_counts(word_sample, word_start, word_mis, n_samples: int, length: int, w: int,
+                  sample_length=None) -> dict:
+    """Correct / misspelled word counts per non-overlapping window of w counted characters.
 
     Parameters
     ----------
-    scored : ScoredSamples
-    length : int
-        Number of generated characters per sample (after the prompt).
+    word_sample, word_start, word_mis : array_like, shape (W,)
+        Per word: sample index, start offset in the counted part (0 = first counted
+        character), misspelling flag.
+    n_samples, length : int
+        N and the counted characters L.
     w : int
         Window width in characters (>= 1).
-    prompt_len : int, optional
-        Defaults to ``scored.prompt_len``.
+    sample_length : array_like of int, optional
+        Counted characters available per sample (default L): a window must lie inside it.
 
     Returns
     -------
     dict
-        ``correct``, ``misspelled``: int64 arrays, one entry per window,
-        samples concatenated (sample-major). ``n_windows``: their length.
+        ``correct``, ``misspelled``: int64 arrays, one entry per window, samples
+        concatenated (sample-major); ``n_windows``.
 
     Notes
     -----
-    Window k of a sample covers characters ``[prompt_len + k w,
-    prompt_len + (k+1) w)``; a word belongs to the window containing its first
-    character. Only complete windows are kept: ``k < length // w`` and the
-    window must lie inside the sample's text (a shorter text has fewer
-    windows). The dropped cut final word (see `extract_words`) is not counted,
-    so the last window of a sample is slightly depleted.
+    Window k covers counted characters ``[k w, (k+1) w)``, ``k < L // w``; a word belongs
+    to the window where it starts (the margin rule makes this exact: no window loses its
+    last word to the sample end).
     """
     if w < 1:
         raise ValueError("window width must be >= 1")
-    p0 = scored.prompt_len if prompt_len is None else int(prompt_len)
-    n = len(scored)
-    K = int(length) // int(w)
-    if K == 0 or n == 0:
+    mis = np.asarray(word_mis, dtype=bool)
+    if int(length) // int(w) == 0 or n_samples == 0:
         z = np.zeros(0, dtype=np.int64)
         return dict(correct=z, misspelled=z.copy(), n_windows=0)
-    k_max = np.clip((scored.text_lengths - p0) // w, 0, K)  # per-sample full windows
-    k = (scored.word_start - p0) // w
-    ok = (scored.word_start >= p0) & (k < K)
-    k, s, mis = k[ok], scored.word_sample[ok], scored.word_mis[ok]
-    idx = s * K + k
-    mis_c = np.bincount(idx[mis], minlength=n * K).reshape(n, K)
-    all_c = np.bincount(idx, minlength=n * K).reshape(n, K)
-    keep = np.arange(K)[None, :] < k_max[:, None]
+    cell, nc, keep = _cells(word_sample, word_start, n_samples, length, w, sample_length)
+    ok = cell >= 0
+    all_c = np.bincount(cell[ok], minlength=nc)
+    mis_c = np.bincount(cell[ok & mis], minlength=nc)
     return dict(correct=(all_c - mis_c)[keep].astype(np.int64),
                 misspelled=mis_c[keep].astype(np.int64), n_windows=int(keep.sum()))
 
@@ -459,127 +748,155 @@ def default_windows(length: int) -> list[int]:
     return ws
 
 
-def q_curve(scored: ScoredSamples, length: int, prompt_len: int | None = None,
-            windows: Sequence[int] | None = None) -> dict:
+def q_curve(word_sample, word_start, word_mis, n_samples: int, length: int,
+            windows: Sequence[int] | None = None, sample_length=None) -> dict:
     """Mandel Q of correct / misspelled counts as a function of window width.
-
-    Parameters
-    ----------
-    scored : ScoredSamples
-    length : int
-        Generated characters per sample.
-    prompt_len : int, optional
-        Defaults to ``scored.prompt_len``.
-    windows : sequence of int, optional
-        Window widths; default `default_windows` (16 doubling up to `length`).
 
     Returns
     -------
     dict
         ``{w: {"q_correct", "q_misspelled", "fano_correct", "fano_misspelled",
-        "n_windows"}}`` with int keys; NaN where undefined (fewer than 2
-        windows or zero mean).
+        "n_windows"}}`` with int keys; NaN where undefined (fewer than 2 windows or zero
+        mean).
     """
     if windows is None:
         windows = default_windows(length)
     out = {}
     for w in windows:
-        wc = window_counts(scored, length, int(w), prompt_len)
+        wc = window_counts(word_sample, word_start, word_mis, n_samples, length, int(w), sample_length)
         fc, fm = _fano(wc["correct"]), _fano(wc["misspelled"])
-        out[int(w)] = dict(q_correct=fc - 1.0, q_misspelled=fm - 1.0,
-                           fano_correct=fc, fano_misspelled=fm,
-                           n_windows=wc["n_windows"])
+        out[int(w)] = dict(q_correct=fc - 1.0, q_misspelled=fm - 1.0, fano_correct=fc,
+                           fano_misspelled=fm, n_windows=wc["n_windows"])
     return out
 
 
 # ---------------------------------------------------------------------------
 # Cascade
 # ---------------------------------------------------------------------------
-def cascade(scored: ScoredSamples) -> dict:
-    """Cascade statistics of consecutive misspellings.
+def _rr(mm, pm, cm, pc):
+    """RR = (mm / pm) / (cm / pc) (NaN where a denominator or cm is 0)."""
+    mm, pm, cm, pc = (np.asarray(v, dtype=float) for v in (mm, pm, cm, pc))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (mm / pm) / (cm / pc)
+    return np.where(np.isfinite(r), r, np.nan)
 
-    Parameters
-    ----------
-    scored : ScoredSamples
+
+def _pair_counts(word_sample, word_mis, n_samples: int):
+    s = np.asarray(word_sample, dtype=np.int64)
+    m = np.asarray(word_mis, dtype=bool)
+    same = s[1:] == s[:-1]
+    prev, cur, ps = m[:-1][same], m[1:][same], s[1:][same]
+
+    def per(mask):
+        return np.bincount(ps[mask], minlength=n_samples).astype(float)
+
+    return per(prev & cur), per(prev), per(~prev & cur), per(~prev)
+
+
+def cascade(word_sample, word_mis, n_samples: int, n_boot: int = 2000, seed: int = 0,
+            ci: float = 0.95) -> dict:
+    """Relative risk of a misspelling after a misspelling, with its BCa CI.
+
+    ``RR = P(misspelled | previous word misspelled) / P(misspelled | previous word correct)``
+    over pairs of consecutive counted words of the same sample. The CI resamples samples
+    (`scipy.stats.bootstrap`, paired per-sample pair counts, BCa).
 
     Returns
     -------
     dict
-        ``p_mis``: fraction of all scored words that are misspelled;
-        ``p_mis_given_prev_mis`` and ``p_mis_given_prev_correct``: over pairs of
-        consecutive scored words of the same sample; ``cascade_ratio`` =
-        p_mis_given_prev_mis / p_mis (1 under independence, > 1 when errors
-        cascade); ``n_pairs``, ``n_pairs_prev_mis``;
-        ``run_lengths``: list, entry r-1 = number of maximal runs of exactly r
-        consecutive misspelled words (r = 1..max); ``n_runs``;
-        ``geometric_expected``: expected numbers under independence given
-        ``n_runs``, ``n_runs (1-p) p^(r-1)``; ``mean_run_length`` and
-        ``geometric_mean_run_length`` = 1/(1-p); ``chi2``, ``chi2_dof``,
-        ``chi2_p``: Pearson chi-square of observed vs geometric counts, bins
-        r = 1..k-1 plus a tail bin r >= k, where k is the largest r whose
-        expected tail count ``n_runs p^(r-1)`` is >= 5 (NaN with < 2 bins).
-
-    Notes
-    -----
-    Runs never span samples; runs touching a sample's first or last scored
-    word are truncated, a small bias towards short runs that the geometric law
-    ignores. p is estimated from the words, not fitted to the runs, so
-    ``chi2_dof`` = bins - 1.
+        ``rr``, ``rr_ci``, ``p_mis_given_prev_mis``, ``p_mis_given_prev_correct``,
+        ``n_pairs``, ``n_pairs_prev_mis``, ``reason`` (None, or why RR is undefined).
     """
+    mm, pm, cm, pc = _pair_counts(word_sample, word_mis, n_samples)
+    T = [float(a.sum()) for a in (mm, pm, cm, pc)]
     nan = math.nan
-    mis = scored.word_mis
-    samp = scored.word_sample
-    n_words = mis.size
-    p = float(mis.mean()) if n_words else nan
-    same = samp[1:] == samp[:-1]
-    prev, cur = mis[:-1][same], mis[1:][same]
-    n_pairs = int(same.sum())
-    n_prev_mis = int(prev.sum())
-    n_prev_cor = n_pairs - n_prev_mis
-    p_mm = float(cur[prev].mean()) if n_prev_mis else nan
-    p_mc = float(cur[~prev].mean()) if n_prev_cor else nan
-    ratio = p_mm / p if (p > 0 and not math.isnan(p_mm)) else nan
+    p_mm = T[0] / T[1] if T[1] else nan
+    p_mc = T[2] / T[3] if T[3] else nan
+    rr = float(_rr(T[0], T[1], T[2], T[3]))
+    reason = None
+    if T[1] + T[3] == 0:
+        reason = "no pairs of consecutive words"
+    elif T[1] == 0:
+        reason = "no pair starts with a misspelled word"
+    elif T[3] == 0:
+        reason = "no pair starts with a correct word"
+    elif T[2] == 0:
+        reason = "no misspelling follows a correct word (RR infinite)"
+    lo = hi = nan
+    if reason is None and n_boot and n_boot > 0 and n_samples >= 2:
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore")
 
-    # maximal runs of misspellings within samples
-    cont = np.zeros(n_words, dtype=bool)
-    if n_words > 1:
-        cont[1:] = mis[1:] & mis[:-1] & same
-    starts = mis & ~cont
-    run_id = np.cumsum(starts)
-    lengths = np.bincount(run_id[mis])[1:] if mis.any() else np.zeros(0, dtype=np.int64)
-    n_runs = int(lengths.size)
-    rmax = int(lengths.max()) if n_runs else 0
-    hist = np.bincount(lengths, minlength=rmax + 1)[1:] if n_runs else np.zeros(0, np.int64)
-    r = np.arange(1, rmax + 1)
-    if n_runs and p < 1:
-        geo = n_runs * (1.0 - p) * p ** (r - 1.0)
-    else:
-        geo = np.full(rmax, nan)
-    mean_run = float(lengths.mean()) if n_runs else nan
-    geo_mean = 1.0 / (1.0 - p) if (p == p and p < 1) else nan
+            def stat(a, b, c, d, axis=-1):
+                return _rr(a.sum(axis), b.sum(axis), c.sum(axis), d.sum(axis))
 
-    chi2 = chi2_p = nan
-    chi2_dof = 0
-    if n_runs and 0 < p < 1:
-        # largest k with expected tail n_runs p^(k-1) >= 5
-        k = 1
-        while n_runs * p ** k >= 5.0:
-            k += 1
-        if k >= 2:
-            obs = [float(hist[i]) if i < rmax else 0.0 for i in range(k - 1)]
-            exp = [n_runs * (1 - p) * p**i for i in range(k - 1)]
-            obs.append(float(lengths[lengths >= k].size))
-            exp.append(n_runs * p ** (k - 1))
-            obs, exp = np.asarray(obs), np.asarray(exp)
-            chi2 = float(((obs - exp) ** 2 / exp).sum())
-            chi2_dof = int(obs.size - 1)
-            chi2_p = float(stats.chi2.sf(chi2, chi2_dof))
-    return dict(p_mis=p, p_mis_given_prev_mis=p_mm, p_mis_given_prev_correct=p_mc,
-                cascade_ratio=float(ratio), n_pairs=n_pairs, n_pairs_prev_mis=n_prev_mis,
-                run_lengths=[int(v) for v in hist], n_runs=n_runs,
-                geometric_expected=[float(v) for v in geo],
-                mean_run_length=mean_run, geometric_mean_run_length=float(geo_mean),
-                chi2=chi2, chi2_dof=chi2_dof, chi2_p=chi2_p)
+            res = stats.bootstrap((mm, pm, cm, pc), stat, n_resamples=int(n_boot), paired=True,
+                                  vectorized=True, confidence_level=ci, method="BCa",
+                                  rng=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return dict(rr=rr, rr_ci=[lo, hi], p_mis_given_prev_mis=p_mm, p_mis_given_prev_correct=p_mc,
+                n_pairs=int(T[1] + T[3]), n_pairs_prev_mis=int(T[1]), reason=reason)
+
+
+def cascade_null(word_sample, word_mis, n_samples: int, n_perm: int = 1000, seed: int = 0,
+                 max_chunk_elems: int = 4_000_000) -> np.ndarray:
+    """RR under the within-sample permutation null (flags shuffled inside each sample).
+
+    Each permutation keeps every sample's word count n_i and misspelled count k_i and places
+    the k_i flags uniformly at random among its n_i words. Vectorised over all samples and
+    permutations: the flags are drawn position by position by sequential sampling without
+    replacement (P(flag at position j) = remaining flags / remaining positions), a loop over
+    the position index (at most max n_i steps), never over words.
+
+    Parameters
+    ----------
+    word_sample, word_mis : array_like, shape (W,)
+        Sample index (sorted) and flag of every counted word.
+    n_samples, n_perm : int
+    seed : int
+        The generator is ``numpy.random.default_rng([seed, 2])``.
+
+    Returns
+    -------
+    ndarray, shape (n_perm,)
+        Null RR values (NaN where undefined in a permutation).
+    """
+    s = np.asarray(word_sample, dtype=np.int64)
+    m = np.asarray(word_mis, dtype=bool)
+    n_i = np.bincount(s, minlength=n_samples)
+    k_i = np.bincount(s[m], minlength=n_samples)
+    order = np.argsort(-n_i, kind="stable")
+    n_i, k_i = n_i[order], k_i[order]
+    act = n_i > 1  # samples with at least one pair (others contribute nothing)
+    n_i, k_i = n_i[act], k_i[act]
+    rng = np.random.default_rng([int(seed), 2])
+    out = np.full(int(n_perm), np.nan)
+    if n_i.size == 0:
+        return out
+    a_j = [int(np.count_nonzero(n_i > j)) for j in range(int(n_i[0]))]
+    n_pairs = float((n_i - 1).sum())
+    chunk = max(1, min(int(n_perm), max_chunk_elems // max(1, n_i.size)))
+    done = 0
+    while done < n_perm:
+        bc = min(chunk, n_perm - done)
+        rem = np.broadcast_to(k_i.astype(np.float32), (bc, n_i.size)).copy()
+        prev = np.zeros((bc, n_i.size), dtype=bool)
+        mm = np.zeros(bc)
+        pm = np.zeros(bc)
+        cmc = np.zeros(bc)
+        for j, a in enumerate(a_j):
+            u = rng.random((bc, a), dtype=np.float32)
+            cur = u * (n_i[:a] - j).astype(np.float32) < rem[:, :a]
+            rem[:, :a] -= cur
+            if j:
+                p = prev[:, :a]
+                mm += np.count_nonzero(p & cur, axis=1)
+                pm += np.count_nonzero(p, axis=1)
+                cmc += np.count_nonzero(~p & cur, axis=1)
+            prev[:, :a] = cur
+        out[done:done + bc] = _rr(mm, pm, cmc, n_pairs - pm)
+        done += bc
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -603,40 +920,202 @@ def _jsonable(obj):
     return obj
 
 
-def analyze(texts: Sequence[str], lexicon, prompt_len: int, length: int,
-            alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
+def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, length: int, *,
+                  margin: int | None = None, n_cut=0, prompt_len: int = 0, alpha: float = 0.05,
+                  n_boot: int = 2000, n_perm: int = 1000, seed: int = 0,
+                  windows: Sequence[int] | None = None, sample_length=None) -> dict:
+    """All spelling statistics of one checkpoint from its word table (DESIGN 5).
+
+    The array-level entry point behind `analyze` (which extracts and scores the words of
+    the texts first); the null-model tests call it directly.
+
+    Parameters
+    ----------
+    word_sample : array_like of int, shape (W,)
+        Sample index (0..N-1) of every counted word, non-decreasing, words of a sample in
+        text order.
+    word_start : array_like of int, shape (W,)
+        Start offset in the counted part (0 = first character after the prompt, < L).
+    word_len : array_like of int, shape (W,)
+        Length in characters.
+    word_mis : array_like of bool, shape (W,)
+        Misspelling flag.
+    n_samples : int
+        N (samples without words count as zeros).
+    length : int
+        Counted characters L per sample.
+    margin : int, optional
+        M (recorded only).
+    n_cut : int or array_like of int, optional
+        Cut words (total, or per sample); recorded.
+    prompt_len : int, optional
+        Recorded only.
+    alpha : float
+        Level of every test.
+    n_boot : int
+        BCa resamples for the CIs of F_correct, F_misspelled and RR (0: no CIs).
+    n_perm : int
+        Permutations of both nulls (0: no nulls).
+    seed : int
+        See the module docstring.
+    windows : sequence of int, optional
+        Window widths of Q(w); default `default_windows` (``[]``: no Q(w)).
+    sample_length : array_like of int, optional
+        Counted characters available per sample, for Q(w) windows (default L).
+
+    Returns
+    -------
+    dict
+        JSON-ready (see `analyze`).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 samples, or arrays of different lengths.
+    """
+    samp = np.asarray(word_sample, dtype=np.int64).ravel()
+    start = np.asarray(word_start, dtype=np.int64).ravel()
+    wlen = np.asarray(word_len, dtype=np.int64).ravel()
+    mis = np.asarray(word_mis, dtype=bool).ravel()
+    N, L = int(n_samples), int(length)
+    if N < 2:
+        raise ValueError(f"analyze needs at least 2 samples, got {N}")
+    if not (samp.size == start.size == wlen.size == mis.size):
+        raise ValueError("word arrays must have the same length")
+    if samp.size and np.any(np.diff(samp) < 0):
+        raise ValueError("word_sample must be non-decreasing")
+    n_words = np.bincount(samp, minlength=N).astype(np.int64)
+    n_mis = np.bincount(samp[mis], minlength=N).astype(np.int64)
+    n_cor = n_words - n_mis
+    cut = np.asarray(n_cut, dtype=np.int64)
+    n_cut_total = int(cut.sum())
+    W = int(samp.size)
+    if windows is None:
+        windows = default_windows(L)
+    windows = [int(w) for w in windows if 1 <= int(w) <= L]
+
+    d_cor = dispersion(n_cor, alpha=alpha, n_boot=n_boot, seed=seed)
+    d_mis = dispersion(n_mis, alpha=alpha, n_boot=n_boot, seed=seed + 1)
+    d_words = dispersion(n_words, alpha=alpha, n_boot=0)
+    ref = independent_reference(samp, wlen, mis, N)
+    ren = renewal_reference(samp, start)
+
+    # permutation null (stratified by length)
+    if n_perm and n_perm > 0 and W:
+        null = stratified_null(samp, start, wlen, mis, N, L, windows, n_perm, seed, sample_length)
+    else:
+        null = None
+    empty = np.zeros(0)
+    decomp = {"words": dict(fano=d_words["fano"], renewal_reference=ren["cv2"],
+                            mean_spacing=ren["mean_spacing"], n_spacings=ren["n_spacings"],
+                            verdict=d_words["verdict"], p_value=d_words["p_value"])}
+    for name, fobs, fref in (("correct", d_cor["fano"], ref["fano_ref_correct"]),
+                             ("misspelled", d_mis["fano"], ref["fano_ref_misspelled"])):
+        arr = null[f"fano_{name}"] if null is not None else empty
+        decomp[name] = _null_summary(fobs, arr, fref, alpha, "clustered", "anti-clustered")
+        if null is None:
+            decomp[name].update(verdict="undefined",
+                                reason="no words" if not W else "permutation null disabled (n_perm = 0)")
+        elif decomp[name]["reason"] is None and fobs == fobs and not fref > 0:
+            decomp[name]["reason"] = "closed-form reference undefined"
+    decomp.update(n_perm=int(n_perm), perm_seed=[int(seed), 1], length_bins=LENGTH_BINS)
+
+    # Q(w) with the null band
+    qc = q_curve(samp, start, mis, N, L, windows, sample_length)
+    q_cols = {"windows": windows}
+    for key in ("q_correct", "q_misspelled", "fano_correct", "fano_misspelled", "n_windows"):
+        q_cols[key] = [qc[w][key] for w in windows]
+    for name in ("correct", "misspelled"):
+        band = {"lo": [], "median": [], "hi": []}
+        for w in windows:
+            f = null["windows"][w][f"fano_{name}"] if null is not None else empty
+            f = f[np.isfinite(f)]
+            lo, med, hi = (np.quantile(f, [alpha / 2, 0.5, 1 - alpha / 2]) - 1.0 if f.size
+                           else (math.nan,) * 3)
+            band["lo"].append(lo)
+            band["median"].append(med)
+            band["hi"].append(hi)
+        q_cols[f"null_q_{name}"] = band
+
+    # cascade RR with the within-sample null
+    cas = cascade(samp, mis, N, n_boot=n_boot, seed=seed + 2)
+    if cas["reason"] is None and n_perm and n_perm > 0:
+        rr_null = cascade_null(samp, mis, N, n_perm, seed)
+        s = _null_summary(cas["rr"], rr_null, math.nan, alpha, "cascade", "anti-cascade")
+        cas.update(null_median=s["null_median"], null_band=s["null_band"], p_value=s["p_value"],
+                   n_null=s["n_null"], verdict=s["verdict"])
+        if s["reason"]:
+            cas["reason"] = s["reason"]
+    else:
+        cas.update(null_median=math.nan, null_band=[math.nan, math.nan], p_value=math.nan,
+                   n_null=0, verdict="undefined")
+        if cas["reason"] is None:
+            cas["reason"] = "permutation null disabled (n_perm = 0)"
+    cas["perm_seed"] = [int(seed), 2]
+
+    out = dict(
+        n_samples=N, prompt_len=int(prompt_len), length=L,
+        margin=None if margin is None else int(margin), alpha=float(alpha), n_boot=int(n_boot),
+        n_perm=int(n_perm), seed=int(seed), n_words_total=W, n_cut=n_cut_total,
+        cut_fraction=n_cut_total / (W + n_cut_total) if W + n_cut_total else math.nan,
+        correct=d_cor, misspelled=d_mis, words=d_words,
+        error_rate=ref["error_rate"],
+        error_rate_reason=None if W else "no words",
+        rate_by_length=ref["rate_by_length"],
+        excess_correct=decomp["correct"]["excess"],
+        excess_misspelled=decomp["misspelled"]["excess"],
+        cascade_rr=cas["rr"],
+        decomposition=decomp, q_curve=q_cols, cascade=cas,
+        counts=dict(correct=n_cor, misspelled=n_mis),
+    )
+    return _jsonable(out)
+
+
+def analyze(texts: Sequence[str], lexicon, prompt_len: int, length: int, margin: int = 16,
+            alpha: float = 0.05, n_boot: int = 2000, n_perm: int = 1000, seed: int = 0,
             windows: Sequence[int] | None = None) -> dict:
     """All spelling statistics of one checkpoint's samples (DESIGN section 5).
 
     Parameters
     ----------
     texts : sequence of str
-        N samples, each the prompt followed by `length` generated characters.
+        N samples, each the prompt, ``length`` counted characters and ``margin`` further
+        generated characters (a shorter text is accepted: its cut words are counted).
     lexicon : set of str
     prompt_len : int
     length : int
-        Generated characters per sample (sets the window widths of Q(w)).
-    alpha, n_boot, seed : optional
-        Passed to `dispersion` (the correct and misspelled CIs use seeds
-        ``seed`` and ``seed + 1``).
-    windows : sequence of int, optional
-        Window widths of Q(w); default `default_windows`.
+        Counted characters L.
+    margin : int, optional
+        M (default 16), recorded; the rule itself only needs the texts.
+    alpha, n_boot, n_perm, seed, windows : optional
+        See `analyze_words`.
 
     Returns
     -------
     dict
-        JSON-serialisable (Python types only; NaN/inf are stored as None):
+        JSON-serialisable (Python types only; undefined values are None with a ``reason``):
 
-        ``n_samples``, ``prompt_len``, ``length``, ``alpha``, ``n_boot``,
-        ``seed``, ``n_words_total``;
-        ``correct``, ``misspelled``, ``words``: `dispersion` dicts of the
-        per-sample correct, misspelled and total word counts;
-        ``error_rate``; ``clustering_excess`` (misspelled) and
-        ``clustering_excess_correct``; ``cascade_ratio``;
-        ``reference``: `independent_reference` dict;
-        ``q_curve``: columns ``{"windows", "q_correct", "q_misspelled",
-        "fano_correct", "fano_misspelled", "n_windows"}`` (lists aligned with
-        ``windows``); ``cascade``: `cascade` dict;
+        ``n_samples``, ``prompt_len``, ``length``, ``margin``, ``alpha``, ``n_boot``,
+        ``n_perm``, ``seed``, ``n_words_total``, ``n_cut``, ``cut_fraction``,
+        ``n_short_texts`` (texts shorter than prompt + L + M);
+        ``correct``, ``misspelled``, ``words``: `dispersion` dicts of the per-sample counts;
+        ``error_rate`` (+ ``error_rate_reason``); ``rate_by_length`` (see
+        `independent_reference`); ``excess_correct``, ``excess_misspelled`` (F / F_ref,
+        closed form); ``cascade_rr``;
+        ``decomposition``: ``words`` {``fano``, ``renewal_reference`` (CV^2 of the word-start
+        spacing), ``mean_spacing``, ``n_spacings``, ``verdict``, ``p_value``}, and for
+        ``correct`` / ``misspelled`` {``fano``, ``fano_ref`` (closed form), ``excess`` =
+        F / F_ref, ``null_median``, ``null_band`` [alpha/2, 1 - alpha/2 quantiles],
+        ``excess_null`` = F / null median, ``p_value`` (two-sided permutation), ``n_null``,
+        ``verdict`` ("clustered" / "anti-clustered" / "independent" / "undefined"),
+        ``reason``}, ``n_perm``, ``perm_seed``, ``length_bins``;
+        ``q_curve``: columns ``windows``, ``q_correct``, ``q_misspelled``,
+        ``fano_correct``, ``fano_misspelled``, ``n_windows`` and ``null_q_correct`` /
+        ``null_q_misspelled`` = {``lo``, ``median``, ``hi``} (the permutation null's band of
+        Q, aligned with ``windows``);
+        ``cascade``: `cascade` dict plus ``null_median``, ``null_band``, ``p_value``
+        (two-sided, within-sample permutation), ``n_null``, ``verdict`` ("cascade" /
+        "anti-cascade" / "independent" / "undefined"), ``perm_seed``;
         ``counts``: ``{"correct": [...], "misspelled": [...]}`` per sample.
 
     Raises
@@ -646,37 +1125,22 @@ def analyze(texts: Sequence[str], lexicon, prompt_len: int, length: int,
     """
     if len(texts) < 2:
         raise ValueError(f"analyze needs at least 2 samples, got {len(texts)}")
-    sc = score_samples(texts, lexicon, prompt_len)
-    d_cor = dispersion(sc.n_correct, alpha=alpha, n_boot=n_boot, seed=seed)
-    d_mis = dispersion(sc.n_misspelled, alpha=alpha, n_boot=n_boot, seed=seed + 1)
-    d_words = dispersion(sc.n_words, alpha=alpha, n_boot=0)
-    ref = independent_reference(sc.n_correct, sc.n_misspelled)
-    qc = q_curve(sc, length, prompt_len, windows)
-    ws = sorted(qc)
-    q_cols = {"windows": ws}
-    for key in ("q_correct", "q_misspelled", "fano_correct", "fano_misspelled", "n_windows"):
-        q_cols[key] = [qc[w][key] for w in ws]
-    cas = cascade(sc)
-    out = dict(
-        n_samples=len(sc), prompt_len=int(prompt_len), length=int(length),
-        alpha=float(alpha), n_boot=int(n_boot), seed=int(seed),
-        n_words_total=int(sc.n_words.sum()),
-        correct=d_cor, misspelled=d_mis, words=d_words,
-        error_rate=ref["error_rate"],
-        clustering_excess=ref["clustering_excess_misspelled"],
-        clustering_excess_correct=ref["clustering_excess_correct"],
-        cascade_ratio=cas["cascade_ratio"],
-        reference=ref, q_curve=q_cols, cascade=cas,
-        counts=dict(correct=sc.n_correct, misspelled=sc.n_misspelled),
-    )
-    return _jsonable(out)
+    sc = score_samples(texts, lexicon, prompt_len, length)
+    avail = np.clip(sc.text_lengths - int(prompt_len), 0, int(length))
+    out = analyze_words(sc.word_sample, sc.word_start - int(prompt_len), sc.word_len, sc.word_mis,
+                        len(sc), length, margin=margin, n_cut=sc.n_cut, prompt_len=prompt_len,
+                        alpha=alpha, n_boot=n_boot, n_perm=n_perm, seed=seed, windows=windows,
+                        sample_length=None if np.all(avail == int(length)) else avail)
+    out["n_short_texts"] = int(np.count_nonzero(
+        sc.text_lengths < int(prompt_len) + int(length) + int(margin or 0)))
+    return out
 
 
 # ---------------------------------------------------------------------------
 # Across checkpoints
 # ---------------------------------------------------------------------------
 def crossing_iteration(iterations, fano_values, interpolate: bool = True, which: str = "last"):
-    """Iteration where a Fano factor drops through 1.
+    """Iteration where a Fano factor drops through 1 (point estimate, no conditions).
 
     Parameters
     ----------
@@ -691,16 +1155,14 @@ def crossing_iteration(iterations, fano_values, interpolate: bool = True, which:
         checkpoint iteration with F < 1 that follows one with F >= 1.
     which : {"last", "first"}, optional
         ``"last"`` (default): the downward crossing after which F stays below 1 at
-        every later checkpoint (the transition; early noisy dips that come back
-        above 1 do not count); None if F ends at or above 1. ``"first"``: the
+        every later checkpoint; None if F ends at or above 1. ``"first"``: the
         first downward crossing.
 
     Returns
     -------
     float or None
         None when F never goes from >= 1 to < 1 between consecutive (finite)
-        checkpoints; a series that starts below 1 has no crossing until it has
-        been >= 1.
+        checkpoints. Use `crossing` for the reported crossing (conditions and CI).
     """
     if which not in ("last", "first"):
         raise ValueError("which must be 'last' or 'first'")
@@ -726,3 +1188,92 @@ def crossing_iteration(iterations, fano_values, interpolate: bool = True, which:
     if found is not None and f[-1] >= 1.0:
         return None  # F came back above 1 and stayed there: no lasting transition
     return found
+
+
+def crossing(iterations, correct_counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
+             ci: float = 0.95) -> dict:
+    """The crossing of F_correct through 1 across checkpoints, with its bootstrap CI.
+
+    Reported only when the first checkpoint is not sub-Poissonian and the last is
+    significantly sub-Poissonian (index-of-dispersion test of `dispersion` at ``alpha``), and
+    F has a lasting downward crossing of 1 (`crossing_iteration`, interpolated in
+    ``log(1 + iteration)``); otherwise ``iteration`` is None and ``reason`` says why.
+
+    The CI resamples the samples within every checkpoint (``n_boot`` times, with
+    replacement), recomputes every F and the crossing; a replicate without a lasting crossing
+    is placed after the last checkpoint when its last F >= 1 (not yet crossed) and before the
+    first one otherwise (F < 1 throughout); the bounds are the ``(1 - ci)/2`` and
+    ``(1 + ci)/2`` quantiles (inverted-CDF) of that ordering; an open bound is None.
+    (Written by hand: the statistic is undefined in some replicates, which
+    `scipy.stats.bootstrap` cannot take.)
+
+    Parameters
+    ----------
+    iterations : sequence of int
+    correct_counts : sequence of array_like of int
+        Per checkpoint, the per-sample correct-word counts.
+    alpha, n_boot, seed, ci : optional
+        The generator is ``numpy.random.default_rng([seed, 3])``.
+
+    Returns
+    -------
+    dict
+        ``iteration`` (float or None), ``ci`` [lo, hi], ``reported`` (bool), ``reason``,
+        ``first`` / ``last`` {``iteration``, ``fano``, ``p_value``, ``verdict``},
+        ``iterations``, ``fano``, ``boot_not_crossed_fraction`` (replicates not crossed by
+        the last checkpoint), ``boot_below_fraction`` (replicates below 1 throughout),
+        ``n_boot``, ``seed``, ``alpha``.
+    """
+    pairs = sorted(((int(i), np.asarray(c, dtype=float).ravel())
+                    for i, c in zip(iterations, correct_counts) if i is not None),
+                   key=lambda p: p[0])
+    pairs = [p for p in pairs if p[1].size >= 2]
+    its = [p[0] for p in pairs]
+    disp = [dispersion(c, alpha=alpha, n_boot=0) for _, c in pairs]
+    fano = [d["fano"] for d in disp]
+    out = dict(iteration=None, ci=[None, None], reported=False, reason=None, first=None, last=None,
+               iterations=its, fano=fano, boot_not_crossed_fraction=None, boot_below_fraction=None,
+               n_boot=int(n_boot), seed=int(seed), alpha=float(alpha))
+
+    def brief(k):
+        return dict(iteration=its[k], fano=fano[k], p_value=disp[k]["p_value"], verdict=disp[k]["verdict"])
+
+    if len(pairs) < 2:
+        out["reason"] = "fewer than two checkpoints with at least two samples"
+        return _jsonable(out)
+    out["first"], out["last"] = brief(0), brief(-1)
+    a, b = disp[0], disp[-1]
+    if a["verdict"] == "undefined" or b["verdict"] == "undefined":
+        out["reason"] = "F_correct undefined at the first or last checkpoint (no correct words)"
+    elif a["verdict"] == "sub-Poissonian":
+        out["reason"] = (f"the first checkpoint (iteration {its[0]}) is already significantly "
+                         f"sub-Poissonian (F = {a['fano']:.3g}, p = {a['p_value']:.2g})")
+    elif b["verdict"] != "sub-Poissonian":
+        out["reason"] = (f"the last checkpoint (iteration {its[-1]}) is not significantly "
+                         f"sub-Poissonian (F = {b['fano']:.3g}, p = {b['p_value']:.2g})")
+    else:
+        x = crossing_iteration(its, fano)
+        if x is None:
+            out["reason"] = ("F_correct is below 1 at every checkpoint (the first not significantly): "
+                             "no crossing inside the checkpoints")
+    if out["reason"] is not None:
+        return _jsonable(out)
+    out.update(iteration=x, reported=True)
+    if n_boot and n_boot > 0:
+        rng = np.random.default_rng([int(seed), 3])
+        fb = np.empty((int(n_boot), len(pairs)))
+        for k, (_, c) in enumerate(pairs):
+            xs = c[rng.integers(0, c.size, (int(n_boot), c.size))]
+            fb[:, k] = _fano_axis(xs, axis=1)
+        vals = np.empty(int(n_boot))
+        for r in range(int(n_boot)):
+            v = crossing_iteration(its, fb[r])
+            if v is None:
+                f = fb[r][np.isfinite(fb[r])]
+                v = math.inf if f.size and f[-1] >= 1.0 else -math.inf
+            vals[r] = v
+        lo, hi = np.quantile(vals, [(1 - ci) / 2, (1 + ci) / 2], method="inverted_cdf")
+        out["ci"] = [float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None]
+        out["boot_not_crossed_fraction"] = float(np.mean(vals == math.inf))
+        out["boot_below_fraction"] = float(np.mean(vals == -math.inf))
+    return _jsonable(out)

@@ -22,7 +22,6 @@ from scipy import stats
 
 from gptwaves.analysis.spelling import (
     WORD_RE,
-    crossing_iteration,
     extract_words,
 )
 
@@ -33,6 +32,8 @@ __all__ = [
     "plot_fano",
     "plot_q_curves",
     "plot_rates",
+    "plot_decomposition",
+    "plot_cascade",
     "text_page_html",
     "SYMLOG_LINTHRESH",
 ]
@@ -134,13 +135,13 @@ def _fano_series(results, which):
 
 def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
               val_losses: Sequence | None = None,
-              title: str | None = None) -> list[Path]:
+              title: str | None = None, crossing: dict | None = None) -> list[Path]:
     """Fano factor of correct and misspelled counts across training.
 
     Left panel: F (95 % bootstrap CI band) against iteration on a symlog axis
     (linear below `SYMLOG_LINTHRESH`, so iteration 0 is shown), the Poisson
-    line F = 1 and the iteration where F_correct crosses 1 (see
-    `crossing_iteration`). Right panel (if `val_losses` is given): the same
+    line F = 1 and, when ``crossing`` (a `gptwaves.analysis.spelling.crossing`
+    result) is reported, the crossing of F_correct through 1 with its CI. Right panel (if `val_losses` is given): the same
     against validation loss (x axis inverted: training proceeds to the right).
 
     Parameters
@@ -151,6 +152,8 @@ def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
     stem : str or Path
     val_losses : sequence of float, optional
     title : str, optional
+    crossing : dict, optional
+        Drawn only when ``crossing["reported"]``.
 
     Returns
     -------
@@ -162,7 +165,7 @@ def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
     fig = _new_figure(5.2 * ncol, 4.0)
     axes = fig.subplots(1, ncol, squeeze=False)[0]
     series = {w: _fano_series(results, w) for w in ("correct", "misspelled")}
-    cross = crossing_iteration(it, series["correct"][0])
+    cross = crossing.get("iteration") if crossing and crossing.get("reported") else None
 
     ax = axes[0]
     for name, (f, lo, hi) in series.items():
@@ -172,6 +175,10 @@ def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
     if cross is not None:
         ax.axvline(cross, color=COLORS["correct"], ls=":", lw=1.5,
                    label=f"F_correct crosses 1 (~{cross:.0f})")
+        lo, hi = (crossing.get("ci") or [None, None])[:2]
+        if lo is not None or hi is not None:
+            ax.axvspan(lo if lo is not None else max(it.min(), 0), hi if hi is not None else it.max(),
+                       color=COLORS["correct"], alpha=0.1, lw=0, label="crossing 95% CI")
     _iter_axis(ax)
     ax.set_ylabel("Fano factor F = var / mean")
     ax.set_title("Fano factor vs iteration", fontsize=10)
@@ -258,9 +265,13 @@ def plot_q_curves(iterations: Sequence, results: Sequence[dict], stem,
 
 
 # ---------------------------------------------------------------------------
+def _dec(res, name, key):
+    return _f(((res.get("decomposition") or {}).get(name) or {}).get(key))
+
+
 def plot_rates(iterations: Sequence, results: Sequence[dict], stem,
                title: str | None = None) -> list[Path]:
-    """Error rate, clustering excess and cascade ratio against iteration.
+    """Error rate, excess over the length-conditioned reference and cascade RR against iteration.
 
     Parameters
     ----------
@@ -277,33 +288,123 @@ def plot_rates(iterations: Sequence, results: Sequence[dict], stem,
     it, results, _ = _by_iteration(iterations, results)
     fig = _new_figure(13.0, 3.8)
     a0, a1, a2 = fig.subplots(1, 3)
-    a0.plot(it, _arr([r["error_rate"] for r in results]), "o-", color=COLORS["misspelled"], ms=4)
+    a0.plot(it, _arr([r.get("error_rate") for r in results]), "o-", color=COLORS["misspelled"], ms=4)
     a0.set_ylabel("misspelled / all words")
     a0.set_title("error rate p", fontsize=10)
     a0.set_ylim(bottom=0)
-    a1.plot(it, _arr([r["clustering_excess"] for r in results]), "o-",
-            color=COLORS["misspelled"], ms=4, label="misspelled")
-    a1.plot(it, _arr([r["clustering_excess_correct"] for r in results]), "s-",
-            color=COLORS["correct"], ms=4, label="correct")
-    a1.axhline(1.0, color="k", ls="--", lw=1, label="independent errors")
-    a1.set_ylabel("F / F_ref (binomial thinning)")
-    a1.set_title("clustering excess", fontsize=10)
+    for name, mk in (("misspelled", "o-"), ("correct", "s-")):
+        a1.plot(it, _arr([_dec(r, name, "excess") for r in results]), mk, color=COLORS[name], ms=4,
+                label=name)
+    a1.axhline(1.0, color="k", ls="--", lw=1, label="independent given length")
+    a1.set_ylabel("F / F_ref (length-conditioned)")
+    a1.set_title("excess over the independent-error reference", fontsize=10)
     a1.legend(fontsize=8)
-    a2.plot(it, _arr([r["cascade_ratio"] for r in results]), "o-", color="#9467bd", ms=4)
-    a2.axhline(1.0, color="k", ls="--", lw=1, label="independent errors")
-    a2.set_ylabel("P(mis | prev mis) / P(mis)")
-    a2.set_title("cascade ratio", fontsize=10)
+    a2.plot(it, _arr([(r.get("cascade") or {}).get("rr") for r in results]), "o-", color="#9467bd", ms=4)
+    a2.axhline(1.0, color="k", ls="--", lw=1, label="RR = 1")
+    a2.set_ylabel("P(mis | prev mis) / P(mis | prev correct)")
+    a2.set_title("cascade relative risk", fontsize=10)
     a2.legend(fontsize=8)
     for ax in (a0, a1, a2):
         _iter_axis(ax)
-    fig.suptitle(title or "Error rate, clustering and cascades across training", fontsize=11)
+    fig.suptitle(title or "Error rate, excess and cascades across training", fontsize=11)
+    return _save(fig, stem)
+
+
+def plot_decomposition(iterations: Sequence, results: Sequence[dict], stem,
+                       title: str | None = None) -> list[Path]:
+    """F with its independent-error reference and permutation null band, against iteration.
+
+    One panel per count (correct, misspelled): observed F (with its BCa CI), the closed-form
+    length-conditioned reference F_ref, the stratified permutation null's median and
+    [alpha/2, 1 - alpha/2] band, and F = 1. The correct panel also shows F_words and its
+    renewal reference CV^2 of the word-start spacing.
+
+    Parameters
+    ----------
+    iterations : sequence of int
+    results : sequence of dict
+        `analyze` outputs (their ``decomposition``).
+    stem : str or Path
+    title : str, optional
+
+    Returns
+    -------
+    list of Path
+    """
+    it, results, _ = _by_iteration(iterations, results)
+    fig = _new_figure(11.0, 4.0)
+    axes = fig.subplots(1, 2)
+    for ax, name in zip(axes, ("correct", "misspelled")):
+        f, lo, hi = _fano_series(results, name)
+        ax.plot(it, f, "o-", color=COLORS[name], ms=4, label=f"F {name}")
+        ax.fill_between(it, lo, hi, color=COLORS[name], alpha=0.15, lw=0, label="95% BCa CI")
+        ax.plot(it, _arr([_dec(r, name, "fano_ref") for r in results]), "k^--", ms=4, lw=1,
+                label="F_ref (independent given length)")
+        band = [((r.get("decomposition") or {}).get(name) or {}).get("null_band") or [None, None]
+                for r in results]
+        ax.fill_between(it, _arr([b[0] for b in band]), _arr([b[1] for b in band]), color="0.5", alpha=0.25,
+                        lw=0, label="permutation null band")
+        ax.plot(it, _arr([_dec(r, name, "null_median") for r in results]), ":", color="0.3", lw=1,
+                label="null median")
+        if name == "correct":
+            ax.plot(it, _arr([_dec(r, "words", "fano") for r in results]), "s-", color=COLORS["words"], ms=3,
+                    lw=1, label="F words")
+            ax.plot(it, _arr([_dec(r, "words", "renewal_reference") for r in results]), "s--",
+                    color=COLORS["words"], ms=3, lw=1, label="renewal CV² (word starts)")
+        ax.axhline(1.0, color="k", lw=0.8, alpha=0.6)
+        _iter_axis(ax)
+        ax.set_ylabel("Fano factor")
+        ax.set_title(f"{name} words", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "Fano factor against its independent-error reference and null", fontsize=11)
+    return _save(fig, stem)
+
+
+def plot_cascade(iterations: Sequence, results: Sequence[dict], stem,
+                 title: str | None = None) -> list[Path]:
+    """Cascade relative risk (with BCa CI) and its within-sample permutation null band.
+
+    Parameters
+    ----------
+    iterations : sequence of int
+    results : sequence of dict
+        `analyze` outputs (their ``cascade``).
+    stem : str or Path
+    title : str, optional
+
+    Returns
+    -------
+    list of Path
+    """
+    it, results, _ = _by_iteration(iterations, results)
+    cas = [r.get("cascade") or {} for r in results]
+    fig = _new_figure(6.0, 4.0)
+    ax = fig.subplots()
+    rr = _arr([c.get("rr") for c in cas])
+    ci = [c.get("rr_ci") or [None, None] for c in cas]
+    nb = [c.get("null_band") or [None, None] for c in cas]
+    ax.plot(it, rr, "o-", color="#9467bd", ms=4, label="RR")
+    ax.fill_between(it, _arr([c[0] for c in ci]), _arr([c[1] for c in ci]), color="#9467bd", alpha=0.2, lw=0,
+                    label="95% BCa CI")
+    ax.fill_between(it, _arr([b[0] for b in nb]), _arr([b[1] for b in nb]), color="0.5", alpha=0.25, lw=0,
+                    label="within-sample permutation null")
+    ax.plot(it, _arr([c.get("null_median") for c in cas]), ":", color="0.3", lw=1, label="null median")
+    ax.axhline(1.0, color="k", ls="--", lw=1)
+    for x, c, y in zip(it, cas, rr):
+        p = c.get("p_value")
+        if p is not None and p < 0.05 and np.isfinite(y):
+            ax.annotate("*", (x, y), textcoords="offset points", xytext=(0, 4), ha="center")
+    _iter_axis(ax)
+    ax.set_ylabel("P(mis | prev mis) / P(mis | prev correct)")
+    ax.legend(fontsize=8)
+    fig.suptitle(title or "Cascade relative risk across training (* p < 0.05)", fontsize=11)
     return _save(fig, stem)
 
 
 # ---------------------------------------------------------------------------
-def _mark_text(text: str, lexicon, prompt_len: int) -> tuple[str, int, int]:
+def _mark_text(text: str, lexicon, prompt_len: int, length: int | None = None) -> tuple[str, int, int]:
     """HTML of one sample with misspelled words marked; returns (html, n_cor, n_mis)."""
-    scored = {s: (e, w not in lexicon) for w, s, e in extract_words(text, prompt_len)}
+    scored = {s: (e, w not in lexicon) for w, s, e in extract_words(text, prompt_len, length)}
     parts = []
     pos = 0
     n_cor = n_mis = 0
@@ -332,7 +433,7 @@ def _mark_text(text: str, lexicon, prompt_len: int) -> tuple[str, int, int]:
 
 
 def text_page_html(texts: Sequence[str], lexicon, prompt_len: int, iteration,
-                   max_samples: int = 20) -> str:
+                   max_samples: int = 20, length: int | None = None) -> str:
     """HTML fragment showing generated samples with misspelled words highlighted.
 
     Parameters
@@ -345,6 +446,9 @@ def text_page_html(texts: Sequence[str], lexicon, prompt_len: int, iteration,
         Checkpoint iteration (shown in the heading).
     max_samples : int, optional
         Number of samples shown (the first ones). Default 20.
+    length : int, optional
+        Counted characters L: words starting after them (in the margin) are shown as
+        unscored. Default: every word after the prompt is counted.
 
     Returns
     -------
@@ -352,15 +456,15 @@ def text_page_html(texts: Sequence[str], lexicon, prompt_len: int, iteration,
         A ``<section class="spelling-samples">`` fragment. Every character of
         generated text is HTML-escaped. Misspelled words are wrapped in
         ``<mark class="miss">``, the prompt in ``<span class="prompt">`` and
-        words that are not scored (cut by the sample end or overlapping the
-        prompt) in ``<span class="unscored">``; each sample is a
+        words that are not scored (cut by the sample end, in the margin, or
+        overlapping the prompt) in ``<span class="unscored">``; each sample is a
         ``<pre class="sample">`` (whitespace preserved).
     """
     shown = list(texts[: max(0, int(max_samples))])
     blocks = []
     tot_c = tot_m = 0
     for i, t in enumerate(shown):
-        body, c, m = _mark_text(t, lexicon, prompt_len)
+        body, c, m = _mark_text(t, lexicon, prompt_len, length)
         tot_c += c
         tot_m += m
         blocks.append(

@@ -1,0 +1,210 @@
+"""Null-model suite of the spelling statistics (issue 12, DESIGN 5 and 7).
+
+Synthetic checkpoints with known truth go through the same analysis (`analyze_words`, and
+`analyze` on synthetic text) and findings code (`spelling_claims`) as real runs.
+"""
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from gptwaves.analysis import claims as cl
+from gptwaves.analysis import spelling as sp
+from gptwaves.analysis.spelling_claims import spelling_claims
+
+L = 112
+ITERS = [0, 100, 300, 1000, 2500, 5000]
+
+
+def words(rng, n, length=L, logit=None, kind="iid", sigma=1.2, stay=0.6, p_len=0.3):
+    """Word table of n samples: geometric lengths, 1-2 separator characters.
+
+    ``logit(lengths)`` gives the log-odds of a misspelling (through the length bin only);
+    kind "iid": independent given length; "bursty": a per-sample N(0, sigma^2) log-odds
+    offset; "markov": a two-state chain (P(mis | prev mis) = stay) independent of length.
+    """
+    K = length // 2 + 1
+    lens = rng.geometric(p_len, (n, K))
+    step = lens + 1 + (rng.random((n, K)) < 0.2)
+    starts = np.cumsum(step, axis=1) - step
+    valid = starts < length
+    lb = np.minimum(lens, 12)
+    if kind == "markov":
+        enter = 0.1
+        mis = np.zeros((n, K), dtype=bool)
+        mis[:, 0] = rng.random(n) < enter / (1 - stay + enter)
+        u = rng.random((n, K))
+        for j in range(1, K):
+            mis[:, j] = u[:, j] < np.where(mis[:, j - 1], stay, enter)
+    else:
+        z = logit(lb)
+        if kind == "bursty":
+            z = z + sigma * rng.normal(size=(n, 1))
+        mis = rng.random((n, K)) < expit(z)
+    rows = np.nonzero(valid)[0]
+    return rows, starts[valid], lens[valid], mis[valid]
+
+
+def checkpoint(rng, n, logit=None, kind="iid", n_perm=100, n_boot=0, seed=0, **kw):
+    s, st, ln, m = words(rng, n, logit=logit, kind=kind, **kw)
+    return sp.analyze_words(s, st, ln, m, n, L, margin=16, n_perm=n_perm, n_boot=n_boot, seed=seed,
+                            windows=[])
+
+
+def falling_logits(n_ck=len(ITERS)):
+    """Length-dependent log-odds whose overall rate falls from about 0.9 to 0.15."""
+    offs = np.linspace(2.0, -2.9, n_ck)
+    return [lambda lb, o=o: o + 0.35 * (lb - 3) for o in offs]
+
+
+# ------------------------------------------------------------------ iid errors, falling rate
+@pytest.mark.slow
+def test_iid_length_dependent_falling_rate_not_supported_beyond_null():
+    n_seeds, n = 100, 300
+    fp2 = fp3 = 0
+    ratios, excess_last = [], []
+    rates = None
+    for seed in range(n_seeds):
+        rng = np.random.default_rng(1000 + seed)
+        cks = [{"iteration": it, "stats": checkpoint(rng, n, lg, seed=seed)}
+               for it, lg in zip(ITERS, falling_logits())]
+        if seed == 0:
+            rates = [c["stats"]["error_rate"] for c in cks]
+        c2, c3, _ = spelling_claims(cks)
+        fp2 += c2["beyond_null"]["verdict"] == cl.SUPPORTED
+        fp3 += c3["beyond_null"]["verdict"] == cl.SUPPORTED
+        for c in cks:
+            for name in ("correct", "misspelled"):
+                d = c["stats"]["decomposition"][name]
+                if d["fano_ref"] and d["null_median"]:
+                    ratios.append(d["fano_ref"] / d["null_median"])
+        excess_last.append([cks[-1]["stats"]["decomposition"][k]["excess"] for k in ("correct", "misspelled")])
+    assert rates[0] > 0.8 and rates[-1] < 0.25  # the rate does fall from ~0.9 to ~0.15
+    assert fp2 <= 5 and fp3 <= 5, (fp2, fp3)
+    ratios = np.asarray(ratios)
+    # closed form and permutation references agree
+    assert np.all(np.abs(ratios - 1) < 0.05), (ratios.min(), ratios.max())
+    assert np.abs(np.mean(excess_last, axis=0) - 1).max() < 0.05
+
+
+def test_length_blind_reference_would_be_biased_but_ours_is_not():
+    # errors depend strongly on length: the old (1-p) + p F_words reference is off, ours is not
+    rng = np.random.default_rng(5)
+    r = checkpoint(rng, 1500, lambda lb: -3.0 + 0.8 * lb, n_perm=300)
+    d = r["decomposition"]
+    fw, p = d["words"]["fano"], r["error_rate"]
+    old_m = (1 - p) + p * fw
+    assert abs(d["misspelled"]["fano"] / old_m - 1) > 0.1  # the old excess is biased
+    assert abs(d["misspelled"]["excess"] - 1) < 0.1
+    assert abs(d["correct"]["excess"] - 1) < 0.1
+    assert d["misspelled"]["p_value"] > 0.01 and d["correct"]["p_value"] > 0.01
+
+
+# ------------------------------------------------------------------ planted clustering
+@pytest.mark.parametrize("kind", ["bursty", "markov"])
+def test_clustered_errors_detected(kind):
+    n_seeds = 20
+    hits = 0
+    for seed in range(n_seeds):
+        rng = np.random.default_rng(2000 + seed)
+        r = checkpoint(rng, 1000, lambda lb: -1.5 + 0.1 * lb, kind=kind, n_perm=200, seed=seed)
+        d = r["decomposition"]["misspelled"]
+        hits += d["p_value"] < 0.05 and d["excess"] > 1
+    assert hits >= 19, hits
+
+
+def test_clustered_errors_claim3_beyond_supported_through_analyze_text():
+    """Bursty errors in synthetic *text*, through `analyze` and `spelling_claims`."""
+    vocab = ["the", "king", "lord", "love", "death", "sweet", "night", "heart", "a", "my", "is"]
+    lex = frozenset(vocab)
+    rng = np.random.default_rng(7)
+
+    def texts(n, base):
+        out = []
+        for _ in range(n):
+            pi = expit(base + 1.5 * rng.normal())
+            ws = [vocab[k] for k in rng.integers(0, len(vocab), 40)]
+            ws = ["q" + w[1:] if rng.random() < pi else w for w in ws]
+            out.append(("\n" + " ".join(ws))[: 1 + L + 16])
+        return out
+
+    cks = [{"iteration": it, "stats": sp.analyze(texts(600, b), lex, 1, L, margin=16, n_boot=200, n_perm=300,
+                                                 seed=1)}
+           for it, b in zip([0, 1000, 5000], [1.0, -0.5, -1.5])]
+    for c in cks:
+        assert c["stats"]["n_cut"] == 0 and c["stats"]["margin"] == 16
+    c2, c3, c5 = spelling_claims(cks)
+    assert c3["beyond_null"]["verdict"] == cl.SUPPORTED
+    assert cks[-1]["stats"]["decomposition"]["misspelled"]["excess"] > 1.2
+
+
+# ------------------------------------------------------------------ crossing under F = 1
+def test_no_crossing_reported_when_f_is_one_throughout():
+    n_seeds, n = 200, 1000
+    reported = 0
+    for seed in range(n_seeds):
+        rng = np.random.default_rng(3000 + seed)
+        counts = [rng.poisson(lam, n) for lam in (2.0, 4.0, 6.0, 8.0, 10.0, 12.0)]
+        res = sp.crossing(ITERS, counts, n_boot=0, seed=seed)
+        reported += res["reported"]
+        if not res["reported"]:
+            assert res["iteration"] is None and res["reason"]
+    assert reported <= 0.05 * n_seeds, reported
+
+
+def test_crossing_found_with_ci_when_planted():
+    # F_correct goes 1.3 -> 0.6: negative binomial early, binomial late
+    rng = np.random.default_rng(11)
+    n = 1000
+    counts = [rng.negative_binomial(20, 1 / 1.3, n), rng.negative_binomial(40, 1 / 1.1, n),
+              rng.binomial(40, 0.1, n), rng.binomial(20, 0.25, n), rng.binomial(15, 0.4, n)]
+    its = [0, 100, 300, 1000, 3000]
+    res = sp.crossing(its, counts, n_boot=500, seed=0)
+    assert res["reported"]
+    assert 100 < res["iteration"] < 300
+    lo, hi = res["ci"]
+    assert lo is not None and hi is not None and lo <= res["iteration"] <= hi
+    assert 0 <= lo and hi <= 1000
+
+
+# ------------------------------------------------------------------ cascade test size
+@pytest.mark.parametrize("n_words", [5, 20])
+def test_cascade_test_size(n_words):
+    n_seeds, n = 300, 500
+    rej = 0
+    for seed in range(n_seeds):
+        rng = np.random.default_rng(4000 + seed + 1000 * n_words)
+        samp = np.repeat(np.arange(n), n_words)
+        p_i = np.repeat(rng.uniform(0.1, 0.5, n), n_words)  # heterogeneous samples, independent errors
+        mis = rng.random(samp.size) < p_i
+        c = sp.cascade(samp, mis, n, n_boot=0)
+        null = sp.cascade_null(samp, mis, n, n_perm=200, seed=seed)
+        p, _ = sp.perm_p_value(c["rr"], null)
+        rej += p < 0.05
+    assert 0.02 <= rej / n_seeds <= 0.08, rej / n_seeds
+
+
+def test_cascade_detected_in_markov_errors():
+    rng = np.random.default_rng(9)
+    s, st, ln, m = words(rng, 1000, kind="markov", stay=0.5)
+    r = sp.analyze_words(s, st, ln, m, 1000, L, n_boot=200, n_perm=300, windows=[])
+    c = r["cascade"]
+    assert c["verdict"] == "cascade" and c["p_value"] < 0.01
+    assert c["rr_ci"][0] > 1
+
+
+# ------------------------------------------------------------------ BCa coverage
+@pytest.mark.slow
+@pytest.mark.parametrize("dist", ["poisson", "binomial", "negbin"])
+def test_bca_coverage_of_fano(dist):
+    R, n = (500, 1000) if dist == "negbin" else (400, 600)  # heavy tail: BCa needs the larger N
+    rng = np.random.default_rng({"poisson": 1, "binomial": 2, "negbin": 3}[dist])
+    if dist == "poisson":
+        x, F = rng.poisson(4.0, (R, n)), 1.0
+    elif dist == "binomial":
+        x, F = rng.binomial(20, 0.3, (R, n)), 0.7
+    else:
+        x, F = rng.negative_binomial(5, 1 / 3, (R, n)), 3.0  # mean 10, F = 3
+    lo, hi = sp.fano_bca(x, n_boot=999, seed=0, batch=20)
+    cover = np.mean((lo <= F) & (F <= hi))
+    assert 0.93 <= cover <= 0.97, cover
