@@ -405,7 +405,7 @@ def test_mean_mode_uses_the_recording_or_generation(run):
     (dict(tap="blocks.9.hook_resid_post"), "unknown tap"),
     (dict(checkpoint="all"), "give one checkpoint"),
     (dict(checkpoint="12345"), "no checkpoint at iteration 12345"),
-    (dict(samples=1), "at least 2 samples"),
+    (dict(samples=1), "--samples must be in [2"),
 ])
 def test_errors_are_one_line_gptwaves_errors(run, kw, needle):
     args = dict(spec="0-3", mode="ablate")

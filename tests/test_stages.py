@@ -173,7 +173,7 @@ def test_record_external_nanogpt_checkpoint(tmp_path, stage_corpus, capsys):
 
 def test_spelling_stage(run_dir, stage_corpus):
     corpus_path, corpus = stage_corpus
-    kw = dict(samples=12, seed=2, n_boot=40, batch_size=5, progress=False, corpus=corpus_path)
+    kw = dict(samples=12, seed=2, n_boot=40, n_perm=50, margin=4, batch_size=5, progress=False, corpus=corpus_path)
     res = spelling_run(run_dir, "all", **kw)
     sdir = run_dir / "spelling"
     names = [f"iter_{i:07d}" for i in ITERS]
@@ -188,7 +188,14 @@ def test_spelling_stage(run_dir, stage_corpus):
                   "correct_q", "correct_fano_ci_lo", "correct_fano_ci_hi", "correct_p_value", "correct_verdict",
                   "misspelled_mean", "misspelled_var", "misspelled_fano", "misspelled_q",
                   "misspelled_fano_ci_lo", "misspelled_fano_ci_hi", "misspelled_p_value", "misspelled_verdict",
-                  "error_rate", "clustering_excess", "clustering_excess_correct", "cascade_ratio", "n_samples"]
+                  "error_rate", "cascade_rr", "n_cut", "n_samples"]
+    for w in ("correct", "misspelled"):
+        i = documented.index(f"{w}_verdict") + 1
+        documented[i:i] = [f"{w}_fano_ref", f"{w}_excess", f"{w}_null_median", f"{w}_excess_p", f"{w}_excess_verdict"]
+    i = documented.index("error_rate")
+    documented[i:i] = ["words_fano", "words_renewal_reference"]
+    i = documented.index("cascade_rr") + 1
+    documented[i:i] = ["cascade_rr_ci_lo", "cascade_rr_ci_hi", "cascade_p", "cascade_verdict"]
     assert res["table"] == sdir / "spelling.csv"
     with open(sdir / "spelling.csv", newline="") as f:
         rows = list(csv.reader(f))
@@ -200,18 +207,23 @@ def test_spelling_stage(run_dir, stage_corpus):
     stems = {Path(p).stem for p in res["figures"]}
     for stem in stems:
         assert f"{stem}.png" in figs and f"{stem}.svg" in figs
-    assert {"fano", "q_curves", "rates"} <= stems
+    assert {"fano", "q_curves", "rates", "decomposition", "cascade"} <= stems
+    # the crossing across checkpoints: reported with its CI, or the reason it is not
+    crossing = json.loads((sdir / "crossing.json").read_text())
+    assert crossing["checkpoints"] == names and (crossing["crossing"]["iteration"] is not None
+                                                  or crossing["crossing"]["reason"])
     # numbers equal the analysis recomputed on the saved samples
     lex = corpus.lexicon
     for name, r, row in zip(names, res["checkpoints"], rows[1:]):
         saved = json.loads((sdir / f"{name}.samples.json").read_text())
         texts = saved["texts"]
-        assert len(texts) == 12 and all(len(t) == 1 + 16 and t[0] == "\n" for t in texts)
-        stats = sp.analyze(texts, lex, 1, 16, alpha=0.05, n_boot=40, seed=2)
+        assert len(texts) == 12 and all(len(t) == 1 + 12 + 4 and t[0] == "\n" for t in texts)
+        stats = sp.analyze(texts, lex, 1, 12, margin=4, alpha=0.05, n_boot=40, n_perm=50, seed=2)
         on_disk = json.loads((sdir / f"{name}.json").read_text())
         assert on_disk["stats"] == stats
         assert json.loads(json.dumps(r["stats"])) == stats
-        assert on_disk["settings"]["length"] == 16 and on_disk["settings"]["samples"] == 12
+        assert on_disk["settings"]["length"] == 12 and on_disk["settings"]["margin"] == 4
+        assert on_disk["settings"]["samples"] == 12
         assert on_disk["settings"]["sampling"]["seed"] == 2
         table = dict(zip(rows[0], row))
         for which in ("correct", "misspelled"):
@@ -235,7 +247,8 @@ def test_spelling_stage(run_dir, stage_corpus):
         assert (sdir / f"{name}.json").stat().st_mtime_ns != before[str(sdir / f"{name}.json")]
         texts = json.loads((sdir / f"{name}.samples.json").read_text())["texts"]
         assert r["stats"]["n_boot"] == 30
-        assert json.loads(json.dumps(r["stats"])) == sp.analyze(texts, lex, 1, 16, n_boot=30, seed=2)
+        assert json.loads(json.dumps(r["stats"])) == sp.analyze(texts, lex, 1, 12, margin=4, n_boot=30, n_perm=50,
+                                                                seed=2)
     # another seed: new samples
     spelling_run(run_dir, "last", **{**kw, "seed": 3, "figures": False})
     assert (sdir / f"{names[-1]}.samples.json").stat().st_mtime_ns != samples_before[
@@ -249,11 +262,11 @@ def test_spelling_samples_are_the_models(run_dir, stage_corpus):
     from gptwaves.sample import SamplingConfig
 
     corpus_path, _ = stage_corpus
-    spelling_run(run_dir, "last", samples=7, seed=4, n_boot=10, batch_size=3, progress=False,
+    spelling_run(run_dir, "last", samples=7, seed=4, n_boot=10, n_perm=20, margin=4, batch_size=3, progress=False,
                  corpus=corpus_path, figures=False)
     (name, ref), = select_checkpoints(run_dir, "last")
     model, meta = load_selected(ref, device="cpu")
-    texts = sample_texts(model, meta["vocab"], 7, 16, "\n", SamplingConfig(seed=4), batch_size=3)
+    texts = sample_texts(model, meta["vocab"], 7, 12 + 4, "\n", SamplingConfig(seed=4), batch_size=3)
     saved = json.loads((run_dir / "spelling" / f"{name}.samples.json").read_text())["texts"]
     assert saved == texts
 
@@ -327,8 +340,8 @@ def test_summary_and_report_after_step_by_step_commands(run_dir, stage_corpus, c
 
         build_summary(run_dir)
     cli(capsys, "waves", "--run", run_dir, "--samples", "4", "--steps", "40", "--nlags", "8", "--quiet")
-    cli(capsys, "spelling", "--run", run_dir, "--samples", "10", "--n-boot", "30", "--corpus", corpus_path,
-        "--quiet")
+    cli(capsys, "spelling", "--run", run_dir, "--samples", "10", "--n-boot", "30", "--n-perm", "30", "--margin", "4",
+        "--corpus", corpus_path, "--quiet")
     out = cli(capsys, "summary", "--run", run_dir)
     assert "summary:" in out and "Coherence builds up" in out
     s = json.loads((run_dir / "summary.json").read_text())

@@ -229,24 +229,28 @@ def _spelling_options(f):
 
     f = click.option("--samples", type=int, default=_default(SpellingSettings, "samples"), show_default=True)(f)
     f = click.option("--length", type=int, default=None,
-                     help="Counted characters per sample (default: block_size).")(f)
+                     help="Counted characters per sample (default: block_size - margin).")(f)
+    f = click.option("--margin", type=int, default=_default(SpellingSettings, "margin"), show_default=True,
+                     help="Characters generated past the counted ones, so that no counted word is cut.")(f)
     f = click.option("--lexicon", type=click.Path(path_type=Path), default=None,
                      help="Word list (one word per line); default: the words of the training split.")(f)
     f = click.option("--alpha", type=float, default=_default(SpellingSettings, "alpha"), show_default=True,
                      help="Significance level of every test.")(f)
     f = click.option("--n-boot", type=int, default=_default(SpellingSettings, "n_boot"), show_default=True,
                      help="Bootstrap resamples.")(f)
+    f = click.option("--n-perm", type=int, default=_default(SpellingSettings, "n_perm"), show_default=True,
+                     help="Permutations of the null models.")(f)
     f = click.option("--batch-size", type=int, default=_default(SpellingSettings, "batch_size"),
                      show_default=True, help="Samples per batch (fixes the random streams, hence the texts).")(f)
     return f
 
 
-def _spelling_settings(samples, length, lexicon, alpha, n_boot, batch_size, prompt, sampling):
+def _spelling_settings(samples, length, margin, lexicon, alpha, n_boot, n_perm, batch_size, prompt, sampling):
     from .stages.spelling import SpellingSettings
 
-    return SpellingSettings(samples=samples, length=length, prompt=_unescape(prompt), sampling=sampling,
-                            lexicon=None if lexicon is None else str(lexicon), alpha=alpha, n_boot=n_boot,
-                            batch_size=batch_size)
+    return SpellingSettings(samples=samples, length=length, margin=margin, prompt=_unescape(prompt),
+                            sampling=sampling, lexicon=None if lexicon is None else str(lexicon), alpha=alpha,
+                            n_boot=n_boot, n_perm=n_perm, batch_size=batch_size)
 
 
 @cli.command()
@@ -256,24 +260,32 @@ def _spelling_settings(samples, length, lexicon, alpha, n_boot, batch_size, prom
 @_spelling_options
 @_sampling_options
 @_hf_options
-def spelling(run, checkpoint, corpus, samples, length, lexicon, alpha, n_boot, batch_size, seed, temperature,
-             top_k, top_p, context, prompt, device, n_head, quiet, hf_model, hf_revision):
-    """Counting statistics of spelling errors (Fano factor, Poisson tests) per checkpoint."""
+def spelling(run, checkpoint, corpus, samples, length, margin, lexicon, alpha, n_boot, n_perm, batch_size, seed,
+             temperature, top_k, top_p, context, prompt, device, n_head, quiet, hf_model, hf_revision):
+    """Counting statistics of spelling errors (Fano factor, Poisson tests, null models) per checkpoint."""
     from .stages.spelling import spelling_run
 
-    settings = _spelling_settings(samples, length, lexicon, alpha, n_boot, batch_size, prompt,
+    settings = _spelling_settings(samples, length, margin, lexicon, alpha, n_boot, n_perm, batch_size, prompt,
                                   _sampling(seed, temperature, top_k, top_p, context))
     res = spelling_run(run, checkpoint, settings, _source(corpus, n_head, device, hf_model, hf_revision),
                        progress=not quiet)
-    click.echo(f"{'iter':>7} {'val':>6} {'F_corr':>7} {'verdict':>17} {'F_miss':>7} {'verdict':>17} {'err':>5}")
+    click.echo(f"{'iter':>7} {'val':>6} {'F_corr':>7} {'verdict':>17} {'F/Fref':>6} {'F_miss':>7} {'verdict':>17} "
+               f"{'F/Fref':>6} {'err':>5} {'RR':>5}")
+    fmt = lambda v: "  nan" if v is None else f"{v:.3f}"  # noqa: E731
     for r in res["checkpoints"]:
         s = r["stats"]
-        fmt = lambda v: "  nan" if v is None else f"{v:.3f}"  # noqa: E731
+        dec = s.get("decomposition") or {}
         click.echo(f"{str(r['iteration']):>7} {fmt(r['val_loss']):>6} {fmt(s['correct']['fano']):>7} "
-                   f"{s['correct']['verdict']:>17} {fmt(s['misspelled']['fano']):>7} "
-                   f"{s['misspelled']['verdict']:>17} {fmt(s['error_rate']):>5}")
-    c = res["crossing_iteration"]
-    click.echo(f"F_correct crosses 1 at iteration {c:.0f}" if c is not None else "F_correct does not cross 1")
+                   f"{s['correct']['verdict']:>17} {fmt((dec.get('correct') or {}).get('excess')):>6} "
+                   f"{fmt(s['misspelled']['fano']):>7} {s['misspelled']['verdict']:>17} "
+                   f"{fmt((dec.get('misspelled') or {}).get('excess')):>6} {fmt(s['error_rate']):>5} "
+                   f"{fmt(s.get('cascade_rr')):>5}")
+    c = res.get("crossing") or {}
+    if c.get("iteration") is not None:
+        ci = c.get("ci") or [None, None]
+        click.echo(f"F_correct crosses 1 near iteration {c['iteration']:.0f} (95% CI {fmt(ci[0])} to {fmt(ci[1])})")
+    else:
+        click.echo(f"no crossing of F_correct through 1 reported: {c.get('reason') or 'fewer than 2 checkpoints'}")
     click.echo(f"table: {res['table']}")
 
 
@@ -392,12 +404,12 @@ def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, r
 @click.option("--control-seed", type=int, default=0, show_default=True,
               help="Seed of the random control channels (same number, disjoint from the target).")
 @_sampling_options
-def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, lexicon, alpha, n_boot, batch_size,
-              control_seed, seed, temperature, top_k, top_p, context, prompt, device, n_head, quiet):
+def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, margin, lexicon, alpha, n_boot, n_perm,
+              batch_size, control_seed, seed, temperature, top_k, top_p, context, prompt, device, n_head, quiet):
     """Ablate, clamp or scale a channel set at one tap while generating; compare with the unedited baseline."""
     from .stages.interventions import intervene_run
 
-    settings = _spelling_settings(samples, length, lexicon, alpha, n_boot, batch_size, prompt,
+    settings = _spelling_settings(samples, length, margin, lexicon, alpha, n_boot, n_perm, batch_size, prompt,
                                   _sampling(seed, temperature, top_k, top_p, context))
     res = intervene_run(run, checkpoint, tap, channels, mode, settings, _source(corpus, n_head, device),
                         control_seed=control_seed, progress=not quiet)

@@ -302,19 +302,20 @@ def slug(text: str, max_len: int = 60) -> str:
 # ---------------------------------------------------------------------------
 # Words
 # ---------------------------------------------------------------------------
-def word_lengths_per_sample(texts: Sequence[str], prompt_len: int) -> list[np.ndarray]:
+def word_lengths_per_sample(texts: Sequence[str], prompt_len: int, length: int | None = None) -> list[np.ndarray]:
     """Lengths of the scorable words of each sample.
 
     Words are exactly those of :func:`gptwaves.analysis.spelling.extract_words`
     (words overlapping the prompt and a final word cut by the sample end are
-    dropped). The length of a word is its number of characters, internal
+    dropped; with ``length``, only words starting in the ``length`` counted
+    characters after the prompt, as the spelling statistics count them). The length of a word is its number of characters, internal
     apostrophes included (``"don't"`` -> 5).
 
     Returns
     -------
     list of ndarray of int64, one per sample
     """
-    return [np.asarray([e - s for _, s, e in extract_words(t, prompt_len)], dtype=np.int64) for t in texts]
+    return [np.asarray([e - s for _, s, e in extract_words(t, prompt_len, length)], dtype=np.int64) for t in texts]
 
 
 def word_lengths(texts: Sequence[str], prompt_len: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from ..io import read_json
 
 __all__ = ["ModelSource", "HFRef", "run_checkpoints", "select_checkpoints", "load_selected", "resolve_taps",
            "focus_tap", "reusable", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded",
-           "is_main_name", "iteration_of_name", "write_csv"]
+           "is_main_name", "iteration_of_name", "begin_stage"]
 
 _MAIN_NAME = re.compile(r"iter_(\d{7})")
 
@@ -64,7 +64,14 @@ class HFRef:
 
 
 def run_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
-    cks = list_checkpoints(Path(run_dir) / "checkpoints")
+    """The run's complete checkpoints by iteration; a checkpoint whose vocabulary differs from the
+    run's (run.json) is refused."""
+    vocab = None
+    if (Path(run_dir) / "run.json").exists():
+        from ..train import read_run_info
+
+        vocab = read_run_info(run_dir).get("vocab")
+    cks = list_checkpoints(Path(run_dir) / "checkpoints", vocab=vocab)
     if not cks:
         raise GptwavesError(f"no checkpoints in {run_dir}; train first (gptwaves train --out {run_dir})")
     return cks
@@ -163,7 +170,7 @@ def reusable(path: Path, settings: dict, **also) -> dict | None:
     if not path.is_file():
         return None
     try:
-        old = read_json(path, "stage output")
+        old = read_json(path, "stage output", dict)
     except GptwavesError:
         return None
     if not isinstance(old, dict) or old.get("settings") != settings:
@@ -175,10 +182,9 @@ def reusable(path: Path, settings: dict, **also) -> dict | None:
 
 def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:
     """The corpus a run was trained on: ``corpus`` if given, else the path in run.json (checked)."""
-    p = Path(run_dir) / "run.json"
-    info = read_json(p, "run file") if p.exists() else {}
-    if not isinstance(info, dict):
-        raise GptwavesError(f"{p} is not a JSON object")
+    from ..train import read_run_info
+
+    info = read_run_info(run_dir) if (Path(run_dir) / "run.json").exists() else {}
     c = Corpus.load(corpus if corpus is not None else (info.get("corpus_path") or None))
     if info.get("corpus_sha256") and c.sha256 != info["corpus_sha256"]:
         raise GptwavesError(f"corpus {c.path} is not the one {run_dir} was trained on (sha256 differs)")
@@ -210,26 +216,14 @@ def resolve_lexicon(run_dir: Path, lexicon: str | os.PathLike | None,
     return lex, name, hashlib.sha256("\n".join(sorted(lex)).encode()).hexdigest()[:16]
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    """Write a CSV table atomically; ``None`` becomes an empty cell, text that a spreadsheet would
-    read as a formula is escaped."""
-    import csv
-    import io as _io
+def begin_stage(run_dir: Path, *folders: str) -> None:
+    """Call under the run lock when a stage starts: sweep the temporary files and orphaned parts
+    folders that killed runs left in the stage's folders (``folders`` relative to the run dir)."""
+    from ..io import sweep_stale
 
-    from ..io import atomic_write_text
-
-    def cell(v: Any) -> Any:
-        if v is None:
-            return ""
-        if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
-            return "'" + v
-        return v
-
-    buf = _io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows([cell(v) for v in row] for row in rows)
-    return atomic_write_text(path, buf.getvalue())
+    for f in folders:
+        if (Path(run_dir) / f).is_dir():
+            sweep_stale(Path(run_dir) / f)
 
 
 def guarded(out: list, fn: Callable[..., list], *args: Any, **kw: Any) -> None:

@@ -181,14 +181,13 @@ def intervention_dir_name(name: str, tap: str, spec: str, mode: str) -> str:
 
 # ------------------------------------------------------------------------------ statistics per condition
 
-def _condition(texts: list[str], lex, P: int, L: int, alpha: float, n_boot: int, seed: int) -> tuple[dict, dict]:
-    from ..analysis import spelling as sp
-
-    st = sp.analyze(texts, lex, P, L, alpha=alpha, n_boot=n_boot, seed=seed)
+def _condition(texts: list[str], lex, P: int, L: int, settings: SpellingSettings) -> tuple[dict, dict]:
+    n_boot, seed = settings.n_boot, settings.sampling.seed
+    st = settings.analyze(texts, lex, P, L)
     mis = np.asarray(st["counts"]["misspelled"], dtype=np.int64)
     cor = np.asarray(st["counts"]["correct"], dtype=np.int64)
     words = mis + cor
-    per = ia.word_lengths_per_sample(texts, P)
+    per = ia.word_lengths_per_sample(texts, P, L)
     allw = np.concatenate(per) if per else np.zeros(0, dtype=np.int64)
     rate = ia.bootstrap_ratio(mis, words, n_boot=n_boot, seed=seed + 7)
     hist = ia.length_histogram(allw)
@@ -324,8 +323,9 @@ def intervene_run(
         "tap": tap, "spec": spec_c, "channels": target.tolist(), "n_channels_tap": C, "mode": mode_c,
         "mode_parsed": parsed_mode, "mean_source": mean_source, "control_seed": control_seed,
         "control_channels": None if control is None else control.tolist(),
-        "samples": samples, "length": L, "prompt": prompt, "sampling": sampling.to_dict(),
-        "batch_size": batch_size, "lexicon": lex_name, "lexicon_hash": lex_hash, "n_boot": n_boot, "alpha": alpha,
+        "samples": samples, "length": L, "margin": settings.margin, "prompt": prompt,
+        "sampling": sampling.to_dict(), "batch_size": batch_size, "lexicon": lex_name, "lexicon_hash": lex_hash,
+        "n_boot": n_boot, "n_perm": settings.n_perm, "alpha": alpha,
     }
     out_dir = run_dir / "interventions" / intervention_dir_name(name, tap, spec_c, mode_c)
     rpath = out_dir / "result.json"
@@ -341,8 +341,8 @@ def intervene_run(
 
     with RunLock(run_dir), graceful_stop() as stop:
         def gen(edits=None):
-            return sample_texts(model, vocab, samples, L, prompt, sampling, batch_size=batch_size, stop=stop,
-                                progress=progress, edits=edits)
+            return sample_texts(model, vocab, samples, L + settings.margin, prompt, sampling,
+                                batch_size=batch_size, stop=stop, progress=progress, edits=edits)
 
         key = settings.texts_key(L, meta.get("weights_sha256"))
         base_texts, base_from = _baseline_texts(run_dir, name, key, gen)
@@ -363,7 +363,7 @@ def intervene_run(
                                             ("control", control_texts))):
             if texts is None:
                 continue
-            conds[cname], raw[cname] = _condition(texts, lex, P, L, alpha, n_boot, seed)
+            conds[cname], raw[cname] = _condition(texts, lex, P, L, settings)
         comparisons = {"edited_vs_baseline": _compare(raw["baseline"], raw["edited"], P, n_boot, alpha, seed)}
         if "control" in raw:
             comparisons["control_vs_baseline"] = _compare(raw["baseline"], raw["control"], P, n_boot, alpha, seed)

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import SettingsError
 from ..io import RunLock, check_run_dir
 from ..record import RecordSpec, record, recording_matches
 from ..sample import SamplingConfig
@@ -45,6 +46,17 @@ class RecordSettings:
     dtype: str = "float32"
     batch_size: int = 64
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        from ..config import check_choice, check_int
+
+        check_int("samples", self.samples, 1, 10**7)
+        if self.steps is not None:
+            check_int("steps", self.steps, 1, 10**6)
+        check_int("batch-size", self.batch_size, 1, 10**6)
+        check_choice("dtype", self.dtype, ("float32", "float16"))
+        if not isinstance(self.prompt, str) or not self.prompt:
+            raise SettingsError("the prompt is empty; give at least one character")
 
     def spec(self, model) -> RecordSpec:
         """The complete recording specification for one model (defaults resolved, checked)."""

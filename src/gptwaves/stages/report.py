@@ -252,6 +252,18 @@ def _badge(v: str | None) -> str:
     return f'<span class="badge {_verdict_class(v)}">{esc(v or "?")}</span>'
 
 
+def _verdict_pair(c: dict) -> str:
+    """Both verdicts of a claim (summary format 2), or the single verdict of format 1."""
+    if isinstance(c.get("as_stated"), dict):
+        out = []
+        for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
+            part = c.get(key) if isinstance(c.get(key), dict) else {}
+            out.append(f'<div class="verdict-row"><span class="vlabel">{label}</span>{_badge(part.get("verdict"))}'
+                       f'<span class="evidence">{esc(part.get("text"))}</span></div>')
+        return "".join(out)
+    return f'<div class="verdict-row">{_badge(c.get("verdict"))}<span class="evidence">{esc(c.get("text"))}</span></div>'
+
+
 def _findings_section(summary: dict | None, why: str | None) -> str:
     h = ['<section id="findings" class="card findings"><h2>Findings</h2>']
     if summary is None:
@@ -262,24 +274,30 @@ def _findings_section(summary: dict | None, why: str | None) -> str:
     if not f:
         h.append(_not_computed("Findings", "summary.json has no findings"))
     else:
+        h.append('<p class="note">Each claim of the abstract gets two verdicts: <b>as stated</b> (what the '
+                 "abstract says, measured) and <b>beyond the null</b> (still true once the floors, surrogates "
+                 "and reference processes are taken out).</p>")
         claims = f.get("claims") if isinstance(f.get("claims"), list) else []
         if claims:
             h.append('<ul class="claims">')
             for c in claims:
                 if not isinstance(c, dict):
                     continue
-                h.append(f'<li>{_badge(c.get("verdict"))}<div><div class="claim">{esc(c.get("claim"))}</div>'
-                         f'<div class="evidence">{esc(c.get("text"))}</div></div></li>')
+                h.append(f'<li><div class="claim">{esc(c.get("claim"))}</div>{_verdict_pair(c)}</li>')
             h.append("</ul>")
         else:
             h.append(_not_computed("Claims", "no claims listed"))
+        cr = f.get("crossing") if isinstance(f.get("crossing"), dict) else {}
         ci = f.get("crossing_iteration")
         if _num(ci) is not None:
+            lo, hi = (cr.get("ci") or [None, None]) if isinstance(cr.get("ci"), list) else (None, None)
             h.append(f'<p class="crossing">F<sub>correct</sub> crosses 1 (Poissonian &rarr; sub-Poissonian) '
-                     f"near iteration <b>{fmt(ci, 4)}</b>.</p>")
+                     f"near iteration <b>{fmt(ci, 4)}</b> (95% bootstrap CI {fmt(lo, 4) if lo is not None else 'open'}"
+                     f" to {fmt(hi, 4) if hi is not None else 'open'}).</p>")
         else:
-            h.append('<p class="crossing">F<sub>correct</sub> does not cross 1 in the measured checkpoints '
-                     "(no crossing iteration).</p>")
+            reason = cr.get("reason") if isinstance(cr, dict) else None
+            h.append('<p class="crossing">No crossing of F<sub>correct</sub> through 1 is reported'
+                     + (f": {esc(reason)}" if reason else ".") + "</p>")
     h.append("</section>")
     return "".join(h)
 
@@ -325,6 +343,49 @@ def _checkpoint_table(summary: dict | None) -> str:
     h.append('<p class="note">F = variance / mean of per-sample word counts (Fano factor); F &lt; 1 is '
              "sub-Poissonian, F &gt; 1 super-Poissonian (index-of-dispersion test, two-sided). "
              "Mean |R| is the mean absolute cross-channel correlation of the last block's residual stream.</p>")
+    h.append("</section>")
+    return "".join(h)
+
+
+def _decomposition_table(summary: dict | None) -> str:
+    """Per checkpoint: what a sub-Poissonian count is made of (DESIGN 5): the word total against its
+    renewal reference, each count against its length-conditioned reference and permutation null,
+    the cascade relative risk against its within-sample null."""
+    h = ['<section id="decomposition" class="card"><h2>Spelling counts against their references</h2>']
+    cks = summary.get("checkpoints") if isinstance(summary, dict) else None
+    rows = [c for c in cks if isinstance(c, dict) and isinstance(c.get("spelling"), dict)
+            and isinstance(c["spelling"].get("words"), dict)] if isinstance(cks, list) else []
+    if not rows:
+        h.append(_not_computed("Decomposition table", "no spelling statistics with null models in summary.json"))
+        h.append("</section>")
+        return "".join(h)
+    h.append('<div class="tablewrap"><table class="num"><thead><tr><th rowspan="2">iteration</th>'
+             '<th colspan="2">word total</th><th colspan="4">correct words</th><th colspan="4">misspelled words</th>'
+             '<th colspan="3">cascade</th></tr><tr><th>F</th><th>renewal ref.</th>'
+             + "<th>F</th><th>F<sub>ref</sub></th><th>F / F<sub>ref</sub></th><th>null p</th>" * 2
+             + "<th>RR</th><th>null median</th><th>p</th></tr></thead><tbody>")
+
+    def d(x):
+        return x if isinstance(x, dict) else {}
+
+    for c in rows:
+        sp = c["spelling"]
+        w, cor, mis, cas = d(sp.get("words")), d(sp.get("correct")), d(sp.get("misspelled")), d(sp.get("cascade"))
+        cells = [fmt(c.get("iteration")), fmt(w.get("fano")), fmt(w.get("renewal_reference"))]
+        for x in (cor, mis):
+            cells += [fmt(x.get("fano")), fmt(x.get("fano_ref")),
+                      f"{fmt(x.get('excess'))} {_badge(x.get('excess_verdict')) if x.get('excess_verdict') else ''}",
+                      fmt(x.get("excess_p"))]
+        cells += [f"{fmt(cas.get('rr'))} {_badge(cas.get('verdict')) if cas.get('verdict') else ''}",
+                  fmt(cas.get("null_median")), fmt(cas.get("p_value"))]
+        h.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+    h.append("</tbody></table></div>")
+    h.append('<p class="note">A fixed-length sample holds a nearly fixed number of words, so the word total is '
+             "sub-Poissonian by regular spacing alone (renewal reference: CV&sup2; of the spacing between word "
+             "starts). F<sub>ref</sub> is the Fano factor that errors independent given word length would give "
+             "(closed form); F / F<sub>ref</sub> &ne; 1 beyond the stratified permutation null (p) is what "
+             "the word length and the word total do not explain. RR = P(misspelled | previous misspelled) / "
+             "P(misspelled | previous correct) within samples, against a within-sample permutation null.</p>")
     h.append("</section>")
     return "".join(h)
 
@@ -682,6 +743,7 @@ def build_report(run_dir: Path, *, max_explorer_checkpoints: int = 6, explorer_s
     body = "".join([
         _findings_section(summary, why),
         _checkpoint_table(summary),
+        _decomposition_table(summary),
         _training_section(run_dir, summary),
         figures_html,
         explorer_html,

@@ -4,6 +4,8 @@
   (`SpellingSettings.texts_key`; the intervention stage reuses them as its baseline);
 - ``spelling/<name>.json``: statistics and settings (reused while the settings match);
 - ``spelling/<name>.text.html``: the texts with misspellings highlighted;
+- ``spelling/crossing.json``: the crossing of F_correct through 1 across all checkpoints, with its
+  bootstrap CI, or the reason it is not reported (DESIGN 5);
 - ``spelling/spelling.csv`` and figures under ``spelling/figures/``.
 
 The numbers come from the pure functions of :mod:`gptwaves.analysis.spelling`.
@@ -20,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GptwavesError
-from ..io import RunLock, atomic_write_json, atomic_write_text, check_run_dir
+from ..config import check_int, check_real
+from ..errors import GptwavesError, SettingsError
+from ..io import RunLock, atomic_write_json, atomic_write_text, check_run_dir, write_csv
 from ..sample import SamplingConfig
-from .common import ModelSource, guarded, load_selected, resolve_lexicon, reusable, select_checkpoints, write_csv
+from .common import (ModelSource, begin_stage, guarded, is_main_name, load_selected, resolve_lexicon, reusable,
+                     select_checkpoints)
 
 __all__ = ["SpellingSettings", "sample_texts", "spelling_run", "SPELLING_COLUMNS", "write_spelling_table",
            "spelling_figures", "HF_DEFAULT_LENGTH"]
@@ -36,53 +40,70 @@ HF_DEFAULT_LENGTH = 128
 class SpellingSettings:
     """Settings of the spelling statistics (DESIGN 5); also the key of the generated-text cache.
 
-    ``length=None``: block_size characters per sample; ``lexicon=None``: the words of the
-    run's training split. ``batch_size`` fixes the per-batch random generators, hence the texts.
+    Each sample has ``length`` counted characters followed by a margin of ``margin`` generated
+    characters, so that no counted word is cut (a word counts where it starts).
+    ``length=None``: block_size - margin, so every character is generated inside the full context.
+    ``lexicon=None``: the words of the run's training split. ``batch_size`` fixes the per-batch
+    random generators, hence the texts. ``n_perm``: permutations of the null models.
     """
 
     samples: int = 1000
     length: int | None = None
+    margin: int = 16
     prompt: str = "\n"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     lexicon: str | None = None
     alpha: float = 0.05
     n_boot: int = 2000
+    n_perm: int = 1000
     batch_size: int = 250
 
     def __post_init__(self) -> None:
-        if self.samples < 2:
-            raise GptwavesError(f"need at least 2 samples for a variance, not {self.samples}")
-        if self.length is not None and self.length <= 0:
-            raise GptwavesError(f"length must be positive, not {self.length}")
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and 0 < self.alpha < 1):
-            raise GptwavesError(f"alpha must be in (0, 1), not {self.alpha}")
-        if self.n_boot < 1:
-            raise GptwavesError(f"n-boot must be at least 1 (a confidence interval needs resamples), not {self.n_boot}")
-        if self.batch_size <= 0:
-            raise GptwavesError(f"batch size must be positive, not {self.batch_size}")
-        if not self.prompt:
-            raise GptwavesError("the prompt is empty; give at least one character")
+        check_int("samples", self.samples, 2, 10**7)
+        if self.length is not None:
+            check_int("length", self.length, 1, 10**6)
+        check_int("margin", self.margin, 0, 10**4)
+        check_real("alpha", self.alpha, 0, 1, lo_open=True, hi_open=True)
+        check_int("n-boot", self.n_boot, 1, 10**6)
+        check_int("n-perm", self.n_perm, 1, 10**6)
+        check_int("batch-size", self.batch_size, 1, 10**6)
+        if not isinstance(self.prompt, str) or not self.prompt:
+            raise SettingsError("the prompt is empty; give at least one character")
 
     def replace(self, **kw) -> "SpellingSettings":
         return dataclasses.replace(self, **kw)
 
     def resolved_length(self, model) -> int:
+        """Counted characters per sample for this model."""
         if self.length is not None:
             return self.length
-        return HF_DEFAULT_LENGTH if hasattr(model, "generate_batch") else model.config.block_size
+        if hasattr(model, "generate_batch"):
+            return HF_DEFAULT_LENGTH
+        L = model.config.block_size - self.margin
+        if L < 1:
+            raise SettingsError(f"margin {self.margin} leaves no counted characters in a context of "
+                                f"{model.config.block_size}; give --length or a smaller --margin")
+        return L
 
     def texts_key(self, length: int, weights_sha256: str | None) -> dict:
         """Everything that determines the generated texts (the sample cache's key)."""
-        return {"samples": self.samples, "length": length, "prompt": self.prompt,
+        return {"samples": self.samples, "length": length + self.margin, "prompt": self.prompt,
                 "sampling": self.sampling.to_dict(), "batch_size": self.batch_size,
                 "weights_sha256": weights_sha256}
 
     def record(self, length: int, lexicon_name: str, lexicon_hash: str, weights_sha256: str | None) -> dict:
         """The settings stored with a checkpoint's statistics (the key of its reuse)."""
-        return {"samples": self.samples, "length": length, "prompt": self.prompt,
+        return {"samples": self.samples, "length": length, "margin": self.margin, "prompt": self.prompt,
                 "sampling": self.sampling.to_dict(), "lexicon": lexicon_name, "lexicon_hash": lexicon_hash,
-                "alpha": self.alpha, "n_boot": self.n_boot, "batch_size": self.batch_size,
+                "alpha": self.alpha, "n_boot": self.n_boot, "n_perm": self.n_perm, "batch_size": self.batch_size,
                 "weights_sha256": weights_sha256}
+
+    def analyze(self, texts: list[str], lexicon, prompt_len: int, length: int) -> dict:
+        """The statistics of one checkpoint's texts (:func:`gptwaves.analysis.spelling.analyze`)."""
+        from ..analysis import spelling as sp
+
+        return sp.analyze(texts, lexicon, prompt_len, length, margin=self.margin, alpha=self.alpha,
+                          n_boot=self.n_boot, n_perm=self.n_perm, seed=self.sampling.seed)
 
 
 def sample_texts(model, vocab: list[str], n: int, length: int, prompt: str, sampling: SamplingConfig,
@@ -142,13 +163,13 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
                  figures: bool = True, progress: bool = True) -> dict:
     """Spelling-error counting statistics for each selected checkpoint (DESIGN 5).
 
-    Returns ``{"checkpoints": [per-checkpoint result dicts], "crossing_iteration": ..., "table": path,
+    Returns ``{"checkpoints": [per-checkpoint results, all main checkpoints analysed with these
+    settings], "crossing": the `gptwaves.analysis.spelling.crossing` dict or None, "table": path,
     "figures": [paths]}``.
     """
     from tqdm.auto import tqdm
 
     from .. import distributed as dd
-    from ..analysis import spelling as sp
     from ..figures import spelling as spf
     from ..runtime import graceful_stop
 
@@ -161,6 +182,8 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
     results = []
     device, d = dd.setup(source.device)
     with (RunLock(run_dir) if d.main else nullcontext()), graceful_stop() as stop:
+        if d.main:
+            begin_stage(run_dir, "spelling")
         bar = tqdm(selected, desc="spelling", unit="ckpt", disable=not progress, dynamic_ncols=True)
         for name, ref in bar:
             model, meta = load_selected(ref, source, device)
@@ -175,59 +198,110 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
             key = settings.texts_key(L, meta.get("weights_sha256"))
             texts = cached_texts(spath, key)
             if texts is None:
-                bar.set_postfix_str(f"{name}: sampling {settings.samples} x {L}")
+                bar.set_postfix_str(f"{name}: sampling {settings.samples} x {L}+{settings.margin}")
                 hf = source.hf_model is not None
-                texts = sample_texts(model, list(meta["vocab"]), settings.samples, L, settings.prompt,
+                texts = sample_texts(model, list(meta["vocab"]), settings.samples, L + settings.margin,
+                                     settings.prompt,
                                      settings.sampling, batch_size=min(settings.batch_size, 32) if hf
                                      else settings.batch_size, stop=stop, progress=progress)
                 if not d.main:
                     continue  # rank 0 writes
                 atomic_write_json(spath, {"settings": key, "texts": texts})
             plen, n_chars = len(settings.prompt), L
-            if source.hf_model:  # lengths in characters of the decoded text
+            if source.hf_model:  # tokens decode to several characters: count in characters
                 plen = len("".join(meta["vocab"][i] for i in model.encode(settings.prompt)))
-                n_chars = max(len(t) for t in texts) - plen
-            stats = sp.analyze(texts, lex, plen, n_chars, alpha=settings.alpha, n_boot=settings.n_boot,
-                               seed=settings.sampling.seed)
+                n_chars = max(1, min(len(t) for t in texts) - plen - settings.margin)
+            stats = settings.analyze(texts, lex, plen, n_chars)
             res = {"name": name, "iteration": meta.get("iteration"), "train_loss": meta.get("train_loss"),
                    "val_loss": meta.get("val_loss"), "settings": record, "stats": stats}
             atomic_write_text(out_dir / f"{name}.text.html",
-                              spf.text_page_html(texts, lex, plen, meta.get("iteration")))
+                              spf.text_page_html(texts, lex, plen, meta.get("iteration"), length=n_chars))
             atomic_write_json(jpath, res)  # last: its presence means this checkpoint is done
             results.append(res)
     if not d.main:
-        return {"checkpoints": [], "crossing_iteration": None, "table": None, "figures": []}
-    results.sort(key=lambda r: (r["iteration"] is None, r["iteration"] or 0))
+        return {"checkpoints": [], "crossing": None, "table": None, "figures": []}
+    results = across_checkpoints(out_dir, results, settings, figures=figures)
+    return results
+
+
+def _on_disk(out_dir: Path) -> list[dict]:
+    """Every finished per-checkpoint result of the main checkpoints in ``spelling/``."""
+    from ..io import read_json
+
+    found = []
+    for p in sorted(out_dir.glob("iter_*.json")):
+        name = p.name[: -len(".json")]
+        if is_main_name(name):
+            r = read_json(p, "spelling result", dict)
+            if isinstance(r.get("stats"), dict) and isinstance(r.get("iteration"), int):
+                found.append(r)
+    return found
+
+
+def across_checkpoints(out_dir: Path, selected: list[dict], settings: SpellingSettings, *,
+                       figures: bool = True) -> dict:
+    """Table, crossing (with its CI) and figures over all checkpoints analysed so far.
+
+    ``selected`` are the results of this invocation; the across-training statistics use every
+    main checkpoint on disk with the same settings as the last of them (so a later run on one
+    checkpoint does not lose the others).
+    """
+    from ..analysis import spelling as sp
+
+    selected = sorted(selected, key=lambda r: (r["iteration"] is None, r["iteration"] or 0))
+    pool = {r["name"]: r for r in _on_disk(out_dir)}
+    pool.update({r["name"]: r for r in selected})
+    ref = selected[-1]["settings"] if selected else None
+    same = [r for r in pool.values() if ref is not None and _comparable(r["settings"], ref)]
+    results = sorted(same, key=lambda r: (r["iteration"] is None, r["iteration"] or 0)) or selected
     table = write_spelling_table(out_dir / "spelling.csv", results)
     its = [r["iteration"] for r in results if r["iteration"] is not None]
-    fano_c = [r["stats"]["correct"]["fano"] for r in results if r["iteration"] is not None]
-    crossing = sp.crossing_iteration(its, fano_c) if len(its) >= 2 else None
-    figs = spelling_figures(out_dir / "figures", results) if figures and results else []
-    return {"checkpoints": results, "crossing_iteration": crossing, "table": table, "figures": figs}
+    crossing = None
+    if len(its) >= 2:
+        counts = [r["stats"]["counts"]["correct"] for r in results if r["iteration"] is not None]
+        crossing = sp.crossing(its, counts, alpha=settings.alpha, n_boot=settings.n_boot,
+                               seed=settings.sampling.seed)
+        atomic_write_json(out_dir / "crossing.json", {"settings": ref, "crossing": crossing,
+                                                      "checkpoints": [r["name"] for r in results]})
+    figs = spelling_figures(out_dir / "figures", results, crossing) if figures and results else []
+    return {"checkpoints": results, "crossing": crossing, "table": table, "figures": figs}
+
+
+def _comparable(a: dict, b: dict) -> bool:
+    """Two checkpoints' settings agree on everything but their weights."""
+    return {k: v for k, v in a.items() if k != "weights_sha256"} == {k: v for k, v in b.items()
+                                                                     if k != "weights_sha256"}
 
 
 SPELLING_COLUMNS = ["iteration", "val_loss", "train_loss"] + [
     f"{w}_{k}" for w in ("correct", "misspelled")
-    for k in ("mean", "var", "fano", "q", "fano_ci_lo", "fano_ci_hi", "p_value", "verdict")
-] + ["error_rate", "clustering_excess", "clustering_excess_correct", "cascade_ratio", "n_samples"]
+    for k in ("mean", "var", "fano", "q", "fano_ci_lo", "fano_ci_hi", "p_value", "verdict",
+              "fano_ref", "excess", "null_median", "excess_p", "excess_verdict")
+] + ["words_fano", "words_renewal_reference", "error_rate", "cascade_rr", "cascade_rr_ci_lo", "cascade_rr_ci_hi",
+     "cascade_p", "cascade_verdict", "n_cut", "n_samples"]
 
 
 def write_spelling_table(path: Path, results: list[dict]) -> Path:
     rows = []
     for r in results:
         s = r["stats"]
+        dec = s.get("decomposition") or {}
         row = [r["iteration"], r["val_loss"], r["train_loss"]]
         for which in ("correct", "misspelled"):
-            d = s[which]
+            d, e = s[which], dec.get(which) or {}
             ci = d.get("fano_ci") or [None, None]
-            row += [d["mean"], d["var"], d["fano"], d["q"], ci[0], ci[1], d["p_value"], d["verdict"]]
-        row += [s["error_rate"], s["clustering_excess"], s.get("clustering_excess_correct"),
-                s["cascade_ratio"], s["n_samples"]]
+            row += [d["mean"], d["var"], d["fano"], d["q"], ci[0], ci[1], d["p_value"], d["verdict"],
+                    e.get("fano_ref"), e.get("excess"), e.get("null_median"), e.get("p_value"), e.get("verdict")]
+        cas = s.get("cascade") or {}
+        rci = cas.get("rr_ci") or [None, None]
+        row += [(dec.get("words") or {}).get("fano"), (dec.get("words") or {}).get("renewal_reference"),
+                s["error_rate"], cas.get("rr"), rci[0], rci[1], cas.get("p_value"), cas.get("verdict"),
+                s.get("n_cut"), s["n_samples"]]
         rows.append(row)
     return write_csv(path, SPELLING_COLUMNS, rows)
 
 
-def spelling_figures(fig_dir: Path, results: list[dict]) -> list[Path]:
+def spelling_figures(fig_dir: Path, results: list[dict], crossing: dict | None = None) -> list[Path]:
     from ..figures import spelling as spf
 
     rs = [r for r in results if r["iteration"] is not None] or results
@@ -241,7 +315,9 @@ def spelling_figures(fig_dir: Path, results: list[dict]) -> list[Path]:
             [(r["iteration"], r["stats"]["counts"]["correct"], r["stats"]["counts"]["misspelled"]) for r in grid],
             fig_dir / "count_histograms")
     guarded(out, spf.plot_fano, its, stats, fig_dir / "fano",
-            val_losses=vls if all(v is not None for v in vls) else None)
+            val_losses=vls if all(v is not None for v in vls) else None, crossing=crossing)
+    guarded(out, spf.plot_decomposition, its, stats, fig_dir / "decomposition")
+    guarded(out, spf.plot_cascade, its, stats, fig_dir / "cascade")
     guarded(out, spf.plot_q_curves, its, stats, fig_dir / "q_curves")
     guarded(out, spf.plot_rates, its, stats, fig_dir / "rates")
     return out

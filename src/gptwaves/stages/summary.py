@@ -16,19 +16,26 @@ from pathlib import Path
 from .. import __version__
 from ..errors import GptwavesError
 from ..io import atomic_write_json, check_run_dir, read_json
-from .common import is_main_name
+from .common import focus_tap, is_main_name
 
-__all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "SUMMARY_FORMAT"]
+__all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "spelling_entry",
+           "SUMMARY_FORMAT", "SUMMARY_VERSION"]
 
 SUMMARY_FORMAT = "gptwaves-summary"
+#: 2: two verdicts per claim (as stated / beyond the null), floors and null references next to
+#: every coherence and spelling number (docs/outputs.md). 1 (no field): one verdict per claim.
+SUMMARY_VERSION = 2
+
+CLAIM_TITLES = {1: "Coherence builds up with training",
+                2: "Correct spellings go from Poissonian to sub-Poissonian",
+                3: "Misspellings show the opposite trend",
+                4: "Space-associated channels stand out",
+                5: "No cascade of defects once trained"}
 
 
 def _f(v):
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
 
-
-def _fmt(v, nd=3):
-    return "n/a" if v is None else f"{v:.{nd}f}"
 
 
 def _read_obj(path: Path, what: str) -> dict | None:
@@ -66,11 +73,19 @@ def read_stage_results(run_dir: Path) -> dict:
             if r is not None and isinstance(r.get("stats"), dict):
                 spelling.append(r)
     waves, spelling = _by_iteration(waves), _by_iteration(spelling)
-    its = [r["iteration"] for r in spelling if r.get("iteration") is not None]
-    fano_c = [r["stats"]["correct"]["fano"] for r in spelling if r.get("iteration") is not None]
-    crossing = sp.crossing_iteration(its, fano_c) if len(its) >= 2 else None
+    spelling = [r for r in spelling if is_main_name(str(r.get("name"))) or r.get("iteration") is None]
+    crossing = None
+    stored = _read_obj(sdir / "crossing.json", "spelling crossing")
+    if stored and stored.get("checkpoints") == [r.get("name") for r in spelling]:
+        crossing = stored.get("crossing")
+    elif sum(r.get("iteration") is not None for r in spelling) >= 2:  # stages run on other subsets
+        sett = spelling[-1].get("settings") or {}
+        cks = [r for r in spelling if r.get("iteration") is not None]
+        crossing = sp.crossing([r["iteration"] for r in cks], [r["stats"]["counts"]["correct"] for r in cks],
+                               alpha=sett.get("alpha", 0.05), n_boot=sett.get("n_boot", 2000),
+                               seed=(sett.get("sampling") or {}).get("seed", 0))
     return {"waves": {"checkpoints": waves, "repeatability": _read_obj(wdir / "repeatability.json", "repeatability")},
-            "spelling": {"checkpoints": spelling, "crossing_iteration": crossing}}
+            "spelling": {"checkpoints": spelling, "crossing": crossing}}
 
 
 def _train_settings(run_dir: Path, reproduce_info: dict | None) -> dict | None:
@@ -115,22 +130,15 @@ def build_summary(run_dir: str | Path) -> dict:
             entry["waves"] = {t: {k: v[k] for k in ("mean_abs_corr", "lambda_max_share", "participation_ratio")}
                               for t, v in w["taps"].items()}
         if s:
-            st = s["stats"]
-            keep = ("mean", "var", "fano", "q", "fano_ci", "p_value", "verdict")
-            entry["spelling"] = {
-                "correct": {k: st["correct"][k] for k in keep},
-                "misspelled": {k: st["misspelled"][k] for k in keep},
-                "error_rate": st["error_rate"], "clustering_excess": st["clustering_excess"],
-                "clustering_excess_correct": st.get("clustering_excess_correct"),
-                "cascade_ratio": st["cascade_ratio"], "n_samples": st["n_samples"],
-            }
+            entry["spelling"] = spelling_entry(s["stats"])
         cks.append(entry)
-    findings = findings_from(cks, waves, spelling)
+    findings = findings_from(waves, spelling)
     metrics = read_metrics(run_dir)
     tps = [r["tokens_per_s"] for r in metrics if r.get("kind") == "train" and r.get("tokens_per_s")]
     repro = repro or {}
     return {
         "format": SUMMARY_FORMAT,
+        "format_version": SUMMARY_VERSION,
         "gptwaves_version": __version__,
         "preset": (train_settings or {}).get("preset"),
         "corpus_sha256": run.get("corpus_sha256"),
@@ -155,104 +163,59 @@ def write_summary(run_dir: str | Path) -> Path:
     return atomic_write_json(run_dir / "summary.json", build_summary(run_dir))
 
 
-def findings_from(cks: list[dict], waves: dict, spelling: dict) -> dict:
-    """One verdict with its numbers for each claim of the abstract."""
-    claims = []
-    wck = [c for c in cks if c["waves"]]
-    # 1. coherence builds up with training
-    if len(wck) >= 2:
-        a, b = wck[0], wck[-1]
-        taps = list(b["waves"])
-        up = [t for t in taps if b["waves"][t]["mean_abs_corr"] > a["waves"][t]["mean_abs_corr"]]
-        pr_down = [t for t in taps if b["waves"][t]["participation_ratio"] < a["waves"][t]["participation_ratio"]]
-        ft = (waves.get("checkpoints") or [{}])[-1].get("focus_tap", taps[-1])
-        wa, wb = a["waves"][ft], b["waves"][ft]
-        n = len(taps)
-        verdict = ("supported" if len(up) > n / 2 and len(pr_down) > n / 2 else
-                   "not supported" if len(up) <= n / 2 and len(pr_down) <= n / 2 else "inconclusive")
-        text = (f"From iteration {a['iteration']} to {b['iteration']}, mean |R| rose at {len(up)}/{n} taps and the "
-                f"participation ratio fell at {len(pr_down)}/{n}; at {ft} mean |R| {_fmt(wa['mean_abs_corr'])} -> "
-                f"{_fmt(wb['mean_abs_corr'])}, dominant-mode share {_fmt(wa['lambda_max_share'])} -> "
-                f"{_fmt(wb['lambda_max_share'])}, participation ratio {_fmt(wa['participation_ratio'], 1)} -> "
-                f"{_fmt(wb['participation_ratio'], 1)}.")
-    else:
-        verdict, text = "inconclusive", "Fewer than two checkpoints with wave analysis."
-    claims.append({"claim": "Coherence builds up with training", "verdict": verdict, "text": text})
+def spelling_entry(st: dict) -> dict:
+    """The per-checkpoint spelling numbers of summary.json: each count's dispersion next to its
+    length-conditioned reference and permutation null, the word-total renewal reference, the
+    cascade relative risk with its null (DESIGN 5)."""
+    dec = st.get("decomposition") or {}
+    keep = ("mean", "var", "fano", "q", "fano_ci", "p_value", "verdict")
+    out = {}
+    for which in ("correct", "misspelled"):
+        e = dec.get(which) or {}
+        out[which] = {**{k: st[which].get(k) for k in keep},
+                      "fano_ref": e.get("fano_ref"), "excess": e.get("excess"), "null_median": e.get("null_median"),
+                      "null_band": e.get("null_band"), "excess_p": e.get("p_value"),
+                      "excess_verdict": e.get("verdict")}
+    w = dec.get("words") or {}
+    cas = st.get("cascade") or {}
+    out.update({
+        "words": {"fano": w.get("fano"), "renewal_reference": w.get("renewal_reference"),
+                  "verdict": w.get("verdict")},
+        "error_rate": st.get("error_rate"),
+        "cascade": {k: cas.get(k) for k in ("rr", "rr_ci", "null_median", "p_value", "verdict")},
+        "n_cut": st.get("n_cut"), "n_samples": st.get("n_samples"),
+    })
+    return out
 
-    sck = [c for c in cks if c["spelling"] and c["spelling"]["correct"]["fano"] is not None]
-    crossing = spelling.get("crossing_iteration")
 
-    def ci(d):
-        c = d.get("fano_ci") or [None, None]
-        return f"[{_fmt(c[0], 2)}, {_fmt(c[1], 2)}]"
+def _inconclusive(number: int, why: str) -> dict:
+    from ..analysis import claims as cl
 
-    # 2. correct spellings: Poissonian -> sub-Poissonian
-    if len(sck) >= 2:
-        a, b = sck[0], sck[-1]
-        ca, cb = a["spelling"]["correct"], b["spelling"]["correct"]
-        ok = ca["verdict"] in ("Poissonian", "super-Poissonian") and cb["verdict"] == "sub-Poissonian"
-        verdict = "supported" if ok else ("not supported" if cb["verdict"] != "sub-Poissonian" else "inconclusive")
-        ce_a = a["spelling"].get("clustering_excess_correct")
-        ce_b = b["spelling"].get("clustering_excess_correct")
-        text = (f"F_correct {_fmt(ca['fano'])} {ci(ca)} ({ca['verdict']}, p={_fmt(ca['p_value'], 3)}) at iteration "
-                f"{a['iteration']} -> {_fmt(cb['fano'])} {ci(cb)} ({cb['verdict']}, p={_fmt(cb['p_value'], 3)}) at "
-                f"iteration {b['iteration']}; "
-                + (f"F_correct crosses 1 near iteration {crossing:.0f}" if crossing is not None else
-                   "no crossing of F = 1 observed")
-                + f". Against the independent-error reference, F/F_ref = {_fmt(ce_a)} -> {_fmt(ce_b)}.")
-    else:
-        verdict, text = "inconclusive", "Fewer than two checkpoints with spelling statistics."
-    claims.append({"claim": "Correct spellings go from Poissonian to sub-Poissonian", "verdict": verdict,
-                   "text": text})
+    part = {"verdict": cl.INCONCLUSIVE, "text": why}
+    return cl.claim(number, CLAIM_TITLES[number], part, part)
 
-    # 3. misspellings: the opposite trend
-    mck = [c for c in cks if c["spelling"] and c["spelling"]["misspelled"]["fano"] is not None]
-    if len(mck) >= 2:
-        a, b = mck[0], mck[-1]
-        ma, mb = a["spelling"]["misspelled"], b["spelling"]["misspelled"]
-        rising = mb["fano"] > ma["fano"]
-        sig = (ma.get("fano_ci") and mb.get("fano_ci") and ma["fano_ci"][1] is not None and mb["fano_ci"][0] is not None
-               and mb["fano_ci"][0] > ma["fano_ci"][1])
-        verdict = "supported" if rising and sig else ("inconclusive" if rising else "not supported")
-        text = (f"F_misspelled {_fmt(ma['fano'])} {ci(ma)} ({ma['verdict']}) at iteration {a['iteration']} -> "
-                f"{_fmt(mb['fano'])} {ci(mb)} ({mb['verdict']}) at iteration {b['iteration']}; error rate "
-                f"{_fmt(a['spelling']['error_rate'])} -> {_fmt(b['spelling']['error_rate'])}; clustering excess "
-                f"F/F_ref {_fmt(a['spelling']['clustering_excess'])} -> {_fmt(b['spelling']['clustering_excess'])}; "
-                f"cascade ratio {_fmt(a['spelling']['cascade_ratio'])} -> {_fmt(b['spelling']['cascade_ratio'])}.")
-    else:
-        verdict, text = "inconclusive", "Fewer than two checkpoints with misspelling statistics."
-    claims.append({"claim": "Misspellings show the opposite trend (towards Poissonian / super-Poissonian)",
-                   "verdict": verdict, "text": text})
 
-    # 4. space-associated channels stand out: word rhythm in the ACFs and space labels
-    wres = waves.get("checkpoints") or []
+def findings_from(waves: dict, spelling: dict) -> dict:
+    """Two verdicts (as stated / beyond the null) with their numbers for each claim (DESIGN 7)."""
+    from ..analysis.spelling_claims import spelling_claims
+    from ..analysis.waves_claims import waves_claims
+
+    claims: list[dict] = []
+    wres = [r for r in waves.get("checkpoints") or [] if r.get("iteration") is not None]
     if wres:
-        first, last = wres[0], wres[-1]
-        ft = last.get("focus_tap") or list(last["taps"])[-1]
-
-        def space_count(r, tap):
-            v = r["taps"][tap]["label_counts"]
-            return v.get("space", 0) + v.get("next:space", 0)
-
-        def sim(r):
-            return r["taps"][ft].get("max_space_similarity")
-
-        s0, s1 = sim(first), sim(last)
-        n_last = space_count(last, ft)
-        classes = last["taps"][ft]["max_abs_d_by_class"]
-        d_space = classes.get("space", 0.0)
-        best_other = max((c for c in classes if c != "space"), key=classes.get, default=None)
-        rhythm = s1 is not None and s1 >= 0.8 and (s0 is None or s1 - s0 >= 0.3)
-        verdict = ("supported" if rhythm and n_last > 0 else
-                   "not supported" if (s1 is None or s1 < 0.5) and n_last == 0 else "inconclusive")
-        text = (f"At {ft}, the channel ACF closest to the space-indicator ACF (word rhythm) has similarity "
-                f"{_fmt(s0, 2)} at iteration {first['iteration']} -> {_fmt(s1, 2)} at iteration {last['iteration']}; "
-                f"{n_last} channels are labelled space or next:space (|d| >= 1) at iteration {last['iteration']} "
-                f"(vs {space_count(first, ft)} at iteration {first['iteration']}, where the residual stream still "
-                f"mostly carries the input embedding); largest space |d| = {_fmt(d_space, 2)}"
-                + (f", strongest other class {best_other} |d| = {_fmt(classes[best_other], 2)}" if best_other else "")
-                + ".")
+        ft = wres[-1].get("focus_tap") or focus_tap(list(wres[-1]["taps"]))
+        claims += waves_claims([{"iteration": r["iteration"], "taps": r["taps"]} for r in wres], ft)
     else:
-        verdict, text = "inconclusive", "No wave analysis."
-    claims.append({"claim": "Space-associated channels stand out", "verdict": verdict, "text": text})
-    return {"crossing_iteration": _f(crossing), "claims": claims}
+        claims += [_inconclusive(1, "No wave analysis."), _inconclusive(4, "No wave analysis.")]
+    sres = [r for r in spelling.get("checkpoints") or [] if r.get("iteration") is not None]
+    crossing = spelling.get("crossing")
+    if sres:
+        alpha = (sres[-1].get("settings") or {}).get("alpha", 0.05)
+        claims += spelling_claims([{"iteration": r["iteration"], "stats": r["stats"]} for r in sres], alpha=alpha,
+                                  crossing=crossing)
+    else:
+        claims += [_inconclusive(n, "No spelling statistics.") for n in (2, 3, 5)]
+    claims.sort(key=lambda c: c["id"])
+    return {"crossing": crossing,
+            "crossing_iteration": _f((crossing or {}).get("iteration")),
+            "claims": claims}

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import GptwavesError
 from ..io import RunLock, atomic_write_bytes, atomic_write_json, check_run_dir, sha256_file
-from .common import ModelSource, focus_tap, guarded, reusable, select_checkpoints, write_csv
+from ..io import write_csv
+from .common import ModelSource, begin_stage, focus_tap, guarded, reusable, select_checkpoints
 from .recordings import RecordSettings, record_run
 
 __all__ = ["WavesSettings", "analyze_recording", "waves_run", "repeatability", "load_array"]
@@ -226,6 +227,7 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
     fig_dir = out_dir / "figures"
     results: list[dict] = []
     with RunLock(run_dir):
+        begin_stage(run_dir, "waves")
         bar = tqdm(selected, desc="waves", unit="ckpt", disable=not progress, dynamic_ncols=True)
         for name, ref in bar:
             rec_path = run_dir / "recordings" / f"{name}.h5"
