@@ -23,6 +23,12 @@ Decisions taken here (the caller should know)
   surrogates on the same resampled samples (from per-sample cross products),
   so the small-sample floor cancels in each replicate. ``lambda_max`` inside
   the bootstrap is found by power iteration from the full-data leading vector.
+  The interval is translated by the difference between the reported excess
+  (all B surrogates, exact eigenvalues) and the bootstrap statistic on the data
+  itself. Where BCa is degenerate (every replicate on one side of the estimate,
+  which happens for strongly coherent taps, where resampling inflates the
+  surrogate floor more than the observed |R|), the basic (reverse percentile)
+  interval of the same replicates is reported instead (``ci_method``).
   Significance of an excess needs both the surrogate rank test
   (``p = (1 + #{surrogate at least as coherent}) / (B + 1)`` < alpha; exact
   under the null of independent channels, since the surrogates are then
@@ -306,7 +312,9 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
         ``participation_ratio``: ``observed``, ``surrogate_mean``,
         ``surrogate_sd``, ``surrogate_q95`` (the 95th percentile in the
         coherent direction: 5th for PR), ``excess``, ``ci`` ([lo, hi] or
-        None), ``p_value`` (rank test), ``significant`` (bool); plus
+        None), ``ci_method`` ("BCa", or "basic" where BCa is degenerate, e.g.
+        when every replicate lies on one side of the estimate; None), ``p_value``
+        (rank test), ``significant`` (bool); plus
         ``n_surrogates``, ``n_boot``, ``n_ci_surrogates``.
     """
     C, S, T = Z.shape
@@ -315,6 +323,7 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
     out: dict = {"n_surrogates": int(B), "n_boot": int(n_boot), "n_ci_surrogates": int(slots.shape[0]),
                  "confidence": confidence, "alpha": alpha}
     ci = {k: None for k, _ in ORDER_KEYS}
+    how = {k: None for k, _ in ORDER_KEYS}
     if n_boot and S >= 3 and slots.shape[0] > 0:
         Pf = np.matmul(Z.transpose(1, 0, 2), Z.transpose(1, 2, 0)).astype(np.float32).reshape(S, -1)
         Qf = slots.reshape(slots.shape[0], S, -1)
@@ -327,15 +336,24 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
             res = np.stack([go[k] - np.mean([g[k] for g in gs], axis=0) for k, _ in ORDER_KEYS])
             return res.reshape((3,) + np.shape(idx)[:-1])
 
+        theta_b = statistic(np.arange(S)[None, :])[:, 0]  # the bootstrap statistic on the data itself
         try:
-            with warnings.catch_warnings():  # degenerate BCa -> NaN limits -> no CI (reported as None)
+            with warnings.catch_warnings():  # degenerate BCa -> NaN limits -> basic interval below
                 warnings.simplefilter("ignore")
                 bs = _stats.bootstrap((np.arange(S),), statistic, n_resamples=int(n_boot), vectorized=True,
                                       method="BCa", confidence_level=confidence, rng=rng, batch=100)
             lo, hi = np.asarray(bs.confidence_interval.low), np.asarray(bs.confidence_interval.high)
+            dist = np.asarray(bs.bootstrap_distribution)
+            q = (1 - confidence) / 2
             for i, (k, _) in enumerate(ORDER_KEYS):
+                # shift to the reported estimate (all B surrogates, exact eigenvalues)
+                shift = (float(observed[k]) - float(np.mean(surrogate["stats"][k]))) - theta_b[i]
                 if np.isfinite(lo[i]) and np.isfinite(hi[i]):
-                    ci[k] = [float(lo[i]), float(hi[i])]
+                    ci[k], how[k] = [float(lo[i] + shift), float(hi[i] + shift)], "BCa"
+                elif np.isfinite(dist[i]).all():
+                    qlo, qhi = np.quantile(dist[i], [q, 1 - q])
+                    ci[k] = [float(2 * theta_b[i] - qhi + shift), float(2 * theta_b[i] - qlo + shift)]
+                    how[k] = "basic"
         except (ValueError, np.linalg.LinAlgError, FloatingPointError):
             pass
     for k, sign in ORDER_KEYS:
@@ -350,7 +368,7 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
                   "surrogate_sd": float(sv.std(ddof=1)) if B > 1 else float("nan"),
                   "surrogate_q95": float(np.quantile(sv, 0.95 if sign > 0 else 0.05,
                                                      method="higher" if sign > 0 else "lower")) if B else float("nan"),
-                  "excess": obs - mean, "ci": c, "p_value": float(p),
+                  "excess": obs - mean, "ci": c, "ci_method": how[k], "p_value": float(p),
                   "significant": bool(B > 0 and p < alpha and ci_ok)}
     return out
 

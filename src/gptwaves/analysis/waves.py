@@ -1031,8 +1031,13 @@ def best_silhouette(R, k_range=(2, 20)) -> tuple[float, int]:
     return (float(best), kbest) if np.isfinite(best) else (float("nan"), 1)
 
 
-def _gated_clustering(R_kept, kept, C, k, k_range, null_best) -> dict:
-    """Clustering of the kept channels, gated by the surrogates' best silhouettes (DESIGN 4b)."""
+def _gated_clustering(R_kept, kept, C, k, k_range, null_best, coherent=True) -> dict:
+    """Clustering of the kept channels, gated by the surrogates' best silhouettes (DESIGN 4b).
+
+    Cluster structure is reported when the best silhouette exceeds the 95th percentile of the
+    surrogates' best silhouettes *and* the tap is coherent beyond the surrogate (``coherent``:
+    the excess of mean |R| or lambda_max / C is significant); otherwise k = 1.
+    """
     cl = cluster_channels(R_kept, k=k, k_range=k_range)
     nb = np.asarray(null_best, np.float64)
     nb = nb[np.isfinite(nb)]
@@ -1042,7 +1047,7 @@ def _gated_clustering(R_kept, kept, C, k, k_range, null_best) -> dict:
     best_k = int(cl["k"])
     best_s = float(cl["silhouette"])
     if k is None:
-        structure = bool(best_k > 1 and np.isfinite(best_s) and nb.size > 0 and best_s > q95)
+        structure = bool(best_k > 1 and np.isfinite(best_s) and nb.size > 0 and best_s > q95 and coherent)
     else:
         structure = bool(best_k > 1)
     labels_kept = cl["labels"] if structure else np.ones(len(kept), dtype=int)
@@ -1062,6 +1067,8 @@ def _gated_clustering(R_kept, kept, C, k, k_range, null_best) -> dict:
         "best_silhouette": best_s,
         "null_silhouette_q95": q95,
         "null_silhouettes": nb,
+        "silhouette_above_null": bool(nb.size > 0 and np.isfinite(best_s) and best_s > q95),
+        "coherent_beyond_surrogate": bool(coherent),
         "fixed_k": k is not None,
     }
 
@@ -1128,7 +1135,9 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
         "evoked_share_channels": share,
         "evoked_share_chance": ev["chance"],
         "surrogate": surrogate,
-        "clustering": _gated_clustering(R_ind[np.ix_(kept, kept)], kept, C, k, k_range, null_sil),
+        "clustering": _gated_clustering(R_ind[np.ix_(kept, kept)], kept, C, k, k_range, null_sil,
+                                        coherent=bool(surrogate["mean_abs_corr"]["significant"]
+                                                      or surrogate["lambda_max_share"]["significant"])),
     }
 
 
@@ -1369,7 +1378,7 @@ def _surrogate_json(sur: dict) -> dict:
         out[k] = {"observed": _num(d.get("observed")), "surrogate_mean": _num(d.get("surrogate_mean")),
                   "surrogate_sd": _num(d.get("surrogate_sd")), "surrogate_q95": _num(d.get("surrogate_q95")),
                   "excess": _num(d.get("excess")),
-                  "ci": None if ci is None else [_num(ci[0]), _num(ci[1])],
+                  "ci": None if ci is None else [_num(ci[0]), _num(ci[1])], "ci_method": d.get("ci_method"),
                   "p_value": _num(d.get("p_value")), "significant": bool(d.get("significant", False))}
     return out
 

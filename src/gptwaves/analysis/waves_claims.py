@@ -40,6 +40,9 @@ from . import claims as _c
 
 __all__ = ["waves_claims", "claim_coherence", "claim_space_channels", "series"]
 
+#: Relative tolerance of "exceeds" comparisons (so that equal numbers up to rounding never exceed).
+_TOL = 1e-9
+
 CLAIM1 = "Coherence builds up with training"
 CLAIM4 = "Space-associated channels stand out"
 
@@ -70,7 +73,7 @@ def _above(a, b):
     """CI a entirely above CI b (None when either is missing)."""
     if not a or not b or a[0] is None or b[1] is None:
         return None
-    return bool(a[0] > b[1])
+    return bool(a[0] > b[1] + _TOL * max(1.0, abs(b[1])))
 
 
 def _up(t, alpha):
@@ -183,7 +186,7 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
     if s_f is None or s_i is None or s_b is None:
         rhythm_ok = None
     else:
-        rhythm_ok = bool(s_f > s_i and s_f > s_b)
+        rhythm_ok = bool(s_f > s_i + _TOL and s_f > s_b + _TOL)
     if labels_ok and rhythm_ok:
         v2 = _c.SUPPORTED
     elif labels_ok is False and rhythm_ok is False:
