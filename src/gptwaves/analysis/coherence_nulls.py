@@ -321,7 +321,7 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
     B = surrogate["R"].shape[0]
     slots = surrogate["slots"]
     out: dict = {"n_surrogates": int(B), "n_boot": int(n_boot), "n_ci_surrogates": int(slots.shape[0]),
-                 "confidence": confidence, "alpha": alpha}
+                 "confidence": confidence, "alpha": alpha, "min_p_value": 1.0 / (B + 1)}
     ci = {k: None for k, _ in ORDER_KEYS}
     how = {k: None for k, _ in ORDER_KEYS}
     if n_boot and S >= 3 and slots.shape[0] > 0:

@@ -1114,7 +1114,7 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
         null_sil = [best_silhouette(Rb, k_range)[0] for Rb in sur["R"]] if k is None else []
         del sur
     else:
-        surrogate = {"n_surrogates": 0, "n_boot": 0, "n_ci_surrogates": 0, "alpha": alpha,
+        surrogate = {"n_surrogates": 0, "n_boot": 0, "n_ci_surrogates": 0, "alpha": alpha, "min_p_value": 1.0,
                      **{kk: {"observed": float(op_ind[kk]), "surrogate_mean": float("nan"),
                              "surrogate_sd": float("nan"), "surrogate_q95": float("nan"), "excess": float("nan"),
                              "ci": None, "p_value": float("nan"), "significant": False}
@@ -1371,7 +1371,7 @@ def _num(v):
 
 
 def _surrogate_json(sur: dict) -> dict:
-    out = {k: sur.get(k) for k in ("on", "n_surrogates", "n_boot", "n_ci_surrogates", "alpha")}
+    out = {k: sur.get(k) for k in ("on", "n_surrogates", "n_boot", "n_ci_surrogates", "alpha", "min_p_value")}
     for k, _ in _nulls.ORDER_KEYS:
         d = sur.get(k, {})
         ci = d.get("ci")
