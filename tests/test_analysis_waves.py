@@ -440,3 +440,14 @@ def test_too_few_surrogates_cannot_be_significant():
     assert coh["surrogate"]["min_p_value"] == pytest.approx(1 / 11)
     assert not coh["surrogate"]["mean_abs_corr"]["significant"]
     assert coh["surrogate"]["mean_abs_corr"]["p_value"] == pytest.approx(1 / 11)
+
+
+def test_best_silhouette_matches_cluster_channels():
+    x, mask, truth, _ = synthetic_waves(seed=19)
+    R = W.correlation_matrix(x, mask)
+    cl = W.cluster_channels(R)
+    best, k = W.best_silhouette(R)
+    assert k == cl["k"] and best == pytest.approx(cl["silhouette"], abs=1e-12)
+    noise = np.corrcoef(np.random.default_rng(1).standard_normal((30, 400)))
+    cl = W.cluster_channels(noise)
+    assert W.best_silhouette(noise) == (pytest.approx(max(cl["silhouettes"].values()), abs=1e-12), cl["k"])

@@ -1023,10 +1023,33 @@ def best_silhouette(R, k_range=(2, 20)) -> tuple[float, int]:
     D = np.clip(1.0 - np.abs(0.5 * (R + R.T)), 0.0, 2.0)
     np.fill_diagonal(D, 0.0)
     Z = _hier.linkage(_squareform(D, checks=False), method="average")
+    ks = list(range(max(int(k_range[0]), 2), min(int(k_range[1]), C - 1) + 1))
+    if not ks:
+        return float("nan"), 1
+    # all candidate partitions at once: one (C, sum k) indicator matrix and one matmul
+    labs = [np.unique(_hier.fcluster(Z, kk, criterion="maxclust"), return_inverse=True)[1] for kk in ks]
+    offs = np.cumsum([0] + [int(lab.max()) + 1 for lab in labs])
+    M = np.zeros((C, offs[-1]))
+    for lab, o in zip(labs, offs[:-1]):
+        M[np.arange(C), o + lab] = 1.0
+    sums = D @ M
+    counts = M.sum(axis=0)
     best, kbest = -np.inf, 1
-    for kk in range(max(int(k_range[0]), 2), min(int(k_range[1]), C - 1) + 1):
-        sc = silhouette_score(D, _hier.fcluster(Z, kk, criterion="maxclust"))
-        if np.isfinite(sc) and sc > best + 1e-12:
+    rows = np.arange(C)
+    for kk, lab, a0, a1 in zip(ks, labs, offs[:-1], offs[1:]):
+        if a1 - a0 < 2:
+            continue
+        sm, cn = sums[:, a0:a1], counts[a0:a1]
+        own = cn[lab]
+        a = np.divide(sm[rows, lab], own - 1, out=np.zeros(C), where=own > 1)
+        other = sm / cn[None, :]
+        other[rows, lab] = np.inf
+        b = other.min(axis=1)
+        m = np.maximum(a, b)
+        sil = np.divide(b - a, m, out=np.zeros(C), where=m > 0)
+        sil[own <= 1] = 0.0
+        sc = float(sil.mean())
+        if sc > best + 1e-12:
             best, kbest = sc, kk
     return (float(best), kbest) if np.isfinite(best) else (float("nan"), 1)
 
@@ -1073,7 +1096,7 @@ def _gated_clustering(R_kept, kept, C, k, k_range, null_best, coherent=True) -> 
     }
 
 
-def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=4,
+def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
                  seed=0, alpha=0.05) -> dict:
     S, T, C = xc0.shape
     rng = np.random.default_rng(seed)
@@ -1141,7 +1164,7 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
     }
 
 
-def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=4,
+def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
                          seed=0, alpha=0.05) -> dict:
     """Correlation, order parameters, evoked share, surrogate excess and gated clustering (DESIGN 4, 4b).
 
@@ -1221,7 +1244,7 @@ def analyze_tap(
     threshold=1.0,
     n_surrogates=20,
     n_boot=200,
-    n_ci_surrogates=4,
+    n_ci_surrogates=2,
     seed=0,
     alpha=0.05,
     red_noise_level=0.99,
