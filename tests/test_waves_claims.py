@@ -135,3 +135,19 @@ def test_degenerate_inputs_are_inconclusive():
     claims = waves_claims(one, FOCUS)
     check_structure(claims)
     assert by_id(claims)[1]["as_stated"]["verdict"] == K.INCONCLUSIVE
+
+
+def test_relative_to_input(growing):
+    from gptwaves.analysis.waves_claims import relative_to_input
+
+    taps = {"hook_embed": {"induced": {"mean_abs_corr": 0.1, "participation_ratio": 50.0},
+                           "surrogate": {"mean_abs_corr": {"excess": 0.05}}, "n_space_labelled": 2},
+            FOCUS: {"induced": {"mean_abs_corr": 0.3, "participation_ratio": None},
+                    "surrogate": {"mean_abs_corr": {"excess": 0.2}}, "n_space_labelled": 5}}
+    rel = relative_to_input(taps)
+    assert rel[FOCUS]["mean_abs_corr_induced"] == pytest.approx(0.2)
+    assert rel[FOCUS]["excess_mean_abs_corr"] == pytest.approx(0.15)
+    assert rel[FOCUS]["participation_ratio_induced"] is None and rel[FOCUS]["n_space_labelled"] == 3
+    assert rel["hook_embed"]["mean_abs_corr_induced"] == 0
+    assert relative_to_input({FOCUS: {}}) == {}
+    json.dumps(rel, allow_nan=False)

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 
 from . import claims as _c
 
-__all__ = ["waves_claims", "claim_coherence", "claim_space_channels", "series"]
+__all__ = ["waves_claims", "claim_coherence", "claim_space_channels", "series", "relative_to_input"]
 
 #: Relative tolerance of "exceeds" comparisons (so that equal numbers up to rounding never exceed).
 _TOL = 1e-9
@@ -227,3 +227,40 @@ def waves_claims(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str 
     """
     cks = sorted(checkpoints, key=lambda c: (c.get("iteration") is None, c.get("iteration") or 0))
     return [claim_coherence(cks, focus_tap, input_tap, alpha), claim_space_channels(cks, focus_tap, input_tap, alpha)]
+
+
+def relative_to_input(taps: Mapping[str, Mapping], input_tap: str = "hook_embed") -> dict:
+    """Every tap of one checkpoint relative to its input floor (DESIGN 4b).
+
+    Parameters
+    ----------
+    taps : dict
+        ``{tap: tap_summary(...)}`` of one checkpoint.
+    input_tap : str, optional
+
+    Returns
+    -------
+    dict
+        ``{tap: {"mean_abs_corr_induced": d, "lambda_max_share_induced": d,
+        "participation_ratio_induced": d, "excess_mean_abs_corr": d,
+        "n_space_labelled": d, "max_space_similarity": d}}`` with each ``d`` =
+        value at the tap - value at ``input_tap`` (None where either is
+        missing); empty when the input tap is absent.
+    """
+    base = taps.get(input_tap)
+    if not base:
+        return {}
+    paths = {"mean_abs_corr_induced": ("induced", "mean_abs_corr"),
+             "lambda_max_share_induced": ("induced", "lambda_max_share"),
+             "participation_ratio_induced": ("induced", "participation_ratio"),
+             "excess_mean_abs_corr": ("surrogate", "mean_abs_corr", "excess"),
+             "n_space_labelled": ("n_space_labelled",),
+             "max_space_similarity": ("max_space_similarity",)}
+    out = {}
+    for tap, summ in taps.items():
+        row = {}
+        for name, path in paths.items():
+            a, b = _get(summ, *path), _get(base, *path)
+            row[name] = None if a is None or b is None else float(a) - float(b)
+        out[tap] = row
+    return out
