@@ -242,3 +242,23 @@ def test_repeatability_baselines():
         recs.append((W.correlation_matrix(x), W.autocorrelation(x, nlags=30)))
     sm = W.compare_recordings(recs)["summary"]
     assert sm["acf_similarity_excess"] > 0.3
+
+
+@pytest.mark.parametrize("shape", [(1, 60, 5), (4, 60, 2), (4, 60, 1), (3, 8, 4)])
+def test_degenerate_taps_do_not_crash(shape):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape)
+    cur, nxt = text(3, shape[0], shape[1])
+    s = W.tap_summary(W.analyze_tap(x, cur, nxt, nlags=5, window=2))
+    json.dumps(s, allow_nan=False)
+    assert s["n_clusters"] <= 1 or s["cluster_structure"]
+
+
+def test_all_constant_tap():
+    x = np.ones((4, 50, 6))
+    cur, nxt = text(4, 4, 50)
+    r = W.analyze_tap(x, cur, nxt, nlags=5)
+    s = W.tap_summary(r)
+    json.dumps(s, allow_nan=False)
+    assert s["n_constant"] == 6 and s["n_oscillating"] == 0 and s["n_labelled"] == 0
+    assert not s["surrogate"]["mean_abs_corr"]["significant"]

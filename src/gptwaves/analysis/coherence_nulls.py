@@ -158,7 +158,10 @@ def unit_columns(xc0: np.ndarray, mask: np.ndarray, dtype=np.float32) -> np.ndar
     steps = np.flatnonzero(mask.any(axis=0))
     a, b = (int(steps[0]), int(steps[-1]) + 1) if steps.size else (0, 0)
     Z = np.array(np.moveaxis(xc0[:, a:b], 2, 0), dtype=dtype, order="C")  # (C, S, T')
-    ss = np.einsum("ij,ij->i", Z.reshape(Z.shape[0], -1), Z.reshape(Z.shape[0], -1), dtype=np.float64)
+    if Z.size == 0:
+        return Z
+    flat = Z.reshape(Z.shape[0], -1)
+    ss = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
     inv = np.zeros_like(ss)
     inv[ss > 0] = 1.0 / np.sqrt(ss[ss > 0])
     Z *= inv.astype(dtype)[:, None, None]
@@ -479,7 +482,8 @@ def permuted_matrix_similarity(R_a, R_b, rng: np.random.Generator, n_perm: int =
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def matched_vs_mismatched(acf_a, acf_b, rng: np.random.Generator, n_perm: int = 20, max_lag=None) -> tuple[float, float]:
+def matched_vs_mismatched(acf_a, acf_b, rng: np.random.Generator, n_perm: int = 20,
+                          max_lag=None) -> tuple[float, float]:
     """ACF similarity of matched channels and its mismatched-pair baseline.
 
     Parameters
