@@ -58,6 +58,7 @@ __all__ = [
     "split_evoked",
     "unit_columns",
     "gram",
+    "sample_products",
     "stats_from_gram",
     "surrogate_order_parameters",
     "excess_with_ci",
@@ -266,11 +267,11 @@ def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.
         else:
             Rs[b] = gram(Zb.reshape(C, S * T))
     if B:
-        w, V = np.linalg.eigh(Rs)
+        w = np.linalg.eigvalsh(Rs)
         st = {"mean_abs_corr": (np.abs(Rs).sum(axis=(1, 2)) - np.einsum("nii->n", np.abs(Rs))) / (C * (C - 1)),
               "lambda_max_share": w[:, -1] / C,
               "participation_ratio": np.einsum("nii->n", Rs) ** 2 / np.square(Rs).sum(axis=(1, 2))}
-        v0 = np.abs(V[:nk, :, -1]).astype(np.float32)
+        v0 = np.abs(np.linalg.eigh(Rs[:nk])[1][:, :, -1]).astype(np.float32)
     else:
         st = {k: np.zeros(0) for k, _ in ORDER_KEYS}
         v0 = np.zeros((0, C), np.float32)
@@ -286,9 +287,17 @@ def _weights(idx: np.ndarray, S: int) -> np.ndarray:
     return W
 
 
+def sample_products(Z: np.ndarray) -> np.ndarray:
+    """Per-sample cross products ``Z[:, s] @ Z[:, s].T`` of :func:`unit_columns` output, shape (S, C, C).
+
+    Their sum over samples is the correlation matrix.
+    """
+    return np.matmul(Z.transpose(1, 0, 2), Z.transpose(1, 2, 0))
+
+
 def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.random.Generator,
                    n_boot: int = 200, confidence: float = 0.95, alpha: float = 0.05,
-                   v0: np.ndarray | None = None) -> dict:
+                   v0: np.ndarray | None = None, P: np.ndarray | None = None) -> dict:
     """Observed order parameters against their sample-shuffle surrogates.
 
     Parameters
@@ -307,6 +316,8 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
         Level of the surrogate rank test.
     v0 : ndarray (C,), optional
         Leading eigenvector of the observed R (start of the power iteration).
+    P : ndarray (S, C, C), optional
+        :func:`sample_products` of ``Z`` when already computed.
 
     Returns
     -------
@@ -328,7 +339,7 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
     ci = {k: None for k, _ in ORDER_KEYS}
     how = {k: None for k, _ in ORDER_KEYS}
     if n_boot and S >= 3 and slots.shape[0] > 0:
-        Pf = np.matmul(Z.transpose(1, 0, 2), Z.transpose(1, 2, 0)).astype(np.float32).reshape(S, -1)
+        Pf = (sample_products(Z) if P is None else P).astype(np.float32, copy=False).reshape(S, -1)
         Qf = slots.reshape(slots.shape[0], S, -1)
         vs = surrogate["v0"]
 

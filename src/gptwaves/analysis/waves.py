@@ -1118,7 +1118,8 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
     ind_ok = ivar > (_CONST_RTOL**2) * var[kept] * n
     Zk = _nulls.unit_columns(ind[:, :, ind_ok] if not ind_ok.all() else ind, mask, dtype=np.float32)
     del ind
-    Ri_k = _nulls.gram(Zk.reshape(Zk.shape[0], -1)).astype(np.float64) if Zk.size else np.zeros((0, 0))
+    P = _nulls.sample_products(Zk) if Zk.size else None  # (S, C, C); their sum is R
+    Ri_k = P.sum(axis=0, dtype=np.float64) if Zk.size else np.zeros((0, 0))
     np.clip(Ri_k, -1, 1, out=Ri_k)
     np.fill_diagonal(Ri_k, 1.0)
     ki = kept[ind_ok]
@@ -1133,7 +1134,7 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
     if B > 0 and ki.size >= 3 and mask.any(axis=1).sum() >= 2:
         sur = _nulls.surrogate_order_parameters(Zk, B, rng, n_keep_slots=min(int(n_ci_surrogates), B))
         v0 = np.abs(np.linalg.eigh(Ri_k)[1][:, -1]).astype(np.float32)
-        surrogate = _nulls.excess_with_ci(Zk, op_ind, sur, rng, n_boot=n_boot, alpha=alpha, v0=v0)
+        surrogate = _nulls.excess_with_ci(Zk, op_ind, sur, rng, n_boot=n_boot, alpha=alpha, v0=v0, P=P)
         null_sil = [best_silhouette(Rb, k_range)[0] for Rb in sur["R"]] if k is None else []
         del sur
     else:
