@@ -394,3 +394,61 @@ def test_analyze_tap_keys_and_consistency():
     assert out["n_steps"] == mask.sum() and out["n_channels"] == C
     assert out["psd"].shape == (C, out["psd_freqs"].size)
     assert len(out["function"]["label"]) == C
+
+
+def test_tap_summary_is_json_ready_and_keeps_the_old_keys():
+    import json
+
+    x, mask, truth, periods = synthetic_waves(seed=16, S=12, T=240)
+    rng = np.random.default_rng(16)
+    chars, nxt = random_text(rng, 12, 240)
+    r = W.analyze_tap(x, chars, nxt, mask, nlags=30, window=4, n_boot=50)
+    s = W.tap_summary(r)
+    json.dumps(s, allow_nan=False)
+    old = {"mean_abs_corr", "lambda_max_share", "participation_ratio", "n_clusters", "silhouette", "label_counts",
+           "n_labelled", "max_abs_d_space", "max_abs_d_by_class", "space_channels", "top_channels",
+           "median_period_acf", "n_oscillating", "max_space_similarity", "n_samples", "n_steps", "n_channels"}
+    new = {"induced", "evoked_share", "evoked_share_chance", "surrogate", "n_constant", "cluster_structure",
+           "best_silhouette", "null_silhouette_q95", "n_space_labelled", "space_similarity_baseline",
+           "max_space_similarity_excess", "n_period_acf_unfiltered", "class_events"}
+    assert old | new <= set(s)
+    assert s["mean_abs_corr"] == pytest.approx(r["order_parameters"]["mean_abs_corr"])
+    assert s["induced"]["participation_ratio"] == pytest.approx(r["order_parameters_induced"]["participation_ratio"])
+    assert s["surrogate"]["on"] == "induced" and s["surrogate"]["mean_abs_corr"]["significant"]
+    assert s["n_clusters"] == 3 and s["cluster_structure"] and s["n_oscillating"] == 15
+    assert s["median_period_acf"] == 7
+
+
+def test_compare_recordings_baselines_are_json_ready():
+    import json
+
+    rng = np.random.default_rng(17)
+    recs = [(np.corrcoef(rng.standard_normal((6, 50))), rng.standard_normal((6, 11))) for _ in range(3)]
+    comp = W.compare_recordings(recs, ["a", "b", "c"])
+    assert comp["corr_similarity_baseline"].shape == (3, 3) and comp["acf_similarity_baseline"].shape == (3, 3)
+    sm = comp["summary"]
+    json.dumps(sm, allow_nan=False)
+    assert sm["n_pairs"] == 3
+    excess = sm["mean_corr_similarity"] - sm["mean_corr_similarity_baseline"]
+    assert sm["corr_similarity_excess"] == pytest.approx(excess)
+    assert W.compare_recordings(recs[:1])["summary"]["mean_acf_similarity"] is None
+
+
+def test_too_few_surrogates_cannot_be_significant():
+    """The rank p-value is at least 1 / (B + 1): with B < 19 nothing is significant at alpha 0.05."""
+    x, mask, truth, periods = synthetic_waves(seed=18, S=8, T=150)
+    coh = W.coherence_with_nulls(x, mask, n_surrogates=10, n_boot=30)
+    assert coh["surrogate"]["min_p_value"] == pytest.approx(1 / 11)
+    assert not coh["surrogate"]["mean_abs_corr"]["significant"]
+    assert coh["surrogate"]["mean_abs_corr"]["p_value"] == pytest.approx(1 / 11)
+
+
+def test_best_silhouette_matches_cluster_channels():
+    x, mask, truth, _ = synthetic_waves(seed=19)
+    R = W.correlation_matrix(x, mask)
+    cl = W.cluster_channels(R)
+    best, k = W.best_silhouette(R)
+    assert k == cl["k"] and best == pytest.approx(cl["silhouette"], abs=1e-12)
+    noise = np.corrcoef(np.random.default_rng(1).standard_normal((30, 400)))
+    cl = W.cluster_channels(noise)
+    assert W.best_silhouette(noise) == (pytest.approx(max(cl["silhouettes"].values()), abs=1e-12), cl["k"])

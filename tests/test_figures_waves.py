@@ -100,3 +100,42 @@ def test_order_parameter_and_similarity_figures(tmp_path):
 
 def test_display_char():
     assert F.display_char(" ") == "␣" and F.display_char("\n") == "⏎" and F.display_char("a") == "a"
+
+
+def _summary_checkpoints():
+    """Per-checkpoint tap summaries as tap_summary writes them (with None for undefined numbers)."""
+    cks = []
+    for i, it in enumerate([0, 10, 100, 1000]):
+        def tap(scale, with_ci=True):
+            sur = {k: {"observed": v * scale, "surrogate_mean": v, "surrogate_q95": v * 1.1,
+                       "excess": v * (scale - 1), "ci": [v * (scale - 1.2), v * (scale - 0.8)] if with_ci else None}
+                   for k, v in (("mean_abs_corr", 0.02), ("lambda_max_share", 0.05), ("participation_ratio", 150.0))}
+            sur["participation_ratio"]["ci"] = [-10.0 * scale, -5.0 * scale] if with_ci else None
+            return {"mean_abs_corr": 0.1 * scale, "lambda_max_share": 0.05 * scale, "participation_ratio": 100 / scale,
+                    "induced": {"mean_abs_corr": 0.02 * scale, "lambda_max_share": 0.05 * scale,
+                                "participation_ratio": None if i == 2 else 150 / scale},
+                    "surrogate": sur}
+        cks.append({"iteration": it, "taps": {"hook_embed": tap(1.2, with_ci=i != 1),
+                                              "blocks.5.hook_resid_post": tap(1 + i)}})
+    return cks
+
+
+def test_coherence_null_figure(tmp_path):
+    check(F.coherence_null_figure(_summary_checkpoints(), "blocks.5.hook_resid_post", tmp_path / "nulls"))
+    # tap summaries also feed the plain order-parameter figure (None -> gap)
+    cks = _summary_checkpoints()
+    per_tap = {t: [c["taps"][t] for c in cks] for t in cks[0]["taps"]}
+    check(F.order_parameters_figure([c["iteration"] for c in cks], per_tap, tmp_path / "order"))
+
+
+def test_gated_clustering_and_baselines_in_figures(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 120, 12))
+    cur = rng.choice(np.array(list("ab c")), size=(8, 120)).astype("<U1")
+    res = W.analyze_tap(x, cur, cur, nlags=10, n_surrogates=5, n_boot=20)
+    assert res["clustering"]["k"] == 1 and not res["clustering"]["structure"]
+    check(F.correlation_figure(res["R_induced"], res["clustering"], tmp_path / "corr_gated"))
+    recs = [(np.corrcoef(rng.standard_normal((8, 40))), rng.standard_normal((8, 11))) for _ in range(3)]
+    comp = W.compare_recordings(recs, ["seed 0", "seed 1", "seed 2"])
+    check(F.similarity_figure(comp, tmp_path / "rep"))
+    check(F.repeatability_plasticity_figure(comp, comp, tmp_path / "repplast"))

@@ -40,6 +40,9 @@ from scipy import signal as _signal
 from scipy.cluster import hierarchy as _hier
 from scipy.spatial.distance import squareform as _squareform
 
+from . import coherence_nulls as _nulls
+from .coherence_nulls import WavesInputError
+
 __all__ = [
     "CHAR_CLASSES",
     "center",
@@ -55,6 +58,7 @@ __all__ = [
     "silhouette_score",
     "cluster_channels",
     "class_indicators",
+    "class_event_counts",
     "cohens_d",
     "channel_function",
     "event_triggered_average",
@@ -62,6 +66,11 @@ __all__ = [
     "acf_profile_similarity",
     "compare_recordings",
     "analyze_tap",
+    "best_silhouette",
+    "coherence_with_nulls",
+    "oscillations",
+    "tap_summary",
+    "WavesInputError",
 ]
 
 _CONST_RTOL = 1e-10
@@ -742,7 +751,21 @@ def _label_channels(d_cur, d_next, classes, threshold):
     return label, best_d, best_key
 
 
-def channel_function(x, chars, next_chars, mask=None, threshold=1.0) -> dict:
+def class_event_counts(chars, next_chars, mask) -> tuple[np.ndarray, np.ndarray]:
+    """Number of masked steps in and out of each class, current then next character.
+
+    Returns
+    -------
+    n_in, n_out : ndarray of int, shape (2 * n_classes,)
+        In the order of :data:`CHAR_CLASSES` for c_t, then for c_{t+1}.
+    """
+    mask = np.asarray(mask, bool)
+    ind = np.concatenate([class_indicators(chars), class_indicators(next_chars)], axis=0)
+    n_in = (ind & mask[None]).sum(axis=(1, 2))
+    return n_in.astype(int), (int(mask.sum()) - n_in).astype(int)
+
+
+def channel_function(x, chars, next_chars, mask=None, threshold=1.0, min_events=30) -> dict:
     """Functional labels of channels from Cohen's d of character classes.
 
     For every class of :data:`CHAR_CLASSES`, Cohen's d between masked steps
@@ -757,6 +780,9 @@ def channel_function(x, chars, next_chars, mask=None, threshold=1.0) -> dict:
     mask : array_like of bool, shape (S, T), optional
     threshold : float, optional
         A channel is labelled when its strongest ``|d|`` is at least this.
+    min_events : int, optional
+        A class (current or next) takes part in the labels only with at least
+        this many masked steps inside and outside it (DESIGN 4b; default 30).
 
     Returns
     -------
@@ -767,18 +793,25 @@ def channel_function(x, chars, next_chars, mask=None, threshold=1.0) -> dict:
         e.g. ``"space"``) or ``"next:<class>"`` (next character) of the largest
         ``|d|`` over both, or ``""`` when it is below ``threshold``;
         ``best_key``: same without the threshold; ``best_d``: signed d of that
-        key (NaN when all are NaN).
+        key (NaN when all are NaN), both among the eligible classes only;
+        ``n_in``, ``n_out`` (2 * n_classes,): steps in and out of each class
+        (current, then next); ``eligible`` (2 * n_classes,) bool.
     """
     x = _as_waves(x)
     mask = _as_mask(mask, x.shape[:2])
-    return _channel_function_c(_center0(x, mask), chars, next_chars, mask, threshold)
+    return _channel_function_c(_center0(x, mask), chars, next_chars, mask, threshold, min_events)
 
 
-def _channel_function_c(xc0, chars, next_chars, mask, threshold):
+def _channel_function_c(xc0, chars, next_chars, mask, threshold, min_events=30):
     classes = list(CHAR_CLASSES)
     d_cur = _cohens_d_centered(xc0, class_indicators(chars, classes), mask)
     d_next = _cohens_d_centered(xc0, class_indicators(next_chars, classes), mask)
-    label, best_d, best_key = _label_channels(d_cur, d_next, classes, threshold)
+    n_in, n_out = class_event_counts(chars, next_chars, mask)
+    eligible = (n_in >= int(min_events)) & (n_out >= int(min_events))
+    E = len(classes)
+    lc = np.where(eligible[:E, None], d_cur, np.nan)
+    ln = np.where(eligible[E:, None], d_next, np.nan)
+    label, best_d, best_key = _label_channels(lc, ln, classes, threshold)
     return {
         "classes": classes,
         "d_current": d_cur,
@@ -786,6 +819,10 @@ def _channel_function_c(xc0, chars, next_chars, mask, threshold):
         "label": label,
         "best_key": best_key,
         "best_d": best_d,
+        "n_in": n_in,
+        "n_out": n_out,
+        "eligible": eligible,
+        "min_events": int(min_events),
     }
 
 
@@ -894,38 +931,305 @@ def acf_profile_similarity(acf_a, acf_b, max_lag=None) -> tuple[float, np.ndarra
     return (float(r[ok].mean()) if ok.any() else float("nan")), r
 
 
-def compare_recordings(recordings: Sequence, names: Sequence[str] | None = None) -> dict:
-    """Pairwise similarity of several recordings of the same tap.
+def compare_recordings(recordings: Sequence, names: Sequence[str] | None = None, n_perm: int = 20,
+                       seed: int = 0) -> dict:
+    """Pairwise similarity of several recordings of the same tap, with baselines (DESIGN 4b).
 
     Parameters
     ----------
     recordings : sequence of (R, acf)
         Correlation matrix (C, C) and ACF (C, K+1) of each recording.
     names : sequence of str, optional
+    n_perm : int, optional
+        Random channel permutations (R baseline) and derangements (ACF
+        baseline) per pair.
+    seed : int, optional
+        Seed of those permutations.
 
     Returns
     -------
     dict
         ``names``; ``corr_similarity``: (n, n) :func:`matrix_similarity`;
-        ``acf_similarity``: (n, n) mean of :func:`acf_profile_similarity`.
-        Diagonals are 1.
+        ``acf_similarity``: (n, n) mean of :func:`acf_profile_similarity`
+        (matched channels); ``corr_similarity_baseline``: (n, n) the same with
+        the channels of the second recording randomly permuted;
+        ``acf_similarity_baseline``: (n, n) mean similarity of mismatched
+        channel pairs (i with pi(i) != i). Diagonals: 1 (similarities) and the
+        self-baselines. ``summary``: JSON-ready means over the pairs i < j
+        (``n_pairs``, ``mean_corr_similarity``, ``mean_corr_similarity_baseline``,
+        ``corr_similarity_excess``, ``mean_acf_similarity``,
+        ``mean_acf_similarity_baseline``, ``acf_similarity_excess``,
+        ``min_corr_similarity_excess``, ``min_acf_similarity_excess``; None where
+        undefined).
     """
     n = len(recordings)
     names = [f"rec{i}" for i in range(n)] if names is None else list(names)
     if len(names) != n:
         raise ValueError("names and recordings differ in length")
-    cs = np.eye(n)
-    asim = np.eye(n)
+    rng = np.random.default_rng(seed)
+    cs, asim = np.eye(n), np.eye(n)
+    cb, ab = np.full((n, n), np.nan), np.full((n, n), np.nan)
     for i in range(n):
-        for j in range(i + 1, n):
-            cs[i, j] = cs[j, i] = matrix_similarity(recordings[i][0], recordings[j][0])
-            asim[i, j] = asim[j, i] = acf_profile_similarity(recordings[i][1], recordings[j][1])[0]
-    return {"names": names, "corr_similarity": cs, "acf_similarity": asim}
+        for j in range(i, n):
+            Ri, Ai = recordings[i]
+            Rj, Aj = recordings[j]
+            if j > i:
+                cs[i, j] = cs[j, i] = matrix_similarity(Ri, Rj)
+                asim[i, j] = asim[j, i] = acf_profile_similarity(Ai, Aj)[0]
+            cb[i, j] = cb[j, i] = _nulls.permuted_matrix_similarity(Ri, Rj, rng, n_perm)
+            ab[i, j] = ab[j, i] = _nulls.matched_vs_mismatched(Ai, Aj, rng, n_perm)[1]
+    iu = np.triu_indices(n, 1)
+
+    def m(a):
+        v = np.asarray(a)[iu]
+        v = v[np.isfinite(v)]
+        return float(v.mean()) if v.size else None
+
+    def mn(a):
+        v = np.asarray(a)[iu]
+        v = v[np.isfinite(v)]
+        return float(v.min()) if v.size else None
+
+    summary = {"n_pairs": int(len(iu[0])), "mean_corr_similarity": m(cs), "mean_corr_similarity_baseline": m(cb),
+               "corr_similarity_excess": m(cs - cb), "min_corr_similarity_excess": mn(cs - cb),
+               "mean_acf_similarity": m(asim), "mean_acf_similarity_baseline": m(ab),
+               "acf_similarity_excess": m(asim - ab), "min_acf_similarity_excess": mn(asim - ab),
+               "baselines": "R: channels of the second recording randomly permuted; "
+                            "ACF: mismatched channel pairs (derangements)", "n_perm": int(n_perm)}
+    return {"names": names, "corr_similarity": cs, "acf_similarity": asim, "corr_similarity_baseline": cb,
+            "acf_similarity_baseline": ab, "summary": summary}
 
 
 # ----------------------------------------------------------------------------
 # 10: everything for one tap
 # ----------------------------------------------------------------------------
+
+
+def best_silhouette(R, k_range=(2, 20)) -> tuple[float, int]:
+    """Best silhouette over ``k_range`` of the average-linkage clustering on ``1 - |R|``.
+
+    The same candidates as :func:`cluster_channels` (without optimal leaf
+    ordering, which does not change the clusters).
+
+    Returns
+    -------
+    best, k : float, int
+        NaN and 1 when no candidate is defined.
+    """
+    R = np.nan_to_num(np.asarray(R, np.float64), nan=0.0)
+    C = R.shape[0]
+    if C < 3:
+        return float("nan"), 1
+    D = np.clip(1.0 - np.abs(0.5 * (R + R.T)), 0.0, 2.0)
+    np.fill_diagonal(D, 0.0)
+    Z = _hier.linkage(_squareform(D, checks=False), method="average")
+    ks = list(range(max(int(k_range[0]), 2), min(int(k_range[1]), C - 1) + 1))
+    if not ks:
+        return float("nan"), 1
+    # all candidate partitions at once: one (C, sum k) indicator matrix and one matmul
+    labs = [np.unique(_hier.fcluster(Z, kk, criterion="maxclust"), return_inverse=True)[1] for kk in ks]
+    offs = np.cumsum([0] + [int(lab.max()) + 1 for lab in labs])
+    M = np.zeros((C, offs[-1]))
+    for lab, o in zip(labs, offs[:-1]):
+        M[np.arange(C), o + lab] = 1.0
+    sums = D @ M
+    counts = M.sum(axis=0)
+    best, kbest = -np.inf, 1
+    rows = np.arange(C)
+    for kk, lab, a0, a1 in zip(ks, labs, offs[:-1], offs[1:]):
+        if a1 - a0 < 2:
+            continue
+        sm, cn = sums[:, a0:a1], counts[a0:a1]
+        own = cn[lab]
+        a = np.divide(sm[rows, lab], own - 1, out=np.zeros(C), where=own > 1)
+        other = sm / cn[None, :]
+        other[rows, lab] = np.inf
+        b = other.min(axis=1)
+        m = np.maximum(a, b)
+        sil = np.divide(b - a, m, out=np.zeros(C), where=m > 0)
+        sil[own <= 1] = 0.0
+        sc = float(sil.mean())
+        if sc > best + 1e-12:
+            best, kbest = sc, kk
+    return (float(best), kbest) if np.isfinite(best) else (float("nan"), 1)
+
+
+def _gated_clustering(R_kept, kept, C, k, k_range, null_best, coherent=True) -> dict:
+    """Clustering of the kept channels, gated by the surrogates' best silhouettes (DESIGN 4b).
+
+    Cluster structure is reported when the best silhouette exceeds the 95th percentile of the
+    surrogates' best silhouettes *and* the tap is coherent beyond the surrogate (``coherent``:
+    the excess of mean |R| or lambda_max / C is significant); otherwise k = 1.
+    """
+    cl = cluster_channels(R_kept, k=k, k_range=k_range)
+    nb = np.asarray(null_best, np.float64)
+    nb = nb[np.isfinite(nb)]
+    # the 95th percentile as an order statistic (method "higher"): with B = 20 it is the largest
+    # surrogate value, so the gate's false-positive rate is 1 / (B + 1)
+    q95 = float(np.quantile(nb, 0.95, method="higher")) if nb.size else float("nan")
+    best_k = int(cl["k"])
+    best_s = float(cl["silhouette"])
+    if k is None:
+        structure = bool(best_k > 1 and np.isfinite(best_s) and nb.size > 0 and best_s > q95 and coherent)
+    else:
+        structure = bool(best_k > 1)
+    labels_kept = cl["labels"] if structure else np.ones(len(kept), dtype=int)
+    labels = np.zeros(C, dtype=int)
+    labels[kept] = labels_kept
+    return {
+        "labels": labels,
+        "k": int(labels_kept.max()) if len(kept) else 0,
+        "silhouette": best_s if structure else float("nan"),
+        "linkage": cl["linkage"],
+        "order": np.asarray(kept)[cl["order"]],
+        "distance": cl["distance"],
+        "silhouettes": cl["silhouettes"],
+        "channels": np.asarray(kept),
+        "structure": structure,
+        "best_k": best_k,
+        "best_silhouette": best_s,
+        "null_silhouette_q95": q95,
+        "null_silhouettes": nb,
+        "silhouette_above_null": bool(nb.size > 0 and np.isfinite(best_s) and best_s > q95),
+        "coherent_beyond_surrogate": bool(coherent),
+        "fixed_k": k is not None,
+    }
+
+
+def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
+                 seed=0, alpha=0.05) -> dict:
+    S, T, C = xc0.shape
+    rng = np.random.default_rng(seed)
+    n = max(int(mask.sum()), 1)
+    R = _corr_from_centered(xc0, absmax, n)
+    var = np.square(xc0).sum(axis=(0, 1)) / n
+    const = (var <= 0) | (np.sqrt(np.maximum(var, 0)) <= _CONST_RTOL * absmax)
+    kept = np.flatnonzero(~const)
+    Rk = R[np.ix_(kept, kept)]
+    lam = np.linalg.eigvalsh(Rk)[::-1] if kept.size else np.zeros(0)
+
+    # evoked vs induced
+    ev = _nulls.split_evoked(xc0[:, :, kept] if kept.size < C else xc0, mask)
+    ind = ev.pop("induced")
+    share = np.full(C, np.nan)
+    share[kept] = ev["share"]
+    # a channel that is purely evoked has no induced variance: 0 correlations, like constant channels
+    ivar = np.square(ind).sum(axis=(0, 1))
+    ind_ok = ivar > (_CONST_RTOL**2) * var[kept] * n
+    Zk = _nulls.unit_columns(ind[:, :, ind_ok] if not ind_ok.all() else ind, mask, dtype=np.float32)
+    del ind
+    P = _nulls.sample_products(Zk) if Zk.size else None  # (S, C, C); their sum is R
+    Ri_k = P.sum(axis=0, dtype=np.float64) if Zk.size else np.zeros((0, 0))
+    np.clip(Ri_k, -1, 1, out=Ri_k)
+    np.fill_diagonal(Ri_k, 1.0)
+    ki = kept[ind_ok]
+    R_ind = np.zeros((C, C))
+    R_ind[np.ix_(ki, ki)] = Ri_k
+    np.fill_diagonal(R_ind, 1.0)
+    op_raw = order_parameters(Rk) if kept.size else order_parameters(np.eye(1))
+    op_ind = order_parameters(Ri_k) if ki.size else order_parameters(np.eye(1))
+
+    # sample-shuffle surrogates of the induced waves (float32), excess with paired bootstrap CI
+    B = int(n_surrogates)
+    if B > 0 and ki.size >= 3 and mask.any(axis=1).sum() >= 2:
+        sur = _nulls.surrogate_order_parameters(Zk, B, rng, n_keep_slots=min(int(n_ci_surrogates), B))
+        v0 = np.abs(np.linalg.eigh(Ri_k)[1][:, -1]).astype(np.float32)
+        surrogate = _nulls.excess_with_ci(Zk, op_ind, sur, rng, n_boot=n_boot, alpha=alpha, v0=v0, P=P)
+        null_sil = [best_silhouette(Rb, k_range)[0] for Rb in sur["R"]] if k is None else []
+        del sur
+    else:
+        surrogate = {"n_surrogates": 0, "n_boot": 0, "n_ci_surrogates": 0, "alpha": alpha, "min_p_value": 1.0,
+                     **{kk: {"observed": float(op_ind[kk]), "surrogate_mean": float("nan"),
+                             "surrogate_sd": float("nan"), "surrogate_q95": float("nan"), "excess": float("nan"),
+                             "ci": None, "p_value": float("nan"), "significant": False}
+                        for kk, _ in _nulls.ORDER_KEYS}}
+        null_sil = []
+    surrogate["on"] = "induced"
+    return {
+        "constant": const,
+        "n_constant": int(const.sum()),
+        "constant_channels": np.flatnonzero(const),
+        "kept_channels": kept,
+        "R": R,
+        "R_induced": R_ind,
+        "eigenvalues": lam,
+        "order_parameters": op_raw,
+        "order_parameters_induced": op_ind,
+        "evoked_share": float(np.nanmean(share)) if np.isfinite(share).any() else float("nan"),
+        "evoked_share_channels": share,
+        "evoked_share_chance": ev["chance"],
+        "surrogate": surrogate,
+        "clustering": _gated_clustering(R_ind[np.ix_(kept, kept)], kept, C, k, k_range, null_sil,
+                                        coherent=bool(surrogate["mean_abs_corr"]["significant"]
+                                                      or surrogate["lambda_max_share"]["significant"])),
+    }
+
+
+def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
+                         seed=0, alpha=0.05) -> dict:
+    """Correlation, order parameters, evoked share, surrogate excess and gated clustering (DESIGN 4, 4b).
+
+    The coherence part of :func:`analyze_tap` (same parameters); see there
+    for the meaning of the returned keys ``constant`` (C,) bool,
+    ``n_constant``, ``constant_channels``, ``kept_channels``, ``R``,
+    ``R_induced``, ``eigenvalues``, ``order_parameters``,
+    ``order_parameters_induced``, ``evoked_share``, ``evoked_share_channels``,
+    ``evoked_share_chance``, ``surrogate``, ``clustering``.
+
+    Raises
+    ------
+    WavesInputError
+        When ``x`` holds NaN or inf.
+    """
+    x = _as_waves(x)
+    mask = _as_mask(mask, x.shape[:2])
+    _bounds(mask)
+    _nulls.check_finite(x)
+    return _coherence_c(_center0(x, mask), _absmax(x, mask), mask, k=k, k_range=k_range,
+                        n_surrogates=n_surrogates, n_boot=n_boot, n_ci_surrogates=n_ci_surrogates, seed=seed,
+                        alpha=alpha)
+
+
+def oscillations(x, mask=None, nlags=64, nperseg=256, level=0.99, exclude=None) -> dict:
+    """ACF periods, Welch PSD and their red-noise (AR(1)) significance (DESIGN 4, 4b).
+
+    Parameters
+    ----------
+    x : array_like, shape (S, T, C)
+    mask : array_like of bool, shape (S, T), optional
+    nlags, nperseg : int, optional
+    level : float, optional
+        Level of the red-noise test (maximum over frequencies).
+    exclude : array_like of bool, shape (C,), optional
+        Channels never called oscillating (constant channels).
+
+    Returns
+    -------
+    dict
+        ``acf`` (C, nlags+1); ``period_acf_all``, ``strength`` (C,) of
+        :func:`dominant_period_acf`; ``psd_freqs``, ``psd``;
+        ``period_psd_all`` (:func:`period_from_psd`); ``red_noise`` (dict of
+        :func:`~gptwaves.analysis.coherence_nulls.red_noise_test`);
+        ``oscillating`` (C,) bool; ``period_acf``, ``period_psd`` (C,): the
+        periods of significant channels, NaN for the others.
+    """
+    x = _as_waves(x)
+    mask = _as_mask(mask, x.shape[:2])
+    C = x.shape[2]
+    acf = autocorrelation(x, nlags=nlags, mask=mask)
+    period_all, strength = dominant_period_acf(acf)
+    freqs, psd = welch_psd(x, mask=mask, nperseg=nperseg)
+    lengths = mask.sum(axis=1)
+    n_series = int((lengths > 0).sum())
+    n_len = int(lengths[lengths > 0].min()) if n_series else 0
+    phi = acf[:, 1] if acf.shape[1] > 1 else np.zeros(C)
+    red = _nulls.red_noise_test(freqs, psd, phi, n_len, nperseg, n_series, level=level)
+    osc = red["significant"].copy()
+    if exclude is not None:
+        osc &= ~np.asarray(exclude, bool)
+    return {"acf": acf, "period_acf_all": period_all, "strength": strength, "psd_freqs": freqs, "psd": psd,
+            "period_psd_all": period_from_psd(freqs, psd), "red_noise": red, "oscillating": osc,
+            "period_acf": np.where(osc, period_all, np.nan), "period_psd": np.where(osc, red["period"], np.nan)}
 
 
 def analyze_tap(
@@ -939,8 +1243,15 @@ def analyze_tap(
     k_range=(2, 20),
     nperseg=256,
     threshold=1.0,
+    n_surrogates=20,
+    n_boot=200,
+    n_ci_surrogates=2,
+    seed=0,
+    alpha=0.05,
+    red_noise_level=0.99,
+    min_events=30,
 ) -> dict:
-    """Full coherence analysis of one tap (DESIGN.md section 4).
+    """Full coherence analysis of one tap with its null models (DESIGN.md sections 4 and 4b).
 
     Parameters
     ----------
@@ -950,7 +1261,8 @@ def analyze_tap(
     nlags : int, optional
         ACF lags 0..nlags.
     k : int, optional
-        Fixed number of clusters (default: best silhouette over ``k_range``).
+        Fixed number of clusters (default: best silhouette over ``k_range``,
+        gated by the surrogates).
     window : int, optional
         Half-width of the event-triggered averages.
     k_range : (int, int), optional
@@ -958,22 +1270,55 @@ def analyze_tap(
         Welch segment length.
     threshold : float, optional
         ``|d|`` needed for a channel label.
+    n_surrogates : int, optional
+        Sample-shuffle surrogates B (default 20; 0 disables the surrogate
+        test, the cluster gate then reports no structure).
+    n_boot : int, optional
+        Bootstrap resamples of the excess CI (0: none).
+    n_ci_surrogates : int, optional
+        Surrogates recomputed inside each bootstrap replicate (paired CI).
+    seed : int, optional
+        Seed of surrogates and bootstrap.
+    alpha : float, optional
+        Level of the surrogate rank test.
+    red_noise_level : float, optional
+        Confidence level of the red-noise test (maximum over frequencies).
+    min_events : int, optional
+        Steps needed inside and outside a class for labels.
 
     Returns
     -------
     dict
         ``n_samples``, ``n_steps`` (masked steps pooled), ``n_channels``;
-        ``R`` (C, C); ``eigenvalues`` (C,) of R, descending;
-        ``order_parameters`` (dict of :func:`order_parameters`);
-        ``acf`` (C, nlags+1); ``period_acf``, ``strength`` (C,);
-        ``psd_freqs`` (F,), ``psd`` (C, F), ``period_psd`` (C,);
-        ``space_acf`` (nlags+1,), ``space_similarity`` (C,);
-        ``clustering`` (dict of :func:`cluster_channels`);
-        ``function`` (dict of :func:`channel_function`);
-        ``eta`` (n_classes, 2W+1, C) event-triggered averages (centred waves)
-        around steps whose current character is in each class,
-        ``eta_counts`` (n_classes,), ``eta_classes`` (list), ``eta_lags``
-        (2W+1,).
+        ``n_constant``, ``constant_channels``, ``kept_channels`` (index arrays);
+        ``R`` (C, C) raw correlation (constant channels 0 off the diagonal);
+        ``R_induced`` (C, C) after removing the evoked component;
+        ``eigenvalues`` (C_kept,) of the raw R of kept channels, descending;
+        ``order_parameters`` (raw, kept channels) and
+        ``order_parameters_induced``; ``evoked_share`` (mean over kept
+        channels), ``evoked_share_channels`` (C,), ``evoked_share_chance``;
+        ``surrogate``: :func:`gptwaves.analysis.coherence_nulls.excess_with_ci`
+        of the *induced* order parameters (plus ``on: "induced"``);
+        ``acf`` (C, nlags+1); ``period_acf`` (C,, NaN unless the channel
+        oscillates significantly), ``period_acf_all`` (C,, before the test),
+        ``strength`` (C,); ``psd_freqs``, ``psd``; ``period_psd`` (C,, period
+        of the most significant red-noise peak, NaN unless significant),
+        ``period_psd_all`` (C,, highest non-DC peak); ``red_noise`` (dict of
+        :func:`~gptwaves.analysis.coherence_nulls.red_noise_test`);
+        ``oscillating`` (C,) bool; ``space_acf``, ``space_similarity`` (C,),
+        ``space_similarity_ar1`` (C,: the similarity the channel's AR(1) twin
+        ``phi**lag`` has with the space ACF); ``clustering`` (gated, on
+        ``R_induced`` of the kept channels: ``labels`` (C,, 0 for constant
+        channels), ``k``, ``silhouette``, ``linkage``, ``order`` (kept channel
+        indices in leaf order), ``structure``, ``best_k``,
+        ``best_silhouette``, ``null_silhouette_q95``, ...); ``function`` (dict
+        of :func:`channel_function` with ``min_events``); ``eta``,
+        ``eta_counts``, ``eta_classes``, ``eta_lags``; ``settings``.
+
+    Raises
+    ------
+    WavesInputError
+        When ``x`` holds NaN or inf (one-line message).
     """
     x = _as_waves(x)
     mask = _as_mask(mask, x.shape[:2])
@@ -982,36 +1327,173 @@ def analyze_tap(
     if chars.shape != x.shape[:2] or next_chars.shape != x.shape[:2]:
         raise ValueError("chars and next_chars must have shape (S, T) like the waves")
     _bounds(mask)
+    _nulls.check_finite(x)
+    C = x.shape[2]
     xc0 = _center0(x, mask)
-    R = _corr_from_centered(xc0, _absmax(x, mask), mask.sum())
-    lam = np.linalg.eigvalsh(R)[::-1]
-    acf = autocorrelation(x, nlags=nlags, mask=mask)
-    period_acf, strength = dominant_period_acf(acf)
-    freqs, psd = welch_psd(x, mask=mask, nperseg=nperseg)
-    period_psd = period_from_psd(freqs, psd)
+    coh = _coherence_c(xc0, _absmax(x, mask), mask, k=k, k_range=k_range, n_surrogates=n_surrogates,
+                       n_boot=n_boot, n_ci_surrogates=n_ci_surrogates, seed=seed, alpha=alpha)
+    const = coh["constant"]
+    osc = oscillations(x, mask=mask, nlags=nlags, nperseg=nperseg, level=red_noise_level, exclude=const)
+    acf, phi = osc["acf"], osc["acf"][:, 1] if osc["acf"].shape[1] > 1 else np.zeros(C)
     space_acf = space_reference(chars, mask=mask, nlags=nlags)
-    func = _channel_function_c(xc0, chars, next_chars, mask, threshold)
+    space_sim = acf_similarity(acf, space_acf)
+    lags = np.arange(acf.shape[1])
+    ar1 = np.clip(np.nan_to_num(phi), -0.999, 0.999)[:, None] ** lags[None, :]
+    space_sim_ar1 = np.where(np.isnan(space_sim), np.nan, acf_similarity(ar1, space_acf))
+
+    func = _channel_function_c(xc0, chars, next_chars, mask, threshold, min_events)
     classes = func["classes"]
     eta, counts = _eta(xc0, class_indicators(chars, classes), mask, window)
     return {
         "n_samples": int(mask.any(axis=1).sum()),
         "n_steps": int(mask.sum()),
-        "n_channels": int(x.shape[2]),
-        "R": R,
-        "eigenvalues": lam,
-        "order_parameters": order_parameters(R),
+        "n_channels": int(C),
+        **{kk: coh[kk] for kk in ("n_constant", "constant_channels", "kept_channels", "R", "R_induced",
+                                   "eigenvalues", "order_parameters", "order_parameters_induced", "evoked_share",
+                                   "evoked_share_channels", "evoked_share_chance", "surrogate")},
         "acf": acf,
-        "period_acf": period_acf,
-        "strength": strength,
-        "psd_freqs": freqs,
-        "psd": psd,
-        "period_psd": period_psd,
+        "period_acf": osc["period_acf"],
+        "period_acf_all": osc["period_acf_all"],
+        "strength": osc["strength"],
+        "psd_freqs": osc["psd_freqs"],
+        "psd": osc["psd"],
+        "period_psd": osc["period_psd"],
+        "period_psd_all": osc["period_psd_all"],
+        "red_noise": osc["red_noise"],
+        "oscillating": osc["oscillating"],
         "space_acf": space_acf,
-        "space_similarity": acf_similarity(acf, space_acf),
-        "clustering": cluster_channels(R, k=k, k_range=k_range),
+        "space_similarity": space_sim,
+        "space_similarity_ar1": space_sim_ar1,
+        "clustering": coh["clustering"],
         "function": func,
         "eta": eta,
         "eta_counts": counts,
         "eta_classes": classes,
         "eta_lags": np.arange(-int(window), int(window) + 1),
+        "settings": {"nlags": int(nlags), "k": None if k is None else int(k), "window": int(window),
+                     "k_range": [int(k_range[0]), int(k_range[1])], "nperseg": int(nperseg),
+                     "threshold": float(threshold), "n_surrogates": int(n_surrogates), "n_boot": int(n_boot),
+                     "n_ci_surrogates": int(n_ci_surrogates), "seed": int(seed), "alpha": float(alpha),
+                     "red_noise_level": float(red_noise_level), "min_events": int(min_events)},
+    }
+
+
+# ----------------------------------------------------------------------------
+# 11: JSON-ready summary of one tap
+# ----------------------------------------------------------------------------
+
+
+def _num(v):
+    """Plain float, or None for NaN / inf / None."""
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _surrogate_json(sur: dict) -> dict:
+    out = {k: sur.get(k) for k in ("on", "n_surrogates", "n_boot", "n_ci_surrogates", "alpha", "min_p_value")}
+    for k, _ in _nulls.ORDER_KEYS:
+        d = sur.get(k, {})
+        ci = d.get("ci")
+        out[k] = {"observed": _num(d.get("observed")), "surrogate_mean": _num(d.get("surrogate_mean")),
+                  "surrogate_sd": _num(d.get("surrogate_sd")), "surrogate_q95": _num(d.get("surrogate_q95")),
+                  "excess": _num(d.get("excess")),
+                  "ci": None if ci is None else [_num(ci[0]), _num(ci[1])], "ci_method": d.get("ci_method"),
+                  "p_value": _num(d.get("p_value")), "significant": bool(d.get("significant", False))}
+    return out
+
+
+def tap_summary(r: dict) -> dict:
+    """JSON-ready summary of one :func:`analyze_tap` result (plain types, no NaN).
+
+    Returns
+    -------
+    dict
+        Raw order parameters ``mean_abs_corr``, ``lambda_max_share``,
+        ``participation_ratio`` (kept channels, as in DESIGN 4);
+        ``induced`` (the same after removing the evoked component; claims use
+        these); ``evoked_share``, ``evoked_share_chance``; ``surrogate``
+        (induced: per order parameter ``observed``, ``surrogate_mean``,
+        ``surrogate_sd``, ``surrogate_q95``, ``excess``, ``ci``, ``p_value``,
+        ``significant``); ``n_constant``, ``constant_channels``;
+        ``n_clusters`` (gated: 1 = no cluster structure), ``silhouette``
+        (None when k = 1), ``cluster_structure``, ``best_k``,
+        ``best_silhouette``, ``null_silhouette_q95``; ``label_counts``,
+        ``n_labelled``, ``n_space_labelled`` (space + next:space),
+        ``label_classes_eligible`` (list of keys with >= min_events steps in
+        and out), ``class_events`` (key -> [n_in, n_out]);
+        ``max_abs_d_space``, ``max_abs_d_by_class``, ``space_channels``,
+        ``top_channels``; ``median_period_acf``, ``median_period_psd`` (over
+        significant channels), ``n_oscillating`` (significant against red
+        noise), ``n_period_acf_unfiltered`` (channels with any ACF period),
+        ``red_noise_threshold``, ``red_noise_dof``; ``max_space_similarity``,
+        ``space_similarity_baseline`` (max over channels of the AR(1)-twin
+        similarity), ``max_space_similarity_excess`` (max over channels of
+        similarity - AR(1)-twin similarity), ``n_samples``, ``n_steps``,
+        ``n_channels``.
+    """
+    f = r["function"]
+    labels = [str(x) for x in np.asarray(f["label"]).tolist()]
+    counts: dict[str, int] = {}
+    for lab in labels:
+        if lab:
+            counts[lab] = counts.get(lab, 0) + 1
+    classes = list(f["classes"])
+    si = classes.index("space")
+    d_space = np.nan_to_num(np.abs(np.asarray(f["d_current"], dtype=float)[si]))
+    d_space_next = np.nan_to_num(np.abs(np.asarray(f["d_next"], dtype=float)[si]))
+    best_d = np.asarray(f["best_d"], dtype=float)
+    best = np.nan_to_num(np.abs(best_d))
+    top = np.argsort(-best)[:10]
+    per = np.asarray(r["period_acf"], dtype=float)
+    per_psd = np.asarray(r.get("period_psd", np.full(len(per), np.nan)), dtype=float)
+    keys = classes + ["next:" + c for c in classes]
+    n_in = np.asarray(f.get("n_in", np.zeros(len(keys))), dtype=int)
+    n_out = np.asarray(f.get("n_out", np.zeros(len(keys))), dtype=int)
+    elig = np.asarray(f.get("eligible", np.ones(len(keys), bool)), dtype=bool)
+    sim = np.asarray(r["space_similarity"], dtype=float)
+    sim_ar1 = np.asarray(r.get("space_similarity_ar1", np.full(sim.shape, np.nan)), dtype=float)
+    exc = sim - sim_ar1
+    cl = r["clustering"]
+    op, opi = r["order_parameters"], r.get("order_parameters_induced", {})
+    red = r.get("red_noise", {})
+    return {
+        **{k: _num(v) for k, v in op.items()},
+        "induced": {k: _num(v) for k, v in opi.items()},
+        "evoked_share": _num(r.get("evoked_share")),
+        "evoked_share_chance": _num(r.get("evoked_share_chance")),
+        "surrogate": _surrogate_json(r["surrogate"]) if "surrogate" in r else None,
+        "n_constant": int(r.get("n_constant", 0)),
+        "constant_channels": [int(c) for c in np.asarray(r.get("constant_channels", []))[:50]],
+        "n_clusters": int(cl["k"]),
+        "silhouette": _num(cl.get("silhouette")),
+        "cluster_structure": bool(cl.get("structure", int(cl["k"]) > 1)),
+        "best_k": int(cl.get("best_k", cl["k"])),
+        "best_silhouette": _num(cl.get("best_silhouette", cl.get("silhouette"))),
+        "null_silhouette_q95": _num(cl.get("null_silhouette_q95")),
+        "label_counts": counts,
+        "n_labelled": int(sum(counts.values())),
+        "n_space_labelled": int(counts.get("space", 0) + counts.get("next:space", 0)),
+        "label_classes_eligible": [kk for kk, e in zip(keys, elig) if e],
+        "class_events": {kk: [int(a), int(b)] for kk, a, b in zip(keys, n_in, n_out)},
+        "max_abs_d_space": float(max(d_space.max(initial=0), d_space_next.max(initial=0))),
+        "max_abs_d_by_class": {c: float(np.nan_to_num(np.abs(np.concatenate(
+            [np.asarray(f["d_current"], dtype=float)[i], np.asarray(f["d_next"], dtype=float)[i]]))).max(initial=0))
+            for i, c in enumerate(classes)},
+        "space_channels": [int(i) for i in np.argsort(-np.maximum(d_space, d_space_next))[:8]],
+        "top_channels": [{"channel": int(i), "label": labels[i], "d": _num(best_d[i])} for i in top],
+        "median_period_acf": _num(np.nanmedian(per)) if np.isfinite(per).any() else None,
+        "median_period_psd": _num(np.nanmedian(per_psd)) if np.isfinite(per_psd).any() else None,
+        "n_oscillating": int(np.asarray(r.get("oscillating", np.isfinite(per))).sum()),
+        "n_period_acf_unfiltered": int(np.isfinite(np.asarray(r.get("period_acf_all", per), dtype=float)).sum()),
+        "red_noise_threshold": _num(red.get("threshold")),
+        "red_noise_dof": _num(red.get("dof")),
+        "max_space_similarity": _num(np.nanmax(sim)) if np.isfinite(sim).any() else None,
+        "space_similarity_baseline": _num(np.nanmax(sim_ar1)) if np.isfinite(sim_ar1).any() else None,
+        "max_space_similarity_excess": _num(np.nanmax(exc)) if np.isfinite(exc).any() else None,
+        "n_samples": int(r["n_samples"]), "n_steps": int(r["n_steps"]), "n_channels": int(r["n_channels"]),
     }

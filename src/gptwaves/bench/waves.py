@@ -5,7 +5,12 @@
   HDF5 recording and analysed completely with :func:`gptwaves.api.analyze_recording` (every tap
   through :func:`gptwaves.analysis.waves.analyze_tap`: correlation, eigenvalues, ACF, periods,
   Welch PSD, space reference, clustering with silhouette, channel function, event-triggered
-  averages). Target: < 10 s (median of repeats), reading the file included.
+  averages, and the null models of DESIGN 4b: evoked/induced split, 20 sample-shuffle surrogates
+  (syrk Gram matrices of the shuffled float32 waves), the paired BCa bootstrap CI of the excess
+  (200 resamples), the silhouette gate and the red-noise test). Target: < 10 s (median of
+  repeats), reading the file included (issue 13: 4.6 s before the null models).
+* The cost of the null models on one tap: ``analyze_tap`` with the defaults against
+  ``n_surrogates=0, n_boot=0`` on the same (S, T, C) waves.
 * The ACF of all channels by FFT (:func:`gptwaves.analysis.waves.autocorrelation`) against a
   loop over statsmodels ``acf(adjusted=False)`` on the same subset (192 channels x 8 samples by
   default), reported as series per second and their ratio, with the largest difference of the
@@ -103,8 +108,27 @@ def run(quick: bool = False, corpus=None, *, taps: int | None = None, samples: i
                              "s", target="< 10 s" if full else None,
                              ok=(median(times) < 10.0) if full else None,
                              notes=f"analyze_recording incl. HDF5 read, median of {repeats}; "
-                                   f"{median(times) / taps:.2f} s per tap; clusters chosen "
-                                   f"{sorted({int(r['clustering']['k']) for r in res.values()})}"))
+                                   f"{median(times) / taps:.2f} s per tap; with 20 surrogates, 200 bootstrap "
+                                   f"resamples and the red-noise test; clusters chosen "
+                                   f"{sorted({int(r['clustering']['k']) for r in res.values()})}, significant "
+                                   f"excess of induced mean |R| at "
+                                   f"{sum(r['surrogate']['mean_abs_corr']['significant'] for r in res.values())}"
+                                   f"/{taps} taps"))
+
+    from ..analysis.waves import analyze_tap
+
+    xw = synthetic_waves(S, T, C, seed=11)
+    vocab = synthetic_vocab()
+    ids = synthetic_tokens(S, T, vocab)
+    chars = np.array(vocab)[ids].astype("<U1")
+    cur, nxt = chars[:, :-1], chars[:, 1:]
+    t_plain = median([_timed(lambda: analyze_tap(xw, cur, nxt, nlags=nlags, n_surrogates=0, n_boot=0))
+                      for _ in range(repeats)])
+    t_null = median([_timed(lambda: analyze_tap(xw, cur, nxt, nlags=nlags)) for _ in range(repeats)])
+    rows.append(make_row(f"waves null models (DESIGN 4b) on one tap {C} ch x {S} samples x {T} steps", t_null, "s",
+                         baseline=t_plain, notes=f"analyze_tap with 20 surrogates, 200 bootstrap resamples, "
+                                                 f"red-noise test vs without surrogates/bootstrap ({t_plain:.2f} s); "
+                                                 f"median of {repeats}"))
 
     x = synthetic_waves(acf_S, T, C, seed=3)
     try:

@@ -32,6 +32,7 @@ __all__ = [
     "channel_function_rows",
     "channel_table_figure",
     "order_parameters_figure",
+    "coherence_null_figure",
     "similarity_figure",
     "repeatability_plasticity_figure",
 ]
@@ -317,7 +318,13 @@ def correlation_figure(R, clustering: Mapping, path_stem, *, title=None) -> list
         im = _heat(ax0, R, "channel order")
         ax0.set_xlabel("channel")
         ax0.set_ylabel("channel")
-        _heat(ax1, R[np.ix_(order, order)], f"cluster order: k = {k}, silhouette = {sil:.2f}")
+        if clustering.get("structure") is False and not clustering.get("fixed_k", False):
+            head = (f"cluster order: no cluster structure (best silhouette {clustering.get('best_silhouette', sil):.3f}"
+                    f" ≤ surrogate 95th pct {clustering.get('null_silhouette_q95', float('nan')):.3f}"
+                    + ("" if clustering.get("coherent_beyond_surrogate", True) else ", no excess coherence") + ")")
+        else:
+            head = f"cluster order: k = {k}, silhouette = {sil:.2f}"
+        _heat(ax1, R[np.ix_(order, order)], head)
         _cluster_boxes(ax1, labels[order])
         ax1.set_xlabel("channel (dendrogram leaf order)")
         _dendrogram(axd, clustering["linkage"], k)
@@ -577,7 +584,7 @@ def _as_series(v) -> dict:
     if isinstance(v, Mapping):
         return {k: np.asarray(val, dtype=np.float64) for k, val in v.items()}
     v = list(v)
-    return {k: np.array([float(d[k]) for d in v]) for k, _ in _ORDER_KEYS}
+    return {k: np.array([np.nan if d.get(k) is None else float(d[k]) for d in v]) for k, _ in _ORDER_KEYS}
 
 
 def order_parameters_figure(iterations, per_tap: Mapping, path_stem, *, title=None) -> list[Path]:
@@ -625,6 +632,81 @@ def order_parameters_figure(iterations, per_tap: Mapping, path_stem, *, title=No
     return _save(fig, path_stem)
 
 
+def _get(d, *path):
+    for p in path:
+        if not isinstance(d, Mapping) or d.get(p) is None:
+            return None
+        d = d[p]
+    return d
+
+
+def _arr(values) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *, input_tap: str = "hook_embed",
+                          title=None) -> list[Path]:
+    """Order parameters against iteration with their floors: raw (top) and induced (bottom).
+
+    Parameters
+    ----------
+    checkpoints : sequence of dict
+        ``{"iteration": int, "taps": {tap: summary}}`` with the summaries of
+        :func:`gptwaves.analysis.waves.tap_summary`, sorted by iteration.
+    tap : str
+        The tap drawn (normally the focus tap).
+    path_stem : str or Path
+    input_tap : str, optional
+        The input floor, drawn dashed (default ``hook_embed``).
+    title : str, optional
+
+    Notes
+    -----
+    Bottom row: the induced values (evoked component removed) with the 95%
+    bootstrap CI of the excess drawn around them, the band from the
+    sample-shuffle surrogate mean to its 95th percentile (5th for PR), and the
+    input floor. The top row shows the raw values (DESIGN 4), which have no
+    surrogate band. The x axis is logarithmic in ``iteration + 1``.
+    """
+    it = _arr([c.get("iteration") for c in checkpoints]) + 1.0
+    with matplotlib.rc_context(_RC):
+        fig = _new_figure((12, 6.6))
+        axes = [[fig.add_subplot(2, 3, 3 * r + i + 1) for i in range(3)] for r in range(2)]
+        for i, (key, lab) in enumerate(_ORDER_KEYS):
+            ax = axes[0][i]
+            ax.plot(it, _arr([_get(c, "taps", tap, key) for c in checkpoints]), "o-", ms=3, lw=1.3, color="C0",
+                    label=f"{tap} (raw)")
+            ax.plot(it, _arr([_get(c, "taps", input_tap, key) for c in checkpoints]), "s--", ms=3, lw=1.0,
+                    color="0.4", label=f"input floor {input_tap}")
+            ax.set_title(f"raw {lab}")
+            ax = axes[1][i]
+            obs = _arr([_get(c, "taps", tap, "induced", key) for c in checkpoints])
+            smean = _arr([_get(c, "taps", tap, "surrogate", key, "surrogate_mean") for c in checkpoints])
+            sq = _arr([_get(c, "taps", tap, "surrogate", key, "surrogate_q95") for c in checkpoints])
+            cis = [_get(c, "taps", tap, "surrogate", key, "ci") for c in checkpoints]
+            lo = np.array([np.nan if c is None or c[0] is None else c[0] for c in cis], dtype=float) + smean
+            hi = np.array([np.nan if c is None or c[1] is None else c[1] for c in cis], dtype=float) + smean
+            if np.isfinite(smean).any():
+                ax.fill_between(it, np.fmin(smean, sq), np.fmax(smean, sq), color="C1", alpha=0.3, lw=0,
+                                label="surrogate mean .. 95th pct")
+                ax.plot(it, smean, color="C1", lw=0.8)
+            ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(obs)
+            ax.errorbar(it[ok], obs[ok], yerr=[np.maximum(obs[ok] - lo[ok], 0), np.maximum(hi[ok] - obs[ok], 0)],
+                        fmt="none", ecolor="C0", elinewidth=0.8, capsize=2)
+            ax.plot(it, obs, "o-", ms=3, lw=1.3, color="C0", label=f"{tap} (induced, 95% CI)")
+            ax.plot(it, _arr([_get(c, "taps", input_tap, "induced", key) for c in checkpoints]), "s--", ms=3,
+                    lw=1.0, color="0.4", label=f"input floor {input_tap}")
+            ax.set_title(f"induced {lab}")
+            for a in (axes[0][i], axes[1][i]):
+                a.set_xscale("log")
+                a.grid(alpha=0.3, which="both", lw=0.4)
+            axes[1][i].set_xlabel("training iteration + 1 (log scale)")
+        axes[0][0].legend(loc="best", frameon=False, fontsize=7)
+        axes[1][0].legend(loc="best", frameon=False, fontsize=7)
+        fig.suptitle(title or f"Coherence at {tap} against its floors (lower PR = more coherent)")
+    return _save(fig, path_stem)
+
+
 def _sim_panel(ax, M, names, title):
     M = np.asarray(M, dtype=np.float64)
     im = ax.imshow(M, cmap="viridis", vmin=min(0.0, float(np.nanmin(M))) if M.size else 0, vmax=1.0)
@@ -640,6 +722,15 @@ def _sim_panel(ax, M, names, title):
     return im
 
 
+def _baseline_note(comp: Mapping, kind: str) -> str:
+    """' (mean 0.91, baseline 0.90)' from a compare_recordings summary, or ''."""
+    sm = comp.get("summary") if isinstance(comp, Mapping) else None
+    m, b = _get(sm, f"mean_{kind}_similarity"), _get(sm, f"mean_{kind}_similarity_baseline")
+    if m is None or b is None:
+        return ""
+    return f"\nmean {m:.2f} vs baseline {b:.2f}"
+
+
 def similarity_figure(comparison: Mapping, path_stem, *, title=None) -> list[Path]:
     """Pairwise similarity heatmaps of recordings (repeatability or plasticity).
 
@@ -647,7 +738,8 @@ def similarity_figure(comparison: Mapping, path_stem, *, title=None) -> list[Pat
     ----------
     comparison : dict
         Output of :func:`gptwaves.analysis.waves.compare_recordings`
-        (``names``, ``corr_similarity``, ``acf_similarity``).
+        (``names``, ``corr_similarity``, ``acf_similarity``; the means and
+        baselines of its ``summary`` are written in the panel titles).
     path_stem : str or Path
     title : str, optional
         E.g. "Repeatability across seeds" or "Plasticity across prompts".
@@ -657,8 +749,10 @@ def similarity_figure(comparison: Mapping, path_stem, *, title=None) -> list[Pat
         fig = _new_figure((9.0, 4.2))
         a1 = fig.add_subplot(1, 2, 1)
         a2 = fig.add_subplot(1, 2, 2)
-        _sim_panel(a1, comparison["corr_similarity"], names, "correlation matrices\n(Pearson of upper triangles)")
-        im = _sim_panel(a2, comparison["acf_similarity"], names, "per-channel ACFs\n(mean Pearson over channels)")
+        _sim_panel(a1, comparison["corr_similarity"], names, "correlation matrices\n(Pearson of upper triangles)"
+                   + _baseline_note(comparison, "corr"))
+        im = _sim_panel(a2, comparison["acf_similarity"], names, "per-channel ACFs\n(mean Pearson over channels)"
+                        + _baseline_note(comparison, "acf"))
         fig.colorbar(im, ax=[a1, a2], fraction=0.04, label="similarity")
         fig.suptitle(title or "Similarity between recordings")
     return _save(fig, path_stem)
@@ -681,8 +775,10 @@ def repeatability_plasticity_figure(seeds: Mapping, prompts: Mapping, path_stem,
         im = None
         for r, (comp, what) in enumerate(((seeds, "seeds (same prompt)"), (prompts, "prompts"))):
             names = list(comp["names"])
-            _sim_panel(axes[r][0], comp["corr_similarity"], names, f"R similarity across {what}")
-            im = _sim_panel(axes[r][1], comp["acf_similarity"], names, f"ACF similarity across {what}")
+            _sim_panel(axes[r][0], comp["corr_similarity"], names,
+                       f"R similarity across {what}" + _baseline_note(comp, "corr"))
+            im = _sim_panel(axes[r][1], comp["acf_similarity"], names,
+                            f"ACF similarity across {what}" + _baseline_note(comp, "acf"))
         fig.colorbar(im, ax=[a for row in axes for a in row], fraction=0.03, label="similarity")
         fig.suptitle(title or "Intrinsic modes: repeatability and context plasticity")
     return _save(fig, path_stem)
