@@ -151,9 +151,24 @@ def test_out_is_a_file_refused(capsys, tmp_path, corpus_path):
     assert_one_line_error(rc, err, "not a directory")
 
 
-def test_diverged_training_is_one_line_error(capsys, tmp_path, corpus_path, one_thread):
+def test_diverged_training_is_one_line_error(capsys, tmp_path, corpus_path, one_thread, monkeypatch):
+    """A loss that becomes NaN mid-training (here injected after 5 steps; an absurd learning rate
+    is refused by the settings check before training) stops with one line, keeping checkpoints."""
+    from gptwaves.model import GPT
+
+    orig, calls = GPT.forward, []
+
+    def nan_after_5(self, *a, **kw):
+        logits, loss, taps = orig(self, *a, **kw)
+        if loss is not None and self.training:
+            calls.append(1)
+            if len(calls) > 5:
+                loss = loss * float("nan")
+        return logits, loss, taps
+
+    monkeypatch.setattr(GPT, "forward", nan_after_5)
     out_dir = tmp_path / "run"
-    rc, out, err = run_main(capsys, "train", *TINY, "--max-iters", "30", "--learning-rate", "10",
+    rc, out, err = run_main(capsys, "train", *TINY, "--max-iters", "30", "--learning-rate", "1e-3",
                             "--grad-clip", "0", "--out", out_dir, "--corpus", corpus_path)
     line = assert_one_line_error(rc, err, "diverged", r"nan|inf")
     assert "learning-rate" in line

@@ -73,12 +73,16 @@ def test_reproduce_smoke_summary_and_report(clean_run):
             if d["fano"] is not None:
                 assert abs(d["q"] - (d["fano"] - 1)) < 1e-12
         assert 0 <= sp["error_rate"] <= 1
-        assert {"clustering_excess", "cascade_ratio"} <= set(sp)
+        assert {"words", "cascade", "n_cut"} <= set(sp)
+        for which in ("correct", "misspelled"):
+            assert {"fano_ref", "excess", "null_median", "excess_p"} <= set(sp[which])
     assert s["checkpoints"][-1]["val_loss"] < s["checkpoints"][0]["val_loss"]
     f = s["findings"]
-    assert "crossing_iteration" in f and len(f["claims"]) == 4
+    assert "crossing_iteration" in f and [c["id"] for c in f["claims"]] == [1, 2, 3, 4, 5]
+    assert s["format_version"] == 2
     for c in f["claims"]:
-        assert c["verdict"] in ("supported", "not supported", "inconclusive") and c["text"]
+        for part in ("as_stated", "beyond_null"):
+            assert c[part]["verdict"] in ("supported", "not supported", "inconclusive") and c[part]["text"]
     html = (clean_run / "report" / "index.html").read_text()
     assert "<html" in html.lower() and f["claims"][0]["claim"] in html
     import re

@@ -71,6 +71,7 @@ def write_recording(path: Path, taps: int, S: int, T: int, C: int, seed: int = 0
         f.create_dataset("vocab", data=np.array(vocab, dtype=object), dtype=h5py.string_dtype())
         f.create_dataset("tokens", data=synthetic_tokens(S, T, vocab, seed), chunks=(1, T + 1))
         f.create_dataset("is_prompt", data=np.zeros(T, dtype=bool))
+        f.create_dataset("entropy", data=np.full((S, T), np.log(len(vocab)), dtype=np.float32))
         g = f.create_group("waves")
         for i, name in enumerate(names):
             g.create_dataset(name, data=synthetic_waves(S, T, C, seed + 10 + i), chunks=(1, T, C))

@@ -44,10 +44,8 @@ from .common import ModelSource
 from .spelling import SpellingSettings
 
 __all__ = ["intervene_run", "make_edit", "tap_labels", "channel_means", "intervention_dir_name",
-           "LABEL_THRESHOLD", "MEAN_SAMPLES"]
+           "MEAN_SAMPLES"]
 
-#: |Cohen's d| needed for a channel function label (as in gptwaves.analysis.waves.channel_function).
-LABEL_THRESHOLD = 1.0
 #: Unedited samples generated for ``mode=mean`` when no usable recording exists.
 MEAN_SAMPLES = 256
 
@@ -96,35 +94,30 @@ def make_edit(channels: Sequence[int], mode: dict, means: Sequence[float] | None
 # ------------------------------------------------------------------------------ labels, clusters, means
 
 def tap_labels(run_dir: Path, name: str, tap: str, checkpoint_hint: str | None = None) -> dict:
-    """Cluster ids and function labels of a tap's channels from ``DIR/waves/<name>/arrays.npz``.
-
-    Labels follow :func:`gptwaves.analysis.waves.channel_function`: the class of the largest
-    ``|d|`` over the current and next character (``space`` / ``next:space`` ...) when it is at
-    least :data:`LABEL_THRESHOLD`, else ``""``. Raises a one-line GptwavesError when the waves
-    analysis (or that tap in it) is missing.
+    """Cluster ids and function labels of a tap's channels, as the waves stage stored them in
+    ``DIR/waves/<name>/arrays.npz`` (labels follow :func:`gptwaves.analysis.waves.channel_function`,
+    classes with too few events unlabelled). Raises a one-line GptwavesError when the waves analysis
+    (or that tap in it) is missing or predates stored labels.
     """
-    from ..analysis.waves import CHAR_CLASSES, _label_channels
-
     path = Path(run_dir) / "waves" / name / "arrays.npz"
     hint = checkpoint_hint if checkpoint_hint is not None else name
+    again = f"`gptwaves waves --run {run_dir} --checkpoint {hint}`"
     if not path.is_file():
-        raise GptwavesError(f"no waves analysis for checkpoint {name}: run "
-                            f"`gptwaves waves --run {run_dir} --checkpoint {hint}` first")
+        raise GptwavesError(f"no waves analysis for checkpoint {name}: run {again} first")
     p = tap.replace(".", "_")
     try:
         with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            need = [f"{p}/cluster_labels", f"{p}/d_current", f"{p}/d_next"]
-            if not all(k in keys for k in need):
-                raise GptwavesError(f"the waves analysis of {name} has no tap {tap}: record that tap and run "
-                                    f"`gptwaves waves --run {run_dir} --checkpoint {hint}` again")
+            need = [f"{p}/cluster_labels", f"{p}/labels"]
+            if not all(k in z.files for k in need):
+                raise GptwavesError(f"the waves analysis of {name} has no labels for tap {tap}: record that tap "
+                                    f"and run {again} again")
             clusters = np.asarray(z[need[0]]).astype(np.int64)
-            d_cur, d_next = np.asarray(z[need[1]], dtype=float), np.asarray(z[need[2]], dtype=float)
+            labels = [str(v) for v in np.asarray(z[need[1]]).tolist()]
     except (OSError, ValueError) as e:
-        raise GptwavesError(f"waves analysis file {path} is unreadable ({e}); run "
-                            f"`gptwaves waves --run {run_dir} --checkpoint {hint}` again") from None
-    label, _, _ = _label_channels(d_cur, d_next, list(CHAR_CLASSES), LABEL_THRESHOLD)
-    return {"clusters": clusters, "labels": [str(v) for v in label.tolist()], "path": path}
+        raise GptwavesError(f"waves analysis file {path} is unreadable ({e}); run {again} again") from None
+    if len(labels) != len(clusters):
+        raise GptwavesError(f"waves analysis file {path} is inconsistent (labels vs clusters); run {again} again")
+    return {"clusters": clusters, "labels": labels, "path": path}
 
 
 def _recording_source(run_dir: Path, name: str, tap: str, weights_sha256: str | None) -> dict | None:

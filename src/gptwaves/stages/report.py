@@ -323,7 +323,9 @@ def _checkpoint_table(summary: dict | None) -> str:
     h.append('<div class="tablewrap"><table class="num"><thead><tr><th>iteration</th><th>train loss</th>'
              "<th>val loss</th><th>F<sub>correct</sub> [95% CI]</th><th>verdict</th>"
              "<th>F<sub>misspelled</sub> [95% CI]</th><th>verdict</th><th>error rate</th>"
-             f'<th>mean |R|{"<br><small>" + esc(tap) + "</small>" if tap else ""}</th></tr></thead><tbody>')
+             f'<th>mean |R| raw{"<br><small>" + esc(tap) + "</small>" if tap else ""}</th>'
+             "<th>induced</th><th>surrogate</th><th>excess [95% CI]</th><th>input floor<br><small>hook_embed, "
+             "induced</small></th><th>evoked share</th></tr></thead><tbody>")
     for c in cks:
         if not isinstance(c, dict):
             continue
@@ -333,16 +335,30 @@ def _checkpoint_table(summary: dict | None) -> str:
         wv = c.get("waves") if isinstance(c.get("waves"), dict) else {}
         r = wv.get(tap, {}) if tap else {}
         r = r if isinstance(r, dict) else {}
+        ind = r.get("induced") if isinstance(r.get("induced"), dict) else {}
+        sur = (r.get("surrogate") or {}).get("mean_abs_corr") if isinstance(r.get("surrogate"), dict) else None
+        sur = sur if isinstance(sur, dict) else {}
+        emb = wv.get("hook_embed") if isinstance(wv.get("hook_embed"), dict) else {}
+        emb_ind = emb.get("induced") if isinstance(emb.get("induced"), dict) else {}
+        sci = sur.get("ci") if isinstance(sur.get("ci"), list) and len(sur["ci"]) == 2 else [None, None]
+        excess = (f"{fmt(sur.get('excess'))} <span class=\"ci\">[{fmt(sci[0])}, {fmt(sci[1])}]</span>"
+                  + (" *" if sur.get("significant") else "")) if sur else "—"
         h.append(
             f"<tr><td>{fmt(c.get('iteration'))}</td><td>{fmt(c.get('train_loss'), 4)}</td>"
             f"<td>{fmt(c.get('val_loss'), 4)}</td>"
             f"<td>{fmt(cor.get('fano'))}{_ci(cor)}</td><td>{_badge(cor.get('verdict')) if cor else '—'}</td>"
             f"<td>{fmt(mis.get('fano'))}{_ci(mis)}</td><td>{_badge(mis.get('verdict')) if mis else '—'}</td>"
-            f"<td>{fmt(sp.get('error_rate'))}</td><td>{fmt(r.get('mean_abs_corr'))}</td></tr>")
+            f"<td>{fmt(sp.get('error_rate'))}</td><td>{fmt(r.get('mean_abs_corr'))}</td>"
+            f"<td>{fmt(ind.get('mean_abs_corr'))}</td><td>{fmt(sur.get('surrogate_mean'))}</td><td>{excess}</td>"
+            f"<td>{fmt(emb_ind.get('mean_abs_corr'))}</td><td>{fmt(r.get('evoked_share'))}</td></tr>")
     h.append("</tbody></table></div>")
     h.append('<p class="note">F = variance / mean of per-sample word counts (Fano factor); F &lt; 1 is '
              "sub-Poissonian, F &gt; 1 super-Poissonian (index-of-dispersion test, two-sided). "
-             "Mean |R| is the mean absolute cross-channel correlation of the last block's residual stream.</p>")
+             "Mean |R| is the mean absolute cross-channel correlation of the last block's residual stream: raw, "
+             "and <i>induced</i> (the evoked component, the across-sample mean at each step, removed), next to "
+             "its floors: the sample-shuffle surrogate (same channels, within-sample coupling destroyed), the "
+             "excess over it with a bootstrap CI (* significant), and the input floor at <code>hook_embed</code>. "
+             "Claims are judged on the induced values.</p>")
     h.append("</section>")
     return "".join(h)
 

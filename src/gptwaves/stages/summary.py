@@ -19,7 +19,7 @@ from ..io import atomic_write_json, check_run_dir, read_json
 from .common import focus_tap, is_main_name
 
 __all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "spelling_entry",
-           "SUMMARY_FORMAT", "SUMMARY_VERSION"]
+           "waves_entry", "SUMMARY_FORMAT", "SUMMARY_VERSION"]
 
 SUMMARY_FORMAT = "gptwaves-summary"
 #: 2: two verdicts per claim (as stated / beyond the null), floors and null references next to
@@ -127,8 +127,7 @@ def build_summary(run_dir: str | Path) -> dict:
                  "train_loss": (s or {}).get("train_loss"), "val_loss": (s or {}).get("val_loss"),
                  "waves": None, "spelling": None}
         if w:
-            entry["waves"] = {t: {k: v[k] for k in ("mean_abs_corr", "lambda_max_share", "participation_ratio")}
-                              for t, v in w["taps"].items()}
+            entry["waves"] = {t: waves_entry(v) for t, v in w["taps"].items()}
         if s:
             entry["spelling"] = spelling_entry(s["stats"])
         cks.append(entry)
@@ -161,6 +160,21 @@ def write_summary(run_dir: str | Path) -> Path:
     """Build the summary from the run directory and write ``DIR/summary.json``; returns its path."""
     run_dir = check_run_dir(run_dir)
     return atomic_write_json(run_dir / "summary.json", build_summary(run_dir))
+
+
+def waves_entry(tap: dict) -> dict:
+    """The per-tap coherence numbers of summary.json: raw order parameters, the induced ones
+    (evoked component removed), the evoked share, and the sample-shuffle surrogate's mean, excess
+    and CI for each induced order parameter (DESIGN 4b)."""
+    keys = ("mean_abs_corr", "lambda_max_share", "participation_ratio")
+    sur = tap.get("surrogate") or {}
+    return {**{k: tap.get(k) for k in keys},
+            "induced": tap.get("induced"),
+            "evoked_share": tap.get("evoked_share"), "evoked_share_chance": tap.get("evoked_share_chance"),
+            "surrogate": {k: {q: (sur.get(k) or {}).get(q) for q in ("surrogate_mean", "excess", "ci", "p_value",
+                                                                    "significant")} for k in keys},
+            "n_constant": tap.get("n_constant"), "n_oscillating": tap.get("n_oscillating"),
+            "cluster_structure": tap.get("cluster_structure"), "n_clusters": tap.get("n_clusters")}
 
 
 def spelling_entry(st: dict) -> dict:

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import GptwavesError
 from ..io import RunLock, atomic_write_bytes, atomic_write_json, check_run_dir, sha256_file
 from ..io import write_csv
+from ..analysis.waves import tap_summary
 from .common import ModelSource, begin_stage, focus_tap, guarded, reusable, select_checkpoints
 from .recordings import RecordSettings, record_run
 
@@ -32,22 +33,34 @@ __all__ = ["WavesSettings", "analyze_recording", "waves_run", "repeatability", "
 
 @dataclass(frozen=True)
 class WavesSettings:
-    """Settings of the coherence analysis (DESIGN 4); all are recorded with each result.
+    """Settings of the coherence analysis (DESIGN 4, 4b); all are recorded with each result.
 
-    ``k=None``: number of clusters by silhouette; ``window``: half-width of event-triggered averages.
+    ``k=None``: number of clusters by silhouette (gated by the surrogates); ``window``: half-width
+    of event-triggered averages; ``n_surrogates``: sample-shuffle surrogates; ``n_boot``: bootstrap
+    resamples of the excess CI; ``min_events``: steps needed inside and outside a class for labels.
     """
 
     nlags: int = 64
     k: int | None = None
     window: int = 8
+    n_surrogates: int = 20
+    n_boot: int = 200
+    alpha: float = 0.05
+    min_events: int = 30
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.nlags < 1:
-            raise GptwavesError(f"nlags must be at least 1, not {self.nlags}")
-        if self.k is not None and self.k < 1:
-            raise GptwavesError(f"the number of clusters must be at least 1, not {self.k}")
-        if self.window < 0:
-            raise GptwavesError(f"window must be >= 0, not {self.window}")
+        from ..config import check_int, check_real
+
+        check_int("nlags", self.nlags, 1, 100_000)
+        if self.k is not None:
+            check_int("clusters", self.k, 1, 100_000)
+        check_int("window", self.window, 0, 100_000)
+        check_int("n-surrogates", self.n_surrogates, 1, 100_000)
+        check_int("n-boot", self.n_boot, 1, 1_000_000)
+        check_real("alpha", self.alpha, 0, 1, lo_open=True, hi_open=True)
+        check_int("min-events", self.min_events, 0, 10**9)
+        check_int("seed", self.seed, 0, 2**63 - 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,44 +92,6 @@ def analyze_recording(path: Path, settings: WavesSettings = WavesSettings(),
         return res, dict(rec.meta)
 
 
-def _tap_summary(r: dict) -> dict:
-    f = r["function"]
-    labels = [str(x) for x in np.asarray(f["label"]).tolist()]
-    counts: dict[str, int] = {}
-    for lab in labels:
-        if lab:
-            counts[lab] = counts.get(lab, 0) + 1
-    classes = list(f["classes"])
-    si = classes.index("space")
-    d_space = np.nan_to_num(np.abs(np.asarray(f["d_current"])[si]))
-    d_space_next = np.nan_to_num(np.abs(np.asarray(f["d_next"])[si]))
-    best = np.nan_to_num(np.abs(np.asarray(f["best_d"], dtype=float)))
-    top = np.argsort(-best)[:10]
-    per = np.asarray(r["period_acf"], dtype=float)
-    return {
-        **r["order_parameters"],
-        "n_clusters": int(r["clustering"]["k"]),
-        "silhouette": float(r["clustering"]["silhouette"]) if r["clustering"]["silhouette"] is not None else None,
-        "label_counts": counts,
-        "n_labelled": int(sum(counts.values())),
-        "max_abs_d_space": float(max(d_space.max(initial=0), d_space_next.max(initial=0))),
-        "max_abs_d_by_class": {c: float(np.nan_to_num(np.abs(np.concatenate(
-            [np.asarray(f["d_current"])[i], np.asarray(f["d_next"])[i]]))).max(initial=0)) for i, c in enumerate(classes)},
-        "space_channels": [int(i) for i in np.argsort(-np.maximum(d_space, d_space_next))[:8]],
-        "top_channels": [{"channel": int(i), "label": labels[i], "d": float(np.asarray(f["best_d"], dtype=float)[i])}
-                         for i in top],
-        "median_period_acf": float(np.nanmedian(per)) if np.isfinite(per).any() else None,
-        "n_oscillating": int(np.isfinite(per).sum()),
-        "max_space_similarity": float(np.nanmax(r["space_similarity"])) if np.isfinite(r["space_similarity"]).any() else None,
-        "n_samples": r["n_samples"], "n_steps": r["n_steps"], "n_channels": r["n_channels"],
-    }
-
-
-def tap_summary(r: dict) -> dict:
-    """JSON-ready per-tap summary of an ``analyze_tap`` result."""
-    return _tap_summary(r)
-
-
 def _array_key(tap: str, key: str) -> str:
     return f"{tap.replace('.', '_')}/{key}"
 
@@ -128,11 +103,13 @@ def _save_arrays(path: Path, res: dict) -> None:
             arrays[_array_key(tap, key)] = value
 
         put("R", r["R"].astype(np.float32))
-        for key in ("eigenvalues", "acf", "period_acf", "strength", "period_psd", "space_acf", "space_similarity",
-                    "eta", "eta_counts"):
-            put(key, r[key])
+        put("R_induced", r["R_induced"].astype(np.float32))
+        for key in ("eigenvalues", "acf", "period_acf", "period_acf_all", "strength", "period_psd", "space_acf",
+                    "space_similarity", "eta", "eta_counts", "oscillating", "kept_channels", "evoked_share_channels"):
+            put(key, np.asarray(r[key]))
         for key in ("labels", "order", "linkage"):
             put(f"cluster_{key}" if key != "linkage" else "linkage", r["clustering"][key])
+        put("labels", np.asarray([str(v) for v in np.asarray(r["function"]["label"]).tolist()], dtype=str))
         put("d_current", r["function"]["d_current"])
         put("d_next", r["function"]["d_next"])
     buf = _io.BytesIO()
@@ -198,6 +175,8 @@ def _across_checkpoint_figures(out_dir: Path, results: list[dict]) -> list[Path]
             title="Coherence order parameters across training")
     first, last = results[0], results[-1]
     ft = last["focus_tap"]
+    guarded(figs, wf.coherence_null_figure, [{"iteration": i, "taps": r["taps"]} for i, r in zip(its, results)],
+            ft, fig_dir / "coherence_nulls", title=f"Coherence at {ft} against its floors")
     Ra = load_array(out_dir / first["name"] / "arrays.npz", ft, "R")
     Rb = load_array(out_dir / last["name"] / "arrays.npz", ft, "R")
     order = load_array(out_dir / last["name"] / "arrays.npz", ft, "cluster_order")
@@ -290,7 +269,8 @@ def repeatability(variants: dict, settings: WavesSettings = WavesSettings()) -> 
     raw: dict = {}
     for key, group in (("seeds", seeds), ("prompts", prompts)):
         if len(group) >= 2:
-            cmp = wa.compare_recordings([stats(Path(p), tap) for p in group.values()], list(group))
+            cmp = wa.compare_recordings([stats(Path(p), tap) for p in group.values()], list(group),
+                                        seed=settings.seed)
             raw[key] = cmp
             n = len(group)
             iu = np.triu_indices(n, 1)
@@ -298,7 +278,8 @@ def repeatability(variants: dict, settings: WavesSettings = WavesSettings()) -> 
                         "corr_similarity": np.asarray(cmp["corr_similarity"]).tolist(),
                         "acf_similarity": np.asarray(cmp["acf_similarity"]).tolist(),
                         "mean_corr_similarity": float(np.asarray(cmp["corr_similarity"])[iu].mean()),
-                        "mean_acf_similarity": float(np.asarray(cmp["acf_similarity"])[iu].mean())}
+                        "mean_acf_similarity": float(np.asarray(cmp["acf_similarity"])[iu].mean()),
+                        "baselines": cmp["summary"]}
         else:
             raw[key] = {"names": list(group), "corr_similarity": np.eye(len(group)),
                         "acf_similarity": np.eye(len(group))}
