@@ -43,8 +43,6 @@ def _user_corpus(path: str | os.PathLike, what: str) -> Path:
     check_regular_file(p, "corpus", MAX_CORPUS_BYTES)
     return p.resolve()
 
-# Same rule as DESIGN 5 (and gptwaves.analysis.spelling.WORD_RE).
-_WORD_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 
 
 def cache_dir() -> Path:
@@ -144,7 +142,9 @@ class CharTokenizer:
 
 def words_of(text: str) -> list[str]:
     """Lower-cased words of ``text`` under the DESIGN 5 rule."""
-    return [m.group(0).lower() for m in _WORD_RE.finditer(text)]
+    from .analysis.spelling import WORD_RE  # the one word rule (DESIGN 5)
+
+    return [m.group(0).lower() for m in WORD_RE.finditer(text)]
 
 
 @dataclass

@@ -122,29 +122,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _json_default(obj: Any) -> Any:
-    # numpy scalars and arrays without importing numpy at module import time
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _clean_floats(obj: Any) -> Any:
-    """Replace NaN/inf by None so the JSON is standard (browsers reject NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean_floats(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean_floats(v) for v in obj]
-    return obj
-
-
 def to_jsonable(obj: Any) -> Any:
-    """Convert numpy types, paths and non-finite floats into plain JSON values."""
-    return _clean_floats(json.loads(json.dumps(obj, default=_json_default)))
+    """Convert numpy types, paths and non-finite floats into plain JSON values (NaN/inf -> null:
+    browsers reject NaN)."""
+    from .jsonable import jsonable
+
+    return jsonable(obj)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from ..jsonable import finite_or_none
+
 __all__ = [
     "SUPPORTED",
     "NOT_SUPPORTED",
@@ -51,12 +53,7 @@ VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
 TURN_FRACTION = 0.25
 
 
-def _finite(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+_finite = finite_or_none
 
 
 def trend(iterations: Sequence, values: Sequence, alpha: float = 0.05) -> dict:

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ..jsonable import jsonable
+
 __all__ = [
     "WORD_RE",
     "LENGTH_BINS",
@@ -902,24 +904,6 @@ def cascade_null(word_sample, word_mis, n_samples: int, n_perm: int = 1000, seed
 # ---------------------------------------------------------------------------
 # Everything for one checkpoint
 # ---------------------------------------------------------------------------
-def _jsonable(obj):
-    """Convert numpy scalars/arrays to Python types; NaN/inf -> None."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj
-
-
 def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, length: int, *,
                   margin: int | None = None, n_cut=0, prompt_len: int = 0, alpha: float = 0.05,
                   n_boot: int = 2000, n_perm: int = 1000, seed: int = 0,
@@ -1068,7 +1052,7 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
         decomposition=decomp, q_curve=q_cols, cascade=cas,
         counts=dict(correct=n_cor, misspelled=n_mis),
     )
-    return _jsonable(out)
+    return jsonable(out)
 
 
 def analyze(texts: Sequence[str], lexicon, prompt_len: int, length: int, margin: int = 16,
@@ -1240,7 +1224,7 @@ def crossing(iterations, correct_counts, alpha: float = 0.05, n_boot: int = 2000
 
     if len(pairs) < 2:
         out["reason"] = "fewer than two checkpoints with at least two samples"
-        return _jsonable(out)
+        return jsonable(out)
     out["first"], out["last"] = brief(0), brief(-1)
     a, b = disp[0], disp[-1]
     if a["verdict"] == "undefined" or b["verdict"] == "undefined":
@@ -1257,7 +1241,7 @@ def crossing(iterations, correct_counts, alpha: float = 0.05, n_boot: int = 2000
             out["reason"] = ("F_correct is below 1 at every checkpoint (the first not significantly): "
                              "no crossing inside the checkpoints")
     if out["reason"] is not None:
-        return _jsonable(out)
+        return jsonable(out)
     out.update(iteration=x, reported=True)
     if n_boot and n_boot > 0:
         rng = np.random.default_rng([int(seed), 3])
@@ -1276,4 +1260,4 @@ def crossing(iterations, correct_counts, alpha: float = 0.05, n_boot: int = 2000
         out["ci"] = [float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None]
         out["boot_not_crossed_fraction"] = float(np.mean(vals == math.inf))
         out["boot_below_fraction"] = float(np.mean(vals == -math.inf))
-    return _jsonable(out)
+    return jsonable(out)

@@ -40,6 +40,8 @@ from scipy import signal as _signal
 from scipy.cluster import hierarchy as _hier
 from scipy.spatial.distance import squareform as _squareform
 
+from ..jsonable import finite_or_none
+
 from . import coherence_nulls as _nulls
 from .coherence_nulls import WavesInputError
 
@@ -1383,15 +1385,7 @@ def analyze_tap(
 # ----------------------------------------------------------------------------
 
 
-def _num(v):
-    """Plain float, or None for NaN / inf / None."""
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if np.isfinite(f) else None
+_num = finite_or_none
 
 
 def _surrogate_json(sur: dict) -> dict:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from scipy import stats
@@ -25,7 +24,7 @@ from gptwaves.analysis.spelling import (
     extract_words,
 )
 
-from .common import save_figure  # noqa: E402
+from .common import new_figure, save_figure  # noqa: E402
 
 __all__ = [
     "plot_count_histograms",
@@ -38,20 +37,11 @@ __all__ = [
     "SYMLOG_LINTHRESH",
 ]
 
-DPI = 130
 #: Iterations below this are drawn on a linear scale (so iteration 0 shows).
 SYMLOG_LINTHRESH = 10
 COLORS = {"correct": "#1f77b4", "misspelled": "#d62728", "words": "#7f7f7f"}
 
 
-def _new_figure(w: float, h: float) -> Figure:
-    fig = Figure(figsize=(w, h), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, stem) -> list[Path]:
-    return save_figure(fig, stem, dpi=DPI)
 
 
 def _f(v) -> float:
@@ -93,7 +83,7 @@ def plot_count_histograms(checkpoints: Sequence, stem, title: str | None = None)
         The PNG and SVG paths.
     """
     rows = max(1, len(checkpoints))
-    fig = _new_figure(8.0, 1.9 * rows + 0.8)
+    fig = new_figure(8.0, 1.9 * rows + 0.8)
     axes = fig.subplots(rows, 2, squeeze=False)
     for r, (it, cc, cm) in enumerate(checkpoints):
         for c, (name, counts) in enumerate((("correct", cc), ("misspelled", cm))):
@@ -122,7 +112,7 @@ def plot_count_histograms(checkpoints: Sequence, stem, title: str | None = None)
             if r == rows - 1:
                 ax.set_xlabel("words per sample")
     fig.suptitle(title or "Word-count distributions vs Poisson", fontsize=11)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 # ---------------------------------------------------------------------------
@@ -162,7 +152,7 @@ def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
     it, results, order = _by_iteration(iterations, results)
     vl = None if val_losses is None else _arr(val_losses)[order]
     ncol = 1 if vl is None else 2
-    fig = _new_figure(5.2 * ncol, 4.0)
+    fig = new_figure(5.2 * ncol, 4.0)
     axes = fig.subplots(1, ncol, squeeze=False)[0]
     series = {w: _fano_series(results, w) for w in ("correct", "misspelled")}
     cross = crossing.get("iteration") if crossing and crossing.get("reported") else None
@@ -199,7 +189,7 @@ def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
         ax.set_title("Fano factor vs validation loss", fontsize=10)
         ax.legend(fontsize=8)
     fig.suptitle(title or "Spelling statistics: Poisson → sub-Poissonian", fontsize=11)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 # ---------------------------------------------------------------------------
@@ -236,7 +226,7 @@ def plot_q_curves(iterations: Sequence, results: Sequence[dict], stem,
     n = len(results)
     if which is None:
         which = sorted({0, n // 2, n - 1}) if n else []
-    fig = _new_figure(10.0, 4.0)
+    fig = new_figure(10.0, 4.0)
     axes = fig.subplots(1, 2, sharey=False)
     cmap = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#bcbd22"]
     plotted = False
@@ -261,7 +251,7 @@ def plot_q_curves(iterations: Sequence, results: Sequence[dict], stem,
         ax.set_title(f"{name} words", fontsize=10)
         ax.legend(fontsize=8)
     fig.suptitle(title or "Counting-window curve Q(w)", fontsize=11)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 # ---------------------------------------------------------------------------
@@ -286,7 +276,7 @@ def plot_rates(iterations: Sequence, results: Sequence[dict], stem,
     list of Path
     """
     it, results, _ = _by_iteration(iterations, results)
-    fig = _new_figure(13.0, 3.8)
+    fig = new_figure(13.0, 3.8)
     a0, a1, a2 = fig.subplots(1, 3)
     a0.plot(it, _arr([r.get("error_rate") for r in results]), "o-", color=COLORS["misspelled"], ms=4)
     a0.set_ylabel("misspelled / all words")
@@ -307,7 +297,7 @@ def plot_rates(iterations: Sequence, results: Sequence[dict], stem,
     for ax in (a0, a1, a2):
         _iter_axis(ax)
     fig.suptitle(title or "Error rate, excess and cascades across training", fontsize=11)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_decomposition(iterations: Sequence, results: Sequence[dict], stem,
@@ -332,7 +322,7 @@ def plot_decomposition(iterations: Sequence, results: Sequence[dict], stem,
     list of Path
     """
     it, results, _ = _by_iteration(iterations, results)
-    fig = _new_figure(11.0, 4.0)
+    fig = new_figure(11.0, 4.0)
     axes = fig.subplots(1, 2)
     for ax, name in zip(axes, ("correct", "misspelled")):
         f, lo, hi = _fano_series(results, name)
@@ -357,7 +347,7 @@ def plot_decomposition(iterations: Sequence, results: Sequence[dict], stem,
         ax.set_title(f"{name} words", fontsize=10)
         ax.legend(fontsize=7)
     fig.suptitle(title or "Fano factor against its independent-error reference and null", fontsize=11)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_cascade(iterations: Sequence, results: Sequence[dict], stem,
@@ -378,7 +368,7 @@ def plot_cascade(iterations: Sequence, results: Sequence[dict], stem,
     """
     it, results, _ = _by_iteration(iterations, results)
     cas = [r.get("cascade") or {} for r in results]
-    fig = _new_figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.subplots()
     rr = _arr([c.get("rr") for c in cas])
     ci = [c.get("rr_ci") or [None, None] for c in cas]
@@ -398,7 +388,7 @@ def plot_cascade(iterations: Sequence, results: Sequence[dict], stem,
     ax.set_ylabel("P(mis | prev mis) / P(mis | prev correct)")
     ax.legend(fontsize=8)
     fig.suptitle(title or "Cascade relative risk across training (* p < 0.05)", fontsize=11)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 # ---------------------------------------------------------------------------

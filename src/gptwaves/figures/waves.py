@@ -37,7 +37,6 @@ __all__ = [
     "repeatability_plasticity_figure",
 ]
 
-DPI = 130
 _RC = {
     "font.size": 9,
     "axes.titlesize": 10,
@@ -80,7 +79,7 @@ def _save(fig: Figure, path_stem) -> list[Path]:
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context(_RC):
-        return save_figure(fig, stem, dpi=DPI)
+        return save_figure(fig, stem)
 
 
 def _window(T: int, mask_sample, start, max_steps) -> tuple[int, int]:

@@ -9,12 +9,12 @@ Schema: docs/outputs.md.
 
 from __future__ import annotations
 
-import math
 import platform
 from pathlib import Path
 
 from .. import __version__
 from ..errors import GptwavesError
+from ..jsonable import finite_or_none
 from ..io import atomic_write_json, check_run_dir, read_json
 from .common import focus_tap, is_main_name
 
@@ -32,9 +32,6 @@ CLAIM_TITLES = {1: "Coherence builds up with training",
                 4: "Space-associated channels stand out",
                 5: "No cascade of defects once trained"}
 
-
-def _f(v):
-    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
 
 
 
@@ -231,5 +228,5 @@ def findings_from(waves: dict, spelling: dict) -> dict:
         claims += [_inconclusive(n, "No spelling statistics.") for n in (2, 3, 5)]
     claims.sort(key=lambda c: c["id"])
     return {"crossing": crossing,
-            "crossing_iteration": _f((crossing or {}).get("iteration")),
+            "crossing_iteration": finite_or_none((crossing or {}).get("iteration")),
             "claims": claims}
