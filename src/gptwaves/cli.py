@@ -75,28 +75,16 @@ def _train_options(f):
 
 
 def _build_train_config(preset_name: str, overrides: dict):
+    """The preset with the CLI's overrides; TrainConfig validates every field itself."""
     from .config import preset
 
-    try:
-        cfg = preset(preset_name)
-    except ValueError as e:
-        raise GptwavesError(str(e)) from None
     ck = overrides.pop("checkpoints", None)
     if ck:
         try:
             overrides["checkpoints"] = tuple(int(x) for x in ck.split(",") if x.strip())
         except ValueError:
             raise GptwavesError(f"--checkpoints must be comma-separated integers, not {ck!r}") from None
-    try:
-        cfg = cfg.override(**overrides)
-        cfg.model_config(2)  # validates head/embedding sizes
-    except ValueError as e:
-        raise GptwavesError(str(e)) from None
-    for name in ("max_iters", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "eval_iters",
-                 "log_interval", "state_interval"):
-        if getattr(cfg, name) <= 0 and not (name == "max_iters" and getattr(cfg, name) == 0):
-            raise GptwavesError(f"--{name.replace('_', '-')} must be positive")
-    return cfg
+    return preset(preset_name).override(**overrides)
 
 
 @cli.command()

@@ -4,12 +4,15 @@ Parameter names are exactly those of nanoGPT and minGPT (``transformer.wte``, ``
 ``transformer.h.{i}.ln_1``, ``.attn.c_attn``, ``.attn.c_proj``, ``.ln_2``, ``.mlp.c_fc``,
 ``.mlp.c_proj``, ``transformer.ln_f``, ``lm_head``), so their checkpoints load directly.
 
-The forward pass can return the hidden states of the recording taps (named as in
-TransformerLens) without global hooks:
+The forward pass can return the hidden states of the recording taps without global hooks. Their
+names follow TransformerLens's style; two meanings differ from TransformerLens's and are kept as
+the method specification (DESIGN 3) defines them (decision and reasons: docs/method.md):
 
-- ``hook_embed``: token + position embedding,
-- ``blocks.{i}.hook_resid_post``: residual stream after block ``i``,
-- ``ln_final.hook_normalized``: output of the final LayerNorm.
+- ``hook_embed``: token **+ position** embedding (TransformerLens: token only; its
+  ``blocks.0.hook_resid_pre`` is this sum),
+- ``blocks.{i}.hook_resid_post``: residual stream after block ``i`` (as in TransformerLens),
+- ``ln_final.hook_normalized``: output of the final LayerNorm **after** its weight and bias
+  (TransformerLens: normalised, before them).
 
 It also supports an explicit key/value cache for batched incremental generation.
 """
@@ -188,12 +191,6 @@ class GPT(nn.Module):
     @property
     def tap_names(self) -> list[str]:
         return tap_names(self.config.n_layer)
-
-    def num_params(self, non_embedding: bool = True) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
-        return n
 
     def forward(
         self,

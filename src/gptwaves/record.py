@@ -618,6 +618,3 @@ def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify:
     except GptwavesError:
         return False
 
-
-def default_taps(model: GPT) -> Sequence[str]:
-    return model.tap_names
