@@ -250,19 +250,23 @@ def test_reproduce_over_revisions_end_to_end(neox_run):
 
 
 @pytest.mark.slow
-def test_gpt2_suite_from_comma_separated_folders(gpt2_suite, tmp_path):
-    folders = ",".join(str(gpt2_suite / f"step{s}") for s in STEPS)
-    run = tmp_path / "run"
-    src = api.ModelSource(hf_model=folders)
+def test_gpt2_suite_reproduce_from_comma_separated_folders(gpt2_suite, tmp_path):
+    from gptwaves.reproduce import AnalysisSettings, reproduce_hf
+
+    folders = ",".join(str(gpt2_suite / f"step{s}") for s in reversed(STEPS))
+    lex = tmp_path / "w.txt"
+    lex.write_text("the\nand\nking\nthou\n")
+    an = AnalysisSettings(record_samples=3, record_steps=16, spelling_samples=12, spelling_length=30,
+                          repeat_seeds=1, record_taps=("hidden.0", "hidden.2"), record_dtype="float16",
+                          lexicon=str(lex))
     with _one_thread():
-        paths = api.record_run(run, "all", api.RecordSettings(samples=3, steps=12), src, progress=False)
-        assert [p.name for p in paths] == [f"iter_{s:07d}.h5" for s in STEPS]
-        lex = tmp_path / "w.txt"
-        lex.write_text("the\nand\n")
-        sp = api.spelling_run(run, "all", api.SpellingSettings(samples=6, length=30, lexicon=str(lex), n_boot=50,
-                                                               n_perm=20), src, progress=False, figures=False)
-    assert [r["iteration"] for r in sp["checkpoints"]] == list(STEPS)
-    assert sp["crossing"] is not None
+        s = reproduce_hf(folders, None, tmp_path / "run", analysis=an, device="cpu", progress=False)
+    assert [c["iteration"] for c in s["checkpoints"]] == list(STEPS)
+    assert set(s["checkpoints"][-1]["waves"]) == {"hidden.0", "hidden.2"}
+    assert s["settings"]["spelling"]["lexicon"] == str(lex)
+    assert s["findings"]["crossing"] is not None or s["findings"]["claims"]
+    with Recording.open(tmp_path / "run" / "recordings" / "iter_0000020.h5") as rec:
+        assert rec.wave_dataset("hidden.2").dtype == np.float16
 
 
 def test_unloadable_revision_is_one_line_and_keeps_the_rest(neox_suite, tmp_path, capsys):

@@ -235,7 +235,8 @@ def _spelling_options(f):
     f = click.option("--margin", type=int, default=_default(SpellingSettings, "margin"), show_default=True,
                      help="Characters generated past the counted ones, so that no counted word is cut.")(f)
     f = click.option("--lexicon", type=click.Path(path_type=Path), default=None,
-                     help="Word list (one word per line); default: the words of the training split.")(f)
+                     help="Word list (one word per line); default: the words of the training split "
+                          "(Hugging Face models: pyspellchecker's English dictionary, gptwaves[hf]).")(f)
     f = click.option("--alpha", type=float, default=_default(SpellingSettings, "alpha"), show_default=True,
                      help="Significance level of every test.")(f)
     f = click.option("--n-boot", type=int, default=_default(SpellingSettings, "n_boot"), show_default=True,
@@ -462,7 +463,7 @@ def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, mar
 
 
 @cli.command("bench")
-@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e"]),
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf"]),
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -472,7 +473,7 @@ def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, mar
 def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes: bool) -> None:
     """Performance figures as ratios against baselines measured in the same run.
 
-    WHICH: all (default), train, record, waves, spelling or e2e. Progress goes to stderr, the
+    WHICH: all (default), train, record, waves, spelling, e2e or hf. Progress goes to stderr, the
     table to stdout. Full sizes take long on a small CPU (see bench/README.md); use --quick to try.
     """
     from . import bench as gb
