@@ -82,6 +82,7 @@ class StageClock:
     t0: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
     quiet: bool = False
+    stages: tuple[str, ...] = STAGES
 
     def start(self, name: str) -> float:
         done = sum(self.weights.get(s, 0) for s in self.timings)
@@ -91,9 +92,9 @@ class StageClock:
         if done > 0 and elapsed > 1:
             left = elapsed * (total - done) / done
             eta = f", about {_fmt_s(left)} left"
-        i = STAGES.index(name) + 1 if name in STAGES else 0
+        i = self.stages.index(name) + 1 if name in self.stages else 0
         if not self.quiet:
-            print(f"[{i}/{len(STAGES)}] {name} (elapsed {_fmt_s(elapsed)}{eta})", file=sys.stderr, flush=True)
+            print(f"[{i}/{len(self.stages)}] {name} (elapsed {_fmt_s(elapsed)}{eta})", file=sys.stderr, flush=True)
         return time.perf_counter()
 
     def stop(self, name: str, t: float) -> None:
@@ -186,7 +187,7 @@ def reproduce(
 #: Analysis sizes of a Hugging Face suite (record steps and spelling length: the module defaults).
 HF_ANALYSIS = AnalysisSettings(record_samples=64, record_steps=None, spelling_samples=1000)
 
-HF_STAGES = ("record", "waves", "spelling", "summary", "report")
+HF_STAGES = ("record", "spelling", "waves", "summary", "report")
 HF_STAGE_WEIGHTS = {"record": 0.4, "waves": 0.2, "spelling": 0.35, "summary": 0.01, "report": 0.04}
 
 
@@ -225,7 +226,7 @@ def reproduce_hf(
     run_dir = check_run_dir(out)
     source = ModelSource(device=device, hf_model=hf_model, hf_revision=revisions)
     _, d = dd.setup(device)
-    clock = StageClock(HF_STAGE_WEIGHTS, quiet=not progress or not d.main)
+    clock = StageClock(HF_STAGE_WEIGHTS, quiet=not progress or not d.main, stages=HF_STAGES)
     hf_info = {"model": hf_model, "revisions_spec": revisions,
                "revisions": [{"name": r.name, "model": r.model, "revision": r.revision, "step": r.step}
                              for r in revs],
