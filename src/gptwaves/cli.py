@@ -164,7 +164,9 @@ def _unescape(text: str) -> str:
 
 
 def _hf_options(f):
-    f = click.option("--hf-revision", default=None, help="Revision of the Hugging Face model (e.g. Pythia's step1000).")(f)
+    f = click.option("--hf-revision", default=None,
+                     help="Revision(s) of the Hugging Face model: step1000, a comma list (step0,step1000), or "
+                          "log[:N] (N log-spaced published steps); each revision is checkpoint iter_STEP.")(f)
     f = click.option("--hf-model", default=None,
                      help="A Hugging Face causal LM (name or local path) instead of a gptwaves checkpoint; "
                           "needs the optional extra gptwaves[hf].")(f)
@@ -221,7 +223,8 @@ def _spelling_options(f):
     f = click.option("--margin", type=int, default=_default(SpellingSettings, "margin"), show_default=True,
                      help="Characters generated past the counted ones, so that no counted word is cut.")(f)
     f = click.option("--lexicon", type=click.Path(path_type=Path), default=None,
-                     help="Word list (one word per line); default: the words of the training split.")(f)
+                     help="Word list (one word per line); default: the words of the training split "
+                          "(Hugging Face models: pyspellchecker's English dictionary, gptwaves[hf]).")(f)
     f = click.option("--alpha", type=float, default=_default(SpellingSettings, "alpha"), show_default=True,
                      help="Significance level of every test.")(f)
     f = click.option("--n-boot", type=int, default=_default(SpellingSettings, "n_boot"), show_default=True,
@@ -358,16 +361,42 @@ def report(run, no_summary):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None)
 @click.option("--quiet", is_flag=True)
+@click.option("--hf-model", default=None,
+              help="Analyse a Hugging Face suite instead of training: a hub name, local folders PATH1,PATH2,... "
+                   "or a folder of folders (one per revision). Needs gptwaves[hf].")
+@click.option("--revisions", default=None,
+              help="With --hf-model NAME: step0,step1000,... or log[:N] (N log-spaced of Pythia's published "
+                   "steps, default 12); with a folder of folders: folder names or log[:N].")
+@click.option("--lexicon", type=click.Path(path_type=Path), default=None,
+              help="Word list for spelling (default: training split; Hugging Face: pyspellchecker's English).")
+@click.option("--taps", default=None, help="Comma-separated taps to record (default: all), e.g. hidden.0,hidden.6.")
+@click.option("--record-dtype", type=click.Choice(["float32", "float16"]), default=None,
+              help="Storage of the recorded waves (float16 halves the files).")
 def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, record_steps, spelling_samples,
-              spelling_length, seed, device, precision, quiet):
+              spelling_length, seed, device, precision, quiet, hf_model, revisions, lexicon, taps, record_dtype):
     """Corpus -> training -> recordings -> waves -> spelling -> summary -> report, resumable."""
-    from .reproduce import ANALYSIS_PRESETS, AnalysisSettings
+    from .reproduce import ANALYSIS_PRESETS, HF_ANALYSIS, AnalysisSettings
     from .reproduce import reproduce as run_reproduce
 
-    an = ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
+    an = HF_ANALYSIS if hf_model else ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
+    tap_list = tuple(t.strip() for t in (taps or "").split(",") if t.strip() and t.strip() != "all") or None
     an = dataclasses.replace(an, **{k: v for k, v in dict(
         record_samples=record_samples, record_steps=record_steps, spelling_samples=spelling_samples,
-        spelling_length=spelling_length, seed=seed).items() if v is not None})
+        spelling_length=spelling_length, seed=seed, record_taps=tap_list, record_dtype=record_dtype,
+        lexicon=None if lexicon is None else str(lexicon)).items() if v is not None})
+    if hf_model:
+        from .hf import safe_name
+        from .reproduce import reproduce_hf
+
+        out = out or Path("runs") / safe_name(hf_model.split(",")[0])
+        summary = reproduce_hf(hf_model, revisions, out, analysis=an, device=device, progress=not quiet)
+        if summary:
+            click.echo(f"summary: {Path(out) / 'summary.json'}")
+            click.echo(f"report:  {Path(out) / 'report' / 'index.html'}")
+            _print_findings(summary)
+        return
+    if revisions:
+        raise GptwavesError("--revisions needs --hf-model")
     out = out or Path("runs") / preset_name
     overrides = {k: v for k, v in dict(max_iters=max_iters, precision=precision, seed=train_seed).items()
                  if v is not None}
@@ -422,7 +451,7 @@ def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, mar
 
 
 @cli.command("bench")
-@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e"]),
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf"]),
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -432,7 +461,7 @@ def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, mar
 def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes: bool) -> None:
     """Performance figures as ratios against baselines measured in the same run.
 
-    WHICH: all (default), train, record, waves, spelling or e2e. Progress goes to stderr, the
+    WHICH: all (default), train, record, waves, spelling, e2e or hf. Progress goes to stderr, the
     table to stdout. Full sizes take long on a small CPU (see bench/README.md); use --quick to try.
     """
     from . import bench as gb

@@ -13,11 +13,23 @@ With network access::
     gptwaves spelling --hf-model gpt2 --run runs/gpt2 --lexicon words.txt
 
 Pythia's training checkpoints (``EleutherAI/pythia-70m`` with ``--hf-revision step1000`` etc.)
-give the across-training analysis.
+give the across-training analysis; ``gptwaves reproduce --hf-model NAME --revisions R1,R2,...``
+runs all of it (see :func:`suite_revisions`).
+
+Revisions are checkpoints: a revision whose training step is known (``step1000``; a local folder
+named ``step1000``, ``checkpoint-1000``, ``iter_1000`` or ``1000``) is the run's checkpoint
+``iter_{step:07d}``, so everything downstream (summary, crossing, claims, report) uses the step
+as the iteration axis. A single model without a step keeps the name ``hf-<model>[@<revision>]``
+and has no iteration.
+
+Special tokens (``<|endoftext|>``, padding) decode to a newline in the recorded vocabulary, so
+that their names are never scored as words and no word runs across a document boundary; the
+NUL character (a byte-level BPE token; HDF5 strings cannot hold it) decodes to U+FFFD.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -54,10 +66,174 @@ def safe_name(name: str, revision: str | None = None) -> str:
     return "hf-" + s
 
 
+# ------------------------------------------------------------------------------ suites of revisions
+
+#: Pythia's published training checkpoints (EleutherAI model cards): step0, the powers of two
+#: step1 ... step512, then every 1000 steps up to step143000: 154 revisions for every size.
+PYTHIA_STEPS: tuple[int, ...] = (0, *(2**k for k in range(10)), *range(1000, 143001, 1000))
+
+#: Revisions the ``log`` shortcut picks when no count is given.
+LOG_DEFAULT_COUNT = 12
+
+_STEP = re.compile(r"(?:^|[^A-Za-z])(?:step|checkpoint|iter|it)[-_]?(\d+)$|^(\d+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One revision of a model suite: ``model`` (hub name or local folder), ``revision`` (a hub
+    revision or None) and the training ``step`` it was saved at (None when unknown)."""
+
+    model: str
+    revision: str | None = None
+    step: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The run's checkpoint name: ``iter_{step:07d}`` when the step is known."""
+        return f"iter_{self.step:07d}" if self.step is not None else safe_name(self.model, self.revision)
+
+    def label(self) -> str:
+        return f"{self.model}@{self.revision}" if self.revision else self.model
+
+
+def step_of(label: str) -> int | None:
+    """The training step a revision or folder name states (``step1000``, ``checkpoint-1000``,
+    ``iter_0001000``, ``rev_step1000``, ``1000``), else None."""
+    base = label.rstrip("/").split("/")[-1]
+    m = _STEP.search(base)
+    return int(m.group(1) or m.group(2)) if m else None
+
+
+def log_spaced(steps, count: int = LOG_DEFAULT_COUNT) -> list[int]:
+    """``count`` of the available ``steps`` spaced evenly in log(1 + step) from the first to the
+    last (the nearest unused step to each target; all of them when there are fewer)."""
+    avail = sorted(set(int(s) for s in steps))
+    if count < 2:
+        raise GptwavesError(f"the log shortcut needs at least 2 revisions, not {count}")
+    if len(avail) <= count:
+        return avail
+    x = np.log1p(np.asarray(avail, dtype=float))
+    picked: list[int] = []
+    for t in np.linspace(x[0], x[-1], count):
+        order = np.argsort(np.abs(x - t), kind="stable")
+        picked.append(next(int(i) for i in order if int(i) not in picked))
+    return [avail[i] for i in sorted(picked)]
+
+
+def _is_model_folder(p) -> bool:
+    return (p / "config.json").is_file()
+
+
+def _parse_log(spec: str) -> int | None:
+    """``log`` -> LOG_DEFAULT_COUNT, ``log:N`` -> N, anything else -> None."""
+    m = re.fullmatch(r"log(?::(\d+))?", spec.strip())
+    if not m:
+        return None
+    return int(m.group(1)) if m.group(1) else LOG_DEFAULT_COUNT
+
+
+def _check_steps(revs: list[Revision]) -> list[Revision]:
+    if len(revs) > 1:
+        unknown = [r.label() for r in revs if r.step is None]
+        if unknown:
+            raise GptwavesError(f"cannot tell the training step of {unknown[0]}: name revisions step<N> "
+                                "(folders step<N>, checkpoint-<N> or <N>)")
+        seen: dict[int, str] = {}
+        for r in revs:
+            if r.step in seen:
+                raise GptwavesError(f"{seen[r.step]} and {r.label()} are both step {r.step}")
+            seen[r.step] = r.label()  # type: ignore[index]
+    return sorted(revs, key=lambda r: (r.step is None, r.step or 0))
+
+
+def suite_revisions(model: str, revisions: str | None = None) -> list[Revision]:
+    """The revisions of a model suite, in training order.
+
+    Parameters
+    ----------
+    model : str
+        A hub name (``EleutherAI/pythia-70m``), a local model folder, comma-separated local
+        folders (``PATH1,PATH2,...``: one revision each), or a folder of model folders.
+    revisions : str, optional
+        Comma-separated hub revisions (``step0,step1000``), or ``log`` / ``log:N``: N (default
+        12) revisions log-spaced in step from the first to the last published one. For a hub
+        name ``log`` uses Pythia's published schedule (`PYTHIA_STEPS`; the hub is not listed,
+        so this works offline until the weights are loaded); for a folder of folders it picks
+        among the folders; a comma list there names the folders to use.
+
+    Returns
+    -------
+    list of Revision
+        Sorted by step. With more than one revision every step must be known and distinct.
+    """
+    from pathlib import Path
+
+    model = str(model).strip()
+    revisions = None if revisions is None or not str(revisions).strip() else str(revisions).strip()
+    log_n = _parse_log(revisions) if revisions else None
+    if not model:
+        raise GptwavesError("--hf-model is empty")
+    if "," in model:
+        paths = [m.strip() for m in model.split(",") if m.strip()]
+        if revisions:
+            raise GptwavesError("give either several local folders or --revisions, not both")
+        missing = [p for p in paths if not Path(p).is_dir()]
+        if missing:
+            raise GptwavesError(f"model folder not found: {missing[0]}")
+        return _check_steps([Revision(p, None, step_of(p)) for p in paths])
+    p = Path(model)
+    if p.is_dir() and not _is_model_folder(p):
+        subs = sorted(q for q in p.iterdir() if q.is_dir() and _is_model_folder(q))
+        if not subs:
+            raise GptwavesError(f"{model} is neither a model folder (no config.json) nor a folder of them")
+        revs = _check_steps([Revision(str(q), None, step_of(q.name)) for q in subs])
+        if log_n is not None:
+            keep = set(log_spaced([r.step for r in revs], log_n))
+            revs = [r for r in revs if r.step in keep]
+        elif revisions:
+            want = [w.strip() for w in revisions.split(",") if w.strip()]
+            by = {Path(r.model).name: r for r in revs}
+            bad = [w for w in want if w not in by]
+            if bad:
+                raise GptwavesError(f"no revision folder {bad[0]!r} in {model} (have: {', '.join(by)})")
+            revs = _check_steps([by[w] for w in want])
+        return revs
+    if p.is_dir():  # one local model folder
+        if revisions:
+            raise GptwavesError(f"{model} is a local folder: revisions apply to hub names "
+                                "(give one folder per revision instead)")
+        return [Revision(model, None, step_of(p.name))]
+    if log_n is not None:
+        if "pythia" not in model.lower():
+            raise GptwavesError(f"the log shortcut knows the published steps of Pythia only; list the revisions "
+                                f"of {model} (--revisions R1,R2,...)")
+        return [Revision(model, f"step{s}", s) for s in log_spaced(PYTHIA_STEPS, log_n)]
+    if revisions:
+        return _check_steps([Revision(model, r.strip(), step_of(r.strip()))
+                             for r in revisions.split(",") if r.strip()])
+    return [Revision(model, None, None)]
+
+
+def fingerprint(name_or_path: str, revision: str | None) -> str:
+    """What identifies a model's weights without reading them: the hub name and revision, or for
+    a local folder its files' names, sizes and modification times (a re-saved folder differs)."""
+    from pathlib import Path
+
+    p = Path(name_or_path)
+    if not p.is_dir():
+        return f"hf:{name_or_path}@{revision or 'main'}"
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.iterdir() if q.is_file()):
+        st = f.stat()
+        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return f"hf-local:{h.hexdigest()[:32]}"
+
+
 class HFModel:
     """A ``transformers`` causal LM with the interface the recorder needs."""
 
-    def __init__(self, name_or_path: str, device: str | torch.device = "cpu", revision: str | None = None):
+    def __init__(self, name_or_path: str, device: str | torch.device = "cpu", revision: str | None = None,
+                 step: int | None = None):
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError:
@@ -70,9 +246,10 @@ class HFModel:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
             self.model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision,
                                                               dtype=torch.float32)
-        except (OSError, ValueError) as e:
-            first = (str(e).strip().splitlines() or ["unknown error"])[0]
-            raise GptwavesError(f"cannot load Hugging Face model {name_or_path!r}: {first[:200]}") from None
+        except Exception as e:  # noqa: BLE001 - any failure to load is one line naming the revision
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            what = f"{name_or_path!r}" + (f" at revision {revision!r}" if revision else "")
+            raise GptwavesError(f"cannot load Hugging Face model {what}: {first[:200]}") from None
         self.model.eval().to(device)
         import inspect
 
@@ -86,8 +263,14 @@ class HFModel:
                                name=name_or_path, revision=revision)
         self.tap_names = [f"hidden.{i}" for i in range(n_layer + 1)]
         n_tok = len(self.tokenizer)
-        self.vocab = [self.tokenizer.decode([i]) if i < n_tok else "" for i in range(V)]
+        special = set(getattr(self.tokenizer, "all_special_ids", None) or [])
+        # NUL cannot be stored in HDF5 strings (byte-level BPE has a token for it): U+FFFD instead
+        self.vocab = ["\n" if i in special else self.tokenizer.decode([i]).replace("\x00", "\ufffd")
+                      if i < n_tok else "" for i in range(V)]
+        self._nchars = np.array([len(v) for v in self.vocab], dtype=np.int64)
+        self.step = step
         self.name = safe_name(name_or_path, revision)
+        self._fingerprint = fingerprint(name_or_path, revision)
 
     def parameters(self):
         return self.model.parameters()
@@ -99,8 +282,9 @@ class HFModel:
         return list(ids)
 
     def meta(self) -> dict:
-        return {"iteration": None, "weights_sha256": f"hf:{self.config.name}@{self.config.revision or 'main'}",
-                "config": self.config.to_dict(), "vocab": self.vocab, "source": self.config.name}
+        return {"iteration": self.step, "weights_sha256": self._fingerprint,
+                "config": self.config.to_dict(), "vocab": self.vocab, "source": self.config.name,
+                "hf_model": self.config.name, "hf_revision": self.config.revision}
 
     @torch.no_grad()
     def _forward(self, ids: torch.Tensor, past=None):
@@ -115,10 +299,13 @@ class HFModel:
     @torch.no_grad()
     def generate_batch(self, prompt_ids: Sequence[int], steps: int, batch_size: int, cfg: SamplingConfig, *,
                        taps: Sequence[str] = (), generator: torch.Generator | None = None,
-                       tap_dtype=np.float32, edits=None) -> Batch:
+                       tap_dtype=np.float32, edits=None, min_chars: int | None = None) -> Batch:
         """Batched sampling with the model's own KV cache, recording hidden states at each step.
 
         Beyond the model's context the window is cropped and recomputed (crop semantics).
+        ``min_chars``: stop before ``steps`` tokens once every sample has generated at least this
+        many decoded characters (spelling counts characters of sub-word text); the returned
+        arrays are then shorter.
         """
         if edits:
             raise GptwavesError("channel interventions are not supported for Hugging Face models")
@@ -152,9 +339,16 @@ class HFModel:
             store(j, logits[:, -1:], [h[:, -1:] for h in hs])
             past = None
         last = logits[:, -1]
+        made = np.zeros(B, dtype=np.int64)
+        done = steps
         for step in range(steps):
             lg = filter_logits(last.float() / cfg.temperature, cfg.top_k, cfg.top_p)
             seq[:, j + 1] = torch.multinomial(lg.softmax(-1).cpu(), 1, generator=generator).squeeze(-1).to(device)
+            if min_chars is not None:
+                made += self._nchars[seq[:, j + 1].cpu().numpy()]
+                if made.min() >= min_chars:
+                    done = step + 1
+                    break
             if step == steps - 1:
                 break
             j += 1
@@ -165,6 +359,10 @@ class HFModel:
                 past = None
             store(j, logits[:, -1:], [h[:, -1:] for h in hs])
             last = logits[:, -1]
+        if done < steps:
+            n = P - 1 + done
+            return Batch(tokens=seq[:, : P + done].cpu().numpy(), entropy=ent[:, :n],
+                         taps={t: a[:, :n] for t, a in rec.items()}, prompt_len=P)
         return Batch(tokens=seq.cpu().numpy(), entropy=ent, taps=rec, prompt_len=P)
 
 

@@ -177,6 +177,7 @@ def record(
             else:  # streamed to disk (no in-memory copy of the batch's archive)
                 with atomic_path(part) as tmp, open(tmp, "wb") as fh:
                     np.savez(fh, **arrays)
+            res = arrays = None  # type: ignore[assignment]  # one batch in memory at a time
             bar.update(size)
     finally:
         bar.close()
@@ -366,6 +367,7 @@ def _fill_h5(f, handles: list, out_path: Path, parts: Path, n_batches: int, spec
                                              chunks=(1, n, arr.shape[-1]))
             dwaves[i][s0 : s0 + size] = arr
         s0 += size
+        z = arr = None  # type: ignore[assignment]  # one batch in memory at a time
     f.flush()
 
 

@@ -35,6 +35,9 @@ class AnalysisSettings:
     spelling_length: int | None = None  # default: block_size
     repeat_seeds: int = 3
     seed: int = 0
+    record_taps: tuple[str, ...] | None = None  # default: every tap
+    record_dtype: str = "float32"  # storage of the waves (float16 halves the files)
+    lexicon: str | None = None  # default: the training split (Hugging Face models: gptwaves.lexicon)
 
     def __post_init__(self) -> None:
         for name in ("record_samples", "spelling_samples"):
@@ -53,11 +56,12 @@ class AnalysisSettings:
 
     def record_settings(self) -> RecordSettings:
         return RecordSettings(samples=self.record_samples, steps=self.record_steps,
+                              taps=tuple(self.record_taps) if self.record_taps else None, dtype=self.record_dtype,
                               sampling=SamplingConfig(seed=self.seed))
 
     def spelling_settings(self) -> SpellingSettings:
         return SpellingSettings(samples=self.spelling_samples, length=self.spelling_length,
-                                sampling=SamplingConfig(seed=self.seed))
+                                lexicon=self.lexicon, sampling=SamplingConfig(seed=self.seed))
 
 
 ANALYSIS_PRESETS = {
@@ -78,6 +82,7 @@ class StageClock:
     t0: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
     quiet: bool = False
+    stages: tuple[str, ...] = STAGES
 
     def start(self, name: str) -> float:
         done = sum(self.weights.get(s, 0) for s in self.timings)
@@ -87,9 +92,9 @@ class StageClock:
         if done > 0 and elapsed > 1:
             left = elapsed * (total - done) / done
             eta = f", about {_fmt_s(left)} left"
-        i = STAGES.index(name) + 1 if name in STAGES else 0
+        i = self.stages.index(name) + 1 if name in self.stages else 0
         if not self.quiet:
-            print(f"[{i}/{len(STAGES)}] {name} (elapsed {_fmt_s(elapsed)}{eta})", file=sys.stderr, flush=True)
+            print(f"[{i}/{len(self.stages)}] {name} (elapsed {_fmt_s(elapsed)}{eta})", file=sys.stderr, flush=True)
         return time.perf_counter()
 
     def stop(self, name: str, t: float) -> None:
@@ -179,6 +184,98 @@ def reproduce(
     return read_json(run_dir / "summary.json", "summary")
 
 
+#: Analysis sizes of a Hugging Face suite (record steps and spelling length: the module defaults).
+HF_ANALYSIS = AnalysisSettings(record_samples=64, record_steps=None, spelling_samples=1000)
+
+HF_STAGES = ("record", "spelling", "waves", "summary", "report")
+HF_STAGE_WEIGHTS = {"record": 0.4, "waves": 0.2, "spelling": 0.35, "summary": 0.01, "report": 0.04}
+
+
+def reproduce_hf(
+    hf_model: str,
+    revisions: str | None = None,
+    out: str | os.PathLike = "runs/hf",
+    *,
+    analysis: AnalysisSettings | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """The whole analysis across the training revisions of a Hugging Face model suite.
+
+    ``hf_model``/``revisions`` as in :func:`gptwaves.hf.suite_revisions` (a hub name with
+    ``step0,step1000,...`` or ``log[:N]``; local folders ``PATH1,PATH2,...``; a folder of folders).
+    Each revision is the checkpoint ``iter_{step:07d}`` of the run, so the step is the iteration
+    axis of every figure, the crossing and the claims; ``reproduce.json`` (and so summary.json's
+    ``hf`` entry and the report) lists the revisions in place of a training curve. Resumable
+    like `reproduce`; a revision that cannot be loaded stops the run with one line naming it,
+    keeping what is finished. Under torchrun the samples of every revision are sharded across
+    ranks (each on its own GPU) and rank 0 analyses and writes the summary and report.
+    Returns the summary dict (``{}`` on ranks other than 0).
+    """
+    from . import distributed as dd
+    from .hf import suite_revisions
+    from .stages.recordings import record_run, record_variants
+    from .stages.report import build_report
+    from .stages.spelling import spelling_run
+    from .stages.summary import write_summary
+    from .stages.waves import waves_run
+
+    revs = suite_revisions(hf_model, revisions)
+    an = analysis or HF_ANALYSIS
+    rec, spl, wav = an.record_settings(), an.spelling_settings(), WavesSettings()
+    run_dir = check_run_dir(out)
+    source = ModelSource(device=device, hf_model=hf_model, hf_revision=revisions)
+    _, d = dd.setup(device)
+    clock = StageClock(HF_STAGE_WEIGHTS, quiet=not progress or not d.main, stages=HF_STAGES)
+    hf_info = {"model": hf_model, "revisions_spec": revisions,
+               "revisions": [{"name": r.name, "model": r.model, "revision": r.revision, "step": r.step}
+                             for r in revs],
+               "iteration_axis": "training step of the revision"}
+    with RunLock(run_dir) if d.main else _nothing():
+        history = _timings_history(run_dir) if d.main else []
+
+        def note() -> None:
+            if d.main:
+                atomic_write_json(run_dir / "reproduce.json", {
+                    "preset": None, "train": None, "hf": hf_info, "analysis": an.to_dict(),
+                    "timings": dict(clock.timings), "timings_history": history})
+
+        note()
+        t = clock.start("record")
+        record_run(run_dir, "all", rec, source, progress=progress and d.main)
+        extra = record_variants(run_dir, rec, source, n_seeds=an.repeat_seeds, progress=progress and d.main)
+        clock.stop("record", t)
+
+        t = clock.start("spelling")
+        spelling_run(run_dir, "all", spl, source, progress=progress and d.main)
+        clock.stop("spelling", t)
+        dd.barrier()
+        if not d.main:
+            return {}
+
+        t = clock.start("waves")
+        waves_run(run_dir, "all", wav, record=rec, source=source, variants=extra, progress=progress)
+        clock.stop("waves", t)
+        note()
+
+        t = clock.start("summary")
+        write_summary(run_dir)
+        clock.stop("summary", t)
+
+        t = clock.start("report")
+        build_report(run_dir)
+        clock.stop("report", t)
+        clock.timings["total"] = round(time.perf_counter() - clock.t0, 3)
+        note()
+    return read_json(run_dir / "summary.json", "summary")
+
+
+def _nothing():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
 def _timings_history(run_dir: Path) -> list[dict]:
     """Stage timings of earlier invocations on this run directory (a resumed run re-times only
     the work it still had to do, so the first complete timings stay visible here)."""
@@ -195,4 +292,4 @@ def _timings_history(run_dir: Path) -> list[dict]:
     return list(hist) + ([old["timings"]] if isinstance(old.get("timings"), dict) and old["timings"] else [])
 
 
-__all__ = ["reproduce", "AnalysisSettings", "ANALYSIS_PRESETS"]
+__all__ = ["reproduce", "reproduce_hf", "AnalysisSettings", "ANALYSIS_PRESETS", "HF_ANALYSIS"]

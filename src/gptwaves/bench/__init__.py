@@ -5,7 +5,8 @@ measured in the same run on the same machine.
 >>> rows = bench.run("train", quick=True, corpus="tinyshakespeare.txt")
 >>> print(bench.format_table(rows))
 
-Benches (``which``): ``train``, ``record``, ``waves``, ``spelling``, ``e2e``, or ``all``. Each
+Benches (``which``): ``train``, ``record``, ``waves``, ``spelling``, ``e2e``, ``hf`` (Hugging Face
+recording against ``transformers``' generate; needs gptwaves[hf]), or ``all``. Each
 bench module has a ``run(quick=False, corpus=None, **sizes)`` returning rows; see
 ``bench/README.md`` for what each figure means. A bench that fails gives one row with
 ``ok=False`` and the error in its notes; the others still run.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from .common import log, machine_info
 
-BENCHES = ("train", "record", "waves", "spelling", "e2e")
+BENCHES = ("train", "record", "waves", "spelling", "e2e", "hf")
 
 __all__ = ["BENCHES", "format_table", "machine_info", "run", "run_bench", "write_json"]
 

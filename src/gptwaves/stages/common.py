@@ -61,6 +61,11 @@ class HFRef:
 
     name: str
     revision: str | None = None
+    step: int | None = None
+
+    @property
+    def iteration(self) -> int | None:
+        return self.step
 
 
 def run_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
@@ -80,10 +85,18 @@ def run_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
 def select_checkpoints(run_dir: Path, which: str | int | None, source: ModelSource = ModelSource()
                        ) -> list[tuple[str, object]]:
     """Resolve ``ITER|all|first|last|PATH`` (or ``source.hf_model``) into a list of (name, reference)."""
-    if source.hf_model:
-        from ..hf import safe_name
+    if source.hf_model:  # revisions of a suite are checkpoints (gptwaves.hf.suite_revisions)
+        from ..hf import suite_revisions
 
-        return [(safe_name(source.hf_model, source.hf_revision), HFRef(source.hf_model, source.hf_revision))]
+        revs = suite_revisions(source.hf_model, source.hf_revision)
+        w = "all" if which is None else str(which)
+        if w in ("last", "first"):
+            revs = revs[-1:] if w == "last" else revs[:1]
+        elif w.isdigit() and len(revs) > 1:
+            revs = [r for r in revs if r.step == int(w)]
+            if not revs:
+                raise GptwavesError(f"no revision at step {w} of {source.hf_model}")
+        return [(r.name, HFRef(r.model, r.revision, r.step)) for r in revs]
     which = "all" if which is None else str(which)
     if which in ("all", "last", "first"):
         cks = run_checkpoints(run_dir)
@@ -115,7 +128,7 @@ def load_selected(ref: object, source: ModelSource = ModelSource(), device=None)
     if isinstance(ref, HFRef):
         from ..hf import HFModel
 
-        hf = HFModel(ref.name, dev, ref.revision)
+        hf = HFModel(ref.name, dev, ref.revision, step=ref.step)
         return hf, hf.meta()
     if isinstance(ref, CheckpointInfo):
         model, meta = load_checkpoint(ref)

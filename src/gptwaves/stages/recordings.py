@@ -93,6 +93,7 @@ def record_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
             if not recording_matches(path, spec, meta.get("weights_sha256", "")):
                 record(model, meta, list(meta["vocab"]), spec, path, progress=progress, stop=stop)
             out.append(path)
+            del model  # one model in memory at a time (suites of large revisions)
     return out
 
 
@@ -106,18 +107,23 @@ def record_variants(run_dir: str | os.PathLike, settings: RecordSettings = Recor
     from ..checkpoint import ckpt_stem
 
     run_dir = check_run_dir(run_dir)
-    last = run_checkpoints(run_dir)[-1]
-    name = ckpt_stem(last.iteration)
-    vocab = set(last.meta["vocab"])
+    if source.hf_model:  # the last revision of a suite; a tokenizer encodes every prompt
+        name, _ = select_checkpoints(run_dir, "last", source)[-1]
+        which: str | int = "last"
+        vocab = None
+    else:
+        last = run_checkpoints(run_dir)[-1]
+        name, which = ckpt_stem(last.iteration), last.iteration
+        vocab = set(last.meta["vocab"])
     seed = settings.sampling.seed
     out: dict = {"checkpoint": name, "seeds": {}, "prompts": {}}
     out["seeds"][f"seed {seed}"] = run_dir / "recordings" / f"{name}.h5"
     for s in range(seed + 1, seed + max(1, n_seeds)):
         other = settings.replace(sampling=dataclasses.replace(settings.sampling, seed=s))
-        out["seeds"][f"seed {s}"] = record_run(run_dir, last.iteration, other, source, name_suffix=f".seed{s}",
+        out["seeds"][f"seed {s}"] = record_run(run_dir, which, other, source, name_suffix=f".seed{s}",
                                                progress=progress)[0]
     for kind, text in PLASTICITY_PROMPTS.items():
-        if set(text) <= vocab:
-            out["prompts"][kind] = record_run(run_dir, last.iteration, settings.replace(prompt=text), source,
+        if vocab is None or set(text) <= vocab:
+            out["prompts"][kind] = record_run(run_dir, which, settings.replace(prompt=text), source,
                                               name_suffix=f".prompt-{kind}", progress=progress)[0]
     return out

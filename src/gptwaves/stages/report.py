@@ -503,7 +503,10 @@ def training_figure(run_dir: Path) -> Path | None:
 def _training_section(run_dir: Path, summary: dict | None) -> str:
     h = ['<section id="training" class="card"><h2>Training curves</h2>']
     png = training_figure(run_dir)
-    if png is None:
+    hf = (summary or {}).get("hf") if isinstance(summary, dict) else None
+    if png is None and isinstance(hf, dict) and isinstance(hf.get("revisions"), list):
+        h.append(_revision_list(hf))
+    elif png is None:
         h.append(_not_computed("Training curves", "no metrics.jsonl (not trained here)"))
     else:
         b64 = base64.b64encode(png.read_bytes()).decode("ascii")
@@ -516,6 +519,17 @@ def _training_section(run_dir: Path, summary: dict | None) -> str:
             h.append(f'<p class="note">Throughput: median {fmt(tps, 3)} tokens/s.</p>')
     h.append("</section>")
     return "".join(h)
+
+
+def _revision_list(hf: dict) -> str:
+    """A Hugging Face suite's revisions in place of the training curve (trained elsewhere)."""
+    rows = "".join(f"<tr><td>{esc(r.get('step'))}</td><td>{esc(r.get('revision') or '')}</td>"
+                   f"<td><code>{esc(r.get('model'))}</code></td></tr>"
+                   for r in hf["revisions"] if isinstance(r, dict))
+    return (f'<p class="note">Model {esc(hf.get("model"))}, trained elsewhere: its published revisions '
+            "are the checkpoints, and the training step of each is the iteration axis.</p>"
+            '<div class="tablewrap"><table class="num"><thead><tr><th>step (iteration)</th><th>revision</th><th>model</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></div>")
 
 
 # ------------------------------------------------------------------------------ figures

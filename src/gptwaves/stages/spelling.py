@@ -131,12 +131,16 @@ def sample_texts(model, vocab: list[str], n: int, length: int, prompt: str, samp
         if stop:
             raise Interrupted("sampling interrupted; re-run to resume")
         size = min(batch_size, n - b * batch_size)
-        if gen_fn is not None:
-            res = gen_fn(ids, length, size, sampling, generator=batch_generator(sampling.seed, b), edits=edits)
+        if gen_fn is not None:  # sub-word tokens: `length` characters, at most `length` tokens
+            res = gen_fn(ids, length, size, sampling, generator=batch_generator(sampling.seed, b), edits=edits,
+                         min_chars=length)
         else:
             res = generate(model, ids, length, size, sampling, generator=batch_generator(sampling.seed, b),
                            edits=edits)
         by_batch[b] = ["".join(r) for r in itos[res.tokens].tolist()]
+        if gen_fn is not None:  # prompt + exactly `length` generated characters (when reached)
+            plen = len("".join(vocab[i] for i in ids))
+            by_batch[b] = [t[: plen + length] for t in by_batch[b]]
     if d.enabled:  # merge the shards of every rank, in batch order (same as one process)
         import torch.distributed as tdist
 
@@ -175,9 +179,12 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
 
     run_dir = check_run_dir(run_dir)
     selected = select_checkpoints(run_dir, checkpoint, source)
-    if settings.lexicon is None and source.hf_model:
-        raise GptwavesError("a Hugging Face model has no training split here: pass --lexicon FILE (a word list)")
-    lex, lex_name, lex_hash = resolve_lexicon(run_dir, settings.lexicon, source.corpus)
+    if settings.lexicon is None and source.hf_model:  # no training split here: a maintained English list
+        from ..lexicon import default_lexicon
+
+        lex, lex_name, lex_hash = default_lexicon()
+    else:
+        lex, lex_name, lex_hash = resolve_lexicon(run_dir, settings.lexicon, source.corpus)
     out_dir = run_dir / "spelling"
     results = []
     device, d = dd.setup(source.device)
@@ -208,9 +215,8 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
                     continue  # rank 0 writes
                 atomic_write_json(spath, {"settings": key, "texts": texts})
             plen, n_chars = len(settings.prompt), L
-            if source.hf_model:  # tokens decode to several characters: count in characters
+            if source.hf_model:  # tokens decode to several characters: L and M count characters (DESIGN 5)
                 plen = len("".join(meta["vocab"][i] for i in model.encode(settings.prompt)))
-                n_chars = max(1, min(len(t) for t in texts) - plen - settings.margin)
             stats = settings.analyze(texts, lex, plen, n_chars)
             res = {"name": name, "iteration": meta.get("iteration"), "train_loss": meta.get("train_loss"),
                    "val_loss": meta.get("val_loss"), "settings": record, "stats": stats}

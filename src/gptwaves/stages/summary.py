@@ -147,6 +147,7 @@ def build_summary(run_dir: str | Path) -> dict:
         "timings": repro.get("timings"),
         "timings_history": repro.get("timings_history", []),
         "training": {"median_tokens_per_s": sorted(tps)[len(tps) // 2] if tps else None},
+        "hf": repro.get("hf"),  # a Hugging Face suite: its revisions replace the training curve
         "checkpoints": cks,
         "repeatability": waves.get("repeatability"),
         "findings": findings,
