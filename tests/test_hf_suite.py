@@ -115,7 +115,7 @@ def _lexicon(tmp: Path) -> list[str]:
 
 
 CLI_SIZES = ["--record-samples", "4", "--record-steps", "24", "--spelling-samples", "24", "--spelling-length",
-             "40", "--quiet"]
+             "40", "--surrogates", "4", "--waves-boot", "20", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -252,13 +252,14 @@ def test_reproduce_over_revisions_end_to_end(neox_run):
 @pytest.mark.slow
 def test_gpt2_suite_reproduce_from_comma_separated_folders(gpt2_suite, tmp_path):
     from gptwaves.reproduce import AnalysisSettings, reproduce_hf
+    from gptwaves.stages.waves import WavesSettings
 
     folders = ",".join(str(gpt2_suite / f"step{s}") for s in reversed(STEPS))
     lex = tmp_path / "w.txt"
     lex.write_text("the\nand\nking\nthou\n")
     an = AnalysisSettings(record_samples=3, record_steps=16, spelling_samples=12, spelling_length=30,
                           repeat_seeds=1, record_taps=("hidden.0", "hidden.2"), record_dtype="float16",
-                          lexicon=str(lex))
+                          lexicon=str(lex), waves=WavesSettings(n_surrogates=4, n_boot=20))
     with _one_thread():
         s = reproduce_hf(folders, None, tmp_path / "run", analysis=an, device="cpu", progress=False)
     assert [c["iteration"] for c in s["checkpoints"]] == list(STEPS)

@@ -372,8 +372,14 @@ def report(run, no_summary):
 @click.option("--taps", default=None, help="Comma-separated taps to record (default: all), e.g. hidden.0,hidden.6.")
 @click.option("--record-dtype", type=click.Choice(["float32", "float16"]), default=None,
               help="Storage of the recorded waves (float16 halves the files).")
+@click.option("--surrogates", type=int, default=None,
+              help="Sample-shuffle surrogates of the coherence analysis (default 20; below 19 no excess can be "
+                   "significant at alpha 0.05).")
+@click.option("--waves-boot", type=int, default=None, help="Bootstrap resamples of the coherence excess CI "
+                                                           "(default 200).")
 def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, record_steps, spelling_samples,
-              spelling_length, seed, device, precision, quiet, hf_model, revisions, lexicon, taps, record_dtype):
+              spelling_length, seed, device, precision, quiet, hf_model, revisions, lexicon, taps, record_dtype,
+              surrogates, waves_boot):
     """Corpus -> training -> recordings -> waves -> spelling -> summary -> report, resumable."""
     from .reproduce import ANALYSIS_PRESETS, HF_ANALYSIS, AnalysisSettings
     from .reproduce import reproduce as run_reproduce
@@ -384,6 +390,8 @@ def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, r
         record_samples=record_samples, record_steps=record_steps, spelling_samples=spelling_samples,
         spelling_length=spelling_length, seed=seed, record_taps=tap_list, record_dtype=record_dtype,
         lexicon=None if lexicon is None else str(lexicon)).items() if v is not None})
+    an = dataclasses.replace(an, waves=dataclasses.replace(an.waves, **{k: v for k, v in dict(
+        n_surrogates=surrogates, n_boot=waves_boot).items() if v is not None}))
     if hf_model:
         from .hf import safe_name
         from .reproduce import reproduce_hf

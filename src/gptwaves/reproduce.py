@@ -38,6 +38,7 @@ class AnalysisSettings:
     record_taps: tuple[str, ...] | None = None  # default: every tap
     record_dtype: str = "float32"  # storage of the waves (float16 halves the files)
     lexicon: str | None = None  # default: the training split (Hugging Face models: gptwaves.lexicon)
+    waves: WavesSettings = field(default_factory=WavesSettings)  # coherence analysis and its null models
 
     def __post_init__(self) -> None:
         for name in ("record_samples", "spelling_samples"):
@@ -141,7 +142,7 @@ def reproduce(
     except ValueError as e:
         raise GptwavesError(str(e)) from None
     an = analysis or ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
-    rec, spl, wav = an.record_settings(), an.spelling_settings(), WavesSettings()
+    rec, spl, wav = an.record_settings(), an.spelling_settings(), an.waves
     run_dir = check_run_dir(out)
     clock = StageClock(STAGE_WEIGHTS.get(preset_name, STAGE_WEIGHTS["paper"]), quiet=not progress)
     c = Corpus.load(corpus)
@@ -222,7 +223,7 @@ def reproduce_hf(
 
     revs = suite_revisions(hf_model, revisions)
     an = analysis or HF_ANALYSIS
-    rec, spl, wav = an.record_settings(), an.spelling_settings(), WavesSettings()
+    rec, spl, wav = an.record_settings(), an.spelling_settings(), an.waves
     run_dir = check_run_dir(out)
     source = ModelSource(device=device, hf_model=hf_model, hf_revision=revisions)
     _, d = dd.setup(device)
