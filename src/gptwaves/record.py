@@ -637,7 +637,9 @@ def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify:
         return True
     try:
         with Recording.open(path, verify=True) as rec:
-            return rec.n_samples == spec.samples
+            if rec.n_samples != spec.samples:
+                return False
+            return all(np.isfinite(x).all() for t in rec.taps for x in rec.iter_batches(t))  # no NaN waves
     except GptwavesError:
         return False
 

@@ -162,6 +162,8 @@ def channel_means(*, run_dir: Path, source: dict | None, tap: str, model, prompt
                 count += x.shape[0] * x.shape[1]
         if count == 0:
             raise GptwavesError(f"recording {source['path']} has no generated steps for channel means")
+        if not np.isfinite(total).all():
+            raise GptwavesError(f"recording {source['path']}: the waves at {tap} hold NaN or infinite values")
         return total / count
     res = generate(model, prompt_ids, length, n_samples, sampling, taps=[tap],
                    generator=batch_generator(sampling.seed, 0))
