@@ -492,17 +492,21 @@ for cid, mut in (("truncate", truncate), ("list", as_list),
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str]:
+    os.environ["GPTWAVES_DEBUG"] = "1"  # an unexpected exception propagates (and fails the case)
     try:
         code = main(argv)
     except BaseException as e:  # noqa: BLE001 - the point of the test
         import traceback
 
         pytest.fail(f"{argv[0]} raised {type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}")
+    finally:
+        del os.environ["GPTWAVES_DEBUG"]
     cap = capsys.readouterr()
     assert "Traceback" not in cap.err and "Traceback" not in cap.out
     if code != 0:
         err = cap.err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("gptwaves: error:"), (argv[0], err)
+        assert "internal error" not in err, (argv[0], err)  # cli.main's safety net: a bug, not a handled fault
     return code, cap.err
 
 

@@ -97,7 +97,7 @@ def test_write_fault_in_stage(smoke, tmp_path, stage, fault):  # noqa: F811
     err = proc.stderr.strip()
     assert proc.returncode > 0, (proc.returncode, err[-3000:])  # not 0, not a signal (-11: segfault)
     assert len(err.splitlines()) == 1 and err.startswith("gptwaves: error:"), err[-3000:]
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "internal error" not in err
     assert cause in err and str(run) in err, err
     assert [p for p in run.rglob("*") if p.name.endswith(".tmp")] == []
     after = digests(run)
@@ -134,3 +134,21 @@ def test_unwritable_folder_in_stage(smoke, tmp_path, capsys, monkeypatch, no_fig
     assert [p for p in run.rglob("*") if p.name.endswith(".tmp")] == []
     after = digests(run)
     assert {k: after.get(k) for k in before} == before
+
+
+def test_unexpected_exception_is_one_line(monkeypatch, capsys):
+    """cli.main's safety net: a bug gives one line (and the traceback with GPTWAVES_DEBUG=1)."""
+    import gptwaves.stages.summary as ssum
+
+    def boom(run):
+        raise TypeError("unexpected\nsecond line")
+
+    monkeypatch.setattr(ssum, "write_summary", boom)
+    monkeypatch.delenv("GPTWAVES_DEBUG", raising=False)
+    assert main(["summary", "--run", "/nonexistent/run"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err == ("gptwaves: error: internal error (TypeError: unexpected); re-run with GPTWAVES_DEBUG=1 for "
+                   "the traceback and please report it")
+    monkeypatch.setenv("GPTWAVES_DEBUG", "1")
+    with pytest.raises(TypeError):
+        main(["summary", "--run", "/nonexistent/run"])
