@@ -509,6 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         click.echo("gptwaves: error: out of memory; try fewer --samples or a smaller batch", err=True)
         return 1
+    except Exception as e:  # a bug, not bad input: still one line (GPTWAVES_DEBUG=1 shows the traceback)
+        import os
+
+        if os.environ.get("GPTWAVES_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        click.echo(f"gptwaves: error: internal error ({type(e).__name__}: {first}); re-run with "
+                   "GPTWAVES_DEBUG=1 for the traceback and please report it", err=True)
+        return 3
     return 0
 
 

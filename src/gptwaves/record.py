@@ -400,6 +400,7 @@ class Recording:
             raise GptwavesError(f"recording not found: {path}")
         check_regular_file(path, "recording")
         side = path.with_suffix(".json")
+        smeta = None
         if verify and side.exists():
             smeta = read_json(side, "recording metadata", dict)
             expected = smeta.get("sha256")
@@ -407,6 +408,8 @@ class Recording:
                 raise CorruptArtefactError(f"recording metadata {side}: sha256 is not a string")
             if smeta.get("file") not in (None, path.name):
                 raise CorruptArtefactError(f"recording metadata {side} describes {smeta.get('file')!r}, not {path.name}")
+            if expected is None and "sha256" in smeta:
+                raise CorruptArtefactError(f"recording metadata {side}: sha256 is null")
             if expected and sha256_file(path) != expected:
                 raise GptwavesError(f"recording {path} fails its sha256 check (truncated or corrupted)")
         try:
@@ -430,6 +433,7 @@ class Recording:
             if "vocab" in f:
                 meta["vocab"] = [v.decode() if isinstance(v, bytes) else str(v) for v in f["vocab"][()]]
             validate_recording(f, meta, path)
+            _agrees_with_name_and_sidecar(meta, path, smeta)
         except BaseException as e:
             f.close()
             if isinstance(e, GptwavesError):
@@ -587,6 +591,25 @@ def validate_recording(f: h5py.File, meta: dict, path: Path) -> None:
         raise bad(f"token ids range over [{lo}, {hi}], outside the vocabulary of {len(vocab)}")
 
 
+_SIDECAR_KEYS = ("iteration", "weights_sha256", "vocab", "prompt", "prompt_len", "samples", "steps", "taps",
+                 "sampling", "batch_size", "dtype", "settings_hash", "model_config")
+
+
+def _agrees_with_name_and_sidecar(meta: dict, path: Path, smeta: dict | None) -> None:
+    """A recording named ``iter_XXXXXXX[.variant].h5`` is of that iteration, and its attributes
+    agree with its sidecar (which recording reuse trusts)."""
+    import re
+
+    m = re.match(r"iter_(\d{7})(\.|$)", path.stem)
+    if m and meta.get("iteration") != int(m.group(1)):
+        raise CorruptArtefactError(f"recording {path}: iteration {meta.get('iteration')!r} disagrees with its name")
+    if smeta is None:
+        return
+    for k in _SIDECAR_KEYS:
+        if k in smeta and smeta[k] != meta.get(k):
+            raise CorruptArtefactError(f"recording {path}: attribute {k} disagrees with its sidecar {path.with_suffix('.json').name}")
+
+
 def open_recording(path: str | Path, verify: bool = True) -> Recording:
     """Open a recording lazily (the notebook entry point)."""
     return Recording.open(path, verify=verify)
@@ -616,7 +639,9 @@ def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify:
         return True
     try:
         with Recording.open(path, verify=True) as rec:
-            return rec.n_samples == spec.samples
+            if rec.n_samples != spec.samples:
+                return False
+            return all(np.isfinite(x).all() for t in rec.taps for x in rec.iter_batches(t))  # no NaN waves
     except GptwavesError:
         return False
 

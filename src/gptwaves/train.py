@@ -332,6 +332,11 @@ def _metrics_row(line: str) -> dict | None:
         return None
     if row.get("kind") not in ("train", "eval"):
         return None
+    for k in ("loss", "lr", "tokens_per_s", "train_loss", "val_loss"):  # numbers (a loss may be NaN)
+        v = row.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or (k in ("lr", "tokens_per_s") and not (math.isfinite(v) and v >= 0))):
+            return None
     return row
 
 

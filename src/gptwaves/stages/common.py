@@ -174,11 +174,12 @@ def iteration_of_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def reusable(path: Path, settings: dict, **also) -> dict | None:
+def reusable(path: Path, settings: dict, *, validate: Callable[[Any], None] | None = None, **also) -> dict | None:
     """A stage's earlier JSON output at ``path`` when it was made with exactly these settings.
 
     ``settings`` is compared with the file's ``"settings"`` entry and each keyword with the entry
-    of that name; a missing, unreadable or different file gives ``None`` (the work is redone).
+    of that name; a missing, unreadable or different file gives ``None`` (the work is redone), and
+    so does one that ``validate`` (a :mod:`.checks` validator) refuses: a damaged cache is rebuilt.
     """
     if not path.is_file():
         return None
@@ -190,6 +191,11 @@ def reusable(path: Path, settings: dict, **also) -> dict | None:
         return None
     if any(old.get(k) != v for k, v in also.items()):
         return None
+    if validate is not None:
+        from .checks import valid
+
+        if not valid(old, validate):
+            return None
     return old
 
 

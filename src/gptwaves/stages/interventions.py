@@ -104,6 +104,8 @@ def tap_labels(run_dir: Path, name: str, tap: str, checkpoint_hint: str | None =
     again = f"`gptwaves waves --run {run_dir} --checkpoint {hint}`"
     if not path.is_file():
         raise GptwavesError(f"no waves analysis for checkpoint {name}: run {again} first")
+    import zipfile
+
     p = tap.replace(".", "_")
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -113,7 +115,7 @@ def tap_labels(run_dir: Path, name: str, tap: str, checkpoint_hint: str | None =
                                     f"and run {again} again")
             clusters = np.asarray(z[need[0]]).astype(np.int64)
             labels = [str(v) for v in np.asarray(z[need[1]]).tolist()]
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise GptwavesError(f"waves analysis file {path} is unreadable ({e}); run {again} again") from None
     if len(labels) != len(clusters):
         raise GptwavesError(f"waves analysis file {path} is inconsistent (labels vs clusters); run {again} again")
@@ -126,11 +128,13 @@ def _recording_source(run_dir: Path, name: str, tap: str, weights_sha256: str | 
     side = path.with_suffix(".json")
     if not (path.is_file() and side.is_file()):
         return None
+    from ..io import read_json
+
     try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError):
+        meta = read_json(side, "recording metadata", dict)
+    except GptwavesError:
         return None
-    if tap not in (meta.get("taps") or []):
+    if not isinstance(meta.get("taps"), list) or tap not in meta["taps"]:
         return None
     if weights_sha256 and meta.get("weights_sha256") not in (None, weights_sha256):
         return None
@@ -158,6 +162,8 @@ def channel_means(*, run_dir: Path, source: dict | None, tap: str, model, prompt
                 count += x.shape[0] * x.shape[1]
         if count == 0:
             raise GptwavesError(f"recording {source['path']} has no generated steps for channel means")
+        if not np.isfinite(total).all():
+            raise GptwavesError(f"recording {source['path']}: the waves at {tap} hold NaN or infinite values")
         return total / count
     res = generate(model, prompt_ids, length, n_samples, sampling, taps=[tap],
                    generator=batch_generator(sampling.seed, 0))
@@ -207,7 +213,8 @@ def _compare(base: dict, other: dict, P: int, n_boot: int, alpha: float, seed: i
 
 # ------------------------------------------------------------------------------ the stage
 
-def _baseline_texts(run_dir: Path, name: str, key: dict, generate_fn) -> tuple[list[str], str]:
+def _baseline_texts(run_dir: Path, name: str, key: dict, generate_fn, vocab: list[str] | None = None
+                    ) -> tuple[list[str], str]:
     """Baseline texts: from the spelling stage's samples or our cache when settings match, else new."""
     from ..io import atomic_write_json
     from .spelling import cached_texts
@@ -216,7 +223,7 @@ def _baseline_texts(run_dir: Path, name: str, key: dict, generate_fn) -> tuple[l
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     cpath = run_dir / "interventions" / "baseline" / f"{ia.slug(name)}__{h}.json"
     for path in (spath, cpath):
-        texts = cached_texts(path, key)
+        texts = cached_texts(path, key, vocab)
         if texts is not None:
             return texts, str(path.relative_to(run_dir))
     texts = generate_fn()
@@ -323,11 +330,14 @@ def intervene_run(
     out_dir = run_dir / "interventions" / intervention_dir_name(name, tap, spec_c, mode_c)
     rpath = out_dir / "result.json"
     if rpath.is_file():
+        from ..io import read_json
+        from .checks import intervention_result, valid
+
         try:
-            old = json.loads(rpath.read_text())
-        except (OSError, ValueError):
+            old = read_json(rpath, "intervention result", dict)
+        except GptwavesError:
             old = None
-        if old and old.get("settings") == stored:
+        if old and old.get("settings") == stored and valid(old, intervention_result):
             if figures and not all((out_dir / f).is_file() for f in old.get("figures", [])):
                 _figures(out_dir, old)
             return {**old, "path": rpath, "out_dir": out_dir, "reused": True}
@@ -338,7 +348,7 @@ def intervene_run(
                                 batch_size=batch_size, stop=stop, progress=progress, edits=edits)
 
         key = settings.texts_key(L, meta.get("weights_sha256"))
-        base_texts, base_from = _baseline_texts(run_dir, name, key, gen)
+        base_texts, base_from = _baseline_texts(run_dir, name, key, gen, vocab)
         means_all = None
         if parsed_mode["kind"] == "mean":
             means_all = channel_means(run_dir=run_dir, source=mean_source if mean_source["kind"] == "recording"

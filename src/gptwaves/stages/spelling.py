@@ -26,6 +26,7 @@ from ..config import check_int, check_real
 from ..errors import GptwavesError, SettingsError
 from ..io import RunLock, atomic_write_json, atomic_write_text, check_run_dir, write_csv
 from ..sample import SamplingConfig
+from . import checks
 from .common import (ModelSource, begin_stage, guarded, is_main_name, load_selected, resolve_lexicon, reusable,
                      select_checkpoints)
 
@@ -151,15 +152,13 @@ def sample_texts(model, vocab: list[str], n: int, length: int, prompt: str, samp
     return [t for b in sorted(by_batch) for t in by_batch[b]]
 
 
-def cached_texts(path: Path, key: dict) -> list[str] | None:
-    """Texts cached at ``path`` when their key matches and they are complete, else None."""
-    cached = reusable(path, key)
-    if cached is None:
-        return None
-    texts = cached.get("texts")
-    if not (isinstance(texts, list) and len(texts) == key["samples"] and all(isinstance(t, str) for t in texts)):
-        return None
-    return texts
+def cached_texts(path: Path, key: dict, vocab: list[str] | None = None) -> list[str] | None:
+    """Texts cached at ``path`` when their key matches and they are complete (as many as the key's
+    samples, each the prompt plus the key's length in characters of ``vocab``), else None."""
+    from .checks import texts_cache
+
+    cached = reusable(path, key, validate=lambda o: texts_cache(o, key, vocab))
+    return None if cached is None else cached["texts"]
 
 
 def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
@@ -197,13 +196,13 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
             L = settings.resolved_length(model)
             record = settings.record(L, lex_name, lex_hash, meta.get("weights_sha256"))
             jpath = out_dir / f"{name}.json"
-            old = reusable(jpath, record)
+            old = reusable(jpath, record, validate=lambda o, n=name: checks.spelling_result(o, n))
             if old is not None:
                 results.append(old)
                 continue
             spath = out_dir / f"{name}.samples.json"
             key = settings.texts_key(L, meta.get("weights_sha256"))
-            texts = cached_texts(spath, key)
+            texts = cached_texts(spath, key, list(meta["vocab"]))
             if texts is None:
                 bar.set_postfix_str(f"{name}: sampling {settings.samples} x {L}+{settings.margin}")
                 hf = source.hf_model is not None
@@ -232,13 +231,11 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
 
 def _on_disk(out_dir: Path) -> list[dict]:
     """Every finished per-checkpoint result of the main checkpoints in ``spelling/``."""
-    from ..io import read_json
-
     found = []
     for p in sorted(out_dir.glob("iter_*.json")):
         name = p.name[: -len(".json")]
         if is_main_name(name):
-            r = read_json(p, "spelling result", dict)
+            r = checks.read_checked(p, "spelling result", checks.spelling_result, name, stage="spelling")
             if isinstance(r.get("stats"), dict) and isinstance(r.get("iteration"), int):
                 found.append(r)
     return found

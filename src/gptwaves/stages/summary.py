@@ -16,6 +16,8 @@ from .. import __version__
 from ..errors import GptwavesError
 from ..jsonable import finite_or_none
 from ..io import atomic_write_json, check_run_dir, read_json
+from . import checks
+from .checks import read_checked
 from .common import focus_tap, is_main_name
 
 __all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "spelling_entry",
@@ -35,10 +37,13 @@ CLAIM_TITLES = {1: "Coherence builds up with training",
 
 
 
-def _read_obj(path: Path, what: str) -> dict | None:
-    """A JSON object written by a stage, or None when missing; a damaged one is a one-line error."""
+def _read_obj(path: Path, what: str, validator=None, *args, stage: str | None = None) -> dict | None:
+    """A JSON object written by a stage, or None when missing; a damaged one (or one that
+    ``validator``, from :mod:`.checks`, refuses) is a one-line error."""
     if not path.is_file():
         return None
+    if validator is not None:
+        return read_checked(path, what, validator, *args, stage=stage)
     obj = read_json(path, what)
     if not isinstance(obj, dict):
         raise GptwavesError(f"{what} {path} is not a JSON object; delete it and re-run its stage")
@@ -59,20 +64,25 @@ def read_stage_results(run_dir: Path) -> dict:
     wdir, sdir = run_dir / "waves", run_dir / "spelling"
     if wdir.is_dir():
         for d in sorted(wdir.iterdir()):
-            r = _read_obj(d / "summary.json", "waves summary") if d.is_dir() else None
-            if r is not None and isinstance(r.get("taps"), dict):
+            r = _read_obj(d / "summary.json", "waves summary", checks.waves_summary, d.name,
+                          stage=f"waves --run {run_dir}") if d.is_dir() else None
+            if r is not None:
                 waves.append(r)
     if sdir.is_dir():
         for p in sorted(sdir.glob("*.json")):
-            if p.name.endswith(".samples.json"):
+            if p.name.endswith(".samples.json") or p.name == "crossing.json":
                 continue
-            r = _read_obj(p, "spelling result")
-            if r is not None and isinstance(r.get("stats"), dict):
+            r = _read_obj(p, "spelling result", checks.spelling_result, p.name[: -len(".json")],
+                          stage=f"spelling --run {run_dir}")
+            if r is not None:
                 spelling.append(r)
     waves, spelling = _by_iteration(waves), _by_iteration(spelling)
     spelling = [r for r in spelling if is_main_name(str(r.get("name"))) or r.get("iteration") is None]
     crossing = None
-    stored = _read_obj(sdir / "crossing.json", "spelling crossing")
+    try:
+        stored = _read_obj(sdir / "crossing.json", "spelling crossing", checks.crossing_file)
+    except GptwavesError:
+        stored = None  # a damaged crossing is computed again from the checkpoints below
     if stored and stored.get("checkpoints") == [r.get("name") for r in spelling]:
         crossing = stored.get("crossing")
     elif sum(r.get("iteration") is not None for r in spelling) >= 2:  # stages run on other subsets
@@ -81,7 +91,9 @@ def read_stage_results(run_dir: Path) -> dict:
         crossing = sp.crossing([r["iteration"] for r in cks], [r["stats"]["counts"]["correct"] for r in cks],
                                alpha=sett.get("alpha", 0.05), n_boot=sett.get("n_boot", 2000),
                                seed=(sett.get("sampling") or {}).get("seed", 0))
-    return {"waves": {"checkpoints": waves, "repeatability": _read_obj(wdir / "repeatability.json", "repeatability")},
+    repeat = _read_obj(wdir / "repeatability.json", "repeatability", checks.repeatability_file,
+                       stage="reproduce (repeatability comes from its seed and prompt variants)")
+    return {"waves": {"checkpoints": waves, "repeatability": repeat},
             "spelling": {"checkpoints": spelling, "crossing": crossing}}
 
 
@@ -100,7 +112,7 @@ def _train_settings(run_dir: Path, reproduce_info: dict | None) -> dict | None:
 def build_summary(run_dir: str | Path) -> dict:
     """The summary of a run directory, from its files (see the module docstring)."""
     from ..record import package_versions
-    from ..train import read_metrics
+    from ..train import read_metrics, read_run_info
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -110,8 +122,8 @@ def build_summary(run_dir: str | Path) -> dict:
     if not waves["checkpoints"] and not spelling["checkpoints"]:
         raise GptwavesError(f"{run_dir} has no waves or spelling results yet: run `gptwaves waves` and/or "
                             f"`gptwaves spelling` first (or `gptwaves reproduce`)")
-    repro = _read_obj(run_dir / "reproduce.json", "reproduce record")
-    run = _read_obj(run_dir / "run.json", "run file") or {}
+    repro = _read_obj(run_dir / "reproduce.json", "reproduce record", checks.reproduce_file)
+    run = read_run_info(run_dir) if (run_dir / "run.json").is_file() else {}
     train_settings = _train_settings(run_dir, repro)
     wv = {r["iteration"]: r for r in waves["checkpoints"] if is_main_name(str(r.get("name")))
           or r.get("iteration") is None}

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GptwavesError
+from ..errors import CorruptArtefactError, GptwavesError
 from ..io import RunLock, atomic_write_bytes, atomic_write_json, check_run_dir, sha256_file
 from ..io import write_csv
 from ..analysis.waves import tap_summary
-from .common import ModelSource, begin_stage, focus_tap, guarded, reusable, select_checkpoints
+from .checks import waves_summary
+from .common import ModelSource, begin_stage, focus_tap, guarded, iteration_of_name, reusable, select_checkpoints
 from .recordings import RecordSettings, record_run
 
 __all__ = ["WavesSettings", "analyze_recording", "waves_run", "repeatability", "load_array"]
@@ -84,9 +85,11 @@ def analyze_recording(path: Path, settings: WavesSettings = WavesSettings(),
             raise GptwavesError(f"recording {path} has no generated steps")
         res = {}
         for t in (taps or rec.taps):
+            x = rec.waves(t).astype(np.float32, copy=False)
+            if not np.isfinite(x).all():
+                raise CorruptArtefactError(f"recording {path}: waves/{t} holds NaN or infinite values")
             try:
-                res[t] = analyze_tap(rec.waves(t).astype(np.float32, copy=False), chars, nxt, mask=mask,
-                                     **settings.analysis_kwargs())
+                res[t] = analyze_tap(x, chars, nxt, mask=mask, **settings.analysis_kwargs())
             except ValueError as e:
                 raise GptwavesError(f"{path.name}, tap {t}: {e}") from None
         return res, dict(rec.meta)
@@ -117,12 +120,40 @@ def _save_arrays(path: Path, res: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _arrays_ok(path: Path, taps) -> bool:
+    """True when a checkpoint's ``arrays.npz`` opens and holds the arrays of every tap (else the
+    checkpoint is analysed again)."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            return all(_array_key(t, k) in files for t in taps for k in ("R", "cluster_labels", "cluster_order",
+                                                                         "labels", "d_current"))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+
+
+def _check_recording_identity(path: Path, name: str, meta: dict, ref) -> None:
+    """The recording of checkpoint ``name`` is of that iteration and of the run's vocabulary."""
+    it = iteration_of_name(name)
+    if it is not None and meta.get("iteration") != it:
+        raise GptwavesError(f"recording {path} says iteration {meta.get('iteration')!r}, its name {name}: it is "
+                            f"not this checkpoint's; delete it and re-run `gptwaves record`")
+    vocab = getattr(ref, "meta", {}).get("vocab") if hasattr(ref, "meta") else None
+    if vocab is not None and list(meta.get("vocab") or []) != list(vocab):
+        raise GptwavesError(f"recording {path}: its vocabulary differs from the checkpoint's; delete it and "
+                            f"re-run `gptwaves record`")
+
+
 def load_array(path: Path, tap: str, key: str) -> np.ndarray:
     """One array of a checkpoint's ``arrays.npz`` (never unpickles objects)."""
+    import zipfile
+
     try:
         with np.load(path, allow_pickle=False) as z:
             return z[_array_key(tap, key)]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise GptwavesError(f"cannot read {key} of {tap} from {path}: {e}") from None
 
 
@@ -215,12 +246,13 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
                 record_run(run_dir, which, record, source, progress=progress)
             rec_sha = sha256_file(rec_path)
             spath = out_dir / name / "summary.json"
-            old = reusable(spath, key, recording_sha256=rec_sha)
-            if old is not None:
+            old = reusable(spath, key, recording_sha256=rec_sha, validate=lambda o, n=name: waves_summary(o, n))
+            if old is not None and _arrays_ok(out_dir / name / "arrays.npz", old["taps"]):
                 results.append(old)
                 continue
             bar.set_postfix_str(name)
             res, meta = analyze_recording(rec_path, settings)
+            _check_recording_identity(rec_path, name, meta, ref)
             summ = {"name": name, "iteration": meta.get("iteration"), "recording": rec_path.name,
                     "recording_sha256": rec_sha, "settings": key, "focus_tap": focus_tap(list(res)),
                     "record_settings": {k2: meta.get(k2) for k2 in ("samples", "steps", "prompt", "sampling")},
