@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .spelling import _new_figure, _save
+from .common import new_figure, save_figure
 
 __all__ = ["plot_error_rates", "plot_word_lengths", "plot_count_histograms", "CONDITION_COLORS"]
 
@@ -51,7 +51,7 @@ def plot_error_rates(result: dict, stem, title: str | None = None) -> list[Path]
     are written above the edited and control bars.
     """
     conds = _conditions(result)
-    fig = _new_figure(5.2, 3.8)
+    fig = new_figure(5.2, 3.8)
     ax = fig.subplots()
     for i, c in enumerate(conds):
         d = result["conditions"][c]
@@ -78,13 +78,13 @@ def plot_error_rates(result: dict, stem, title: str | None = None) -> list[Path]
                key=lambda v: v if math.isfinite(v) else 0.0)
     ax.set_ylim(0, max(0.05, (ymax if math.isfinite(ymax) else 0.0) * 1.45))
     ax.set_title(title or _title(result), fontsize=8)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_word_lengths(result: dict, stem, title: str | None = None) -> list[Path]:
     """Word-length distributions of the conditions, overlaid (fractions of words)."""
     conds = _conditions(result)
-    fig = _new_figure(5.6, 3.6)
+    fig = new_figure(5.6, 3.6)
     ax = fig.subplots()
     for c in conds:
         wl = result["conditions"][c]["word_length"]
@@ -107,13 +107,13 @@ def plot_word_lengths(result: dict, stem, title: str | None = None) -> list[Path
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="center right")
     ax.set_title(title or _title(result), fontsize=8)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_count_histograms(result: dict, stem, title: str | None = None) -> list[Path]:
     """Per-sample histograms of misspelled, correct and all words, conditions overlaid."""
     conds = _conditions(result)
-    fig = _new_figure(9.0, 3.2)
+    fig = new_figure(9.0, 3.2)
     axes = fig.subplots(1, 3)
     for ax, which in zip(axes, ("misspelled", "correct", "words")):
         data = {}
@@ -135,4 +135,4 @@ def plot_count_histograms(result: dict, stem, title: str | None = None) -> list[
         ax.set_ylabel("fraction of samples", fontsize=8)
         ax.legend(fontsize=6, loc="best", framealpha=0.7)
     fig.suptitle(title or _title(result), fontsize=9)
-    return _save(fig, stem)
+    return save_figure(fig, stem)

@@ -38,7 +38,8 @@ class WavesSettings:
 
     ``k=None``: number of clusters by silhouette (gated by the surrogates); ``window``: half-width
     of event-triggered averages; ``n_surrogates``: sample-shuffle surrogates; ``n_boot``: bootstrap
-    resamples of the excess CI; ``min_events``: steps needed inside and outside a class for labels.
+    resamples of the excess CI when ``ci="bca"`` (default ``ci="jackknife"``: delete-one-sample
+    interval, see docs/method.md); ``min_events``: steps needed inside and outside a class for labels.
     """
 
     nlags: int = 64
@@ -49,9 +50,10 @@ class WavesSettings:
     alpha: float = 0.05
     min_events: int = 30
     seed: int = 0
+    ci: str = "jackknife"
 
     def __post_init__(self) -> None:
-        from ..config import check_int, check_real
+        from ..config import check_choice, check_int, check_real
 
         check_int("nlags", self.nlags, 1, 100_000)
         if self.k is not None:
@@ -62,6 +64,7 @@ class WavesSettings:
         check_real("alpha", self.alpha, 0, 1, lo_open=True, hi_open=True)
         check_int("min-events", self.min_events, 0, 10**9)
         check_int("seed", self.seed, 0, 2**63 - 1)
+        check_choice("ci", self.ci, ("jackknife", "bca"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
