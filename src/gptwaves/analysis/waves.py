@@ -1099,7 +1099,7 @@ def _gated_clustering(R_kept, kept, C, k, k_range, null_best, coherent=True) -> 
 
 
 def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
-                 ci="jackknife",
+                 ci_method="jackknife",
                  seed=0, alpha=0.05) -> dict:
     S, T, C = xc0.shape
     rng = np.random.default_rng(seed)
@@ -1138,7 +1138,7 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
         sur = _nulls.surrogate_order_parameters(Zk, B, rng, n_keep_slots=min(int(n_ci_surrogates), B))
         v0 = np.abs(np.linalg.eigh(Ri_k)[1][:, -1]).astype(np.float32)
         surrogate = _nulls.excess_with_ci(Zk, op_ind, sur, rng, n_boot=n_boot, alpha=alpha, v0=v0, P=P,
-                                          method=ci)
+                                          method=ci_method)
         null_sil = [best_silhouette(Rb, k_range)[0] for Rb in sur["R"]] if k is None else []
         del sur
     else:
@@ -1170,7 +1170,7 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
 
 
 def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
-                         ci="jackknife",
+                         ci_method="jackknife",
                          seed=0, alpha=0.05) -> dict:
     """Correlation, order parameters, evoked share, surrogate excess and gated clustering (DESIGN 4, 4b).
 
@@ -1191,7 +1191,7 @@ def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20,
     _bounds(mask)
     _nulls.check_finite(x)
     return _coherence_c(_center0(x, mask), _absmax(x, mask), mask, k=k, k_range=k_range,
-                        n_surrogates=n_surrogates, n_boot=n_boot, n_ci_surrogates=n_ci_surrogates, ci=ci, seed=seed,
+                        n_surrogates=n_surrogates, n_boot=n_boot, n_ci_surrogates=n_ci_surrogates, ci_method=ci_method, seed=seed,
                         alpha=alpha)
 
 
@@ -1250,7 +1250,7 @@ def analyze_tap(
     threshold=1.0,
     n_surrogates=20,
     n_boot=200,
-    ci="jackknife",
+    ci_method="jackknife",
     n_ci_surrogates=2,
     seed=0,
     alpha=0.05,
@@ -1280,8 +1280,8 @@ def analyze_tap(
         Sample-shuffle surrogates B (default 20; 0 disables the surrogate
         test, the cluster gate then reports no structure).
     n_boot : int, optional
-        Bootstrap resamples of the excess CI with ``ci="bca"`` (0: none).
-    ci : {"jackknife", "bca"}, optional
+        Bootstrap resamples of the excess CI with ``ci_method="bca"`` (0: none).
+    ci_method : {"jackknife", "bca"}, optional
         Interval of the excess: delete-one-sample jackknife (default) or BCa bootstrap
         (see :func:`gptwaves.analysis.coherence_nulls.excess_with_ci` for the choice).
     n_ci_surrogates : int, optional
@@ -1340,7 +1340,7 @@ def analyze_tap(
     C = x.shape[2]
     xc0 = _center0(x, mask)
     coh = _coherence_c(xc0, _absmax(x, mask), mask, k=k, k_range=k_range, n_surrogates=n_surrogates,
-                       n_boot=n_boot, n_ci_surrogates=n_ci_surrogates, ci=ci, seed=seed, alpha=alpha)
+                       n_boot=n_boot, n_ci_surrogates=n_ci_surrogates, ci_method=ci_method, seed=seed, alpha=alpha)
     const = coh["constant"]
     osc = oscillations(x, mask=mask, nlags=nlags, nperseg=nperseg, level=red_noise_level, exclude=const)
     acf, phi = osc["acf"], osc["acf"][:, 1] if osc["acf"].shape[1] > 1 else np.zeros(C)
@@ -1381,7 +1381,7 @@ def analyze_tap(
         "eta_lags": np.arange(-int(window), int(window) + 1),
         "settings": {"nlags": int(nlags), "k": None if k is None else int(k), "window": int(window),
                      "k_range": [int(k_range[0]), int(k_range[1])], "nperseg": int(nperseg),
-                     "threshold": float(threshold), "n_surrogates": int(n_surrogates), "n_boot": int(n_boot), "ci": ci,
+                     "threshold": float(threshold), "n_surrogates": int(n_surrogates), "n_boot": int(n_boot), "ci_method": ci_method,
                      "n_ci_surrogates": int(n_ci_surrogates), "seed": int(seed), "alpha": float(alpha),
                      "red_noise_level": float(red_noise_level), "min_events": int(min_events)},
     }

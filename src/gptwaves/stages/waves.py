@@ -38,7 +38,7 @@ class WavesSettings:
 
     ``k=None``: number of clusters by silhouette (gated by the surrogates); ``window``: half-width
     of event-triggered averages; ``n_surrogates``: sample-shuffle surrogates; ``n_boot``: bootstrap
-    resamples of the excess CI when ``ci="bca"`` (default ``ci="jackknife"``: delete-one-sample
+    resamples of the excess CI when ``ci_method="bca"`` (default ``"jackknife"``: delete-one-sample
     interval, see docs/method.md); ``min_events``: steps needed inside and outside a class for labels.
     """
 
@@ -50,7 +50,7 @@ class WavesSettings:
     alpha: float = 0.05
     min_events: int = 30
     seed: int = 0
-    ci: str = "jackknife"
+    ci_method: str = "jackknife"
 
     def __post_init__(self) -> None:
         from ..config import check_choice, check_int, check_real
@@ -64,7 +64,7 @@ class WavesSettings:
         check_real("alpha", self.alpha, 0, 1, lo_open=True, hi_open=True)
         check_int("min-events", self.min_events, 0, 10**9)
         check_int("seed", self.seed, 0, 2**63 - 1)
-        check_choice("ci", self.ci, ("jackknife", "bca"))
+        check_choice("ci-method", self.ci_method, ("jackknife", "bca"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
