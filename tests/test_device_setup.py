@@ -63,3 +63,25 @@ def test_stages_use_the_shared_setup(stage, monkeypatch, tmp_path):
     with pytest.raises(Stop):
         fn(tmp_path / "run", "all", source=ModelSource(device="cuda"))
     assert seen == ["cuda"]
+
+
+def test_train_uses_the_shared_setup(monkeypatch, tmp_path, corpus_path):
+    from gptwaves import train as tr
+    from gptwaves.config import preset
+    from gptwaves.corpus import Corpus
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_setup(device):
+        seen.append(device)
+        raise Stop
+
+    monkeypatch.setattr(dd, "setup", fake_setup)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    corpus = Corpus.load(corpus_path)
+    with pytest.raises(Stop):
+        tr.train(preset("smoke").override(device="cpu"), corpus, tmp_path / "run")
+    assert seen == ["cpu"] and not (tmp_path / "run" / "run.json").exists()

@@ -419,14 +419,10 @@ def train(cfg: TrainConfig, corpus: Corpus, run_dir: str | os.PathLike) -> Train
     run_dir = Path(run_dir)
     d = dd.info()
     cfg.validate()
-    device = pick_device(cfg.device)
-    preflight(cfg, corpus, device)
-    if d.enabled:
-        if cfg.batch_size % d.world:
-            raise GptwavesError(f"batch size {cfg.batch_size} is not divisible by {d.world} processes")
-        if device.type == "cuda":
-            device = torch.device("cuda", d.local_rank)
-        dd.init(device.type)
+    preflight(cfg, corpus, pick_device(cfg.device))
+    if d.enabled and cfg.batch_size % d.world:
+        raise GptwavesError(f"batch size {cfg.batch_size} is not divisible by {d.world} processes")
+    device, d = dd.setup(cfg.device)  # the one device/torchrun setup of train, record and spelling
     if not d.main:  # only rank 0 writes; the others follow its files
         dd.barrier()
         return _train_locked(cfg, corpus, run_dir, device, d)
