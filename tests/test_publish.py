@@ -82,3 +82,13 @@ def test_publish_refuses_an_old_summary(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({"format": SUMMARY_FORMAT, "findings": {}}))
     with pytest.raises(GptwavesError, match="format version"):
         publish.publish_run(tmp_path, tmp_path / "out")
+
+
+def test_results_page_seed_block_is_the_generated_table():
+    """docs/results.md quotes the seed table exactly as `python -m gptwaves.publish seeds` wrote it."""
+    table = ROOT / "docs" / "results" / "quick-seeds.md"
+    page = (ROOT / "docs" / "results.md").read_text()
+    if not table.is_file():
+        pytest.skip("no seed table published")
+    a, b = page.index("<!-- seeds:begin -->"), page.index("<!-- seeds:end -->")
+    assert table.read_text().strip() in page[a:b]
