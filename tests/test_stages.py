@@ -16,7 +16,7 @@ from gptwaves.analysis import spelling as sp
 from gptwaves.errors import GptwavesError
 from gptwaves.analysis import waves as wa
 from gptwaves.api import ModelSource, RecordSettings, SamplingConfig, SpellingSettings, WavesSettings
-from gptwaves.stages.spelling import SPELLING_COLUMNS, spelling_run
+from gptwaves.stages.spelling import SPELLING_COLUMNS
 from gptwaves.stages.waves import waves_run as _waves_run
 
 

@@ -7,7 +7,6 @@ Lookup order for the corpus: explicit path -> ``GPTWAVES_CORPUS`` -> user cache 
 from __future__ import annotations
 
 import os
-import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field

@@ -31,7 +31,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import h5py
 import numpy as np

@@ -130,9 +130,7 @@ def reproduce(
     Every stage's settings are built and validated before anything is trained or written.
     """
     from .stages.recordings import record_run, record_variants
-    from .stages.report import build_report
     from .stages.spelling import spelling_run
-    from .stages.summary import write_summary
     from .stages.waves import waves_run
     from .train import train
 
@@ -173,16 +171,7 @@ def reproduce(
         clock.stop("spelling", t)
         note()
 
-        t = clock.start("summary")
-        write_summary(run_dir)
-        clock.stop("summary", t)
-
-        t = clock.start("report")
-        build_report(run_dir)
-        clock.stop("report", t)
-        clock.timings["total"] = round(time.perf_counter() - clock.t0, 3)
-        note()
-    return read_json(run_dir / "summary.json", "summary")
+        return _summary_and_report(run_dir, clock, note)
 
 
 #: Analysis sizes of a Hugging Face suite (record steps and spelling length: the module defaults).
@@ -216,9 +205,7 @@ def reproduce_hf(
     from . import distributed as dd
     from .hf import suite_revisions
     from .stages.recordings import record_run, record_variants
-    from .stages.report import build_report
     from .stages.spelling import spelling_run
-    from .stages.summary import write_summary
     from .stages.waves import waves_run
 
     revs = suite_revisions(hf_model, revisions)
@@ -259,22 +246,29 @@ def reproduce_hf(
         clock.stop("waves", t)
         note()
 
-        t = clock.start("summary")
-        write_summary(run_dir)
-        clock.stop("summary", t)
-
-        t = clock.start("report")
-        build_report(run_dir)
-        clock.stop("report", t)
-        clock.timings["total"] = round(time.perf_counter() - clock.t0, 3)
-        note()
-    return read_json(run_dir / "summary.json", "summary")
+        return _summary_and_report(run_dir, clock, note)
 
 
 def _nothing():
     from contextlib import nullcontext
 
     return nullcontext()
+
+
+def _summary_and_report(run_dir: Path, clock: StageClock, note) -> dict:
+    """The last two stages of every pipeline: summary.json, then the report, each written once."""
+    from .stages.report import build_report
+    from .stages.summary import write_summary
+
+    t = clock.start("summary")
+    write_summary(run_dir)
+    clock.stop("summary", t)
+    t = clock.start("report")
+    build_report(run_dir)
+    clock.stop("report", t)
+    clock.timings["total"] = round(time.perf_counter() - clock.t0, 3)
+    note()
+    return read_json(run_dir / "summary.json", "summary")
 
 
 def _timings_history(run_dir: Path) -> list[dict]:

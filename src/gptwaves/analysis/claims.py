@@ -23,7 +23,6 @@ hidden behind a first-versus-last comparison.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np

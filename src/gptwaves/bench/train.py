@@ -31,7 +31,6 @@ all steps and the mean difference over the last steps (target: max |diff| <= 0.0
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field

@@ -14,7 +14,6 @@ The numbers come from the pure functions of :mod:`gptwaves.analysis.spelling`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import check_int, check_real
-from ..errors import GptwavesError, SettingsError
+from ..errors import SettingsError
 from ..io import RunLock, atomic_write_json, atomic_write_text, check_run_dir, write_csv
 from ..sample import SamplingConfig
 from . import checks
