@@ -62,3 +62,11 @@ def test_claim_structure_and_validation():
     assert cl.verdict(False) == cl.NOT_SUPPORTED
     assert cl.verdict(False, against=False) == cl.INCONCLUSIVE
     assert cl.verdict(None) == cl.INCONCLUSIVE
+
+
+def test_trend_verdict():
+    assert cl.trend_verdict(cl.trend(ITS, np.log1p(ITS)), "rising") == cl.SUPPORTED
+    assert cl.trend_verdict(cl.trend(ITS, -np.log1p(ITS)), "rising") == cl.NOT_SUPPORTED
+    assert cl.trend_verdict(cl.trend([0, 10, 20, 50, 100, 200], [0.14, 0.47, 0.45, 0.37, 0.34, 0.32]),
+                            "rising") == cl.INCONCLUSIVE
+    assert cl.trend_verdict(cl.trend([0, 10], [1, 2]), "rising") == cl.INCONCLUSIVE

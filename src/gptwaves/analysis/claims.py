@@ -38,6 +38,7 @@ __all__ = [
     "TURN_FRACTION",
     "trend",
     "trend_text",
+    "trend_verdict",
     "verdict",
     "claim",
 ]
@@ -125,6 +126,19 @@ def trend_text(name: str, t: Mapping, digits: int = 3) -> str:
     elif shape in ("rising", "falling", "no trend"):
         s += f"; {shape}"
     return s + "."
+
+
+def trend_verdict(t: Mapping, want: str) -> str:
+    """Verdict of an "as stated" trend claim: `SUPPORTED` when the `trend` shape is ``want``
+    ("rising" or "falling"), `INCONCLUSIVE` with fewer than 3 values, no p-value, or a turn
+    ("rise then fall" / "fall then rise"), `NOT_SUPPORTED` otherwise."""
+    if t.get("n", 0) < 3 or t.get("p_value") is None:
+        return INCONCLUSIVE
+    if t.get("shape") == want:
+        return SUPPORTED
+    if t.get("shape") in ("rise then fall", "fall then rise"):
+        return INCONCLUSIVE
+    return NOT_SUPPORTED
 
 
 def verdict(ok: bool | None, against: bool | None = None) -> str:

@@ -163,14 +163,7 @@ def claim_misspelled(checkpoints: Sequence[Mapping], alpha: float = 0.05) -> dic
     fm = [_get(c, "stats", "misspelled", "fano") for c in checkpoints]
     t = cl.trend(its, fm, alpha)
     defined = [c for c in checkpoints if _get(c, "stats", "misspelled", "fano") is not None]
-    if t["n"] < 3 or t["p_value"] is None:
-        v = cl.INCONCLUSIVE
-    elif t["shape"] == "rising":
-        v = cl.SUPPORTED
-    elif t["shape"] in ("rise then fall", "fall then rise"):
-        v = cl.INCONCLUSIVE
-    else:
-        v = cl.NOT_SUPPORTED
+    v = cl.trend_verdict(t, "rising")
     text = cl.trend_text("F_misspelled", t)
     va = vb = None
     if defined:
@@ -198,14 +191,7 @@ def claim_cascade(checkpoints: Sequence[Mapping], alpha: float = 0.05) -> dict:
                      "verdict": cas.get("verdict"), "reason": cas.get("reason")})
     dist = [abs(math.log(r["rr"])) if r["rr"] else None for r in rows]
     t = cl.trend([r["iteration"] for r in rows], dist, alpha)
-    if t["n"] < 3 or t["p_value"] is None:
-        v = cl.INCONCLUSIVE
-    elif t["shape"] == "falling":
-        v = cl.SUPPORTED
-    elif t["shape"] in ("rise then fall", "fall then rise"):
-        v = cl.INCONCLUSIVE
-    else:
-        v = cl.NOT_SUPPORTED
+    v = cl.trend_verdict(t, "falling")
     defined = [r for r in rows if r["rr"] is not None]
     text = cl.trend_text("|log RR| (distance of the cascade relative risk from 1)", t)
     if defined:
