@@ -174,3 +174,30 @@ def test_config_validation():
         GPTConfig(gelu="relu")
     cfg = GPTConfig(n_layer=2, n_head=2, n_embd=8, vocab_size=5)
     assert GPTConfig.from_dict({**cfg.to_dict(), "unrelated": 1}) == cfg
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_newest_position_shortcut_equals_full_forward(perturb, bias):
+    """An uncached forward keeping only the newest position (the recording path beyond the
+    context) runs the last block for that position only: every tap and the logits equal the full
+    forward's last position to 1e-5; an edit at the last block turns the shortcut off."""
+    m = make_model(perturb, n_layer=3, n_embd=48, n_head=4, block_size=32, bias=bias)
+    idx = torch.randint(11, (5, 32), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        logits, _, full = m(idx, taps=m.tap_names)
+        last_logits, _, last = m(idx, taps=m.tap_names, tap_positions=slice(-1, None), logits_last_only=True)
+    for name in m.tap_names:
+        assert last[name].shape == (5, 1, 48)
+        torch.testing.assert_close(last[name], full[name][:, -1:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(last_logits, logits[:, -1:], rtol=0, atol=1e-5)
+
+    seen = []
+
+    def edit(h):
+        seen.append(h.shape[1])
+        return h * 2
+
+    with torch.no_grad():
+        m(idx, taps=m.tap_names, tap_positions=slice(-1, None), logits_last_only=True,
+          edits={"blocks.2.hook_resid_post": edit})
+    assert seen == [32]  # the edit saw every position: no shortcut

@@ -150,6 +150,42 @@ def peak_memory(model_overrides: dict, samples: int, steps: int, batch_size: int
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def newest_only_row(model, S: int, taps, repeats: int = 15) -> dict:
+    """Window forward past the context (``S`` windows of ``block_size``, all taps, newest position
+    kept) with the last block run for the newest position only, against the whole last block.
+
+    The two are timed alternately (``repeats`` pairs, medians), so load affects both alike; the
+    largest difference of any tap or logit between them is reported (exactness: <= 1e-5).
+    """
+    bs = model.config.block_size
+    idx = torch.randint(model.config.vocab_size, (S, bs), generator=torch.Generator().manual_seed(0))
+
+    def fwd():
+        return model(idx, taps=taps, tap_positions=slice(-1, None), logits_last_only=True)
+
+    fast, full, diff = [], [], 0.0
+    with torch.no_grad():
+        try:
+            for i in range(repeats + 1):  # the first pair warms up
+                for flag, out in ((True, fast), (False, full)):
+                    type(model).newest_only_last_block = flag
+                    t0 = time.perf_counter()
+                    logits, _, tv = fwd()
+                    dt = time.perf_counter() - t0
+                    if i:
+                        out.append(dt)
+                    elif flag:
+                        ref = {"logits": logits, **tv}
+                    else:
+                        diff = max(float((ref[k] - v).abs().max()) for k, v in {"logits": logits, **tv}.items())
+        finally:
+            type(model).newest_only_last_block = True
+    return make_row(f"record (ii) window forward {S}x{bs}, last block for the newest position only vs whole",
+                    S / median(fast), "windows/s", baseline=S / median(full),
+                    notes=f"medians of {repeats} alternating pairs; largest difference of any tap or logit "
+                          f"{diff:.1e} (exact to float rounding)")
+
+
 def run(quick: bool = False, corpus=None, *, samples: int | None = None, steps_in: int | None = None,
         steps_long: int | None = None, mem_samples: tuple[int, int] | None = None,
         mem_steps: int | None = None, stride: int = 64, repeats: int | None = None,
@@ -239,6 +275,7 @@ def run(quick: bool = False, corpus=None, *, samples: int | None = None, steps_i
                                      notes=f"median of {len(timer.starts) - 1} step intervals (forward, taps, "
                                            f"sampling); forward alone {flops / fwd / 1e9:.1f} GFLOP/s; "
                                            f"{flops / 1e9:.1f} GFLOP per window forward" + ("" if spec else REDUCED)))
+            rows.append(newest_only_row(model, S, taps, repeats=5 if quick else 15))
             log(f"record (ii) {S} x {steps_long}: stride={stride}")
             if stride <= bs:
                 ts = _record_once(model, vocab, S, steps_long, taps, tmp, "stride", context=f"stride={stride}")
