@@ -160,3 +160,38 @@ def test_format_table_and_json(tmp_path):
     out = bench.write_json(tmp_path / "b.json", rows, {"summary": "M"}, "all", True)
     doc = json.loads(out.read_text())
     assert doc["machine"] == {"summary": "M"} and len(doc["rows"]) == 2
+
+
+def test_flop_formulas_equal_torch_flop_counter():
+    """The budget's FLOP counts equal torch's own count of the matmuls gptwaves runs (the window
+    forward past the context with the last block for the newest position only and with the whole
+    block, and one cached token), plus attention's q k^T and att v, which torch's counter does not
+    see in the CPU attention kernel and which are written out here: 4 x queries x keys x channels."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gptwaves.bench.common import cached_token_flops, window_forward_flops
+    from gptwaves.model import GPT, GPTConfig, KVCache
+
+    L, T, C, B = 3, 16, 24, 3
+    m = GPT(GPTConfig(block_size=T, vocab_size=11, n_layer=L, n_head=2, n_embd=C, dropout=0.0)).eval()
+    idx = torch.randint(11, (B, T), generator=torch.Generator().manual_seed(0))
+
+    def counted(fn) -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            fn()
+        return fc.get_total_flops()
+
+    def window():
+        return m(idx, taps=m.tap_names, tap_positions=slice(-1, None), logits_last_only=True)
+
+    assert counted(window) + B * 4 * ((L - 1) * T * T + T) * C == window_forward_flops(m, B, T)
+    try:
+        GPT.newest_only_last_block = False
+        assert counted(window) + B * 4 * L * T * T * C == window_forward_flops(m, B, T)
+    finally:
+        GPT.newest_only_last_block = True
+    cache = KVCache(m.config, B, T, "cpu", torch.float32)
+    m(idx[:, :5], cache=cache)
+    step = counted(lambda: m(idx[:, 5:6], cache=cache, logits_last_only=True))
+    assert step + B * 4 * L * 6 * C == B * cached_token_flops(m, 6)

@@ -52,6 +52,37 @@ def clean_run(tmp_path_factory, corpus_file) -> Path:
     return out
 
 
+def test_bench_budget_of_the_finished_run(clean_run, capsys):
+    """`gptwaves bench budget --run DIR`: every stage's measured time, the FLOP limits from the run's
+    own files (window forwards past the context counted from the recordings' sizes)."""
+    from gptwaves.bench.budget import recording_flops
+    from gptwaves.bench.common import window_forward_flops
+    from gptwaves.cli import main
+    from gptwaves.model import GPT, GPTConfig
+
+    assert main(["bench", "budget", "--run", str(clean_run), "--quick", "--notes"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("training", "recordings", "spelling", "waves", "summary", "report", "total"):
+        assert f"budget {stage}" in out
+    from gptwaves import bench
+
+    rows = {r["figure"].split(":")[0]: r for r in bench.run("budget", run_dir=clean_run, quick=True, raise_errors=True)}
+    repro = json.loads((clean_run / "reproduce.json").read_text())
+    assert rows["budget recordings"]["value"] == pytest.approx(repro["timings"]["record"])
+    assert rows["budget training"]["baseline"] > 0 and rows["budget recordings"]["ratio"] > 0
+    metas = [json.loads(p.read_text()) for p in sorted((clean_run / "recordings").glob("*.json"))]
+    cfg = json.loads(sorted((clean_run / "checkpoints").glob("iter_*.json"))[-1].read_text())["config"]
+    windows = sum(m["samples"] * max(0, m["prompt_len"] - 1 + m["steps"] - cfg["block_size"]) for m in metas)
+    assert f"{windows} window forwards past the context" in rows["budget recordings"]["figure"].split(":")[1]
+    model = GPT(GPTConfig.from_dict(cfg))
+    one = metas[0]
+    # the steps past the context cost one window forward each, the ones before one cached token each
+    extra = recording_flops(model, one["samples"], one["prompt_len"], one["steps"] + 1) \
+        - recording_flops(model, one["samples"], one["prompt_len"], one["steps"])
+    assert extra == pytest.approx(window_forward_flops(model, one["samples"], cfg["block_size"]))
+    assert main(["bench", "waves", "--run", str(clean_run)]) != 0  # --run is budget's only
+
+
 def test_reproduce_smoke_summary_and_report(clean_run):
     s = json.loads((clean_run / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(s)

@@ -459,17 +459,19 @@ def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, mar
 
 
 @cli.command("bench")
-@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf"]),
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget"]),
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the rows and the machine description to this JSON file.")
 @corpus_option
 @click.option("--notes", is_flag=True, help="Print each row's notes under it.")
-def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes: bool) -> None:
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="budget: the finished `gptwaves reproduce` run whose stage times to put next to the matmul peak.")
+def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes: bool, run_dir: Path | None) -> None:
     """Performance figures as ratios against baselines measured in the same run.
 
-    WHICH: all (default), train, record, waves, spelling, e2e or hf. Progress goes to stderr, the
+    WHICH: all (default), train, record, waves, spelling, e2e, hf or budget (needs --run). Progress goes to stderr, the
     table to stdout. Full sizes take long on a small CPU (see bench/README.md); use --quick to try.
     """
     from . import bench as gb
@@ -477,7 +479,10 @@ def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes:
     machine = gb.machine_info()
     click.echo(f"machine: {machine['summary']}; bf16 {'yes' if machine['bf16_cpu'] else 'no'}; "
                f"load {machine['load_average']}; {machine['date']}", err=True)
-    rows = gb.run(which, quick=quick, corpus=corpus, machine=machine)
+    if run_dir is not None and which != "budget":
+        raise GptwavesError("--run applies to `gptwaves bench budget` only")
+    rows = gb.run(which, quick=quick, corpus=corpus, machine=machine,
+                  **({"run_dir": run_dir} if run_dir is not None else {}))
     if out is not None:
         gb.write_json(out, rows, machine, which, quick)
     click.echo(gb.format_table(rows, notes=notes))

@@ -6,7 +6,8 @@ measured in the same run on the same machine.
 >>> print(bench.format_table(rows))
 
 Benches (``which``): ``train``, ``record``, ``waves``, ``spelling``, ``e2e``, ``hf`` (Hugging Face
-recording against ``transformers``' generate; needs gptwaves[hf]), or ``all``. Each
+recording against ``transformers``' generate; needs gptwaves[hf]), ``budget`` (a finished run's
+stage times against the matmul peak: ``run_dir=``), or ``all``. Each
 bench module has a ``run(quick=False, corpus=None, **sizes)`` returning rows; see
 ``bench/README.md`` for what each figure means. A bench that fails gives one row with
 ``ok=False`` and the error in its notes; the others still run.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from .common import log, machine_info
 
-BENCHES = ("train", "record", "waves", "spelling", "e2e", "hf")
+BENCHES = ("train", "record", "waves", "spelling", "e2e", "hf", "budget")
 
 __all__ = ["BENCHES", "format_table", "machine_info", "run", "run_bench", "write_json"]
 

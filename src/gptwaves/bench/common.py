@@ -188,12 +188,27 @@ def window_forward_flops(model, batch: int, length: int) -> float:
     """FLOPs of one uncached forward of ``batch`` windows of ``length`` tokens, head on the last only.
 
     2 x (block matmul weights) per token, plus q k^T and att v (2 x 2 x T^2 x C per layer, counted in
-    full as nanoGPT does), plus the head for the newest position.
+    full as nanoGPT does), plus the head for the newest position. With
+    ``GPT.newest_only_last_block`` (the default) the last block computes keys and values for every
+    token but its query, attention output, projection and MLP for the newest one only, and only
+    that work is counted.
     """
     c = model.config
     per_seq = 2.0 * matmul_params(model) * length + 4.0 * c.n_layer * length**2 * c.n_embd
+    if getattr(model, "newest_only_last_block", False) and c.n_layer:
+        last = model.transformer.h[-1]
+        w_block = sum(m.weight.numel() for m in last.modules() if isinstance(m, torch.nn.Linear))
+        w_kv = 2 * last.attn.c_attn.weight.numel() // 3
+        per_seq -= 2.0 * (w_block - w_kv) * (length - 1)  # q, projection, MLP: newest token only
+        per_seq -= 4.0 * (length**2 - length) * c.n_embd  # one query row instead of length
     per_seq += 2.0 * c.n_embd * c.vocab_size
     return batch * per_seq
+
+
+def cached_token_flops(model, context: int) -> float:
+    """FLOPs of one new token with the key/value cache attending to ``context`` positions (head included)."""
+    c = model.config
+    return 2.0 * matmul_params(model) + 4.0 * c.n_layer * context * c.n_embd + 2.0 * c.n_embd * c.vocab_size
 
 
 def synthetic_vocab(n: int = PAPER_VOCAB) -> list[str]:
