@@ -6,11 +6,9 @@
   through :func:`gptwaves.analysis.waves.analyze_tap`: correlation, eigenvalues, ACF, periods,
   Welch PSD, space reference, clustering with silhouette, channel function, event-triggered
   averages, and the null models of DESIGN 4b: evoked/induced split, 20 sample-shuffle surrogates
-  (syrk Gram matrices of the shuffled float32 waves), the delete-one-sample jackknife CI of the
-  excess, the silhouette gate and the red-noise test). Target: < 10 s (median of
-  repeats), reading the file included (issue 13: 4.6 s before the null models). Taps run in
-  worker processes of one BLAS thread each (:mod:`gptwaves.parallel`); the same analysis in one
-  process is the baseline, timed alternately.
+  (syrk Gram matrices of the shuffled float32 waves), the paired BCa bootstrap CI of the excess
+  (200 resamples), the silhouette gate and the red-noise test). Target: < 10 s (median of
+  repeats), reading the file included (issue 13: 4.6 s before the null models).
 * The cost of the null models on one tap: ``analyze_tap`` with the defaults against
   ``n_surrogates=0, n_boot=0`` on the same (S, T, C) waves.
 * The ACF of all channels by FFT (:func:`gptwaves.analysis.waves.autocorrelation`) against a
@@ -89,7 +87,6 @@ def run(quick: bool = False, corpus=None, *, taps: int | None = None, samples: i
     192 x 16 x 200, 1 repeat; ACF on 2 samples. ``corpus`` is unused.
     """
     from ..analysis.waves import autocorrelation
-    from ..parallel import tap_workers
     from ..stages.waves import WavesSettings, analyze_recording
 
     taps = taps or 8
@@ -102,23 +99,18 @@ def run(quick: bool = False, corpus=None, *, taps: int | None = None, samples: i
     with tempfile.TemporaryDirectory(prefix="gptwaves-bench-waves-") as d:
         path = write_recording(Path(d) / "synthetic.h5", taps, S, T, C)
         log(f"waves: analysing {taps} taps x {C} channels x {S} samples x {T} steps ({repeats} repeats)")
-        times, serial = [], []
-        for _ in range(repeats):  # alternating: the default (worker processes by size) and one process
+        times = []
+        for _ in range(repeats):
             t0 = time.perf_counter()
             res, _ = analyze_recording(path, WavesSettings(nlags=nlags))
             times.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            analyze_recording(path, WavesSettings(nlags=nlags), workers=0)
-            serial.append(time.perf_counter() - t0)
         full = (taps, C, S, T) == (8, 192, 64, 500)
-        n_workers = tap_workers(taps, taps * S * T * C)
         rows.append(make_row(f"waves full analysis {taps} taps x {C} ch x {S} samples x {T} steps", median(times),
-                             "s", baseline=median(serial), target="< 10 s" if full else None,
+                             "s", target="< 10 s" if full else None,
                              ok=(median(times) < 10.0) if full else None,
-                             notes=f"analyze_recording incl. HDF5 read and starting {n_workers} worker processes "
-                                   f"(baseline: all taps in this process), median of {repeats}; "
-                                   f"{median(times) / taps:.2f} s per tap; with 20 surrogates, the jackknife CI "
-                                   f"and the red-noise test; clusters chosen "
+                             notes=f"analyze_recording incl. HDF5 read, median of {repeats}; "
+                                   f"{median(times) / taps:.2f} s per tap; with 20 surrogates, 200 bootstrap "
+                                   f"resamples and the red-noise test; clusters chosen "
                                    f"{sorted({int(r['clustering']['k']) for r in res.values()})}, significant "
                                    f"excess of induced mean |R| at "
                                    f"{sum(r['surrogate']['mean_abs_corr']['significant'] for r in res.values())}"

@@ -12,13 +12,9 @@ recordings, writes files and draws.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io as _io
-import itertools
 import os
-from concurrent.futures import FIRST_COMPLETED, wait
-from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +24,7 @@ import numpy as np
 from ..errors import CorruptArtefactError, GptwavesError
 from ..io import RunLock, atomic_write_bytes, atomic_write_json, check_run_dir, sha256_file
 from ..io import write_csv
-from ..analysis.waves import analyze_tap, tap_summary
-from ..parallel import TapPool
+from ..analysis.waves import tap_summary
 from .checks import waves_summary
 from .common import ModelSource, begin_stage, focus_tap, guarded, iteration_of_name, reusable, select_checkpoints
 from .recordings import RecordSettings, record_run
@@ -79,64 +74,28 @@ class WavesSettings:
 
 
 def analyze_recording(path: Path, settings: WavesSettings = WavesSettings(),
-                      taps: Sequence[str] | None = None, *, workers: int | None = None,
-                      pool: TapPool | None = None) -> tuple[dict, dict]:
-    """Analyse every tap of a recording; returns ``({tap: analyze_tap result}, recording meta)``.
-
-    Taps are analysed side by side in worker processes when the recording is large enough
-    (``workers``: see :func:`gptwaves.parallel.tap_workers`; ``pool``: a :class:`TapPool` shared
-    across recordings, which then decides). The results do not depend on the number of workers.
-    """
+                      taps: Sequence[str] | None = None) -> tuple[dict, dict]:
+    """Analyse every tap of a recording; returns ``({tap: analyze_tap result}, recording meta)``."""
+    from ..analysis.waves import analyze_tap
     from ..record import Recording
 
-    with Recording.open(path) as rec, (contextlib.nullcontext(pool) if pool else TapPool(workers)) as lp:
+    with Recording.open(path) as rec:
         chars, nxt = rec.input_chars(), rec.next_chars()
         if chars.dtype.itemsize > np.dtype("<U1").itemsize:  # tokens: a token stands for its first character
             chars, nxt = chars.astype("<U1"), nxt.astype("<U1")
         mask = np.broadcast_to(~rec.is_prompt, chars.shape)
         if not mask.any():
             raise GptwavesError(f"recording {path} has no generated steps")
-        names = list(taps or rec.taps)
-        kw = settings.analysis_kwargs()
-
-        def load(t: str) -> np.ndarray:
+        res = {}
+        for t in (taps or rec.taps):
             x = rec.waves(t).astype(np.float32, copy=False)
             if not np.isfinite(x).all():
                 raise CorruptArtefactError(f"recording {path}: waves/{t} holds NaN or infinite values")
-            return x
-
-        n_el = sum(int(np.prod(rec.wave_dataset(t).shape)) for t in names)
-        ex, n = lp.get(len(names), n_el)
-        res: dict = {}
-        if ex is None:
-            for t in names:
-                res[t] = _tap_result(path, t, lambda t=t: analyze_tap(load(t), chars, nxt, mask=mask, **kw))
-        else:  # at most n taps in flight: memory stays at n + 1 taps' waves
-            mask = np.ascontiguousarray(mask)
-            todo = iter(names)
-            pending = {}
-            for t in itertools.islice(todo, n):
-                pending[ex.submit(analyze_tap, load(t), chars, nxt, mask=mask, **kw)] = t
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    t = pending.pop(f)
-                    res[t] = _tap_result(path, t, f.result)
-                    t_next = next(todo, None)
-                    if t_next is not None:
-                        pending[ex.submit(analyze_tap, load(t_next), chars, nxt, mask=mask, **kw)] = t_next
-        return {t: res[t] for t in names}, dict(rec.meta)
-
-
-def _tap_result(path: Path, tap: str, get):
-    """``get()``, with the analysis' ValueError or a dead worker turned into one line naming the tap."""
-    try:
-        return get()
-    except ValueError as e:
-        raise GptwavesError(f"{path.name}, tap {tap}: {e}") from None
-    except BrokenProcessPool as e:
-        raise GptwavesError(f"{path.name}, tap {tap}: a waves worker process died ({e or 'killed'}); "
-                            f"out of memory? run with fewer workers") from None
+            try:
+                res[t] = analyze_tap(x, chars, nxt, mask=mask, **settings.analysis_kwargs())
+            except ValueError as e:
+                raise GptwavesError(f"{path.name}, tap {t}: {e}") from None
+        return res, dict(rec.meta)
 
 
 def _array_key(tap: str, key: str) -> str:
@@ -264,11 +223,8 @@ def _across_checkpoint_figures(out_dir: Path, results: list[dict]) -> list[Path]
 def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
               settings: WavesSettings = WavesSettings(), *, record: RecordSettings = RecordSettings(),
               source: ModelSource = ModelSource(), variants: dict | None = None, figures: bool = True,
-              progress: bool = True, workers: int | None = None) -> dict:
+              progress: bool = True) -> dict:
     """Coherence analysis of each selected checkpoint's recording; records (with ``record``) if missing.
-
-    ``workers``: processes analysing taps side by side (default: chosen by recording size and
-    cores, see :func:`gptwaves.parallel.tap_workers`); one pool serves every checkpoint.
 
     Returns ``{"checkpoints": [per-checkpoint summary dicts], "repeatability": dict | None,
     "figures": [paths]}``.
@@ -283,7 +239,7 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
     out_dir = run_dir / "waves"
     fig_dir = out_dir / "figures"
     results: list[dict] = []
-    with RunLock(run_dir), TapPool(workers) as pool:
+    with RunLock(run_dir):
         begin_stage(run_dir, "waves")
         bar = tqdm(selected, desc="waves", unit="ckpt", disable=not progress, dynamic_ncols=True)
         for name, ref in bar:
@@ -298,7 +254,7 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
                 results.append(old)
                 continue
             bar.set_postfix_str(name)
-            res, meta = analyze_recording(rec_path, settings, pool=pool)
+            res, meta = analyze_recording(rec_path, settings)
             _check_recording_identity(rec_path, name, meta, ref)
             summ = {"name": name, "iteration": meta.get("iteration"), "recording": rec_path.name,
                     "recording_sha256": rec_sha, "settings": key, "focus_tap": focus_tap(list(res)),
