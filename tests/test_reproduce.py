@@ -81,6 +81,9 @@ def test_bench_budget_of_the_finished_run(clean_run, capsys):
         - recording_flops(model, one["samples"], one["prompt_len"], one["steps"])
     assert extra == pytest.approx(window_forward_flops(model, one["samples"], cfg["block_size"]))
     assert main(["bench", "waves", "--run", str(clean_run)]) != 0  # --run is budget's only
+    assert main(["bench", "budget", "--run", str(clean_run / "missing")]) > 0  # one line, no table
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gptwaves: error: reproduce record not found:")
 
 
 def test_reproduce_smoke_summary_and_report(clean_run):

@@ -481,6 +481,10 @@ def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes:
                f"load {machine['load_average']}; {machine['date']}", err=True)
     if run_dir is not None and which != "budget":
         raise GptwavesError("--run applies to `gptwaves bench budget` only")
+    if run_dir is not None:
+        from .bench.budget import check_run
+
+        check_run(run_dir)
     rows = gb.run(which, quick=quick, corpus=corpus, machine=machine,
                   **({"run_dir": run_dir} if run_dir is not None else {}))
     if out is not None:

@@ -30,9 +30,21 @@ from pathlib import Path
 from .common import cached_token_flops, log, make_row, matmul_peak, train_flops_per_token, window_forward_flops
 
 
-def _read(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _read(path: Path, what: str = "run file") -> dict:
+    from ..io import read_json
+
+    return read_json(path, what, dict)
+
+
+def check_run(run_dir: str | Path) -> Path:
+    """The run directory of a finished ``gptwaves reproduce`` (one-line error otherwise)."""
+    from ..errors import GptwavesError
+
+    run_dir = Path(run_dir)
+    _read(run_dir / "reproduce.json", "reproduce record")
+    if not sorted((run_dir / "checkpoints").glob("iter_*.json")):
+        raise GptwavesError(f"{run_dir} has no checkpoints: not a finished gptwaves run")
+    return run_dir
 
 
 def recording_flops(model, samples: int, prompt_len: int, steps: int) -> float:
@@ -66,11 +78,9 @@ def run(quick: bool = False, corpus=None, *, run_dir: str | Path | None = None, 
 
     if run_dir is None:
         return [make_row("budget: skipped", None, "", notes="needs a finished run: gptwaves bench budget --run DIR")]
-    run_dir = Path(run_dir)
-    rep = _read(run_dir / "reproduce.json")
+    run_dir = check_run(run_dir)
+    rep = _read(run_dir / "reproduce.json", "reproduce record")
     cks = sorted((run_dir / "checkpoints").glob("iter_*.json"))
-    if not cks:
-        raise ValueError(f"{run_dir} has no checkpoints")
     cfg = GPTConfig.from_dict(_read(cks[-1])["config"])
     model = GPT(cfg).eval()
     peak_n = peak_n or (512 if quick else 2048)
