@@ -6,6 +6,23 @@ import torch
 from gptwaves import distributed as dd
 
 
+class StopSetup(Exception):
+    pass
+
+
+@pytest.fixture
+def setup_spy(monkeypatch):
+    """Replace distributed.setup: record the device it is called with, then stop the stage."""
+    seen = []
+
+    def fake_setup(device):
+        seen.append(device)
+        raise StopSetup
+
+    monkeypatch.setattr(dd, "setup", fake_setup)
+    return seen
+
+
 @pytest.fixture
 def fake_torchrun(monkeypatch):
     """Rank 1 of 2 on a machine that pretends to have 2 GPUs; the process group is not started."""
@@ -39,49 +56,29 @@ def test_single_process_is_untouched(monkeypatch):
 
 
 @pytest.mark.parametrize("stage", ["recordings", "spelling"])
-def test_stages_use_the_shared_setup(stage, monkeypatch, tmp_path):
+def test_stages_use_the_shared_setup(stage, monkeypatch, tmp_path, setup_spy):
     """record_run and spelling_run ask distributed.setup for their device (no private device logic)."""
     import importlib
 
     mod = importlib.import_module(f"gptwaves.stages.{stage}")
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_setup(device):
-        seen.append(device)
-        raise Stop
-
-    monkeypatch.setattr(dd, "setup", fake_setup)
     monkeypatch.setattr(mod, "select_checkpoints", lambda *a, **k: [])
     if stage == "spelling":
         monkeypatch.setattr(mod, "resolve_lexicon", lambda *a, **k: (frozenset({"a"}), "x", "h"))
     from gptwaves.stages.common import ModelSource
 
     fn = mod.record_run if stage == "recordings" else mod.spelling_run
-    with pytest.raises(Stop):
+    with pytest.raises(StopSetup):
         fn(tmp_path / "run", "all", source=ModelSource(device="cuda"))
-    assert seen == ["cuda"]
+    assert setup_spy == ["cuda"]
 
 
-def test_train_uses_the_shared_setup(monkeypatch, tmp_path, corpus_path):
+def test_train_uses_the_shared_setup(monkeypatch, tmp_path, corpus_path, setup_spy):
     from gptwaves import train as tr
     from gptwaves.config import preset
     from gptwaves.corpus import Corpus
 
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_setup(device):
-        seen.append(device)
-        raise Stop
-
-    monkeypatch.setattr(dd, "setup", fake_setup)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     corpus = Corpus.load(corpus_path)
-    with pytest.raises(Stop):
+    with pytest.raises(StopSetup):
         tr.train(preset("smoke").override(device="cpu"), corpus, tmp_path / "run")
-    assert seen == ["cpu"] and not (tmp_path / "run" / "run.json").exists()
+    assert setup_spy == ["cpu"] and not (tmp_path / "run" / "run.json").exists()

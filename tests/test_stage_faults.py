@@ -74,15 +74,21 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
+def _run_without_stage_output(smoke, tmp_path, stage):
+    """A copy of the smoke run with the stage's own output removed (so the stage writes again)."""
+    run = tmp_path / "run"
+    shutil.copytree(smoke, run, ignore=NOT_READ)
+    for rel in STAGES[stage][0]:
+        p = run / rel
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return run
+
+
 @pytest.mark.parametrize("fault", ["file-size-limit", "disk-full"])
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_write_fault_in_stage(smoke, tmp_path, stage, fault):  # noqa: F811
-    removed, limit = STAGES[stage]
-    run = tmp_path / "run"
-    shutil.copytree(smoke, run, ignore=NOT_READ)
-    for rel in removed:
-        p = run / rel
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    limit = STAGES[stage][1]
+    run = _run_without_stage_output(smoke, tmp_path, stage)
     before = digests(run)
     argv = COMMANDS[stage](str(run))
     env = _env(os.environ["GPTWAVES_CORPUS"])
@@ -109,12 +115,7 @@ def test_write_fault_in_stage(smoke, tmp_path, stage, fault):  # noqa: F811
 def test_unwritable_folder_in_stage(smoke, tmp_path, capsys, monkeypatch, no_figures, stage, code):  # noqa: F811
     """Read-only file system and no permission (in-process: os.open refuses to create files in
     the run directory; tests run as root, where chmod would not stop the writes)."""
-    removed, _ = STAGES[stage]
-    run = tmp_path / "run"
-    shutil.copytree(smoke, run, ignore=NOT_READ)
-    for rel in removed:
-        p = run / rel
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    run = _run_without_stage_output(smoke, tmp_path, stage)
     before = digests(run)
     real_open = os.open
 
