@@ -186,11 +186,9 @@ def test_flop_formulas_equal_torch_flop_counter():
         return m(idx, taps=m.tap_names, tap_positions=slice(-1, None), logits_last_only=True)
 
     assert counted(window) + B * 4 * ((L - 1) * T * T + T) * C == window_forward_flops(m, B, T)
-    try:
-        GPT.newest_only_last_block = False
-        assert counted(window) + B * 4 * L * T * T * C == window_forward_flops(m, B, T)
-    finally:
-        GPT.newest_only_last_block = True
+    m.newest_only_last_block = False  # this model only
+    assert counted(window) + B * 4 * L * T * T * C == window_forward_flops(m, B, T)
+    del m.newest_only_last_block
     cache = KVCache(m.config, B, T, "cpu", torch.float32)
     m(idx[:, :5], cache=cache)
     step = counted(lambda: m(idx[:, 5:6], cache=cache, logits_last_only=True))

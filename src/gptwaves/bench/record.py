@@ -168,7 +168,7 @@ def newest_only_row(model, S: int, taps, repeats: int = 15) -> dict:
         try:
             for i in range(repeats + 1):  # the first pair warms up
                 for flag, out in ((True, fast), (False, full)):
-                    type(model).newest_only_last_block = flag
+                    model.newest_only_last_block = flag  # this model only (instance attribute)
                     t0 = time.perf_counter()
                     logits, _, tv = fwd()
                     dt = time.perf_counter() - t0
@@ -179,7 +179,7 @@ def newest_only_row(model, S: int, taps, repeats: int = 15) -> dict:
                     else:
                         diff = max(float((ref[k] - v).abs().max()) for k, v in {"logits": logits, **tv}.items())
         finally:
-            type(model).newest_only_last_block = True
+            del model.newest_only_last_block  # back to the class default
     return make_row(f"record (ii) window forward {S}x{bs}, last block for the newest position only vs whole",
                     S / median(fast), "windows/s", baseline=S / median(full),
                     notes=f"medians of {repeats} alternating pairs; largest difference of any tap or logit "
