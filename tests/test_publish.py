@@ -1,9 +1,14 @@
 """Published results (docs/results/*) stay readable by the current code, and the README's results
-block is exactly what `python -m gptwaves.publish` generates from them (never typed by hand)."""
+block is exactly what `gptwaves publish` generates from them (never typed by hand). Hostile runs,
+summaries, READMEs and output folders get one line and leave an existing publication intact."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,9 +84,10 @@ def test_publish_run_and_seeds_table(tmp_path):
 def test_publish_refuses_an_old_summary(tmp_path):
     from gptwaves.errors import GptwavesError
 
-    (tmp_path / "summary.json").write_text(json.dumps({"format": SUMMARY_FORMAT, "findings": {}}))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({"format": SUMMARY_FORMAT, "findings": {}}))
     with pytest.raises(GptwavesError, match="format version"):
-        publish.publish_run(tmp_path, tmp_path / "out")
+        publish.publish_run(tmp_path / "run", tmp_path / "out")
 
 
 def test_results_page_seed_block_is_the_generated_table():
@@ -92,3 +98,230 @@ def test_results_page_seed_block_is_the_generated_table():
         pytest.skip("no seed table published")
     a, b = page.index("<!-- seeds:begin -->"), page.index("<!-- seeds:end -->")
     assert table.read_text().strip() in page[a:b]
+
+
+# ------------------------------------------------------------------ hostile inputs
+
+
+def _summary(n_claims: int = 5) -> dict:
+    from gptwaves.analysis import claims as cl
+
+    part = {"verdict": cl.SUPPORTED, "text": "numbers."}
+    claims = [cl.claim(i, f"claim {i}", part, {"verdict": cl.NOT_SUPPORTED, "text": "null."})
+              for i in range(1, n_claims + 1)]
+    return {"format": SUMMARY_FORMAT, "format_version": SUMMARY_VERSION, "preset": "quick",
+            "gptwaves_version": "0.1.0", "settings": {"train": {"seed": 7}},
+            "checkpoints": [{"iteration": 0, "val_loss": 4.2, "spelling": None, "waves": None},
+                            {"iteration": 100, "val_loss": 2.0, "spelling": None, "waves": None}],
+            "findings": {"crossing": {"iteration": 50.0, "ci": [10.0, 90.0], "reason": None}, "claims": claims}}
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A run with a summary, a figure and reproduce timings; a repository with a README."""
+    run = tmp_path / "run"
+    (run / "spelling" / "figures").mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps(_summary()))
+    (run / "spelling" / "figures" / "decomposition.png").write_bytes(PNG)
+    (run / "reproduce.json").write_text(json.dumps({"timings": {"train": 1.5, "spelling": 2.0}}))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text(f"# x\n\n{publish.BEGIN}\nold\n{publish.END}\n\nrest\n")
+    return run, repo
+
+
+def _cli(capsys, *argv) -> tuple[int, str]:
+    from gptwaves.cli import main
+
+    code = main(["publish", *map(str, argv)])
+    cap = capsys.readouterr()
+    if code != 0:
+        err = cap.err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("gptwaves: error:"), err
+        assert "internal error" not in err and "Traceback" not in err, err
+    return code, cap.err.strip()
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_publish_command_and_module_entry(site, capsys):
+    run, repo = site
+    code, _ = _cli(capsys, "run", run, repo / "docs" / "results" / "q", "--readme", repo / "README.md")
+    assert code == 0
+    out = repo / "docs" / "results" / "q"
+    assert (out / "summary.json").read_bytes() == (run / "summary.json").read_bytes()
+    assert (out / "fano_reference_null.png").read_bytes() == PNG
+    assert "| train | 1.5 | 1.5 |" in (out / "claims.md").read_text()
+    assert "docs/results/q/fano_reference_null.png" in (repo / "README.md").read_text()
+    assert publish.main(["seeds", str(repo / "seeds.md"), str(run), str(run)]) == 0
+    assert "seed 7 | seed 7" in (repo / "seeds.md").read_text()
+
+
+def _mutate(key_path, value):
+    def f(s):
+        o = s
+        for k in key_path[:-1]:
+            o = o[k]
+        o[key_path[-1]] = value
+    return f
+
+
+SUMMARY_DAMAGE = {
+    "findings-list": _mutate(["findings"], [1]),
+    "claims-strings": _mutate(["findings", "claims"], ["x", 3]),
+    "claim-without-title": lambda s: s["findings"]["claims"][0].pop("claim"),
+    "claim-title-blank": _mutate(["findings", "claims", 0, "claim"], "  "),
+    "verdict-unknown": _mutate(["findings", "claims", 0, "as_stated", "verdict"], "<b>yes</b>"),
+    "crossing-ci-three": _mutate(["findings", "crossing", "ci"], [1.0, 2.0, 3.0]),
+    "crossing-iteration-huge": _mutate(["findings", "crossing", "iteration"], 1e200),
+    "iteration-10e300": _mutate(["checkpoints", 1, "iteration"], 10**300),
+    "iteration-float": _mutate(["checkpoints", 1, "iteration"], 1e308),
+    "val_loss-huge": _mutate(["checkpoints", 1, "val_loss"], 1e308),
+    "preset-markup": _mutate(["preset"], "q` <script>alert(1)</script>"),
+    "seed-negative": _mutate(["settings", "train", "seed"], -1),
+    "tap-markup": _mutate(["checkpoints", 1, "waves"], {"a`|<b>": {}}),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(SUMMARY_DAMAGE))
+def test_malformed_summary_is_one_line_and_writes_nothing(site, capsys, damage):
+    run, repo = site
+    s = _summary()
+    SUMMARY_DAMAGE[damage](s)
+    (run / "summary.json").write_text(json.dumps(s))
+    before = _snapshot(repo)
+    code, err = _cli(capsys, "run", run, repo / "docs" / "q", "--readme", repo / "README.md")
+    assert code != 0 and "summary.json" in err
+    assert _snapshot(repo) == before
+
+
+@pytest.mark.parametrize("text", ['{"format": "gptwaves-summary", "x": 1' + "0" * 5000 + "}",
+                                  "[" * 100000 + "]" * 100000, '{"a": NaN}', "[" * 70 + "]" * 70, ""])
+def test_absurd_json_is_one_line(site, capsys, text):
+    run, repo = site
+    (run / "summary.json").write_text(text)
+    code, err = _cli(capsys, "run", run, repo / "docs" / "q")
+    assert code != 0 and not (repo / "docs").exists()
+
+
+def test_numbers_nan_and_huge_json_literals(site, capsys):
+    run, repo = site
+    for lit in ("NaN", "1e999", "-Infinity"):
+        (run / "summary.json").write_text(json.dumps(_summary()).replace('"val_loss": 2.0', f'"val_loss": {lit}'))
+        code, err = _cli(capsys, "run", run, repo / "docs" / "q")
+        assert code != 0 and "val_loss" in err, err
+    (run / "summary.json").write_text(json.dumps(_summary()).replace('"iteration": 100', '"iteration": '
+                                                                     + "1" * 5000))
+    code, err = _cli(capsys, "run", run, repo / "docs" / "q")
+    assert code != 0
+
+
+def test_markup_in_values_is_escaped_and_markers_cannot_be_forged(site, capsys):
+    run, repo = site
+    s = _summary()
+    evil = f"x | y <script>alert(1)</script> ![i](https://evil.example/p.png) [l](javascript:x) {publish.END}\nz"
+    s["findings"]["claims"][0]["claim"] = evil
+    s["findings"]["claims"][1]["as_stated"]["text"] = evil
+    s["findings"]["crossing"] = {"iteration": None, "reason": evil}
+    (run / "summary.json").write_text(json.dumps(s))
+    for _ in range(2):  # a second publish still finds exactly one block
+        code, err = _cli(capsys, "run", run, repo / "docs" / "q", "--readme", repo / "README.md")
+        assert code == 0, err
+    readme = (repo / "README.md").read_text()
+    assert readme.count(publish.BEGIN) == 1 and readme.count(publish.END) == 1 and readme.endswith("rest\n")
+    for text in (readme, (repo / "docs" / "q" / "claims.md").read_text()):
+        for bad in ("<script", "![i](", "[l](", "x | y", "\nz"):
+            assert bad not in text, bad
+        rows = [r for r in text.splitlines() if r.startswith("| 1 |")]
+        assert rows and all(len(re.findall(r"(?<!\\)\|", r)) == 5 for r in rows), rows  # 4 cells, no more
+    assert publish.md_escape("a|b<c>[d](e)\n") == "a\\|b&lt;c&gt;\\[d\\](e) "
+
+
+def test_bad_outputs_and_readmes_are_refused_before_writing(site, capsys, tmp_path):
+    run, repo = site
+    readme = repo / "README.md"
+    good = readme.read_text()
+    (repo / "afile").write_text("x")
+    fifo = repo / "fifo.md"
+    os.mkfifo(fifo)
+    cases = [
+        ("run", run, repo / "afile"),                                   # OUT is an existing file
+        ("run", run, run / "published"),                               # OUT inside the run
+        ("run", run, repo / "d", "--readme", repo / "missing.md"),      # README missing
+        ("run", run, repo / "d", "--readme", "/dev/zero"),               # a device
+        ("run", run, repo / "d", "--readme", fifo),                      # a FIFO: no hang
+        ("run", run, tmp_path / "elsewhere", "--readme", readme),       # OUT not under the README's folder
+        ("run", tmp_path / "nope", repo / "d"),                         # no run
+        ("seeds", repo, run),                                           # OUT is a folder
+    ]
+    (repo / "latin1.md").write_bytes(f"{publish.BEGIN}\n\xe9\n{publish.END}".encode("latin-1"))
+    cases.append(("run", run, repo / "d", "--readme", repo / "latin1.md"))     # not UTF-8
+    (repo / "two.md").write_text(f"{publish.BEGIN}{publish.END}{publish.END}")
+    cases.append(("run", run, repo / "d", "--readme", repo / "two.md"))        # a forged second marker
+    (repo / "none.md").write_text("no markers\n")
+    cases.append(("run", run, repo / "d", "--readme", repo / "none.md"))
+    before = _snapshot(repo)
+    for argv in cases:
+        code, err = _cli(capsys, *argv)
+        assert code != 0, argv
+    assert _snapshot(repo) == before and readme.read_text() == good
+    assert not (repo / "d").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_symlinks_out_of_the_run_and_fifos_are_refused(site, capsys, tmp_path):
+    run, repo = site
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(PNG + b"secret")
+    fig = run / "spelling" / "figures" / "fano.png"
+    fig.symlink_to(secret)
+    code, err = _cli(capsys, "run", run, repo / "d")
+    assert code != 0 and "outside the run" in err and not (repo / "d").exists()
+    fig.unlink()
+    os.mkfifo(fig)
+    code, err = _cli(capsys, "run", run, repo / "d")
+    assert code != 0 and "FIFO" in err
+    fig.unlink()
+    inside = run / "spelling" / "figures" / "decomposition.png"
+    fig.symlink_to(inside)  # a link inside the run is fine
+    assert _cli(capsys, "run", run, repo / "d")[0] == 0
+    (run / "summary.json").rename(run / "real.json")
+    (run / "summary.json").symlink_to(tmp_path / "other.json")
+    (tmp_path / "other.json").write_text(json.dumps(_summary()))
+    code, err = _cli(capsys, "run", run, repo / "d2")
+    assert code != 0 and "outside the run" in err
+
+
+def test_reproduce_timings_are_checked(site, capsys):
+    run, repo = site
+    for bad in ({"timings": {"train": 1e300}}, {"timings": {"train": float("nan")}}, {"timings": [1]},
+                {"timings": {"<b>": 1.0}}, {"timings": {}, "timings_history": [3]}):
+        (run / "reproduce.json").write_text(json.dumps(bad))
+        code, err = _cli(capsys, "run", run, repo / "d")
+        assert code != 0 and "reproduce" in err, err
+
+
+def test_an_existing_publication_survives_a_file_size_limit(site, tmp_path):
+    """Under ``ulimit -f`` the copy fails with one line and the published summary.json is intact."""
+    run, repo = site
+    dest = repo / "docs" / "q"
+    from gptwaves.cli import main
+
+    assert main(["publish", "run", str(run), str(dest)]) == 0
+    published = _snapshot(dest)
+    s = _summary()
+    for c in s["findings"]["claims"]:
+        c["as_stated"]["text"] = "long " * 1500  # a summary.json over the 4 KiB limit
+    (run / "summary.json").write_text(json.dumps(s))
+    code = (f"import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); from gptwaves.cli import main; "
+            f"sys.exit(main(['publish', 'run', {str(run)!r}, {str(dest)!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    assert p.returncode != 0
+    assert p.stderr.strip().startswith("gptwaves: error: cannot write") and len(p.stderr.strip().splitlines()) == 1
+    assert _snapshot(dest) == published and not list(dest.glob(".*.tmp"))

@@ -494,6 +494,35 @@ def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes:
         click.echo(f"written: {out}")
 
 
+@cli.group()
+def publish() -> None:
+    """Publish a finished run's results into the repository's docs (generated, never typed)."""
+
+
+@publish.command("run")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--readme", type=click.Path(path_type=Path), default=None,
+              help="Also replace this README's <!-- results:begin --> ... <!-- results:end --> block.")
+def publish_run_command(run_dir: Path, dest: Path, readme: Path | None) -> None:
+    """Copy RUN_DIR's summary.json and key figures into DEST and write DEST/claims.md."""
+    from .publish import publish_run
+
+    for p in publish_run(run_dir, dest, readme):
+        click.echo(str(p))
+
+
+@publish.command("seeds")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+def publish_seeds_command(out: Path, run_dirs: tuple[Path, ...]) -> None:
+    """Tabulate the verdicts of runs that differ only in their training seed into OUT (Markdown)."""
+    from .publish import write_seeds_table
+
+    click.echo(str(write_seeds_table(out, list(run_dirs))))
+
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="gptwaves", standalone_mode=False)
@@ -506,8 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("gptwaves: interrupted; re-run the same command to resume", err=True)
         return 130
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # usage errors too: one line like every other error
+        msg = " ".join(e.format_message().split())
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if isinstance(e, click.UsageError) and ctx is not None else ""
+        click.echo(f"gptwaves: error: {msg}{hint}", err=True)
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code

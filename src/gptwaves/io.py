@@ -8,6 +8,7 @@ an interrupted job never damages an existing result.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import fcntl
 import hashlib
@@ -167,22 +168,124 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+#: JSON nested deeper than this is not something gptwaves writes (its files are a few levels deep).
+MAX_JSON_DEPTH = 64
+
+#: The folder every read must stay inside while :func:`confine_reads` is active (None: anywhere).
+_READ_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("gptwaves_read_root", default=None)
+
+
+@contextlib.contextmanager
+def confine_reads(root: str | os.PathLike) -> Iterator[Path]:
+    """While active, every read through this module's readers (:func:`read_json`,
+    :func:`read_bytes_bounded`, :func:`read_text_file`, :func:`check_regular_file`) must resolve
+    to a file inside ``root``: a symbolic link out of a run directory (a figure linked to
+    ``/etc/passwd``, a waves folder linked in from another run) is refused in one line."""
+    token = _READ_ROOT.set(Path(os.path.realpath(root)))
+    try:
+        yield _READ_ROOT.get()
+    finally:
+        _READ_ROOT.reset(token)
+
+
+def check_inside_root(path: str | os.PathLike, what: str = "file") -> None:
+    """Refuse ``path`` when it resolves outside the folder of an active :func:`confine_reads`."""
+    root = _READ_ROOT.get()
+    if root is None:
+        return
+    real = Path(os.path.realpath(path))
+    if real != root and root not in real.parents:
+        raise CorruptArtefactError(f"{what} {path} leads outside the run directory {root} (a symbolic link "
+                                   f"to {real}); refusing to read it")
+
+
+def _kind(mode: int) -> str:
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "special")
+
+
+def read_bytes_bounded(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, with one-line errors.
+
+    The file is opened without blocking (``O_NONBLOCK``: a FIFO never hangs) and checked on the
+    open descriptor (``fstat``: no race between the check and the read), so a FIFO, device,
+    socket or folder is refused, and never more than ``max_bytes`` are read (``/dev/zero``, a
+    file that grows). Inside :func:`confine_reads` the path must resolve inside the run.
+    """
+    p = Path(path)
+    check_inside_root(p, what)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise GptwavesError(f"{what} not found: {p}") from None
+    except OSError as e:
+        raise GptwavesError(f"cannot read {what} {p}: {describe_oserror(e)}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise GptwavesError(f"{what} path is a directory, not a file: {p}")
+        if not stat.S_ISREG(st.st_mode):
+            raise GptwavesError(f"{what} {p} is {_kind(st.st_mode)}, not a regular file")
+        if st.st_size > max_bytes:
+            raise GptwavesError(f"{what} {p} is too large ({st.st_size:,} bytes > {max_bytes:,})")
+        chunks, n = [], 0
+        while n <= max_bytes:
+            block = os.read(fd, min(1 << 20, max_bytes + 1 - n))
+            if not block:
+                break
+            chunks.append(block)
+            n += len(block)
+        if n > max_bytes:
+            raise GptwavesError(f"{what} {p} is too large (over {max_bytes:,} bytes)")
+        return b"".join(chunks)
+    except OSError as e:
+        raise GptwavesError(f"cannot read {what} {p}: {describe_oserror(e)}") from None
+    except MemoryError:
+        raise GptwavesError(f"{what} {p} does not fit in memory") from None
+    finally:
+        os.close(fd)
+
+
+def json_depth_ok(obj: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``obj`` is nested at most ``limit`` levels deep (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (dict, list)):
+            if d > limit:
+                return False
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return True
+
+
+def parse_json_bytes(data: bytes, path: str | os.PathLike, what: str = "file") -> Any:
+    """Decode JSON with one-line errors: not UTF-8, not JSON, integers of thousands of digits,
+    nesting deeper than :data:`MAX_JSON_DEPTH`."""
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CorruptArtefactError(f"{what} is corrupt (not valid JSON): {path}: "
+                                   f"{' '.join(str(e).split())[:200]}") from None
+    except ValueError as e:  # Python's limit on int digits (a 5000-digit number)
+        raise CorruptArtefactError(f"{what} {path} holds an absurd number: {' '.join(str(e).split())[:120]}") \
+            from None
+    if not json_depth_ok(obj):
+        raise CorruptArtefactError(f"{what} {path} is nested deeper than {MAX_JSON_DEPTH} levels: not a "
+                                   "gptwaves file")
+    return obj
+
+
 def read_json(path: str | os.PathLike, what: str = "file", expect: type | None = None,
               max_bytes: int = MAX_JSON_BYTES) -> Any:
-    """Read a JSON file with one-line errors: missing, not a regular file, too big, not JSON.
+    """Read a JSON file with one-line errors: missing, not a regular file (FIFOs and devices are
+    refused without blocking), too big, not JSON, absurd numbers, too deeply nested.
 
     ``expect`` (e.g. ``dict``) also checks the type of the top-level value.
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         raise GptwavesError(f"{what} not found: {path}")
-    check_regular_file(path, what, max_bytes)
-    try:
-        obj = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise CorruptArtefactError(f"{what} is corrupt (not valid JSON): {path}: {e}") from None
-    except OSError as e:
-        raise GptwavesError(f"cannot read {what} {path}: {describe_oserror(e)}") from None
+    obj = parse_json_bytes(read_bytes_bounded(path, what, max_bytes), path, what)
     if expect is not None and not isinstance(obj, expect):
         raise CorruptArtefactError(
             f"{what} {path} holds a JSON {type(obj).__name__}, not a {expect.__name__}")
@@ -196,6 +299,7 @@ def check_regular_file(path: str | os.PathLike, what: str = "file", max_bytes: i
     reading never hangs and never fills memory.
     """
     p = Path(path)
+    check_inside_root(p, what)
     try:
         st = os.stat(p)
     except FileNotFoundError:
@@ -205,9 +309,7 @@ def check_regular_file(path: str | os.PathLike, what: str = "file", max_bytes: i
     if stat.S_ISDIR(st.st_mode):
         raise GptwavesError(f"{what} path is a directory, not a file: {p}")
     if not stat.S_ISREG(st.st_mode):
-        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
-                or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "special")
-        raise GptwavesError(f"{what} {p} is {kind}, not a regular file")
+        raise GptwavesError(f"{what} {p} is {_kind(st.st_mode)}, not a regular file")
     if max_bytes is not None and st.st_size > max_bytes:
         raise GptwavesError(f"{what} {p} is too large ({st.st_size:,} bytes > {max_bytes:,})")
     return st.st_size
@@ -362,13 +464,7 @@ def read_text_file(path: str | os.PathLike, what: str = "file",
     p = Path(path)
     if not p.exists() and not p.is_symlink():
         raise GptwavesError(f"{what} file not found: {p}")
-    check_regular_file(p, what, max_bytes)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise GptwavesError(f"cannot read {what} {p}: {describe_oserror(e)}") from None
-    except MemoryError:
-        raise GptwavesError(f"{what} {p} does not fit in memory") from None
+    data = read_bytes_bounded(p, what, max_bytes)
     if not data:
         raise GptwavesError(f"{what} file is empty: {p}")
     if b"\x00" in data:

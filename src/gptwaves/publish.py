@@ -1,7 +1,9 @@
-"""Publish a finished run's results into the repository's docs (issue 15), generated, never typed.
+"""Publish a finished run's results into the repository's docs, generated, never typed.
 
-    python -m gptwaves.publish run RUN_DIR docs/results/NAME [--readme README.md]
-    python -m gptwaves.publish seeds docs/results/seeds.md RUN_DIR [RUN_DIR ...]
+    gptwaves publish run RUN_DIR docs/results/NAME [--readme README.md]
+    gptwaves publish seeds docs/results/seeds.md RUN_DIR [RUN_DIR ...]
+
+(``python -m gptwaves.publish run|seeds ...`` is the same command.)
 
 ``run`` copies ``summary.json`` and the key figures (small PNGs) of a run into
 ``docs/results/NAME/``, writes ``claims.md`` there (both verdicts of every claim with their
@@ -10,22 +12,42 @@ between ``<!-- results:begin -->`` and ``<!-- results:end -->`` of the README wi
 short table. ``seeds`` tabulates the verdicts and the crossing iteration of several runs that differ
 only in their training seed, with mean and spread; a verdict that differs between seeds is marked
 fragile.
+
+Everything is checked before anything is written (docs/method.md, "Publishing results"): the
+summary's structure and numbers (finite, of a sensible size), the files read (regular files inside
+the run, no symbolic link out of it, no FIFO), the output folder and the README (its markers, its
+folder). Every value copied into Markdown is escaped (table cells, HTML, links and images, line
+breaks), so no value can add markup or forge the README's markers. Every file is written atomically
+(an existing publication is left intact by any fault).
 """
 
 from __future__ import annotations
 
-import argparse
-import shutil
+import math
+import os
+import re
 import statistics
 import sys
 from pathlib import Path
 
-from .errors import GptwavesError
-from .io import atomic_write_text, read_json
+from .errors import CorruptArtefactError, GptwavesError
+from .io import (atomic_write_bytes, atomic_write_text, check_run_dir, confine_reads, read_bytes_bounded, read_json,
+                 read_text_file)
 
-__all__ = ["publish_run", "seeds_table", "claims_markdown", "readme_block", "KEY_FIGURES"]
+__all__ = ["publish_run", "seeds_table", "claims_markdown", "readme_block", "md_escape", "check_summary",
+           "KEY_FIGURES", "BEGIN", "END"]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+VERDICTS = ("supported", "not supported", "inconclusive")
+#: Limits of what is published: a figure (small PNGs), a README, a stage's seconds, an iteration.
+MAX_FIGURE_BYTES = 32 << 20
+MAX_README_BYTES = 16 << 20
+MAX_SECONDS = 1e9
+MAX_ITERATION = 2**53
+MAX_TEXT = 10_000
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,63}")  # presets, versions, taps, stage names, seeds
+_REL = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")  # the results folder, relative to the README
 
 #: (source relative to the run directory; {last} / {first} = the last / first checkpoint's name), target name
 KEY_FIGURES = (
@@ -40,25 +62,163 @@ KEY_FIGURES = (
     ("figures/training_curves.png", "training_curves.png"),
 )
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+
+
+def md_escape(text: object) -> str:
+    """``text`` as inert Markdown: one line (control characters and line breaks become spaces),
+    HTML escaped (``<`` ``>`` ``&``: no tags, no comments, hence no forged markers), and the
+    characters that make emphasis, code, links, images or table cells (``\\ ` * _ [ ] | ~``)
+    backslash-escaped."""
+    s = "".join(" " if (ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029") else ch for ch in str(text))
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+class _Bad(Exception):
+    pass
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _need(obj, key, kinds: tuple, where: str):
+    v = obj.get(key) if isinstance(obj, dict) else None
+    ok = any((t is None and v is None) or (t is float and _is_num(v)) or
+             (t is int and isinstance(v, int) and not isinstance(v, bool)) or
+             (t not in (None, float, int) and isinstance(v, t)) for t in kinds)
+    if not ok:
+        names = "/".join("null" if t is None else "a number" if t is float else "an integer" if t is int
+                         else f"a JSON {'object' if t is dict else 'array' if t is list else 'string'}" for t in kinds)
+        raise _Bad(f"{where}{key} = {str(v)[:40]!r} is not {names}")
+    return v
+
+
+def _name(v, where: str) -> None:
+    if v is not None and not (isinstance(v, str) and _NAME.fullmatch(v)):
+        raise _Bad(f"{where} = {str(v)[:40]!r} is not a plain name (letters, digits, '.', '_', '+', ':', '-')")
+
+
+def _bounded(v, where: str, lo: float, hi: float) -> None:
+    if v is not None and not (_is_num(v) and math.isfinite(v) and lo <= v <= hi):
+        raise _Bad(f"{where} = {str(v)[:40]!r} is not a number in [{lo:g}, {hi:g}]")
+
+
+def _text(v, where: str, empty: bool = True) -> None:
+    if not isinstance(v, str) or len(v) > MAX_TEXT or (not empty and not v.strip()):
+        raise _Bad(f"{where} is not {'a non-empty' if not empty else 'a'} text of at most {MAX_TEXT} characters")
+
+
+def _check(s) -> None:
+    from .stages.checks import _Bad as ValuesBad
+    from .stages.checks import check_values
+
+    if not isinstance(s, dict):
+        raise _Bad("it is not a JSON object")
+    try:
+        check_values(s)  # no NaN or infinity, no absurd numbers, probabilities in [0, 1], ordered intervals
+    except ValuesBad as e:
+        raise _Bad(str(e)) from None
+    for k in ("preset", "gptwaves_version"):
+        _name(s.get(k), k)
+    settings = _need(s, "settings", (dict, None), "")
+    train = _need(settings or {}, "train", (dict, None), "settings.")
+    if train:
+        seed = _need(train, "seed", (int, None), "settings.train.")
+        _bounded(seed, "settings.train.seed", 0, MAX_ITERATION)
+    for i, c in enumerate(_need(s, "checkpoints", (list, None), "") or []):
+        w = f"checkpoints[{i}]."
+        if not isinstance(c, dict):
+            raise _Bad(f"checkpoints[{i}] is not a JSON object")
+        _bounded(_need(c, "iteration", (int, None), w), w + "iteration", 0, MAX_ITERATION)
+        _need(c, "val_loss", (float, None), w)
+        sp = _need(c, "spelling", (dict, None), w) or {}
+        for k in ("correct", "misspelled", "cascade"):
+            d = _need(sp, k, (dict, None), w + "spelling.") or {}
+            for q, v in d.items():
+                if not (v is None or _is_num(v) or isinstance(v, (list, dict)) or q == "verdict"
+                        or isinstance(v, (str, bool))):
+                    raise _Bad(f"{w}spelling.{k}.{q} has an unexpected type")
+        for tap, v in (_need(c, "waves", (dict, None), w) or {}).items():
+            _name(tap, f"{w}waves tap")
+            if not isinstance(v, dict):
+                raise _Bad(f"{w}waves.{tap} is not a JSON object")
+            _need(v, "induced", (dict, None), f"{w}waves.{tap}.")
+            sur = _need(v, "surrogate", (dict, None), f"{w}waves.{tap}.") or {}
+            _need(sur, "mean_abs_corr", (dict, None), f"{w}waves.{tap}.surrogate.")
+    f = _need(s, "findings", (dict,), "")
+    for i, c in enumerate(_need(f, "claims", (list,), "findings.")):
+        w = f"findings.claims[{i}]"
+        if not isinstance(c, dict):
+            raise _Bad(f"{w} is not a JSON object")
+        cid = _need(c, "id", (int,), w + ".")
+        _bounded(cid, w + ".id", 1, 99)
+        _text(c.get("claim"), w + ".claim (its title)", empty=False)
+        for part in ("as_stated", "beyond_null"):
+            p = _need(c, part, (dict,), w + ".")
+            if p.get("verdict") not in VERDICTS:
+                raise _Bad(f"{w}.{part}.verdict = {str(p.get('verdict'))[:40]!r} is not one of {', '.join(VERDICTS)}")
+            _text(p.get("text"), f"{w}.{part}.text")
+    cr = _need(f, "crossing", (dict, None), "findings.") or {}
+    _bounded(_need(cr, "iteration", (float, None), "findings.crossing."), "findings.crossing.iteration", 0,
+             MAX_ITERATION)
+    ci = _need(cr, "ci", (list, None), "findings.crossing.")
+    if ci is not None:
+        if len(ci) != 2:
+            raise _Bad(f"findings.crossing.ci has {len(ci)} values, not 2")
+        for v in ci:
+            _bounded(v, "findings.crossing.ci", 0, MAX_ITERATION)
+    if cr.get("reason") is not None:
+        _text(cr["reason"], "findings.crossing.reason")
+
+
+def check_summary(s, path: str | os.PathLike = "summary.json") -> dict:
+    """Refuse (one line naming ``path`` and the field) a summary that publish cannot render
+    faithfully: wrong structure, non-finite or absurd numbers, a claim without a title, a verdict
+    outside the three, a crossing interval that is not two numbers, names with markup."""
+    from .stages.summary import SUMMARY_FORMAT, SUMMARY_VERSION
+
+    if not isinstance(s, dict) or s.get("format") != SUMMARY_FORMAT or s.get("format_version") != SUMMARY_VERSION:
+        raise GptwavesError(f"{path} is not a gptwaves summary of format version {SUMMARY_VERSION}; rebuild it with "
+                            "`gptwaves summary --run RUN_DIR`")
+    try:
+        _check(s)
+    except _Bad as e:
+        raise CorruptArtefactError(f"{path} cannot be published: {e}; rebuild it with `gptwaves summary --run "
+                                   "RUN_DIR`") from None
+    return s
+
+
+def _run_dir(run_dir: str | os.PathLike) -> Path:
+    p = check_run_dir(run_dir)
+    if not p.is_dir():
+        raise GptwavesError(f"run directory not found: {run_dir}")
+    return p
+
+
+def _summary(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    with confine_reads(run_dir):
+        return check_summary(read_json(path, "summary", dict), path)
+
+
+# ------------------------------------------------------------------------------ Markdown
+
 
 def _fmt(v, nd: int = 3) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, (int, float)):
-        return f"{v:.{nd}g}" if isinstance(v, float) else str(v)
-    return str(v)
-
-
-def _summary(run_dir: Path) -> dict:
-    from .stages.summary import SUMMARY_FORMAT, SUMMARY_VERSION
-
-    s = read_json(Path(run_dir) / "summary.json", "summary", dict)
-    if s.get("format") != SUMMARY_FORMAT or s.get("format_version") != SUMMARY_VERSION:
-        raise GptwavesError(f"{run_dir}/summary.json is not a gptwaves summary of format version {SUMMARY_VERSION}; "
-                            f"rebuild it with `gptwaves summary --run {run_dir}`")
-    return s
+    if isinstance(v, float):
+        return f"{v:.{nd}g}" if math.isfinite(v) else "n/a"
+    if isinstance(v, int):
+        return str(v) if abs(v) < 10**15 else f"{v:.{nd}g}"
+    return md_escape(v)
 
 
 def _claims(s: dict) -> list[dict]:
@@ -66,16 +226,17 @@ def _claims(s: dict) -> list[dict]:
 
 
 def claims_markdown(s: dict, *, with_text: bool = True) -> str:
-    """The claims table of a summary (format 2): both verdicts, and their sentences of numbers."""
+    """The claims table of a (checked) summary: both verdicts, and their sentences of numbers."""
     out = ["| # | claim | as stated | beyond the null |", "|---|---|---|---|"]
     for c in _claims(s):
-        out.append(f"| {c['id']} | {c['claim']} | **{c['as_stated']['verdict']}** | **{c['beyond_null']['verdict']}** |")
+        out.append(f"| {int(c['id'])} | {md_escape(c['claim'])} | **{md_escape(c['as_stated']['verdict'])}** | "
+                   f"**{md_escape(c['beyond_null']['verdict'])}** |")
     if with_text:
         out.append("")
         for c in _claims(s):
-            out.append(f"**{c['id']}. {c['claim']}.** *As stated ({c['as_stated']['verdict']}):* "
-                       f"{c['as_stated']['text']} *Beyond the null ({c['beyond_null']['verdict']}):* "
-                       f"{c['beyond_null']['text']}")
+            a, b = c["as_stated"], c["beyond_null"]
+            out.append(f"**{int(c['id'])}. {md_escape(c['claim'])}.** *As stated ({md_escape(a['verdict'])}):* "
+                       f"{md_escape(a['text'])} *Beyond the null ({md_escape(b['verdict'])}):* {md_escape(b['text'])}")
             out.append("")
     cr = (s.get("findings") or {}).get("crossing") or {}
     if not with_text:
@@ -86,7 +247,8 @@ def claims_markdown(s: dict, *, with_text: bool = True) -> str:
                    f"(95% bootstrap CI {_fmt(lo, 4) if lo is not None else 'open'} to "
                    f"{_fmt(hi, 4) if hi is not None else 'open'}).")
     else:
-        out.append(f"Crossing of F_correct through 1: not reported ({cr.get('reason') or 'no spelling statistics'}).")
+        out.append(f"Crossing of F_correct through 1: not reported "
+                   f"({md_escape(cr.get('reason') or 'no spelling statistics')}).")
     return "\n".join(out) + "\n"
 
 
@@ -105,85 +267,145 @@ def _checkpoint_markdown(s: dict) -> str:
         sur = (w.get("surrogate") or {}).get("mean_abs_corr") or {}
         ci = sur.get("ci") or [None, None]
         out.append(
-            f"| {c.get('iteration')} | {_fmt(c.get('val_loss'), 4)} | {_fmt(cor.get('fano'))} ({cor.get('verdict', 'n/a')}) "
-            f"| {_fmt(cor.get('excess'))} ({_fmt(cor.get('excess_p'), 2)}) "
-            f"| {_fmt(mis.get('fano'))} ({mis.get('verdict', 'n/a')}) | {_fmt(mis.get('excess'))} "
+            f"| {_fmt(c.get('iteration'))} | {_fmt(c.get('val_loss'), 4)} | {_fmt(cor.get('fano'))} "
+            f"({_fmt(cor.get('verdict', 'n/a'))}) | {_fmt(cor.get('excess'))} ({_fmt(cor.get('excess_p'), 2)}) "
+            f"| {_fmt(mis.get('fano'))} ({_fmt(mis.get('verdict', 'n/a'))}) | {_fmt(mis.get('excess'))} "
             f"({_fmt(mis.get('excess_p'), 2)}) | {_fmt(sp.get('error_rate'))} | {_fmt(cas.get('rr'))} "
             f"({_fmt(cas.get('p_value'), 2)}) | {_fmt((w.get('induced') or {}).get('mean_abs_corr'))} "
             f"| {_fmt(sur.get('excess'))} [{_fmt(ci[0])}, {_fmt(ci[1])}] |")
     return (f"Focus tap: `{tap}`.\n\n" if tap else "") + "\n".join(out) + "\n"
 
 
-def _timings_markdown(run_dir: Path) -> str:
-    p = Path(run_dir) / "reproduce.json"
-    if not p.is_file():
+def _timings(run_dir: Path) -> tuple[dict, list[dict]] | None:
+    """The stage timings of ``reproduce.json`` (checked: plain stage names, seconds in [0, 1e9])."""
+    p = run_dir / "reproduce.json"
+    if not os.path.lexists(p):
+        return None
+    with confine_reads(run_dir):
+        r = read_json(p, "reproduce record", dict)
+    try:
+        tm = _need(r, "timings", (dict, None), "") or {}
+        hist = _need(r, "timings_history", (list, None), "") or []
+        for i, h in enumerate([tm, *hist]):
+            if not isinstance(h, dict):
+                raise _Bad(f"timings_history[{i - 1}] is not a JSON object")
+            for k, v in h.items():
+                _name(k, "a stage name")
+                _bounded(v, f"the seconds of stage {k}", 0, MAX_SECONDS)
+    except _Bad as e:
+        raise CorruptArtefactError(f"reproduce record {p} cannot be published: {e}") from None
+    return tm, hist
+
+
+def _timings_markdown(timings: tuple[dict, list[dict]] | None) -> str:
+    if timings is None:
         return "Stage timings: not recorded (the run was not made by `gptwaves reproduce`).\n"
-    r = read_json(p, "reproduce record", dict)
-    tm = {k: v for k, v in (r.get("timings") or {}).items() if isinstance(v, (int, float))}
-    hist = [h for h in r.get("timings_history") or [] if isinstance(h, dict)]
+    tm, hist = timings
     rows = ["| stage | seconds (last invocation) | seconds (all invocations) |", "|---|---|---|"]
     for k, v in tm.items():
-        total = v + sum(h.get(k, 0) for h in hist if isinstance(h.get(k), (int, float)))
-        rows.append(f"| {k} | {v:.1f} | {total:.1f} |")
+        if v is None:
+            continue
+        total = v + sum(h.get(k) or 0 for h in hist)
+        rows.append(f"| {md_escape(k)} | {v:.1f} | {total:.1f} |")
     return "\n".join(rows) + "\n"
 
 
-def _resolve_figures(run_dir: Path, s: dict) -> list[tuple[Path, str]]:
+def _read_figures(run_dir: Path, s: dict) -> list[tuple[bytes, str]]:
+    """The key figures present in the run: (PNG bytes, published name). Each must be a regular
+    PNG file of at most MAX_FIGURE_BYTES inside the run (a link out of the run is refused)."""
     names = [f"iter_{c['iteration']:07d}" for c in s.get("checkpoints") or []
              if isinstance(c, dict) and isinstance(c.get("iteration"), int)]
     first, last = (names[0], names[-1]) if names else ("", "")
     out = []
-    for src, dst in KEY_FIGURES:
-        p = Path(run_dir) / src.format(first=first, last=last)
-        if p.is_file():
-            out.append((p, dst))
+    with confine_reads(run_dir):
+        for src, dst in KEY_FIGURES:
+            p = run_dir / src.format(first=first, last=last)
+            if not os.path.lexists(p):
+                continue
+            data = read_bytes_bounded(p, "figure", MAX_FIGURE_BYTES)
+            if not data.startswith(PNG_MAGIC):
+                raise CorruptArtefactError(f"figure {p} is not a PNG file")
+            out.append((data, dst))
     return out
 
 
 def readme_block(s: dict, results_dir: str, figure: str | None, link: str = "docs/results.md") -> str:
     """The README's results block: one figure and a short claims table, linking to the full results."""
+    if not _REL.fullmatch(results_dir) or ".." in results_dir.split("/"):
+        raise GptwavesError(f"the results folder {results_dir!r} must be a plain relative path (letters, digits, "
+                            "'.', '_', '-', '/') under the README's folder")
     lines = [BEGIN, ""]
-    preset = s.get("preset") or "?"
+    preset = md_escape(s.get("preset") or "?")
     if figure:
         lines += [f"![F against training with its independent-error reference and permutation null "
                   f"({preset} preset)]({results_dir}/{figure})", ""]
-    lines += [f"*Generated by `python -m gptwaves.publish` from `{results_dir}/summary.json` ({preset} preset, "
+    lines += [f"*Generated by `gptwaves publish` from `{results_dir}/summary.json` ({preset} preset, "
               f"{len(s.get('checkpoints') or [])} checkpoints). Full numbers, what is reproduced and what only the "
               f"null models reveal: [{link}]({link}).*", ""]
     lines.append(claims_markdown(s, with_text=False).rstrip("\n"))
     lines += ["", END]
-    return "\n".join(lines)
+    block = "\n".join(lines)
+    if block.count(BEGIN) != 1 or block.count(END) != 1:  # md_escape makes this impossible; never rely on it alone
+        raise GptwavesError("a value of the summary forges the README's results markers; refusing to publish it")
+    return block
+
+
+def _new_readme(readme: Path, dest: Path, s: dict, figure: str | None) -> str:
+    """The README's new text (read and checked before anything is written)."""
+    text, _ = read_text_file(readme, "README", MAX_README_BYTES)
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise GptwavesError(f"{readme} must hold exactly one {BEGIN} ... {END} block (begin before end)")
+    try:
+        rel = dest.resolve().relative_to(readme.resolve().parent).as_posix()
+    except ValueError:
+        raise GptwavesError(f"the results folder {dest} is not under the README's folder "
+                            f"{readme.resolve().parent}: the README could not link to it") from None
+    a, b = text.index(BEGIN), text.index(END) + len(END)
+    return text[:a] + readme_block(s, rel, figure) + text[b:]
+
+
+def _check_dest(dest: Path, run_dir: Path) -> Path:
+    s = os.fspath(dest)
+    if not s.strip() or "\x00" in s:
+        raise GptwavesError(f"invalid output folder {s!r}")
+    if dest.exists() and not dest.is_dir():
+        raise GptwavesError(f"output folder {dest} exists and is not a folder")
+    d = dest.resolve()
+    if d == run_dir or run_dir in d.parents:
+        raise GptwavesError(f"output folder {dest} is inside the run {run_dir}: publish into the docs, not the run")
+    return d
 
 
 def publish_run(run_dir: str | Path, dest: str | Path, readme: str | Path | None = None) -> list[Path]:
     """Copy a run's summary and key figures into ``dest`` and write ``dest/claims.md``; optionally
-    rewrite the README's results block. Returns the files written."""
-    run_dir, dest = Path(run_dir), Path(dest)
-    s = _summary(run_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
-    shutil.copyfile(run_dir / "summary.json", dest / "summary.json")
-    written.append(dest / "summary.json")
-    figs = _resolve_figures(run_dir, s)
-    for src, name in figs:
-        shutil.copyfile(src, dest / name)
-        written.append(dest / name)
-    md = [f"# Results of the `{s.get('preset')}` run (generated)", "",
-          f"Generated by `python -m gptwaves.publish run` from `{dest.as_posix()}/summary.json` "
-          f"(gptwaves {s.get('gptwaves_version')}). Do not edit by hand.", "",
+    rewrite the README's results block. Returns the files written.
+
+    Everything is read and checked first (summary, reproduce record, figures, README, where the
+    README can link); only then is anything written, each file atomically."""
+    run = _run_dir(run_dir)
+    dest = Path(dest)
+    _check_dest(dest, run)
+    s = _summary(run)
+    with confine_reads(run):
+        summary_bytes = read_bytes_bounded(run / "summary.json", "summary")
+    timings = _timings(run)
+    figs = _read_figures(run, s)
+    version = md_escape(s.get("gptwaves_version") or "n/a")
+    md = [f"# Results of the `{s.get('preset') or 'n/a'}` run (generated)", "",
+          f"Generated by `gptwaves publish run` from `summary.json` in this folder (gptwaves {version}). "
+          "Do not edit by hand.", "",
           "## Claims", "", claims_markdown(s), "## Checkpoints", "", _checkpoint_markdown(s),
-          "## Time of each stage", "", _timings_markdown(run_dir), "## Figures", ""]
+          "## Time of each stage", "", _timings_markdown(timings), "## Figures", ""]
     md += [f"![{name}]({name})" for _, name in figs]
-    written.append(atomic_write_text(dest / "claims.md", "\n".join(md) + "\n"))
+    new_readme = None
     if readme is not None:
-        readme = Path(readme)
-        text = readme.read_text(encoding="utf-8")
-        if BEGIN not in text or END not in text:
-            raise GptwavesError(f"{readme} has no {BEGIN} ... {END} block")
-        rel = dest.resolve().relative_to(readme.resolve().parent).as_posix()
         fig = next((n for _, n in figs if n == "fano_reference_null.png"), None)
-        a, b = text.index(BEGIN), text.index(END) + len(END)
-        written.append(atomic_write_text(readme, text[:a] + readme_block(s, rel, fig) + text[b:]))
+        new_readme = _new_readme(Path(readme), dest, s, fig)
+    written = [atomic_write_bytes(dest / "summary.json", summary_bytes)]
+    written += [atomic_write_bytes(dest / name, data) for data, name in figs]
+    written.append(atomic_write_text(dest / "claims.md", "\n".join(md) + "\n"))
+    if new_readme is not None:
+        written.append(atomic_write_text(Path(readme), new_readme))
     return written
 
 
@@ -191,10 +413,10 @@ def seeds_table(run_dirs: list[str | Path]) -> str:
     """Verdicts and crossing per training seed, with the spread; verdicts that differ are fragile."""
     runs = []
     for d in run_dirs:
-        s = _summary(Path(d))
+        s = _summary(_run_dir(d))
         seed = ((s.get("settings") or {}).get("train") or {}).get("seed")
         runs.append((seed, s))
-    out = ["| claim | " + " | ".join(f"seed {seed}" for seed, _ in runs) + " | robust? |",
+    out = ["| claim | " + " | ".join(f"seed {_fmt(seed)}" for seed, _ in runs) + " | robust? |",
            "|---|" + "---|" * len(runs) + "---|"]
     ids = sorted({c["id"] for _, s in runs for c in _claims(s)})
     for cid in ids:
@@ -206,45 +428,40 @@ def seeds_table(run_dirs: list[str | Path]) -> str:
                 title = title or (c["claim"] if c else "")
                 vs.append(c[part]["verdict"] if c else "n/a")
             robust = "same in every seed" if len(set(vs)) == 1 else "**fragile**"
-            out.append(f"| {cid}. {title} ({label}) | " + " | ".join(vs) + f" | {robust} |")
+            out.append(f"| {cid}. {md_escape(title)} ({label}) | " + " | ".join(map(md_escape, vs))
+                       + f" | {robust} |")
     crossings = [((s.get("findings") or {}).get("crossing") or {}) for _, s in runs]
     its = [c.get("iteration") for c in crossings]
     out.append("| crossing iteration of F_correct | " + " | ".join(
-        _fmt(i, 4) if i is not None else f"not reported ({c.get('reason') or 'n/a'})" for i, c in zip(its, crossings))
+        _fmt(i, 4) if i is not None else f"not reported ({md_escape(c.get('reason') or 'n/a')})"
+        for i, c in zip(its, crossings))
         + " | " + (f"mean {statistics.mean([i for i in its if i is not None]):.0f}, sd "
                    f"{statistics.stdev([i for i in its if i is not None]):.0f}"
                    if sum(i is not None for i in its) >= 2 else "fewer than 2 reported") + " |")
     for key, label in (("val_loss", "final val loss"),):
         vals = [((s.get("checkpoints") or [{}])[-1]).get(key) for _, s in runs]
-        ok = [v for v in vals if isinstance(v, (int, float))]
+        ok = [v for v in vals if _is_num(v)]
         out.append(f"| {label} | " + " | ".join(_fmt(v, 4) for v in vals) + " | "
                    + (f"mean {statistics.mean(ok):.3f}, sd {statistics.stdev(ok):.3f}" if len(ok) >= 2 else "")
                    + " |")
     return "\n".join(out) + "\n"
 
 
+def write_seeds_table(out: str | Path, run_dirs: list[str | Path]) -> Path:
+    """``seeds_table`` written atomically to ``out`` (refused when ``out`` is a folder)."""
+    out = Path(out)
+    if not os.fspath(out).strip() or "\x00" in os.fspath(out):
+        raise GptwavesError(f"invalid output file {os.fspath(out)!r}")
+    if out.is_dir():
+        raise GptwavesError(f"output {out} is a folder, not a file")
+    return atomic_write_text(out, seeds_table(run_dirs))
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gptwaves.publish", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("run", help="publish one run into docs/results/NAME")
-    a.add_argument("run_dir")
-    a.add_argument("dest")
-    a.add_argument("--readme", default=None)
-    b = sub.add_parser("seeds", help="tabulate verdicts across training seeds")
-    b.add_argument("out")
-    b.add_argument("run_dirs", nargs="+")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "run":
-            for p in publish_run(args.run_dir, args.dest, args.readme):
-                print(p)
-        else:
-            atomic_write_text(args.out, seeds_table(args.run_dirs))
-            print(args.out)
-    except GptwavesError as e:
-        print(f"gptwaves: error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+    """``python -m gptwaves.publish ...``: the same as ``gptwaves publish ...``."""
+    from .cli import main as cli_main
+
+    return cli_main(["publish", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover
