@@ -129,3 +129,73 @@ def test_second_writer_of_a_run_directory_is_refused(tmp_path, capsys, corpus_pa
     time.sleep(0.1)
     with RunLock(run):  # released when the holder died
         pass
+
+
+# ------------------------------------------------------------------ bench budget on bad runs
+
+
+def _budget_run(trained_run, tmp_path) -> Path:
+    """A copy of the session's tiny run with a reproduce record, a recording and a spelling result."""
+    import json
+    import shutil
+
+    src = trained_run[0]
+    run = tmp_path / "run"
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns(".lock"))
+    (run / "reproduce.json").write_text(json.dumps({"train": {"max_iters": 20, "batch_size": 4, "precision": "fp32"},
+                                                    "timings": {"train": 1.0, "record": 0.5}}))
+    (run / "recordings").mkdir(exist_ok=True)
+    (run / "recordings" / "iter_0000020.json").write_text(json.dumps({"samples": 2, "steps": 8, "prompt_len": 1}))
+    (run / "spelling").mkdir(exist_ok=True)
+    (run / "spelling" / "iter_0000020.json").write_text(json.dumps({"settings": {"samples": 4, "length": 8}}))
+    return run
+
+
+def _set(rel, obj):
+    import json
+
+    return lambda run: (run / rel).write_text(obj if isinstance(obj, str) else json.dumps(obj))
+
+
+BUDGET_DAMAGE = {
+    "no-run": lambda run: __import__("shutil").rmtree(run),
+    "no-reproduce-record": lambda run: (run / "reproduce.json").unlink(),
+    "reproduce-truncated": _set("reproduce.json", '{"train": {"max_iters": 2'),
+    "reproduce-list": _set("reproduce.json", [1, 2]),
+    "reproduce-timings-string": _set("reproduce.json", {"timings": "fast"}),
+    "reproduce-max_iters-huge": _set("reproduce.json", {"train": {"max_iters": 10**40, "batch_size": 4}}),
+    "reproduce-history-not-objects": _set("reproduce.json", {"timings": {}, "timings_history": [3]}),
+    "no-checkpoints": lambda run: [p.unlink() for p in (run / "checkpoints").glob("iter_*.json")],
+    "checkpoint-config-missing": lambda run: _set(
+        sorted((run / "checkpoints").glob("iter_*.json"))[-1].relative_to(run), {"iteration": 20})(run),
+    "recording-list": _set("recordings/iter_0000020.json", [1]),
+    "recording-samples-huge": _set("recordings/iter_0000020.json", {"samples": 10**30, "steps": 8, "prompt_len": 1}),
+    "spelling-settings-string": _set("spelling/iter_0000020.json", {"settings": "x"}),
+    "spelling-length-string": _set("spelling/iter_0000020.json", {"settings": {"samples": 4, "length": "8"}}),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BUDGET_DAMAGE))
+def test_bench_budget_on_a_missing_or_corrupt_run_is_one_line(trained_run, tmp_path, capsys, monkeypatch, damage):
+    import gptwaves.bench.budget as budget
+
+    monkeypatch.setattr(budget, "matmul_peak", lambda *a, **k: 1.0)  # the run's files are the point here
+    run = _budget_run(trained_run, tmp_path)
+    BUDGET_DAMAGE[damage](run)
+    code = main(["bench", "budget", "--run", str(run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and err and err[-1].startswith("gptwaves: error:"), err
+    assert all(line.startswith("machine:") or "budget" in line for line in err[:-1]), err  # progress lines only
+    assert "bench failed" not in err[-1] and "internal error" not in err[-1]
+
+
+def test_bench_budget_on_a_good_run_and_garbage_metrics_lines(trained_run, tmp_path, capsys, monkeypatch):
+    import gptwaves.bench.budget as budget
+
+    monkeypatch.setattr(budget, "matmul_peak", lambda *a, **k: 1.0)
+    run = _budget_run(trained_run, tmp_path)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('[1, 2]\n{"iter": 3, "kind": "train", "tokens_per_s": "fast"}\n{"iter"\n')
+    assert main(["bench", "budget", "--run", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "budget training" in out and "bench failed" not in out

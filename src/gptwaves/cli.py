@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -150,6 +152,11 @@ def _sampling(seed, temperature, top_k, top_p, context):
 
 def _source(corpus=None, n_head=None, device="auto", hf_model=None, hf_revision=None):
     from .stages.common import ModelSource
+
+    if n_head is not None and not 1 <= n_head <= 4096:
+        raise GptwavesError(f"--n-head must be in [1, 4096], not {n_head}")
+    if hf_revision is not None and hf_model is None:
+        raise GptwavesError("--hf-revision needs --hf-model")
 
     return ModelSource(corpus=corpus, n_head=n_head, device=device, hf_model=hf_model, hf_revision=hf_revision)
 
@@ -476,15 +483,15 @@ def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes:
     """
     from . import bench as gb
 
-    machine = gb.machine_info()
-    click.echo(f"machine: {machine['summary']}; bf16 {'yes' if machine['bf16_cpu'] else 'no'}; "
-               f"load {machine['load_average']}; {machine['date']}", err=True)
     if run_dir is not None and which != "budget":
         raise GptwavesError("--run applies to `gptwaves bench budget` only")
-    if run_dir is not None:
+    if run_dir is not None:  # a missing or corrupt run: one line before anything is measured
         from .bench.budget import check_run
 
         check_run(run_dir)
+    machine = gb.machine_info()
+    click.echo(f"machine: {machine['summary']}; bf16 {'yes' if machine['bf16_cpu'] else 'no'}; "
+               f"load {machine['load_average']}; {machine['date']}", err=True)
     rows = gb.run(which, quick=quick, corpus=corpus, machine=machine,
                   **({"run_dir": run_dir} if run_dir is not None else {}))
     if out is not None:
@@ -521,6 +528,92 @@ def publish_seeds_command(out: Path, run_dirs: tuple[Path, ...]) -> None:
 
     click.echo(str(write_seeds_table(out, list(run_dirs))))
 
+
+
+# ---------------------------------------------------------------------------- option ranges
+
+class _Integer(click.ParamType):
+    """An integer option: plain decimal digits (at most 18: no 5000-digit numbers, no ``1e3``),
+    and for seeds not negative. The settings objects check each option's own range."""
+
+    name = "integer"
+
+    def __init__(self, non_negative: bool = False):
+        self.non_negative = non_negative
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            v = value
+        else:
+            s = str(value).strip()
+            if not re.fullmatch(r"[+-]?\d{1,18}", s):
+                self.fail(f"{str(value)[:40]!r} is not an integer" + (" of at most 18 digits" if
+                          re.fullmatch(r"[+-]?\d+", s) else ""), param, ctx)
+            v = int(s)
+        if self.non_negative and v < 0:
+            self.fail(f"{v} is negative (seeds are 0 or more)", param, ctx)
+        return v
+
+
+class _Finite(click.ParamType):
+    """A real-number option: finite (no nan, inf or overflow to inf); ranges are the settings'."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) and math.isfinite(value):
+            return value
+        s = str(value).strip()
+        try:
+            v = float(s) if len(s) <= 64 else math.nan
+        except ValueError:
+            self.fail(f"{str(value)[:40]!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{str(value)[:40]!r} is not a finite number", param, ctx)
+        return v
+
+
+class _NonBlank(click.ParamType):
+    """A text or path option given on the command line must not be empty (an empty ``--out`` is
+    not the current folder, an empty ``--hf-model`` is not "no model") nor hold a NUL byte;
+    whitespace alone is refused too, except in a prompt."""
+
+    def __init__(self, inner: click.ParamType, blank_ok: bool = False):
+        self.inner, self.blank_ok, self.name = inner, blank_ok, inner.name
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not (ctx is not None and param is not None and ctx.get_parameter_source(
+                param.name) is click.core.ParameterSource.DEFAULT):
+            if value == "" or (not self.blank_ok and not value.strip()):
+                self.fail("it is empty", param, ctx)
+            if "\x00" in value:
+                self.fail("it contains a NUL byte", param, ctx)
+        return self.inner.convert(value, param, ctx)
+
+    def get_metavar(self, *args, **kwargs):
+        return self.inner.get_metavar(*args, **kwargs)
+
+    def to_info_dict(self):
+        return self.inner.to_info_dict()
+
+
+def _harden(group: click.Group) -> None:
+    """Give every integer and real option of every command (present and future) the checks above,
+    so no option passes nan, inf, a huge or non-integer number, or a negative seed to the stages."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _harden(cmd)
+            continue
+        for prm in cmd.params:
+            if isinstance(prm.type, click.types.IntParamType):
+                prm.type = _Integer(non_negative="seed" in (prm.name or ""))
+            elif isinstance(prm.type, click.types.FloatParamType):
+                prm.type = _Finite()
+            elif isinstance(prm.type, (click.types.StringParamType, click.Path)):
+                prm.type = _NonBlank(prm.type, blank_ok=prm.name == "prompt")
+
+
+_harden(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

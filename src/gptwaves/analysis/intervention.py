@@ -59,6 +59,9 @@ __all__ = [
 # ``clamp=V`` (set to V), ``scale=F`` (multiply by F).
 
 _INT = r"\d+"
+#: Largest magnitude of a clamp value or scale factor: the edited activations (float32) and what
+#: the model computes from them stay finite (docs/method.md, "Interventions").
+MAX_EDIT_VALUE = 1e6
 
 
 # ---------------------------------------------------------------------------
@@ -150,21 +153,22 @@ def parse_channel_spec(spec: str, n_channels: int, labels: Sequence[str] | None 
         if not re.fullmatch(rf"{_INT}(-{_INT})?(,{_INT}(-{_INT})?)*", body):
             raise GptwavesError(f"bad channel spec {spec!r}: use a list like '3,17,40', ranges like "
                                 "'10-20', 'all', 'cluster:K' or 'label:NAME'")
-        idx: list[int] = []
+        # every bound is checked against the width before any range is expanded (no allocation
+        # from a spec like 1-999999999)
+        parts = []
         for part in body.split(","):
-            if "-" in part:
-                a, b = (int(v) for v in part.split("-"))
-                if b < a:
-                    raise GptwavesError(f"bad channel range {part!r}: the end is before the start")
-                idx.extend(range(a, b + 1))
-            else:
-                idx.append(int(part))
-        bad = sorted({i for i in idx if i >= n_channels})
-        if bad:
-            shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
-            raise GptwavesError(f"channel {shown} out of range: this tap has {n_channels} channels "
-                                f"(0-{n_channels - 1})")
-        out = np.asarray(sorted(set(idx)), dtype=np.int64)
+            a_s, _, b_s = part.partition("-")
+            if len(a_s) > 12 or len(b_s) > 12:
+                raise GptwavesError(f"channel {part!r} out of range: this tap has {n_channels} channels "
+                                    f"(0-{n_channels - 1})")
+            a, b = int(a_s), int(b_s or a_s)
+            if b < a:
+                raise GptwavesError(f"bad channel range {part!r}: the end is before the start")
+            if b >= n_channels:
+                raise GptwavesError(f"channel {b if a < n_channels else a} out of range: this tap has {n_channels} "
+                                    f"channels (0-{n_channels - 1})")
+            parts.append((a, b))
+        out = np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in parts]))
     out = np.unique(np.asarray(out, dtype=np.int64))
     if out.size == 0:
         raise GptwavesError(f"channel spec {spec!r} selects no channel")
@@ -240,7 +244,8 @@ def parse_mode(mode: str) -> dict:
         ``"ablate"`` (set the channels to 0), ``"mean"`` (set them to their
         mean value), ``"clamp=V"`` (set them to V) or ``"scale=F"`` (multiply
         them by F). V and F are finite decimal numbers (``1``, ``-2.5``,
-        ``3e-1``). Surrounding whitespace is ignored; nothing else is accepted.
+        ``3e-1``) of magnitude at most ``MAX_EDIT_VALUE``. Surrounding whitespace is
+        ignored; nothing else is accepted.
 
     Returns
     -------
@@ -270,8 +275,9 @@ def parse_mode(mode: str) -> dict:
     if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", val):
         raise GptwavesError(f"bad value {val!r} in edit mode {mode!r}: give a finite number")
     v = float(val)
-    if not math.isfinite(v):
-        raise GptwavesError(f"bad value {val!r} in edit mode {mode!r}: give a finite number")
+    if not math.isfinite(v) or abs(v) > MAX_EDIT_VALUE:
+        raise GptwavesError(f"bad value {val!r} in edit mode {mode!r}: give a finite number of magnitude at most "
+                            f"{MAX_EDIT_VALUE:g} (larger edits overflow the activations)")
     return {"kind": kind, "value": v}
 
 

@@ -10,7 +10,8 @@ recording against ``transformers``' generate; needs gptwaves[hf]), ``budget`` (a
 stage times against the matmul peak: ``run_dir=``), or ``all``. Each
 bench module has a ``run(quick=False, corpus=None, **sizes)`` returning rows; see
 ``bench/README.md`` for what each figure means. A bench that fails gives one row with
-``ok=False`` and the error in its notes; the others still run.
+``ok=False`` and the error in its notes; the others still run. Bad input (a missing or corrupt
+run for ``budget``) is not a failed bench: it raises its one-line error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from ..errors import GptwavesError
 from .common import log, machine_info
 
 BENCHES = ("train", "record", "waves", "spelling", "e2e", "hf", "budget")
@@ -55,6 +57,8 @@ def run(which: str = "all", quick: bool = False, corpus=None, *, machine: dict |
         t0 = time.perf_counter()
         try:
             got = run_bench(name, quick=quick, corpus=corpus, **kw)
+        except GptwavesError:  # bad input (a missing or corrupt run): one line, not a failed row
+            raise
         except Exception as e:
             if raise_errors:
                 raise

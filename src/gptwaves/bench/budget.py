@@ -23,7 +23,6 @@ the training was split over several invocations or ran under load.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -36,13 +35,35 @@ def _read(path: Path, what: str = "run file") -> dict:
     return read_json(path, what, dict)
 
 
-def check_run(run_dir: str | Path) -> Path:
-    """The run directory of a finished ``gptwaves reproduce`` (one-line error otherwise)."""
-    from ..errors import GptwavesError
+#: Sizes read from a run beyond this are not a run gptwaves made (the FLOP sums would be absurd).
+MAX_SIZE = 10**9
 
-    run_dir = Path(run_dir)
-    _read(run_dir / "reproduce.json", "reproduce record")
-    if not sorted((run_dir / "checkpoints").glob("iter_*.json")):
+
+def _size(obj: dict, key: str, where: Path, default=None):
+    """A non-negative integer size of a run file (or ``default`` when absent); one line otherwise."""
+    from ..errors import CorruptArtefactError
+
+    v = obj.get(key, default)
+    if v is default:
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SIZE:
+        raise CorruptArtefactError(f"{where}: {key} = {str(v)[:40]!r} is not an integer in [0, {MAX_SIZE:,}]")
+    return v
+
+
+def check_run(run_dir: str | Path) -> Path:
+    """The run directory of a finished ``gptwaves reproduce`` (one-line error otherwise): its
+    reproduce record valid (stage timings non-negative numbers), its checkpoints valid."""
+    from ..checkpoint import list_checkpoints
+    from ..errors import GptwavesError
+    from ..io import check_run_dir
+    from ..stages import checks
+
+    run_dir = check_run_dir(run_dir)
+    if not run_dir.is_dir():
+        raise GptwavesError(f"run directory not found: {run_dir}")
+    checks.read_checked(run_dir / "reproduce.json", "reproduce record", checks.reproduce_file)
+    if not list_checkpoints(run_dir / "checkpoints"):
         raise GptwavesError(f"{run_dir} has no checkpoints: not a finished gptwaves run")
     return run_dir
 
@@ -64,7 +85,7 @@ def stage_seconds(reproduce: dict) -> dict[str, float]:
     """Seconds per stage over every ``reproduce`` invocation of the run."""
     out: dict[str, float] = {}
     for t in [reproduce.get("timings") or {}, *(reproduce.get("timings_history") or [])]:
-        for k, v in (t or {}).items():
+        for k, v in (t if isinstance(t, dict) else {}).items():
             if isinstance(v, (int, float)) and k != "total":
                 out[k] = out.get(k, 0.0) + float(v)
     return out
@@ -78,32 +99,49 @@ def run(quick: bool = False, corpus=None, *, run_dir: str | Path | None = None, 
 
     if run_dir is None:
         return [make_row("budget: skipped", None, "", notes="needs a finished run: gptwaves bench budget --run DIR")]
+    from ..checkpoint import list_checkpoints
+    from ..errors import CorruptArtefactError
+    from ..train import read_metrics
+
     run_dir = check_run(run_dir)
-    rep = _read(run_dir / "reproduce.json", "reproduce record")
-    cks = sorted((run_dir / "checkpoints").glob("iter_*.json"))
-    cfg = GPTConfig.from_dict(_read(cks[-1])["config"])
+    rpath = run_dir / "reproduce.json"
+    rep = _read(rpath, "reproduce record")
+    cfg = GPTConfig.from_dict(list_checkpoints(run_dir / "checkpoints")[-1].meta["config"])
+    tr = rep.get("train") or {}
+    iters, batch = _size(tr, "max_iters", rpath, 0) or 0, _size(tr, "batch_size", rpath, 0) or 0
+    if tr.get("precision") is not None and not isinstance(tr.get("precision"), str):
+        raise CorruptArtefactError(f"{rpath}: train.precision is not a name")
+    recs = []  # every recording's sizes and every spelling result's, checked before any measuring
+    for p in sorted((run_dir / "recordings").glob("*.json")):
+        m = _read(p, "recording metadata")
+        if all(_size(m, k, p) is not None for k in ("samples", "steps", "prompt_len")):
+            recs.append((m["samples"], m["prompt_len"], m["steps"]))
+    spell = []
+    for p in sorted((run_dir / "spelling").glob("iter_*.json")):
+        if p.name.count(".") != 1:
+            continue
+        st = _read(p, "spelling result").get("settings")
+        if st is not None and not isinstance(st, dict):
+            raise CorruptArtefactError(f"spelling result {p}: settings is not an object")
+        st = st or {}
+        if _size(st, "samples", p) is not None and _size(st, "length", p) is not None:
+            spell.append((st["samples"], st["length"] + (_size(st, "margin", p, 0) or 0)))
     model = GPT(cfg).eval()
     peak_n = peak_n or (512 if quick else 2048)
     log("budget: matmul peaks")
     peak32 = matmul_peak(torch.float32, peak_n) * 1e9
     peak16 = matmul_peak(torch.bfloat16, peak_n) * 1e9
-    tr = rep.get("train") or {}
     bf16 = tr.get("precision") in ("bf16", "auto") and peak16 > peak32  # auto: bf16 where native (this CPU)
     seconds = stage_seconds(rep)
     rows = []
 
     # training
-    iters = int(tr.get("max_iters") or 0)
-    tokens = iters * int(tr.get("batch_size") or 0) * cfg.block_size
+    tokens = iters * batch * cfg.block_size
     f_train = train_flops_per_token(model) * tokens
     peak_t = peak16 if bf16 else peak32
-    rates = []
-    mpath = run_dir / "metrics.jsonl"
-    if mpath.is_file():
-        for line in mpath.read_text(encoding="utf-8").splitlines():
-            r = json.loads(line)
-            if r.get("kind") == "train" and isinstance(r.get("tokens_per_s"), (int, float)) and r["tokens_per_s"] > 0:
-                rates.append(r["tokens_per_s"])
+    rates = [r["tokens_per_s"] for r in read_metrics(run_dir)  # valid rows only (cut lines skipped)
+             if r.get("kind") == "train" and isinstance(r.get("tokens_per_s"), (int, float))
+             and not isinstance(r["tokens_per_s"], bool) and 0 < r["tokens_per_s"] < 1e15]
     at_median = tokens / statistics.median(rates) if rates else None
     rows.append(make_row(f"budget training: {iters} iterations x {tokens // max(iters, 1)} tokens, at the run's "
                          f"median rate", at_median, "s", baseline=f_train / peak_t,
@@ -115,26 +153,19 @@ def run(quick: bool = False, corpus=None, *, run_dir: str | Path | None = None, 
 
     # recordings
     f_rec, n_rec, n_win = 0.0, 0, 0
-    for p in sorted((run_dir / "recordings").glob("*.json")):
-        m = _read(p)
-        if not all(isinstance(m.get(k), int) for k in ("samples", "steps", "prompt_len")):
-            continue
-        f_rec += recording_flops(model, m["samples"], m["prompt_len"], m["steps"])
+    for samples, prompt_len, steps in recs:
+        f_rec += recording_flops(model, samples, prompt_len, steps)
         n_rec += 1
-        n_win += m["samples"] * max(0, m["prompt_len"] - 1 + m["steps"] - cfg.block_size)
+        n_win += samples * max(0, prompt_len - 1 + steps - cfg.block_size)
     rows.append(make_row(f"budget recordings: {n_rec} files, {n_win} window forwards past the context",
                          seconds.get("record"), "s", baseline=f_rec / peak32,
                          notes=f"{f_rec:.2e} FLOP at the fp32 peak {peak32 / 1e9:.0f} GFLOP/s"))
 
     # spelling sampling (+ statistics, not separable in the stage timing)
     f_sp, n_sp = 0.0, 0
-    for p in sorted((run_dir / "spelling").glob("iter_*.json")):
-        if p.name.count(".") != 1:
-            continue
-        s = (_read(p).get("settings") or {})
-        if isinstance(s.get("samples"), int) and isinstance(s.get("length"), int):
-            f_sp += sampling_flops(model, s["samples"], s["length"] + int(s.get("margin") or 0))
-            n_sp += 1
+    for samples, length in spell:
+        f_sp += sampling_flops(model, samples, length)
+        n_sp += 1
     rows.append(make_row(f"budget spelling: {n_sp} checkpoints, sampling + statistics", seconds.get("spelling"),
                          "s", baseline=f_sp / peak32,
                          notes=f"{f_sp:.2e} FLOP of sampling at the fp32 peak; the statistics (permutation "

@@ -166,7 +166,35 @@ def spelling_result(obj: Any, name: str | None = None) -> None:
             if not (math.isclose(mean, d["mean"], rel_tol=1e-6, abs_tol=1e-9)
                     and math.isclose(var, d["var"], rel_tol=1e-6, abs_tol=1e-9)):
                 raise _Bad(f"stats.{which}: mean and variance disagree with the per-sample counts")
+        _dispersion_consistent(d, n, settings["alpha"], f"stats.{which}")
     check_values(obj)
+
+
+def _dispersion_consistent(d: dict, n: int, alpha: float, where: str) -> None:
+    """The stored dispersion numbers agree with what they derive from (docs/method.md, "Spelling"):
+    F = var / mean, q = F - 1, the two-sided index-of-dispersion p-value of F with n - 1 degrees of
+    freedom, and the verdict of that p-value at ``alpha`` (an edited Fano factor or verdict is
+    refused instead of reported)."""
+    from scipy import stats
+
+    mean, var, fano, q, p, verdict = (d.get(k) for k in ("mean", "var", "fano", "q", "p_value", "verdict"))
+    if fano is None or mean is None or var is None or mean <= 0:
+        return
+    if not math.isclose(fano, var / mean, rel_tol=1e-6, abs_tol=1e-12):
+        raise _Bad(f"{where}.fano = {fano:g} is not its variance over its mean ({var:g} / {mean:g})")
+    if q is not None and not math.isclose(q, fano - 1.0, rel_tol=1e-6, abs_tol=1e-9):
+        raise _Bad(f"{where}.q = {q:g} is not F - 1")
+    if p is None or n < 2:
+        return
+    D, dof = (n - 1) * fano, n - 1
+    expect_p = min(1.0, 2.0 * min(float(stats.chi2.cdf(D, dof)), float(stats.chi2.sf(D, dof))))
+    if not math.isclose(p, expect_p, rel_tol=1e-5, abs_tol=1e-12):
+        raise _Bad(f"{where}.p_value = {p:g} is not the dispersion test's p-value of F = {fano:g} ({expect_p:.3g})")
+    expect = ("sub-Poissonian" if p < alpha and fano < 1 else "super-Poissonian" if p < alpha and fano > 1
+              else "Poissonian")
+    if verdict != expect:
+        raise _Bad(f"{where}.verdict {verdict!r} disagrees with F = {fano:.3g}, p = {p:.2g} at alpha {alpha:g} "
+                   f"({expect})")
 
 
 _TAP_NUMBERS = ("mean_abs_corr", "lambda_max_share", "participation_ratio", "evoked_share")

@@ -85,6 +85,12 @@ def run_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
 def select_checkpoints(run_dir: Path, which: str | int | None, source: ModelSource = ModelSource()
                        ) -> list[tuple[str, object]]:
     """Resolve ``ITER|all|first|last|PATH`` (or ``source.hf_model``) into a list of (name, reference)."""
+    if source.hf_model is not None and (not isinstance(source.hf_model, str) or not source.hf_model.strip()):
+        raise GptwavesError("--hf-model is empty: give a Hugging Face model name or folder")
+    if which is not None and len(str(which)) > 4096:
+        raise GptwavesError(f"checkpoint {str(which)[:40]}... not found (a name of {len(str(which))} characters)")
+    if isinstance(which, str) and which.lstrip("-").isdigit() and len(which) > 18:
+        raise GptwavesError(f"no checkpoint at iteration {which[:20]}... (an iteration of {len(which)} digits)")
     if source.hf_model:  # revisions of a suite are checkpoints (gptwaves.hf.suite_revisions)
         from ..hf import suite_revisions
 

@@ -283,8 +283,16 @@ def intervene_run(
     from .common import load_selected, resolve_lexicon, select_checkpoints
     from .spelling import sample_texts
 
-    parsed_mode = ia.parse_mode(mode)
+    from ..config import check_int
+    from ..sample import MAX_SAMPLING_SEED
+
+    parsed_mode = ia.parse_mode(mode)  # finite and bounded (docs/method.md, "Interventions")
     mode_c = ia.mode_canonical(parsed_mode)
+    control_seed = check_int("control_seed", control_seed, 0, MAX_SAMPLING_SEED)
+    if not isinstance(tap, str) or not tap.strip():
+        raise GptwavesError("--tap is empty: give a tap name, e.g. blocks.0.hook_resid_post")
+    if not isinstance(channels, str) or not channels.strip():
+        raise GptwavesError("--channels is empty: give channels like '3,17,40' or '10-20', 'cluster:K' or 'label:NAME'")
     samples, prompt, sampling, batch_size = settings.samples, settings.prompt, settings.sampling, settings.batch_size
     n_boot, alpha, seed = settings.n_boot, settings.alpha, settings.sampling.seed
     run_dir = check_run_dir(run_dir)

@@ -89,13 +89,28 @@ def json_for_html(obj: Any) -> str:
 
 
 def _read_json(path: Path) -> tuple[Any, str | None]:
-    """(value, None) or (None, reason)."""
+    """(value, None) or (None, reason); read with io's bounded reader (a regular file inside the
+    run, no FIFO, no absurd numbers or nesting)."""
+    from ..errors import GptwavesError
+    from ..io import read_json
+
     if not path.is_file():
         return None, "missing"
     try:
-        return json.loads(path.read_text(encoding="utf-8")), None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, f"unreadable ({type(e).__name__})"
+        return read_json(path, path.name), None
+    except GptwavesError as e:
+        return None, f"unreadable: {e}"
+
+
+def _read_bytes(path: Path, what: str, max_bytes: int = MAX_FIGURE_BYTES) -> bytes | None:
+    """The bytes of a regular file inside the run (None when it is not one, or is too large)."""
+    from ..errors import GptwavesError
+    from ..io import read_bytes_bounded
+
+    try:
+        return read_bytes_bounded(path, what, max_bytes)
+    except GptwavesError:
+        return None
 
 
 def _not_computed(what: str, why: str = "") -> str:
@@ -503,13 +518,16 @@ def training_figure(run_dir: Path) -> Path | None:
 def _training_section(run_dir: Path, summary: dict | None) -> str:
     h = ['<section id="training" class="card"><h2>Training curves</h2>']
     png = training_figure(run_dir)
+    data = _read_bytes(png, "training figure") if png is not None else None
     hf = (summary or {}).get("hf") if isinstance(summary, dict) else None
     if png is None and isinstance(hf, dict) and isinstance(hf.get("revisions"), list):
         h.append(_revision_list(hf))
     elif png is None:
         h.append(_not_computed("Training curves", "no metrics.jsonl (not trained here)"))
+    elif data is None:
+        h.append(_not_computed("Training curves", "the figure is not a regular file inside the run"))
     else:
-        b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+        b64 = base64.b64encode(data).decode("ascii")
         cap = "Loss per character against iteration (from metrics.jsonl)."
         h.append(f'<figure class="wide"><img src="data:image/png;base64,{b64}" alt="{esc(cap)}">'
                  f"<figcaption>{esc(cap)}</figcaption></figure>")
@@ -590,11 +608,7 @@ def _figures_section(run_dir: Path) -> tuple[str, int]:
                 short = re.sub(r"^iter[_-]?\d+[_-]", "", p.stem) if it is not None else p.stem
                 cap = caps.get(p.stem) or caps.get(short) or caption_from_stem(short or p.stem)
                 rel = p.relative_to(run_dir).as_posix()
-                try:
-                    size = p.stat().st_size
-                    data = p.read_bytes() if size <= MAX_FIGURE_BYTES else None
-                except OSError:
-                    data = None
+                data = _read_bytes(p, "figure")
                 if not data or data[:8] != b"\x89PNG\r\n\x1a\n":
                     h.append(f'<figure class="fig missing"><div class="nc">{esc(rel)}: not embedded '
                              f"(unreadable, not a PNG, or over {MAX_FIGURE_BYTES >> 20} MiB)</div></figure>")
@@ -628,10 +642,9 @@ def _text_section(run_dir: Path) -> str:
         it = _iter_from_name(name)
         label = f"iteration {it}" if it is not None else name
         h.append(f'<option value="{k}"{" selected" if k == len(files) - 1 else ""}>{esc(label)}</option>')
-        try:
-            frag = sanitize_fragment(p.read_text(encoding="utf-8", errors="replace"))
-        except OSError as e:
-            frag = _not_computed(name, f"unreadable ({type(e).__name__})")
+        raw = _read_bytes(p, "generated text", 64 << 20)  # a FIFO or a link out of the run is not read
+        frag = (_not_computed(name, "unreadable: not a regular file inside the run, or over 64 MiB") if raw is None
+                else sanitize_fragment(raw.decode("utf-8", errors="replace")))
         panes.append(f'<div class="textpane" data-k="{k}"{"" if k == len(files) - 1 else " hidden"}>{frag}</div>')
     h.append('</select></label> <span class="legend-inline"><mark class="miss">misspelled</mark> '
              '<span class="prompt">prompt</span> <span class="unscored">not scored</span></span></div>')
@@ -678,10 +691,13 @@ def _space_selective(run_dir: Path, name: str, tap: str) -> tuple[int | None, fl
     from ..analysis.waves import CHAR_CLASSES
     from .waves import load_array
 
+    from ..io import check_regular_file
+
     path = run_dir / "waves" / name / "arrays.npz"
     if not path.is_file():
         return None, None
     try:
+        check_regular_file(path, "waves arrays")
         d = np.asarray(load_array(path, tap, "d_current"), dtype=float)[list(CHAR_CLASSES).index("space")]
     except (GptwavesError, IndexError, ValueError):
         return None, None
@@ -761,7 +777,17 @@ def _explorer_section(run_dir: Path, max_ckpts: int, steps: int) -> tuple[str, s
 # ------------------------------------------------------------------------------ page
 
 def build_report(run_dir: Path, *, max_explorer_checkpoints: int = 6, explorer_steps: int = 256) -> Path:
-    """Write ``DIR/report/index.html``: one self-contained offline page; returns its path."""
+    """Write ``DIR/report/index.html``: one self-contained offline page; returns its path.
+
+    Every file it reads is a regular file inside the run (io.confine_reads): a FIFO, a device or a
+    symbolic link out of the run is shown as not embedded, never read."""
+    from ..io import confine_reads
+
+    with confine_reads(run_dir):
+        return _build_report(Path(run_dir), max_explorer_checkpoints, explorer_steps)
+
+
+def _build_report(run_dir: Path, max_explorer_checkpoints: int, explorer_steps: int) -> Path:
     run_dir = Path(run_dir)
     t0 = time.time()
     summary, why = _read_json(run_dir / "summary.json")

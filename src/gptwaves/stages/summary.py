@@ -110,13 +110,22 @@ def _train_settings(run_dir: Path, reproduce_info: dict | None) -> dict | None:
 
 
 def build_summary(run_dir: str | Path) -> dict:
-    """The summary of a run directory, from its files (see the module docstring)."""
-    from ..record import package_versions
-    from ..train import read_metrics, read_run_info
+    """The summary of a run directory, from its files (see the module docstring). Every file read
+    is a regular file inside the run (io.confine_reads): a symbolic link out of it (a waves folder
+    linked in from another run) is refused in one line."""
+    from ..io import confine_reads
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise GptwavesError(f"run directory not found: {run_dir}")
+    with confine_reads(run_dir):
+        return _build_summary(run_dir)
+
+
+def _build_summary(run_dir: Path) -> dict:
+    from ..record import package_versions
+    from ..train import read_metrics, read_run_info
+
     stages = read_stage_results(run_dir)
     waves, spelling = stages["waves"], stages["spelling"]
     if not waves["checkpoints"] and not spelling["checkpoints"]:
