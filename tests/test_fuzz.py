@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,10 @@ COMMANDS = {
                                       *INTERVENE],
     "train": lambda run: ["train", "--preset", "smoke", "--out", run, "--max-iters", "20", "--device", "cpu",
                           "--quiet"],
+    "publish": lambda run: ["publish", "run", run, str(Path(run).parent / "published")],
 }
+#: The interventions the smoke fixture computes once on a copy of the clean run (references).
+INTERVENTIONS = ("intervene", "intervene-mean", "intervene-cluster")
 
 
 # ------------------------------------------------------------------ the smoke run, built once
@@ -84,6 +88,22 @@ def smoke(tmp_path_factory):
         assert main(COMMANDS["intervene"](str(run))) == 0
         (run / ".lock").unlink(missing_ok=True)
         yield run
+
+
+@pytest.fixture(scope="module")
+def clean_interventions(smoke, tmp_path_factory):
+    """{command: result.json} of each intervention on an undamaged copy of the run (the oracle of
+    a fuzzed intervention that exits 0)."""
+    run = tmp_path_factory.mktemp("clean") / "run"
+    shutil.copytree(smoke, run, ignore=NOT_READ)
+    out = {}
+    for cmd in INTERVENTIONS:
+        before = set(run.glob("interventions/*/result.json"))
+        assert main(COMMANDS[cmd](str(run))) == 0, cmd
+        new = (set(run.glob("interventions/*/result.json")) - before) or before  # "intervene" is reused
+        out[cmd] = {p.parent.name: _load(p) for p in new}
+        (run / ".lock").unlink(missing_ok=True)
+    return out
 
 
 FIGURES = {
@@ -121,6 +141,20 @@ def _load(p: Path):
 def _dump(p: Path, obj) -> None:
     text = json.dumps(obj, allow_nan=True)
     p.write_text(text.replace('"__HUGE_FLOAT__"', "1e999").replace('"__NAN__"', "NaN"))
+
+
+def _link_out(p: Path, folder: bool = False) -> None:
+    """Replace ``p`` by a symbolic link to a copy of it outside the run (another run's file)."""
+    outside = Path(str(p.resolve()).replace("/run/", "/elsewhere/", 1))
+    assert outside != p.resolve()
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        shutil.copytree(p, outside)
+        shutil.rmtree(p)
+    else:
+        shutil.copy2(p, outside)
+        p.unlink()
+    p.symlink_to(outside)
 
 
 def truncate(p: Path) -> None:
@@ -390,8 +424,15 @@ for cid, mut in (
         ("name-mismatch", set_key("name", value=MID)),
         ("focus_tap-unknown", set_key("focus_tap", value="nope")),
         ("n_samples-cut", set_key("taps", "*", "n_samples", value=1)),
+        ("fifo", lambda p: (p.unlink(), os.mkfifo(p))),
+        ("symlink-out-of-run", lambda p: _link_out(p)),
 ):
     case(f"waves-summary-{cid}", WS, mut, WAVES_READERS)
+# a whole waves folder linked in from another run (merged unchecked before)
+case("waves-folder-from-another-run", f"waves/{LAST}", lambda p: _link_out(p, folder=True), ["summary", "report"])
+# the generated text the report embeds: a FIFO (the report hung), a link out of the run
+for cid, mut in (("fifo", lambda p: (p.unlink(), os.mkfifo(p))), ("symlink-out-of-run", lambda p: _link_out(p))):
+    case(f"text-html-{cid}", f"spelling/{LAST}.text.html", mut, ["report-as-is", "report"])
 
 NPZ = f"waves/{LAST}/arrays.npz"
 for cid, mut in (
@@ -440,6 +481,16 @@ for cid, mut in (
         ("name-mismatch", set_key("name", value=MID)),
         ("settings-list", set_key("settings", value=[1])),
         ("val_loss-string", set_key("val_loss", value="low")),
+        ("fano-edited", set_key("stats", "correct", "fano", value=0.5)),  # not var / mean any more
+        ("q-edited", set_key("stats", "correct", "q", value=-0.5)),
+        ("p_value-edited", set_key("stats", "correct", "p_value", value=0.12)),
+        ("verdict-flipped", set_key("stats", "correct", "verdict",
+                                    value=lambda v: "sub-Poissonian" if v != "sub-Poissonian" else "Poissonian")),
+        ("huge-int-5000-digits", lambda p: p.write_text(p.read_text().replace('"n_samples": ', '"n_samples": '
+                                                                               + "9" * 5000 + ", \"x\": ", 1))),
+        ("deep-nesting", lambda p: p.write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")),
+        ("fifo", lambda p: (p.unlink(), os.mkfifo(p))),
+        ("symlink-out-of-run", lambda p: _link_out(p)),
 ):
     case(f"spelling-result-{cid}", SJ, mut, SPELL_READERS)
 
@@ -469,8 +520,9 @@ for cid, mut in (("truncate", truncate), ("list", as_list),
                  ("timing-nan", set_key("timings", "train", value="__NAN__")),
                  ("timing-huge", set_key("timings", "train", value="__HUGE_FLOAT__")),
                  ("history-dict", set_key("timings_history", value={"a": 1})),
-                 ("analysis-string", set_key("analysis", value="x"))):
-    case(f"reproduce.json-{cid}", RJ, mut, ["summary", "report"])
+                 ("analysis-string", set_key("analysis", value="x")),
+                 ("timing-1e299", set_key("timings", "train", value=1e299))):
+    case(f"reproduce.json-{cid}", RJ, mut, ["summary", "report", "publish"])
 
 SM = "summary.json"
 for cid, mut in (("truncate", truncate), ("list", as_list),
@@ -478,8 +530,19 @@ for cid, mut in (("truncate", truncate), ("list", as_list),
                  ("findings-list", set_key("findings", value=[1])),
                  ("claims-strings", set_key("findings", "claims", value=["x", 3])),
                  ("nan", set_key("checkpoints", 0, "val_loss", value="__NAN__")),
-                 ("huge", set_key("checkpoints", 0, "iteration", value="__HUGE_FLOAT__"))):
-    case(f"summary.json-{cid}", SM, mut, ["report-as-is", "report"])
+                 ("huge", set_key("checkpoints", 0, "iteration", value="__HUGE_FLOAT__")),
+                 ("iteration-10e300", set_key("checkpoints", -1, "iteration", value=10**300)),
+                 ("huge-int-5000-digits", lambda p: p.write_text(p.read_text().replace(
+                     '"format_version": ', '"x": ' + "7" * 5000 + ', "format_version": ', 1))),
+                 ("deep-nesting", lambda p: p.write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")),
+                 ("claim-without-title", set_key("findings", "claims", 0, "claim", value=None)),
+                 ("claim-title-markup", set_key("findings", "claims", 0, "claim",
+                                                value="<script>x</script> | ![i](http://e/x.png) <!-- results:end -->")),
+                 ("crossing-ci-three", set_key("findings", "crossing", "ci", value=[1.0, 2.0, 3.0])),
+                 ("preset-markup", set_key("preset", value="`<b>`")),
+                 ("fifo", lambda p: (p.unlink(), os.mkfifo(p))),
+                 ("symlink-out-of-run", lambda p: _link_out(p))):
+    case(f"summary.json-{cid}", SM, mut, ["report-as-is", "report", "publish"])
 
 for cid, mut in (("truncate", truncate), ("list", as_list),
                  ("conditions-string", set_key("conditions", value="x")),
@@ -535,13 +598,35 @@ def _h5_data(path: Path) -> dict:
     return out
 
 
-def _check_result(cmd: str, run: Path, clean: Path, pristine: Path, exact: bool = True) -> None:
+def _regular(p: Path) -> bool:
+    return p.is_file() and not p.is_symlink() and not any(q.is_symlink() for q in p.parents)
+
+
+def _check_result(cmd: str, run: Path, clean: Path, pristine: Path, exact: bool = True,
+                  refs: dict | None = None) -> None:
     """After exit 0: what the command produced equals the clean run's (a rebuilt cache), and no
-    file it wrote holds NaN."""
+    file it wrote holds NaN. Every command is checked (none passes on its exit code alone)."""
     for p in run.rglob("*.json"):
         before = pristine / p.relative_to(run)
-        if not before.is_file() or before.read_bytes() != p.read_bytes():
+        if not _regular(p):
+            continue
+        if not _regular(before) or before.read_bytes() != p.read_bytes():
             assert _no_nan(json.loads(p.read_text())), p
+    if cmd == "report-as-is":  # the summary is used as it is, never rewritten; the page is written
+        sm, sm0 = run / "summary.json", pristine / "summary.json"
+        assert (sm.is_symlink() or not sm.exists() or not _regular(sm0)
+                or sm.read_bytes() == sm0.read_bytes()), "report --no-summary changed summary.json"
+        assert (run / "report" / "index.html").stat().st_size > 0
+    elif cmd == "publish":  # what was published is the run's summary, and no number became nan/inf
+        out = run.parent / "published"
+        assert (out / "summary.json").read_bytes() == (run / "summary.json").read_bytes()
+        md = (out / "claims.md").read_text()
+        assert not re.search(r"\b(nan|inf)\b", md), md[:2000]
+        assert "<script" not in md and "results:end" not in md.replace("results:end -->", "")
+    elif cmd == "train":  # nothing to train: the checkpoints are the clean run's
+        got = {p.name: _load(p)["weights_sha256"] for p in run.glob("checkpoints/iter_*.json") if _regular(p)}
+        want = {p.name: _load(p)["weights_sha256"] for p in clean.glob("checkpoints/iter_*.json")}
+        assert got == want
     if not exact:
         return
     if cmd == "waves":
@@ -558,16 +643,17 @@ def _check_result(cmd: str, run: Path, clean: Path, pristine: Path, exact: bool 
         got = _load(run / "summary.json")
         assert _strip_summary(got) == _strip_summary(_load(clean / "summary.json"))
     elif cmd.startswith("intervene"):
-        if cmd == "intervene":
-            res = _jsons(run, "interventions/*/result.json")
-            ref = _jsons(clean, "interventions/*/result.json")
-            for k, v in ref.items():
-                assert {x: res[k][x] for x in ("settings", "conditions", "comparisons", "channels")} == \
-                    {x: v[x] for x in ("settings", "conditions", "comparisons", "channels")}
+        keys = ("settings", "conditions", "comparisons", "channels")
+        for name, ref in (refs or {}).get(cmd, {}).items():
+            got = _load(run / "interventions" / name / "result.json")
+            if cmd == "intervene-mean" and got["settings"].get("mean_source") != ref["settings"].get("mean_source"):
+                continue  # the recording was unusable: the means came from generated samples (stated in settings)
+            assert {x: got[x] for x in keys} == {x: ref[x] for x in keys}, (cmd, name)
 
 
 @pytest.mark.parametrize("rel,mut,cmds,remove,exact", CASES)
-def test_fuzzed_artefact(smoke, tmp_path, capsys, no_figures, rel, mut, cmds, remove, exact):
+def test_fuzzed_artefact(smoke, clean_interventions, tmp_path, capsys, no_figures, rel, mut, cmds, remove, exact):
+    refs = clean_interventions
     run = tmp_path / "run"
     shutil.copytree(smoke, run, ignore=NOT_READ)
     for r in remove:
@@ -578,28 +664,170 @@ def test_fuzzed_artefact(smoke, tmp_path, capsys, no_figures, rel, mut, cmds, re
     mutated = {}
     for t in targets:
         mut(t)
-        mutated[t] = t.read_bytes() if t.exists() else None
     pristine = tmp_path / "pristine"  # the mutated state, restored before each command
-    shutil.copytree(run, pristine)
+    shutil.copytree(run, pristine, symlinks=True)
     outcomes = {}
     for cmd in cmds:
         shutil.rmtree(run)
-        shutil.copytree(pristine, run)
+        shutil.copytree(pristine, run, symlinks=True)
+        shutil.rmtree(run.parent / "published", ignore_errors=True)
         code, err = _run(COMMANDS[cmd](str(run)), capsys)
         outcomes[cmd] = code if code == 0 else err.strip()
         if code == 0:
-            _check_result(cmd, run, smoke, pristine, exact)
+            _check_result(cmd, run, smoke, pristine, exact, refs)
         assert not [p for p in run.rglob("*.tmp")], cmd
     print(outcomes)
 
 
-def test_clean_copy_reuses_everything(smoke, tmp_path, capsys, no_figures):
+def test_clean_copy_reuses_everything(smoke, clean_interventions, tmp_path, capsys, no_figures):
     """The oracle itself: on an undamaged copy every command succeeds with the clean results."""
     run = tmp_path / "run"
     shutil.copytree(smoke, run, ignore=NOT_READ)
     for cmd in COMMANDS:
-        if cmd == "train":
-            continue
+        pristine = tmp_path / f"before-{cmd}"  # what the command found (never the run compared with itself)
+        shutil.copytree(run, pristine)
         code, err = _run(COMMANDS[cmd](str(run)), capsys)
         assert code == 0, (cmd, err)
-        _check_result(cmd, run, smoke, run)
+        _check_result(cmd, run, smoke, pristine, refs=clean_interventions)
+
+
+# ------------------------------------------------------------------ every option of every command
+#
+# Generated from the click command tree, so an option added later is fuzzed without editing this
+# test. Each value is given to one option of one command whose other arguments are valid for the
+# smoke run. The command must refuse it in one line (exit != 0, never "internal error", never a
+# traceback) or accept it; work that starts (a model forward, generation, training, a statistic,
+# a matmul timing) raises a sentinel, so acceptance costs milliseconds and the test stays quick.
+# Not-a-number values, infinities, 5000-digit numbers and empty strings must be refused up front.
+
+NUMERIC_VALUES = ("0", "-1", "nan", "inf", "-inf", "1e308", str(10**30), "9" * 5000, "")
+TEXT_VALUES = ("", " ", "0", "-1", "nan", "9" * 5000)
+MUST_REFUSE = {"nan", "inf", "-inf", "9" * 5000, ""}
+
+
+class _WorkStarted(BaseException):
+    """A sentinel: the command accepted its options and began the real work."""
+
+
+def _started(*a, **k):
+    raise _WorkStarted()
+
+
+def _base_args(run: str, out: str) -> dict:
+    """Valid arguments of each command (the fuzzed option is substituted or added)."""
+    return {
+        ("data",): [],
+        ("train",): ["--preset", "smoke", "--out", run, "--max-iters", "20", "--device", "cpu", "--quiet"],
+        ("record",): ["--run", run, "--checkpoint", "last", "--samples", "2", "--steps", "8", "--quiet"],
+        ("spelling",): ["--run", run, "--checkpoint", "last", *SPELL, "--quiet"],
+        ("waves",): ["--run", run, "--samples", "4", "--steps", "40", "--quiet"],
+        ("summary",): ["--run", run],
+        ("report",): ["--run", run, "--no-summary"],
+        ("reproduce",): ["--preset", "smoke", "--out", run, "--max-iters", "20", "--device", "cpu", "--quiet"],
+        ("intervene",): ["--run", run, "--tap", TAP, "--channels", "0-3", "--mode", "ablate", "--quiet"],
+        ("bench",): ["budget", "--run", run],
+        ("publish", "run"): [run, f"{out}/published"],
+        ("publish", "seeds"): [f"{out}/seeds.md", run],
+    }
+
+
+def _leaves(group, path=()):
+    import click
+
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _leaves(cmd, path + (name,))
+        else:
+            yield path + (name,), cmd
+
+
+def _option_cases():
+    import click
+
+    from gptwaves.cli import _Finite, _Integer, cli
+
+    cases = []
+    for path, cmd in _leaves(cli):
+        args = [p for p in cmd.params if isinstance(p, click.Argument)]
+        for prm in cmd.params:
+            if prm.name == "help" or getattr(prm, "is_flag", False):
+                continue
+            numeric = isinstance(prm.type, (_Integer, _Finite))
+            for v in NUMERIC_VALUES if numeric else TEXT_VALUES:
+                where = prm.opts[0] if isinstance(prm, click.Option) else f"argument {args.index(prm)}"
+                cases.append(pytest.param(path, prm.name, where, v, numeric, id=f"{' '.join(path)} {where} {v[:8]!r}"))
+    return cases
+
+
+def test_every_command_has_base_arguments():
+    from gptwaves.cli import cli
+
+    assert {p for p, _ in _leaves(cli)} == set(_base_args("RUN", "OUT")), "give the new command valid base arguments"
+
+
+@pytest.fixture(scope="module")
+def option_run(smoke, tmp_path_factory):
+    """A writable copy of the smoke run for the option fuzz (accepted values stop before writing results)."""
+    root = tmp_path_factory.mktemp("options")
+    run = root / "run"
+    shutil.copytree(smoke, run, ignore=NOT_READ)
+    return run
+
+
+@pytest.fixture
+def work_stops(monkeypatch):
+    import gptwaves.analysis.spelling as asp
+    import gptwaves.bench.budget as budget
+    import gptwaves.model as model
+    import gptwaves.record as record
+    import gptwaves.sample as sample
+    import gptwaves.stages.waves as waves
+    import gptwaves.train as train
+
+    for obj, name in ((model.GPT, "forward"), (sample, "generate"), (record, "generate"), (asp, "analyze"),
+                      (asp, "crossing"), (waves, "analyze_recording"), (train, "train"), (budget, "matmul_peak")):
+        monkeypatch.setattr(obj, name, _started)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a model name is never looked up on the network here
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("path,name,where,value,numeric", _option_cases())
+def test_every_option_value(option_run, tmp_path, monkeypatch, capsys, work_stops, path, name, where, value, numeric):
+    from gptwaves.cli import cli
+
+    monkeypatch.chdir(tmp_path)  # relative names ("0", "-1") land here
+    argv = list(_base_args(str(option_run), str(tmp_path))[path])
+    if where.startswith("argument "):
+        i = int(where.split()[1])
+        if path == ("bench",):
+            argv[0] = value
+        else:
+            argv[i] = value
+    else:
+        cmd = cli
+        for p in path:
+            cmd = cmd.commands[p]
+        opts = next(p.opts for p in cmd.params if p.name == name)
+        j = next((k for k, a in enumerate(argv) if a in opts), None)
+        if j is None:
+            argv += [where, value]
+        else:
+            argv[j + 1] = value
+    os.environ["GPTWAVES_DEBUG"] = "1"
+    try:
+        code = main([*path, *argv])
+    except _WorkStarted:
+        code = "accepted"
+    except BaseException as e:  # noqa: BLE001 - the point of the test
+        import traceback
+
+        pytest.fail(f"{path} {where}={value[:20]!r} raised {type(e).__name__}: {e}\n{traceback.format_exc()[-2000:]}")
+    finally:
+        del os.environ["GPTWAVES_DEBUG"]
+        (option_run / ".lock").unlink(missing_ok=True)
+    err = capsys.readouterr().err.strip()
+    if code not in (0, "accepted"):
+        assert len(err.splitlines()) == 1 and err.startswith("gptwaves: error:"), err
+        assert "internal error" not in err and code != 3, err
+    if value in MUST_REFUSE and (numeric or value == ""):
+        assert code not in (0, "accepted"), f"{' '.join(path)} {where} {value[:20]!r} was accepted"

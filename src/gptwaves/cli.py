@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -573,6 +574,11 @@ class _Finite(click.ParamType):
         return v
 
 
+#: Options naming a file that is read: one that does not exist is an error even where the run
+#: would not need it.
+INPUT_FILES = ("corpus", "lexicon", "readme")
+
+
 class _NonBlank(click.ParamType):
     """A text or path option given on the command line must not be empty (an empty ``--out`` is
     not the current folder, an empty ``--hf-model`` is not "no model") nor hold a NUL byte;
@@ -588,6 +594,8 @@ class _NonBlank(click.ParamType):
                 self.fail("it is empty", param, ctx)
             if "\x00" in value:
                 self.fail("it contains a NUL byte", param, ctx)
+            if param is not None and param.name in INPUT_FILES and not os.path.lexists(value):
+                self.fail(f"file not found: {value[:200]}", param, ctx)  # never silently unused
         return self.inner.convert(value, param, ctx)
 
     def get_metavar(self, *args, **kwargs):
