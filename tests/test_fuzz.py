@@ -792,7 +792,8 @@ def work_stops(monkeypatch):
 
 
 @pytest.mark.parametrize("path,name,where,value,numeric", _option_cases())
-def test_every_option_value(option_run, tmp_path, monkeypatch, capsys, work_stops, path, name, where, value, numeric):
+def test_every_option_value(option_run, tmp_path, monkeypatch, capsys, work_stops, no_figures, path, name, where, value,
+                            numeric):
     from gptwaves.cli import cli
 
     monkeypatch.chdir(tmp_path)  # relative names ("0", "-1") land here
@@ -831,3 +832,118 @@ def test_every_option_value(option_run, tmp_path, monkeypatch, capsys, work_stop
         assert "internal error" not in err and code != 3, err
     if value in MUST_REFUSE and (numeric or value == ""):
         assert code not in (0, "accepted"), f"{' '.join(path)} {where} {value[:20]!r} was accepted"
+
+
+# ------------------------------------------------------------------ Hugging Face suite folders
+#
+# A folder of folders (one per revision) of tiny GPT-2 models, damaged in one revision (config,
+# weights, tokenizer, an odd architecture, a FIFO, a link loop); `record` over the suite must give
+# exit 0 or one line, and a degenerate or mismatched revision must be refused by name.
+
+HF_STEPS = ("step0", "step5", "step20")
+ODD = "step5"
+
+
+@pytest.fixture(scope="module")
+def hf_suites(tmp_path_factory):
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from conftest import make_text
+    from test_hf_suite import build_suite
+
+    text = make_text(20_000)
+    with _torch_threads(1):
+        return (build_suite(tmp_path_factory.mktemp("gpt2"), text, "gpt2"),
+                build_suite(tmp_path_factory.mktemp("neox"), text, "neox"))
+
+
+class _torch_threads:
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.old)
+
+
+def _config_edit(**kv):
+    def mutate(folder: Path) -> None:
+        p = folder / "config.json"
+        obj = _load(p)
+        obj.update(kv)
+        _dump(p, obj)
+    return mutate
+
+
+def _weights_nan(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    p = folder / "model.safetensors"
+    state = load_file(p)
+    save_file({k: v.clone().fill_(float("nan")) if v.is_floating_point() else v for k, v in state.items()}, p,
+              metadata={"format": "pt"})
+
+
+def _other_architecture(neox: Path):
+    def mutate(folder: Path) -> None:
+        shutil.rmtree(folder)
+        shutil.copytree(neox / ODD, folder)
+    return mutate
+
+
+HF_CASES = {  # id: (mutation of the odd revision's folder, must the error name the revision?)
+    "config-truncated": (lambda d: truncate(d / "config.json"), False),
+    "config-list": (lambda d: as_list(d / "config.json"), False),
+    "config-5000-digit-int": (lambda d: (d / "config.json").write_text(
+        (d / "config.json").read_text().replace('"n_layer": 2', '"n_layer": ' + "9" * 5000)), False),
+    "config-deep-nesting": (lambda d: (d / "config.json").write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}"),
+                            False),
+    "config-zero-layers": (_config_edit(n_layer=0), True),
+    "config-huge-layers": (_config_edit(n_layer=HUGE_INT), True),
+    "config-width-differs": (_config_edit(n_embd=32), True),
+    "config-fifo": (lambda d: ((d / "config.json").unlink(), os.mkfifo(d / "config.json")), False),
+    "config-link-loop": (lambda d: ((d / "config.json").unlink(), (d / "config.json").symlink_to(d / "config.json")),
+                         False),
+    "weights-truncated": (lambda d: truncate(d / "model.safetensors"), False),
+    "weights-nan": (_weights_nan, True),
+    "tokenizer-missing": (lambda d: (d / "tokenizer.json").unlink(), False),
+    "tokenizer-garbage": (lambda d: (d / "tokenizer.json").write_text("{garbage"), False),
+    "revision-empty": (lambda d: [p.unlink() for p in d.iterdir()], False),
+}
+
+
+@pytest.mark.parametrize("cid", sorted(HF_CASES) + ["other-architecture"])
+def test_fuzzed_hf_suite(hf_suites, tmp_path, capsys, no_figures, monkeypatch, cid):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    gpt2, neox = hf_suites
+    suite = tmp_path / "suite"
+    shutil.copytree(gpt2, suite)
+    mut, names = HF_CASES[cid] if cid in HF_CASES else (_other_architecture(neox), True)
+    mut(suite / ODD)
+    with _torch_threads(1):
+        code, err = _run(["record", "--run", str(tmp_path / "out"), "--hf-model", str(suite), "--samples", "2",
+                          "--steps", "6", "--quiet"], capsys)
+    if names:
+        assert code != 0 and ODD in err, err
+
+
+@pytest.mark.parametrize("spec", [",,,", " ", "log:0", "log:-1", "log:" + "9" * 5000, "step5,step5", "nope"])
+def test_hf_revision_specs(hf_suites, tmp_path, capsys, monkeypatch, spec):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, err = _run(["reproduce", "--hf-model", str(hf_suites[0]), "--revisions", spec, "--out",
+                      str(tmp_path / "out"), "--quiet"], capsys)
+    assert code != 0
+
+
+@pytest.mark.parametrize("value", ["", " ", ","])
+def test_empty_hf_model_is_an_error_never_a_fallback(tmp_path, capsys, value):
+    code, err = _run(["reproduce", "--hf-model", value, "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code != 0 and not (tmp_path / "out" / "checkpoints").exists()

@@ -199,3 +199,42 @@ def test_bench_budget_on_a_good_run_and_garbage_metrics_lines(trained_run, tmp_p
     assert main(["bench", "budget", "--run", str(run)]) == 0
     out = capsys.readouterr().out
     assert "budget training" in out and "bench failed" not in out
+
+
+# ------------------------------------------------------------------ option ranges before any allocation
+
+
+def test_channel_ranges_are_checked_against_the_width_before_expansion():
+    import tracemalloc
+
+    from gptwaves.analysis import intervention as ia
+
+    tracemalloc.start()
+    for spec in ("1-999999999", "0,5-" + "9" * 40, "999999999999-1000000000000", "3," + "7" * 5000):
+        with pytest.raises(GptwavesError, match="out of range"):
+            ia.parse_channel_spec(spec, 64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20  # no expanded range (1-999999999 as a list of ints is ~36 GB)
+    assert ia.parse_channel_spec("0-3,60-63", 64).tolist() == [0, 1, 2, 3, 60, 61, 62, 63]
+
+
+@pytest.mark.parametrize("mode", ["scale=1e308", "scale=1e7", "clamp=-1e300", "clamp=1e999", "scale=nan", "scale=inf"])
+def test_edits_that_overflow_are_refused_up_front(mode):
+    from gptwaves.analysis import intervention as ia
+
+    with pytest.raises(GptwavesError, match="finite number"):
+        ia.parse_mode(mode)
+    assert ia.parse_mode("scale=1e6")["value"] == 1e6
+
+
+@pytest.mark.parametrize("argv", [
+    ["--control-seed", "-1"], ["--mode", "scale=1e308"], ["--channels", "1-999999999"], ["--batch-size", "1e3"],
+    ["--seed", "-5"], ["--temperature", "nan"], ["--samples", "9" * 5000], ["--channels", ""], ["--tap", " "],
+])
+def test_intervene_options_are_one_line(trained_run, capsys, argv):
+    opts = {"--run": str(trained_run[0]), "--tap": "blocks.0.hook_resid_post", "--channels": "0-3",
+            "--mode": "ablate", "--samples": "4"}
+    opts.update(zip(argv[::2], argv[1::2]))
+    err = _one_line_error(capsys, ["intervene", *[x for kv in opts.items() for x in kv], "--quiet"])
+    assert "internal error" not in err and "Usage" not in err

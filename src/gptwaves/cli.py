@@ -594,6 +594,9 @@ class _NonBlank(click.ParamType):
                 self.fail("it is empty", param, ctx)
             if "\x00" in value:
                 self.fail("it contains a NUL byte", param, ctx)
+            if param is not None and param.name == "device" and not re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,3})?",
+                                                                                  value.strip()):
+                self.fail(f"unknown device {value[:40]!r}: give auto, cpu, cuda or cuda:N", param, ctx)
             if param is not None and param.name in INPUT_FILES and not os.path.lexists(value):
                 self.fail(f"file not found: {value[:200]}", param, ctx)  # never silently unused
         return self.inner.convert(value, param, ctx)
