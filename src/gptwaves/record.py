@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import math
 import json
-import platform
 import shutil
 import time
 import zipfile
@@ -43,20 +42,14 @@ from .errors import CorruptArtefactError, GptwavesError, SettingsError, WriteErr
 from .io import (atomic_path, atomic_write_json, check_regular_file, describe_oserror, read_json, sha256_file,
                  sweep_stale, write_error)
 from .model import GPT
-from .sample import SamplingConfig, generate
+from .sample import SamplingConfig, batch_generator, generate
+from .versions import analysis_version, is_current, package_versions, reusable
 
 FORMAT = "gptwaves-recording"
 
 #: Bounds of a recording's settings (a typo must not try to allocate terabytes).
 MAX_SAMPLES = 10**7
 MAX_STEPS = 10**6
-
-
-def package_versions() -> dict[str, str]:
-    import scipy
-
-    return {"gptwaves": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
 
 
 @dataclass
@@ -101,13 +94,12 @@ class RecordSpec:
 
 
 def settings_hash(spec: RecordSpec, weights_sha256: str) -> str:
-    blob = json.dumps({"spec": spec.to_dict(), "weights": weights_sha256}, sort_keys=True)
+    """Short hash of the reuse key of a recording: its settings, the weights' checksum and the
+    recordings' analysis version (names the parts folder of an unfinished recording, so parts of
+    other settings or of an older version are never resumed)."""
+    blob = json.dumps({"spec": spec.to_dict(), "weights": weights_sha256,
+                       "analysis_version": analysis_version("recordings")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def batch_generator(seed: int, batch_index: int) -> torch.Generator:
-    """Each batch has its own seeded generator, so resumed recordings are bit-identical."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + batch_index)
 
 
 def record(
@@ -195,6 +187,7 @@ def record(
         "taps": taps, "sampling": spec.sampling.to_dict(), "batch_size": spec.batch_size,
         "dtype": spec.dtype, "context_policy": spec.sampling.context, "seed": spec.sampling.seed,
         "entropy_units": "nats", "packages": package_versions(), "settings_hash": h,
+        "analysis_version": analysis_version("recordings"),
     }
     try:
         _assemble(parts, n_batches, spec, taps, attrs, out_path, in_memory)
@@ -273,7 +266,7 @@ def _assemble(parts: Path, n_batches: int, spec: RecordSpec, taps: list[str], at
         digest = sha256_file(tmp)
         side.unlink(missing_ok=True)
     try:
-        atomic_write_json(side, {**attrs, "file": out_path.name, "sha256": digest})
+        atomic_write_json(side, {**attrs, "settings": spec.to_dict(), "file": out_path.name, "sha256": digest})
     except GptwavesError:
         out_path.unlink(missing_ok=True)  # no recording without its sidecar
         raise
@@ -620,28 +613,39 @@ def list_recordings(run_dir: Path) -> list[Path]:
     return sorted(p for p in d.glob("*.h5")) if d.is_dir() else []
 
 
-def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify: bool = True) -> bool:
-    """True if a finished, intact recording at ``path`` was made with these settings and weights.
-
-    With ``verify`` the file must also pass its checksum and :func:`validate_recording`; a
-    damaged or tampered recording is thus recorded again instead of being used.
-    """
+def recording_is_current(path: str | Path) -> bool:
+    """True when a recording exists at ``path`` with a sidecar of the recordings' current analysis
+    version (a recording made by an older version is recorded again before it is analysed)."""
     side = Path(path).with_suffix(".json")
     if not (Path(path).is_file() and side.is_file()):
         return False
     try:
-        meta = read_json(side, "recording metadata", dict)
-    except GptwavesError:
-        return False
-    if meta.get("settings_hash") != settings_hash(spec, weights_sha256):
-        return False
-    if not verify:
-        return True
-    try:
-        with Recording.open(path, verify=True) as rec:
-            if rec.n_samples != spec.samples:
-                return False
-            return all(np.isfinite(x).all() for t in rec.taps for x in rec.iter_batches(t))  # no NaN waves
+        return is_current(read_json(side, "recording metadata", dict), "recordings")
     except GptwavesError:
         return False
 
+
+def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify: bool = True) -> bool:
+    """True if a finished, intact recording at ``path`` may be reused for these settings and weights.
+
+    The rule of every stage (:func:`gptwaves.versions.reusable`) applied to the recording's
+    sidecar: the recordings' analysis version, the settings and the weights' checksum must match.
+    With ``verify`` the file must also pass its checksum and :func:`validate_recording` and hold no
+    NaN waves; a damaged or tampered recording is thus recorded again instead of being used.
+    """
+    if not Path(path).is_file():
+        return False
+
+    def intact(meta: dict) -> None:
+        if meta.get("settings_hash") != settings_hash(spec, weights_sha256):
+            raise CorruptArtefactError("settings hash differs")
+        if not verify:
+            return
+        with Recording.open(path, verify=True) as rec:
+            if rec.n_samples != spec.samples:
+                raise CorruptArtefactError("sample count differs")
+            if not all(np.isfinite(x).all() for t in rec.taps for x in rec.iter_batches(t)):
+                raise CorruptArtefactError("NaN waves")
+
+    side = Path(path).with_suffix(".json")
+    return reusable(side, "recordings", spec.to_dict(), weights_sha256=weights_sha256, validate=intact) is not None

@@ -1,11 +1,12 @@
-"""What every stage shares: which checkpoints, which model, which taps, and "reuse if settings match".
+"""What every stage shares: which checkpoints, which model, which taps, which lexicon.
 
 - `ModelSource`: where the models come from (the run's checkpoints, an external nanoGPT/minGPT
   file with its corpus, or a Hugging Face model) and on which device; built once by the CLI.
 - `select_checkpoints` / `load_selected`: ``ITER|all|first|last|PATH`` (or a Hugging Face model)
   into (name, reference) pairs and loaded models.
 - `focus_tap`: the one rule for the tap that per-checkpoint figures and claims look at.
-- `reusable`: a stage's earlier output is reused only when the settings stored in it match.
+- Reuse of earlier outputs: :func:`gptwaves.versions.reusable` (one rule for every stage).
+- Checkpoint names: :mod:`gptwaves.names`.
 - `corpus_for_run`, `resolve_lexicon`: the run's corpus and the lexicon spelling is scored with.
 """
 
@@ -20,16 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointInfo, ckpt_stem, list_checkpoints, load_checkpoint, load_external_checkpoint
+from ..checkpoint import CheckpointInfo, list_checkpoints, load_checkpoint, load_external_checkpoint
 from ..corpus import Corpus
 from ..errors import GptwavesError
-from ..io import read_json
+from ..names import ckpt_stem
 
 __all__ = ["ModelSource", "HFRef", "run_checkpoints", "select_checkpoints", "load_selected", "resolve_taps",
-           "focus_tap", "reusable", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded",
-           "is_main_name", "iteration_of_name", "begin_stage"]
-
-_MAIN_NAME = re.compile(r"iter_(\d{7})")
+           "focus_tap", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded", "begin_stage"]
 
 
 @dataclass(frozen=True)
@@ -161,42 +159,6 @@ def focus_tap(taps: Sequence[str]) -> str:
         raise ValueError("no taps")
     blocks = [(int(m.group(1)), t) for t in taps if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", t))]
     return max(blocks)[1] if blocks else taps[-1]
-
-
-def is_main_name(name: str) -> bool:
-    """True for a checkpoint's main output name (``iter_0000500``), False for variants
-    (``iter_0000500.seed1``, ``iter_0000500.prompt-verse``)."""
-    return bool(_MAIN_NAME.fullmatch(name))
-
-
-def iteration_of_name(name: str) -> int | None:
-    m = _MAIN_NAME.fullmatch(name)
-    return int(m.group(1)) if m else None
-
-
-def reusable(path: Path, settings: dict, *, validate: Callable[[Any], None] | None = None, **also) -> dict | None:
-    """A stage's earlier JSON output at ``path`` when it was made with exactly these settings.
-
-    ``settings`` is compared with the file's ``"settings"`` entry and each keyword with the entry
-    of that name; a missing, unreadable or different file gives ``None`` (the work is redone), and
-    so does one that ``validate`` (a :mod:`.checks` validator) refuses: a damaged cache is rebuilt.
-    """
-    if not path.is_file():
-        return None
-    try:
-        old = read_json(path, "stage output", dict)
-    except GptwavesError:
-        return None
-    if not isinstance(old, dict) or old.get("settings") != settings:
-        return None
-    if any(old.get(k) != v for k, v in also.items()):
-        return None
-    if validate is not None:
-        from .checks import valid
-
-        if not valid(old, validate):
-            return None
-    return old
 
 
 def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:

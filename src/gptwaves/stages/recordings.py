@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import SettingsError
 from ..io import RunLock, check_run_dir
+from ..names import ckpt_stem
 from ..record import RecordSpec, record, recording_matches
 from ..sample import SamplingConfig
 from .common import ModelSource, load_selected, resolve_taps, run_checkpoints, select_checkpoints
@@ -104,8 +105,6 @@ def record_variants(run_dir: str | os.PathLike, settings: RecordSettings = Recor
     Returns ``{"checkpoint": name, "seeds": {label: path}, "prompts": {kind: path}}``; the main
     recording (``settings.sampling.seed``) is the first seed.
     """
-    from ..checkpoint import ckpt_stem
-
     run_dir = check_run_dir(run_dir)
     if source.hf_model:  # the last revision of a suite; a tokenizer encodes every prompt
         name, _ = select_checkpoints(run_dir, "last", source)[-1]

@@ -25,8 +25,11 @@ from ..errors import CorruptArtefactError, GptwavesError
 from ..io import RunLock, atomic_write_bytes, atomic_write_json, check_run_dir, sha256_file
 from ..io import write_csv
 from ..analysis.waves import tap_summary
+from ..names import iteration_of_name
+from ..record import recording_is_current
+from ..versions import reusable, stamp
 from .checks import waves_summary
-from .common import ModelSource, begin_stage, focus_tap, guarded, iteration_of_name, reusable, select_checkpoints
+from .common import ModelSource, begin_stage, focus_tap, guarded, select_checkpoints
 from .recordings import RecordSettings, record_run
 
 __all__ = ["WavesSettings", "analyze_recording", "waves_run", "repeatability", "load_array"]
@@ -244,22 +247,23 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
         bar = tqdm(selected, desc="waves", unit="ckpt", disable=not progress, dynamic_ncols=True)
         for name, ref in bar:
             rec_path = run_dir / "recordings" / f"{name}.h5"
-            if not rec_path.exists():
+            if not recording_is_current(rec_path):  # missing, or of an older analysis version
                 which = str(ref.iteration) if hasattr(ref, "iteration") else str(ref)
                 record_run(run_dir, which, record, source, progress=progress)
             rec_sha = sha256_file(rec_path)
             spath = out_dir / name / "summary.json"
-            old = reusable(spath, key, recording_sha256=rec_sha, validate=lambda o, n=name: waves_summary(o, n))
+            old = reusable(spath, "waves", key, recording_sha256=rec_sha, validate=lambda o, n=name: waves_summary(o, n))
             if old is not None and _arrays_ok(out_dir / name / "arrays.npz", old["taps"]):
                 results.append(old)
                 continue
             bar.set_postfix_str(name)
             res, meta = analyze_recording(rec_path, settings)
             _check_recording_identity(rec_path, name, meta, ref)
-            summ = {"name": name, "iteration": meta.get("iteration"), "recording": rec_path.name,
-                    "recording_sha256": rec_sha, "settings": key, "focus_tap": focus_tap(list(res)),
-                    "record_settings": {k2: meta.get(k2) for k2 in ("samples", "steps", "prompt", "sampling")},
-                    "taps": {t: tap_summary(r) for t, r in res.items()}}
+            summ = stamp("waves", {
+                "name": name, "iteration": meta.get("iteration"), "recording": rec_path.name,
+                "recording_sha256": rec_sha, "settings": key, "focus_tap": focus_tap(list(res)),
+                "record_settings": {k2: meta.get(k2) for k2 in ("samples", "steps", "prompt", "sampling")},
+                "taps": {t: tap_summary(r) for t, r in res.items()}})
             _save_arrays(out_dir / name / "arrays.npz", res)
             if figures:
                 _checkpoint_figures(fig_dir, name, rec_path, res, meta.get("iteration"))
