@@ -35,13 +35,14 @@ from typing import Iterator
 import h5py
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__
+from .corpus import CharTokenizer
 from .errors import CorruptArtefactError, GptwavesError, SettingsError, WriteError
 from .io import (atomic_path, atomic_write_json, check_regular_file, describe_oserror, read_json, sha256_file,
                  sweep_stale, write_error)
 from .model import GPT
+from .runtime import Interrupted, progress_bar
 from .sample import SamplingConfig, batch_generator, generate
 from .versions import analysis_version, is_current, package_versions, reusable
 
@@ -116,9 +117,6 @@ def record(
 
     ``meta`` carries the checkpoint's iteration, weights_sha256 and config. Returns the path.
     """
-    from .corpus import CharTokenizer
-    from .runtime import Interrupted
-
     out_path = Path(out_path)
     gen_fn = getattr(model, "generate_batch", None)  # Hugging Face adapter (gptwaves.hf)
     if gen_fn is not None:
@@ -142,8 +140,7 @@ def record(
         raise write_error(parts, e, "folder") from None
     n_batches = -(-spec.samples // spec.batch_size)
     tap_dtype = np.float16 if spec.dtype == "float16" else np.float32
-    bar = tqdm(total=spec.samples, desc=f"record {out_path.stem}", unit="sample", disable=not progress,
-               dynamic_ncols=True, mininterval=0.5)
+    bar = progress_bar(total=spec.samples, desc=f"record {out_path.stem}", unit="sample", disable=not progress)
     from . import distributed as dd
 
     d = dd.info()

@@ -31,13 +31,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from tqdm.auto import tqdm
-
 from . import distributed as dd
 from .corpus import CharTokenizer
 from .errors import GptwavesError
 from .model import GPT, KVCache
-from .runtime import Interrupted
+from .runtime import Interrupted, progress_bar
 
 #: Bounds of the sampling settings: below 1e-6 the scaled logits can overflow float32, and
 #: recording seeds are multiplied by 1_000_003 and must stay within torch's 64-bit seed range.
@@ -268,7 +266,7 @@ def sample_texts(model, vocab: list[str], n: int, length: int, prompt: str, samp
     itos = np.array(vocab, dtype=str)
     nb = -(-n // batch_size)
     d = dd.info()
-    for b in tqdm(dd.shard(nb, d), desc="sample", disable=not progress, leave=False):
+    for b in progress_bar(dd.shard(nb, d), desc="sample", unit="batch", disable=not progress, leave=False):
         if stop:
             raise Interrupted("sampling interrupted; re-run to resume")
         size = min(batch_size, n - b * batch_size)

@@ -208,8 +208,16 @@ def begin_stage(run_dir: Path, *folders: str) -> None:
 
 
 def guarded(out: list, fn: Callable[..., list], *args: Any, **kw: Any) -> None:
-    """Draw one figure into ``out``; a figure that cannot be drawn is skipped with a warning."""
+    """Draw one figure into ``out`` (the one error policy for figures, in every stage).
+
+    A figure that cannot be drawn or written is skipped with a warning naming the figure and its
+    file; it never stops the stage, whose numbers are already computed (an interrupt still does).
+    """
     try:
         out += fn(*args, **kw)
-    except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as e:
-        warnings.warn(f"figure {getattr(fn, '__name__', fn)} skipped: {e}", stacklevel=2)
+    except Exception as e:  # noqa: BLE001 - any failure of a drawing is a warning, never a crash
+        name = getattr(fn, "__name__", str(fn))
+        stem = next((a for a in args if isinstance(a, Path)), None)
+        where = f" ({stem.name})" if stem is not None else ""
+        msg = str(e).splitlines()[0] if str(e) else ""
+        warnings.warn(f"figure {name}{where} skipped: {type(e).__name__}: {msg}", stacklevel=2)

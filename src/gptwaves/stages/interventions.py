@@ -44,7 +44,7 @@ from ..io import read_json
 from ..sample import sample_texts
 from ..versions import package_versions, reusable, stamp
 from .checks import intervention_result
-from .common import ModelSource
+from .common import ModelSource, guarded
 from .spelling import SpellingSettings
 
 __all__ = ["intervene_run", "make_edit", "tap_labels", "channel_means", "intervention_dir_name",
@@ -397,8 +397,8 @@ def intervene_run(
 def _figures(out_dir: Path, result: dict) -> list[str]:
     from ..figures import intervention as fi
 
-    paths = []
-    paths += fi.plot_error_rates(result, out_dir / "error_rates")
-    paths += fi.plot_word_lengths(result, out_dir / "word_lengths")
-    paths += fi.plot_count_histograms(result, out_dir / "counts")
+    paths: list = []
+    guarded(paths, fi.plot_error_rates, result, out_dir / "error_rates")
+    guarded(paths, fi.plot_word_lengths, result, out_dir / "word_lengths")
+    guarded(paths, fi.plot_count_histograms, result, out_dir / "counts")
     return [Path(p).name for p in paths]

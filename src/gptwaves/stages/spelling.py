@@ -25,6 +25,7 @@ from ..config import check_int, check_real
 from ..errors import SettingsError
 from ..io import RunLock, atomic_write_json, atomic_write_text, check_run_dir, write_csv
 from ..names import is_main_name
+from ..runtime import progress_bar
 from ..sample import SamplingConfig, sample_texts
 from ..versions import is_current, reusable, stamp
 from . import checks
@@ -124,8 +125,6 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
     settings], "crossing": the `gptwaves.analysis.spelling.crossing` dict or None, "table": path,
     "figures": [paths]}``.
     """
-    from tqdm.auto import tqdm
-
     from .. import distributed as dd
     from ..figures import spelling as spf
     from ..runtime import graceful_stop
@@ -144,7 +143,7 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
     with (RunLock(run_dir) if d.main else nullcontext()), graceful_stop() as stop:
         if d.main:
             begin_stage(run_dir, "spelling")
-        bar = tqdm(selected, desc="spelling", unit="ckpt", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(selected, desc="spelling", unit="ckpt", disable=not progress)
         for name, ref in bar:
             model, meta = load_selected(ref, source, device)
             L = settings.resolved_length(model)

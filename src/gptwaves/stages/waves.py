@@ -27,6 +27,7 @@ from ..io import write_csv
 from ..analysis.waves import tap_summary
 from ..names import iteration_of_name
 from ..record import recording_is_current
+from ..runtime import progress_bar
 from ..versions import reusable, stamp
 from .checks import waves_summary
 from .common import ModelSource, begin_stage, focus_tap, guarded, select_checkpoints
@@ -232,8 +233,6 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
     Returns ``{"checkpoints": [per-checkpoint summary dicts], "repeatability": dict | None,
     "figures": [paths]}``.
     """
-    from tqdm.auto import tqdm
-
     from ..figures import waves as wf
 
     run_dir = check_run_dir(run_dir)
@@ -244,7 +243,7 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
     results: list[dict] = []
     with RunLock(run_dir):
         begin_stage(run_dir, "waves")
-        bar = tqdm(selected, desc="waves", unit="ckpt", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(selected, desc="waves", unit="ckpt", disable=not progress)
         for name, ref in bar:
             rec_path = run_dir / "recordings" / f"{name}.h5"
             if not recording_is_current(rec_path):  # missing, or of an older analysis version
