@@ -288,9 +288,9 @@ def test_quantise_roundtrip():
 
 
 def test_captions():
-    assert caption_from_stem("corr_compare") == "Correlation matrices compared"
+    assert caption_from_stem("correlation_compare") == "Correlation matrices compared"
     assert caption_from_stem("acf_blocks.5.hook_resid_post") == "Auto-correlation functions, block 5 residual"
-    assert caption_from_stem("word_lengths") == "Word lengths"
+    assert caption_from_stem("word_lengths") == "Word-length distributions per condition"
 
 
 def test_quantise_nan_and_constant_channels():

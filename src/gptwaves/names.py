@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ckpt_stem", "is_main_name", "iteration_of_name", "iteration_of_stem", "iteration_in",
-           "CHECKPOINT_FILE"]
+__all__ = ["ckpt_stem", "is_main_name", "iteration_of_name", "iteration_of_stem", "iteration_in", "figure_stem",
+           "CHECKPOINT_FILE", "NAME_PATTERN"]
 
 _DIGITS = r"(\d{7})"
 _MAIN = re.compile(rf"iter_{_DIGITS}")
 _STEM = re.compile(rf"iter_{_DIGITS}(?:\.|$)")
-_ANYWHERE = re.compile(rf"iter_{_DIGITS}")
+#: A checkpoint name anywhere in a text (the iteration is group 1).
+NAME_PATTERN = re.compile(rf"iter_{_DIGITS}")
+_FIGURE = re.compile(rf"iter_{_DIGITS}_(.+)")
 #: A checkpoint's metadata file, ``iter_XXXXXXX.json`` (the iteration is group 1).
 CHECKPOINT_FILE = re.compile(rf"^iter_{_DIGITS}\.json$")
 
@@ -47,5 +49,12 @@ def iteration_of_stem(stem: str) -> int | None:
 def iteration_in(text: str) -> int | None:
     """The iteration of the first checkpoint name anywhere in ``text`` (a path, a figure's file
     name such as ``figures/iter_0000500_acf.png``), else None."""
-    m = _ANYWHERE.search(text)
+    m = NAME_PATTERN.search(text)
     return int(m.group(1)) if m else None
+
+
+def figure_stem(stem: str) -> tuple[int | None, str]:
+    """A figure's file stem split into (iteration, rest): ``iter_0000500_acf`` -> (500, "acf");
+    a figure of no single checkpoint (``order_parameters``) -> (None, "order_parameters")."""
+    m = _FIGURE.fullmatch(stem)
+    return (int(m.group(1)), m.group(2)) if m else (None, stem)

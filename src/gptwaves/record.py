@@ -21,11 +21,17 @@ settings changed, discarded. A reader never sees a half-written recording.
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import hashlib
-import math
 import json
+import math
+import os
+import resource
 import shutil
+import sys
 import time
+import traceback
 import zipfile
 from dataclasses import dataclass
 from functools import partial
@@ -37,11 +43,14 @@ import numpy as np
 import torch
 
 from . import __version__
+from . import distributed as dd
+from .config import check_choice, check_int
 from .corpus import CharTokenizer
 from .errors import CorruptArtefactError, GptwavesError, SettingsError, WriteError
 from .io import (atomic_path, atomic_write_json, check_regular_file, describe_oserror, read_json, sha256_file,
                  sweep_stale, write_error)
 from .model import GPT
+from .names import iteration_of_stem
 from .runtime import Interrupted, progress_bar
 from .sample import SamplingConfig, batch_generator, generate
 from .versions import analysis_version, is_current, package_versions, reusable
@@ -70,8 +79,6 @@ class RecordSpec:
 
     def validate(self) -> "RecordSpec":
         """Check every field; raise a one-line :class:`~gptwaves.errors.SettingsError`."""
-        from .config import check_choice, check_int
-
         for name, v in (("samples", self.samples), ("steps", self.steps), ("batch_size", self.batch_size)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise SettingsError(f"{name.replace('_', ' ')} must be a positive integer, not {v!r}")
@@ -141,8 +148,6 @@ def record(
     n_batches = -(-spec.samples // spec.batch_size)
     tap_dtype = np.float16 if spec.dtype == "float16" else np.float32
     bar = progress_bar(total=spec.samples, desc=f"record {out_path.stem}", unit="sample", disable=not progress)
-    from . import distributed as dd
-
     d = dd.info()
     # a recording of one batch is atomic anyway: it goes straight into the HDF5 file
     in_memory: dict[int, dict] = {}
@@ -211,10 +216,6 @@ def recording_bytes(spec: RecordSpec, prompt_len: int, n_embd: int | None) -> in
 def check_space(path: Path, need: int) -> None:
     """Refuse to start writing ``need`` bytes into ``path``'s folder when the disk (or the
     process's file-size limit) cannot take them: one line, nothing written."""
-    import errno
-    import os
-    import resource
-
     try:
         free = shutil.disk_usage(path.parent).free
     except OSError:
@@ -280,10 +281,6 @@ def _write_h5(tmp: Path, out_path: Path, parts: Path, n_batches: int, spec: Reco
     are cleared, the handles are dropped and collected while the file is still open, and only
     then is the file closed; the library's own complaints during this clean-up are silenced.
     """
-    import gc
-    import sys
-    import traceback
-
     try:
         f = h5py.File(tmp, "w", rdcc_nbytes=0)
     except OSError as e:
@@ -588,10 +585,8 @@ _SIDECAR_KEYS = ("iteration", "weights_sha256", "vocab", "prompt", "prompt_len",
 def _agrees_with_name_and_sidecar(meta: dict, path: Path, smeta: dict | None) -> None:
     """A recording named ``iter_XXXXXXX[.variant].h5`` is of that iteration, and its attributes
     agree with its sidecar (which recording reuse trusts)."""
-    import re
-
-    m = re.match(r"iter_(\d{7})(\.|$)", path.stem)
-    if m and meta.get("iteration") != int(m.group(1)):
+    it = iteration_of_stem(path.stem)
+    if it is not None and meta.get("iteration") != it:
         raise CorruptArtefactError(f"recording {path}: iteration {meta.get('iteration')!r} disagrees with its name")
     if smeta is None:
         return

@@ -32,8 +32,9 @@ import torch
 from torch.nn import functional as F
 
 from . import distributed as dd
+from .config import check_int, check_real
 from .corpus import CharTokenizer
-from .errors import GptwavesError
+from .errors import GptwavesError, SettingsError
 from .model import GPT, KVCache
 from .runtime import Interrupted, progress_bar
 
@@ -57,9 +58,6 @@ class SamplingConfig:
 
     def validate(self) -> "SamplingConfig":
         """Check every field (finite temperature > 0, top-k >= 1, top-p in (0, 1], seed, policy)."""
-        from .config import check_int, check_real
-        from .errors import SettingsError
-
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
                 or not self.temperature > 0 or not math.isfinite(self.temperature):
             raise SettingsError(f"--temperature must be a finite number > 0, not {self.temperature!r}")
@@ -84,8 +82,6 @@ def parse_context(policy: str) -> int | None:
         return None
     m = re.fullmatch(r"stride=(\d{1,9})", policy) if isinstance(policy, str) else None
     if not m or int(m.group(1)) < 1:
-        from .errors import SettingsError
-
         raise SettingsError(f"unknown context policy {policy!r}: use 'crop' or 'stride=K' (K >= 1)")
     return int(m.group(1))
 

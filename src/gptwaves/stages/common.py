@@ -21,10 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..analysis.spelling import load_word_list
 from ..checkpoint import CheckpointInfo, list_checkpoints, load_checkpoint, load_external_checkpoint
 from ..corpus import Corpus
 from ..errors import GptwavesError
+from ..hf import HFModel, suite_revisions
+from ..io import read_text_file, sweep_stale
 from ..names import ckpt_stem
+from ..runtime import pick_device
+from ..train import read_run_info
 
 __all__ = ["ModelSource", "HFRef", "run_checkpoints", "select_checkpoints", "load_selected", "resolve_taps",
            "focus_tap", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded", "begin_stage"]
@@ -71,8 +76,6 @@ def run_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
     run's (run.json) is refused."""
     vocab = None
     if (Path(run_dir) / "run.json").exists():
-        from ..train import read_run_info
-
         vocab = read_run_info(run_dir).get("vocab")
     cks = list_checkpoints(Path(run_dir) / "checkpoints", vocab=vocab)
     if not cks:
@@ -84,8 +87,6 @@ def select_checkpoints(run_dir: Path, which: str | int | None, source: ModelSour
                        ) -> list[tuple[str, object]]:
     """Resolve ``ITER|all|first|last|PATH`` (or ``source.hf_model``) into a list of (name, reference)."""
     if source.hf_model:  # revisions of a suite are checkpoints (gptwaves.hf.suite_revisions)
-        from ..hf import suite_revisions
-
         revs = suite_revisions(source.hf_model, source.hf_revision)
         w = "all" if which is None else str(which)
         if w in ("last", "first"):
@@ -120,12 +121,8 @@ def load_selected(ref: object, source: ModelSource = ModelSource(), device=None)
 
     Returns ``(model, meta)``; ``meta`` has at least ``vocab``, ``iteration`` and ``weights_sha256``.
     """
-    from ..runtime import pick_device
-
     dev = device if device is not None else pick_device(source.device)
     if isinstance(ref, HFRef):
-        from ..hf import HFModel
-
         hf = HFModel(ref.name, dev, ref.revision, step=ref.step)
         return hf, hf.meta()
     if isinstance(ref, CheckpointInfo):
@@ -163,8 +160,6 @@ def focus_tap(taps: Sequence[str]) -> str:
 
 def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:
     """The corpus a run was trained on: ``corpus`` if given, else the path in run.json (checked)."""
-    from ..train import read_run_info
-
     info = read_run_info(run_dir) if (Path(run_dir) / "run.json").exists() else {}
     c = Corpus.load(corpus if corpus is not None else (info.get("corpus_path") or None))
     if info.get("corpus_sha256") and c.sha256 != info["corpus_sha256"]:
@@ -174,9 +169,6 @@ def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:
 
 def load_lexicon_file(path: str | os.PathLike) -> frozenset[str]:
     """Read a user word list (one word per line) with clear errors for bad files."""
-    from ..analysis.spelling import load_word_list
-    from ..io import read_text_file
-
     text, _ = read_text_file(path, "lexicon")
     try:
         return load_word_list(text.splitlines())
@@ -200,8 +192,6 @@ def resolve_lexicon(run_dir: Path, lexicon: str | os.PathLike | None,
 def begin_stage(run_dir: Path, *folders: str) -> None:
     """Call under the run lock when a stage starts: sweep the temporary files and orphaned parts
     folders that killed runs left in the stage's folders (``folders`` relative to the run dir)."""
-    from ..io import sweep_stale
-
     for f in folders:
         if (Path(run_dir) / f).is_dir():
             sweep_stale(Path(run_dir) / f)

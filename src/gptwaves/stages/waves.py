@@ -188,6 +188,9 @@ def _checkpoint_figures(fig_dir: Path, name: str, rec_path: Path, res: dict, ite
             periods=r["period_acf"], title=f"Auto-correlation at {tap}, {label}")
     guarded(out, wf.period_histogram, r["period_acf"], fig_dir / f"{name}_periods", periods_psd=r["period_psd"],
             title=f"Dominant periods at {tap}, {label}")
+    guarded(out, wf.event_triggered_figure, r["eta"], r["eta_counts"], r["eta_classes"], r["eta_lags"],
+            r["function"]["d_current"], fig_dir / f"{name}_event_triggered",
+            title=f"Event-triggered averages at {tap}, {label}")
     rows = wf.channel_function_rows(r["function"], r["clustering"]["labels"], top_n=20, periods=r["period_acf"])
     guarded(out, wf.channel_table_figure, rows, fig_dir / f"{name}_channel_table",
             title=f"Channel function at {tap}, {label}")
