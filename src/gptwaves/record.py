@@ -606,15 +606,26 @@ def list_recordings(run_dir: Path) -> list[Path]:
 
 
 def recording_is_current(path: str | Path) -> bool:
-    """True when a recording exists at ``path`` with a sidecar of the recordings' current analysis
-    version (a recording made by an older version is recorded again before it is analysed)."""
-    side = Path(path).with_suffix(".json")
-    if not (Path(path).is_file() and side.is_file()):
+    """True when a recording exists at ``path`` and was made by the recordings' current analysis
+    version (a recording of an older version is recorded again before it is analysed).
+
+    The version is read from the sidecar, or, when the sidecar is missing or unreadable, from the
+    HDF5 file's attributes (which :meth:`Recording.open` then checks as usual).
+    """
+    path = Path(path)
+    if not path.is_file():
         return False
     try:
-        return is_current(read_json(side, "recording metadata", dict), "recordings")
+        return is_current(read_json(path.with_suffix(".json"), "recording metadata", dict), "recordings")
     except GptwavesError:
+        pass
+    try:
+        with h5py.File(path, "r") as f:
+            v = f.attrs.get("analysis_version")
+    except (OSError, ValueError, KeyError):
         return False
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) \
+        and is_current({"analysis_version": int(v)}, "recordings")
 
 
 def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify: bool = True) -> bool:
