@@ -15,7 +15,7 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -491,9 +491,24 @@ def test_tampered_run_json(small_run, corpus):
 def test_corpus_fifo_and_device_are_refused_at_once(tmp_path, capsys):
     fifo = tmp_path / "fifo.txt"
     os.mkfifo(fifo)
-    t0 = time.monotonic()
+    # "at once" is an event, not a stopwatch: the command must refuse the FIFO without ever opening
+    # it. A watcher holds the write end open-pending; its open returns exactly when a reader opens
+    # the FIFO (and it closes at once, so a reader sees end-of-file and cannot hang the test).
+    opened = threading.Event()
+
+    def watch():
+        fd = os.open(fifo, os.O_WRONLY)
+        opened.set()
+        os.close(fd)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     err = one_line_error(capsys, ["data", "--corpus", str(fifo)])
-    assert "FIFO" in err and time.monotonic() - t0 < 10
+    opened_by_command = opened.is_set()
+    release = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the watcher's open return
+    watcher.join(timeout=60)  # a hang guard only: the open above completes it at once
+    os.close(release)
+    assert "FIFO" in err and not opened_by_command and not watcher.is_alive()
     err = one_line_error(capsys, ["data", "--corpus", "/dev/zero"])
     assert "not a regular file" in err
 
@@ -520,9 +535,18 @@ def test_read_json_refuses_special_and_huge_files(tmp_path):
 
 def test_metrics_rows_that_are_not_objects_are_skipped(small_run):
     path = small_run / "metrics.jsonl"
-    path.write_text(path.read_text() + '[1, 2]\n{"iter": "x", "kind": "eval"}\n"text"\n{"iter": 3\n')
-    rows = read_metrics(small_run)
-    assert rows and all(isinstance(r, dict) and isinstance(r["iter"], int) for r in rows)
+    good = path.read_text().splitlines()
+    expected = [json.loads(line) for line in good]
+    assert len(expected) >= 2 and expected == read_metrics(small_run)  # the untouched log reads back whole
+    junk = ['[1, 2]', '{"iter": "x", "kind": "eval"}', '"text"', 'null', '{"iter": -1, "kind": "eval"}',
+            '{"iter": 2, "kind": "other"}', '{"iter": true, "kind": "train"}', '{"iter": 5, "kind": "train", "lr": -1}',
+            '{"iter": 3']
+    late = {"iter": 9, "kind": "train", "loss": 1.5, "lr": 0.01, "tokens_per_s": 10.0}
+    # junk before, between and after the valid rows, and a valid row after the junk
+    lines = [junk[0], good[0], *junk[1:5], *good[1:], *junk[5:], json.dumps(late), junk[-1]]
+    path.write_text("\n".join(lines) + "\n")
+    # every valid row is kept, unchanged and in order; every invalid one is dropped
+    assert read_metrics(small_run) == [*expected, late]
 
 
 # ------------------------------------------------------------------ stale temporary files
