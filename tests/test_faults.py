@@ -210,13 +210,13 @@ def test_file_size_limit_in_train_and_record(tmp_path, corpus_path):
     base = [sys.executable, "-m", "gptwaves", "train", "--preset", "smoke", "--corpus", str(corpus_path),
             "--out", str(run), "--n-embd", "16", "--block-size", "16",
             "--device", "cpu", "--quiet"]
-    ok = subprocess.run(base + ["--max-iters", "3"], env=_env(), capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(base + ["--max-iters", "3"], env=_env(), capture_output=True, text=True, timeout=600)
     assert ok.returncode == 0, ok.stderr
     before = digests(run)
     weights = (run / "checkpoints" / "iter_0000003.safetensors").stat().st_size
     # weights fit, the training state (weights + two AdamW moments) does not
     p = subprocess.run(base + ["--max-iters", "12"], env=_env(), capture_output=True,
-                       text=True, timeout=120, preexec_fn=_limited(weights + 4096))
+                       text=True, timeout=600, preexec_fn=_limited(weights + 4096))
     err = _check_one_line(p)
     assert "File too large" in err and "state" in err
     assert tmp_files(run) == []
@@ -227,7 +227,7 @@ def test_file_size_limit_in_train_and_record(tmp_path, corpus_path):
     # recording: the parts fit, the assembled HDF5 file does not -> refused before writing it
     rec = [sys.executable, "-m", "gptwaves", "record", "--run", str(run), "--checkpoint", "3",
            "--samples", "16", "--batch-size", "4", "--steps", "32", "--device", "cpu", "--quiet"]
-    p = subprocess.run(rec, env=_env(), capture_output=True, text=True, timeout=120,
+    p = subprocess.run(rec, env=_env(), capture_output=True, text=True, timeout=600,
                        preexec_fn=_limited(150_000))
     err = _check_one_line(p)
     assert "File too large" in err and "iter_0000003.h5" in err
@@ -235,7 +235,7 @@ def test_file_size_limit_in_train_and_record(tmp_path, corpus_path):
     assert digests(run / "checkpoints") == {k[len("checkpoints/"):]: v for k, v in before.items()
                                            if k.startswith("checkpoints/")}
     # the finished parts stay for resuming; without the limit the recording completes
-    p = subprocess.run(rec, env=_env(), capture_output=True, text=True, timeout=120)
+    p = subprocess.run(rec, env=_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     assert (run / "recordings" / "iter_0000003.h5").is_file()
     assert not list((run / "recordings").glob(".*parts-*"))
@@ -265,7 +265,7 @@ except R.GptwavesError as e:
 @pytest.mark.parametrize("batch", [64, 4])  # one in-memory batch; parts on disk
 def test_hdf5_assembly_failure_does_not_crash(tmp_path, batch):
     p = subprocess.run([sys.executable, "-c", HDF5_FAULT, str(tmp_path), str(batch)], env=_env(),
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, (p.returncode, p.stderr[-2000:])  # was a segfault (139)
     assert p.stderr.strip() == "", p.stderr[-2000:]
     assert p.stdout.startswith("ERROR cannot write") and "File too large" in p.stdout
@@ -386,7 +386,7 @@ T.train(cfg, Corpus.load(sys.argv[1]), Path(sys.argv[2]))
 def test_sigkill_before_the_checkpoint_json(tmp_path, corpus_path, corpus, reference_run):
     run = tmp_path / "run"
     p = subprocess.run([sys.executable, "-c", SIGKILL_SCRIPT, str(corpus_path), str(run)], env=_env(),
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == -9, p.stderr
     assert json.loads((run / "state" / "state.json").read_text())["iteration"] == 10
     assert not (run / "checkpoints" / "iter_0000010.json").exists()

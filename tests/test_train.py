@@ -278,10 +278,10 @@ def test_sigkill_and_rerun_is_bit_identical(tmp_path, corpus_path):
     assert not (victim_dir / "checkpoints" / f"iter_{n:07d}.json").exists()
 
     rerun = subprocess.run(_train_cmd(victim_dir, corpus_path, n), env=_env(), capture_output=True,
-                           text=True, timeout=120)
+                           text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed from {st['iteration']}" in rerun.stdout
-    out, err = ref.communicate(timeout=120)
+    out, err = ref.communicate(timeout=600)
     assert ref.returncode == 0, err
     assert_same_run(ref_dir, victim_dir, n)
     for c in list_checkpoints(ref_dir / "checkpoints"):
