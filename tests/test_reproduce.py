@@ -48,7 +48,8 @@ def _env() -> dict:
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory, corpus_file) -> Path:
     out = tmp_path_factory.mktemp("clean") / "run"
-    r = subprocess.run(_cmd(out, corpus_file), capture_output=True, text=True, env=_env(), timeout=1800)  # a hang guard only
+    r = subprocess.run(_cmd(out, corpus_file), capture_output=True, text=True, env=_env(),
+                       timeout=1800)  # a hang guard only
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -179,7 +180,8 @@ def test_sigkill_at_every_stage_then_resume_equals_clean_run(tmp_path, clean_run
         # nothing half-written is ever visible under its final name
         for p in out.rglob("*"):
             assert not p.name.endswith(".tmp") or p.name.startswith("."), p
-    r = subprocess.run(_cmd(out, corpus_file), capture_output=True, text=True, env=_env(), timeout=1800)  # a hang guard only
+    r = subprocess.run(_cmd(out, corpus_file), capture_output=True, text=True, env=_env(),
+                       timeout=1800)  # a hang guard only
     assert r.returncode == 0, r.stderr[-3000:]
 
     # checkpoints: bit-identical weights and metadata
