@@ -18,7 +18,9 @@ from ..jsonable import finite_or_none
 from ..io import atomic_write_json, check_run_dir, read_json
 from . import checks
 from .checks import read_checked
-from .common import focus_tap, is_main_name
+from ..names import is_main_name
+from ..versions import package_versions
+from .common import focus_tap
 
 __all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "spelling_entry",
            "waves_entry", "SUMMARY_FORMAT", "SUMMARY_VERSION"]
@@ -123,7 +125,6 @@ def build_summary(run_dir: str | Path) -> dict:
 
 
 def _build_summary(run_dir: Path) -> dict:
-    from ..record import package_versions
     from ..train import read_metrics, read_run_info
 
     stages = read_stage_results(run_dir)
