@@ -96,7 +96,7 @@ def read_stage_results(run_dir: Path) -> dict:
         stored = _read_obj(sdir / "crossing.json", "spelling crossing", checks.crossing_file)
     except GptwavesError:
         stored = None  # a damaged crossing is computed again from the checkpoints below
-    if stored and stored.get("checkpoints") == [r.get("name") for r in spelling]:
+    if stored and is_current(stored, "spelling") and stored.get("checkpoints") == [r.get("name") for r in spelling]:
         crossing = stored.get("crossing")
     elif sum(r.get("iteration") is not None for r in spelling) >= 2:  # stages run on other subsets
         sett = spelling[-1].get("settings") or {}
