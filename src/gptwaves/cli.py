@@ -458,6 +458,35 @@ def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, mar
     click.echo(f"result: {res['path']}" + ("  (reused)" if res["reused"] else ""))
 
 
+@cli.command()
+@run_option
+@corpus_option
+@click.option("--replicates", type=int, default=None,
+              help="Synthetic runs per spelling scenario (default 100).")
+@click.option("--coherence-replicates", type=int, default=None,
+              help="Synthetic runs per coherence scenario (default 40; 0 skips the coherence rules).")
+@click.option("--engine", type=click.Choice(["fast", "exact"]), default=None,
+              help="Spelling: permutation nulls shared across replicates (fast, default) or per replicate (exact).")
+@click.option("--only", type=click.Choice(["spelling", "coherence"]), default=None,
+              help="Calibrate one group of rules only.")
+@click.option("--seed", type=int, default=None, help="Seed of the synthetic runs (default 0).")
+@click.option("--quiet", is_flag=True)
+def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed, quiet):
+    """Size and power of every verdict rule, simulated at this run's own sizes (DIR/calibration/)."""
+    from .stages.calibration import CalibrationSettings, calibrate_run
+
+    kw = {k: v for k, v in (("replicates", replicates), ("coherence_replicates", coherence_replicates),
+                            ("engine", engine), ("seed", seed)) if v is not None}
+    if only:
+        kw["groups"] = (only,)
+    res = calibrate_run(run, CalibrationSettings(**kw), corpus=corpus, progress=not quiet)
+    for cid in sorted(res["claims"], key=int):
+        e = res["claims"][cid]
+        for lv, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
+            click.echo(f"- claim {cid}, {label}: {e[lv]['text']}")
+    click.echo(f"results: {Path(run) / 'calibration' / 'calibration.json'} ({res['seconds']:.0f} s)")
+
+
 @cli.command("bench")
 @click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget"]),
                 default="all", required=False)
