@@ -377,9 +377,14 @@ def report(run, no_summary):
                    "significant at alpha 0.05).")
 @click.option("--waves-boot", type=int, default=None, help="Bootstrap resamples of the coherence excess CI "
                                                            "(default 200).")
+@click.option("--calibrate/--no-calibrate", default=None,
+              help="Run the calibration stage (size and power of the spelling rules; default: on for quick and "
+                   "paper, off for smoke and Hugging Face suites).")
+@click.option("--calibrate-coherence", type=int, default=None,
+              help="Also calibrate the coherence rules with this many replicates per scenario (costly).")
 def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, record_steps, spelling_samples,
               spelling_length, seed, device, precision, quiet, hf_model, revisions, lexicon, taps, record_dtype,
-              surrogates, waves_boot):
+              surrogates, waves_boot, calibrate, calibrate_coherence):
     """Corpus -> training -> recordings -> waves -> spelling -> summary -> report, resumable."""
     from .reproduce import ANALYSIS_PRESETS, HF_ANALYSIS, AnalysisSettings
     from .reproduce import reproduce as run_reproduce
@@ -392,7 +397,19 @@ def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, r
         lexicon=None if lexicon is None else str(lexicon)).items() if v is not None})
     an = dataclasses.replace(an, waves=dataclasses.replace(an.waves, **{k: v for k, v in dict(
         n_surrogates=surrogates, n_boot=waves_boot).items() if v is not None}))
+    if calibrate is False:
+        an = dataclasses.replace(an, calibration=None)
+    elif calibrate or calibrate_coherence:
+        from .stages.calibration import CalibrationSettings
+
+        cal = an.calibration or CalibrationSettings(groups=("spelling",))
+        if calibrate_coherence:
+            cal = cal.replace(groups=("spelling", "coherence"), coherence_replicates=calibrate_coherence)
+        an = dataclasses.replace(an, calibration=cal)
     if hf_model:
+        if an.calibration is not None:
+            raise GptwavesError("--calibrate applies to gptwaves runs; run `gptwaves calibrate --run DIR` "
+                                "after a Hugging Face suite")
         from .hf import safe_name
         from .reproduce import reproduce_hf
 
@@ -488,7 +505,8 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed,
 
 
 @cli.command("bench")
-@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget"]),
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget",
+                                                  "calibrate"]),
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -500,7 +518,7 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed,
 def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes: bool, run_dir: Path | None) -> None:
     """Performance figures as ratios against baselines measured in the same run.
 
-    WHICH: all (default), train, record, waves, spelling, e2e, hf or budget (needs --run). Progress goes to stderr, the
+    WHICH: all (default), train, record, waves, spelling, e2e, hf, budget (needs --run) or calibrate. Progress goes to stderr, the
     table to stdout. Full sizes take long on a small CPU (see bench/README.md); use --quick to try.
     """
     from . import bench as gb

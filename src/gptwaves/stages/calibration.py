@@ -410,10 +410,11 @@ def spelling_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: Calibra
     R = r1 - r0
     sidx = list(SPELLING_SCENARIOS).index(scenario)
     flags = []
-    for i, ck in enumerate(cks):
-        rng = np.random.default_rng([settings.seed, 1, sidx, i, r0])
-        flags.append(ca.simulate_flags(ck["word_sample"], ck["base_logit"], ck["n_samples"], R, rng,
-                                       kind=kind, strength=float(prof[i])))
+    for i, ck in enumerate(cks):  # one generator per replicate: the same draws whatever the chunking
+        flags.append(np.concatenate([ca.simulate_flags(ck["word_sample"], ck["base_logit"], ck["n_samples"], 1,
+                                                       np.random.default_rng([settings.seed, 1, sidx, i, r]),
+                                                       kind=kind, strength=float(prof[i]))
+                                     for r in range(r0, r1)]))
     alpha, fast = tpl["alpha"], settings.engine == "fast"
     out = []
     for r in range(R):
@@ -461,7 +462,7 @@ def _bracketed(stats: list[dict], alpha: float, crossing: dict, ck: dict, mis: n
 def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings) -> list[dict]:
     """Verdicts of claims 1 and 4 on replicates ``r0 .. r1 - 1`` of one coherence scenario: every
     checkpoint's focus and input taps drawn and analysed by `analysis.waves.analyze_tap` with the
-    run's wave settings."""
+    run's wave settings (the number of clusters fixed: no verdict reads it)."""
     from ..analysis import calibration as ca
     from ..analysis import waves as wv
 
@@ -471,7 +472,12 @@ def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: Calibr
     exc = ca.strength_profile(its, sc["excess"], sc["shape"])
     spc = ca.strength_profile(its, sc["space"], sc["shape"])
     sidx = list(COHERENCE_SCENARIOS).index(scenario)
-    wset = {k: v for k, v in tpl["settings"].items()}
+    from .waves import WavesSettings
+
+    fields = WavesSettings.__dataclass_fields__
+    wset = WavesSettings(**{k: v for k, v in tpl["settings"].items() if k in fields}).analysis_kwargs()
+    # no verdict reads the clustering: a fixed k skips the surrogates' silhouette search (docs/method.md)
+    wset["k"] = wset.get("k") or 2
     focus, inp = tpl["focus"], tpl["input"]
     out = []
     for r in range(r0, r1):
@@ -508,11 +514,10 @@ def _file_name(group: str, scenario: str) -> str:
 
 
 def _identity(tpl: dict, group: str, settings: CalibrationSettings) -> dict:
-    n = settings.replicates if group == "spelling" else settings.coherence_replicates
     return {"group": group, "engine": settings.engine if group == "spelling" else "exact", "seed": settings.seed,
             "chunk": settings.chunk, "rules": rules_fingerprint(), "run": tpl["identity"],
             "analysis": {k: tpl[k] for k in ("alpha", "n_boot", "n_perm", "seed") if k in tpl}
-            if group == "spelling" else tpl["settings"], "replicates_planned": n}
+            if group == "spelling" else tpl["settings"]}
 
 
 def _valid_replicates(obj) -> None:
@@ -577,8 +582,9 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
                     verdicts += coherence_chunk(tpl, scen, r0, r1, settings)
                 seconds += time.perf_counter() - t0
                 atomic_write_json(path, {"settings": key, "scenario": scen, "done": len(verdicts),
-                                         "seeds": {"base": settings.seed, "rule": "numpy default_rng([seed, group, "
-                                                   "scenario index, checkpoint index, replicate or chunk start])"},
+                                         "seeds": {"base": settings.seed, "rule": "numpy default_rng([seed, group "
+                                                   "(1 spelling, 2 coherence), scenario index, checkpoint index, "
+                                                   "replicate])"},
                                          "seconds": seconds, "verdicts": verdicts})
                 bar.update(r1 - r0)
             replicates[f"{g}:{scen}"] = {"group": g, "scenario": scen, "verdicts": verdicts, "seconds": seconds}
