@@ -13,6 +13,7 @@ Method: docs/method.md, "Sweeps: is it a phase transition?".
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -127,10 +128,10 @@ class SweepSettings:
         return self.analysis or ANALYSIS_PRESETS.get(self.preset, AnalysisSettings())
 
     def identity(self) -> dict:
-        """What must match for an existing sweep folder to be continued."""
-        return {"preset": self.preset, "vary": self.vary, "values": list(self.values),
+        """What must match for an existing sweep folder to be continued (as JSON would store it)."""
+        return json.loads(json.dumps({"preset": self.preset, "vary": self.vary, "values": list(self.values),
                 "train_overrides": dict(sorted(self.train_overrides.items())), "schedule": self.schedule,
-                "analysis": self.analysis_settings().to_dict()}
+                "analysis": self.analysis_settings().to_dict()}))
 
 
 def _claim_folder(out: Path, s: SweepSettings) -> None:
