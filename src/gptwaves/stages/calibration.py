@@ -33,8 +33,10 @@ import numpy as np
 
 from ..errors import GptwavesError
 from ..io import RunLock, atomic_write_json, check_run_dir, read_json
+from ..names import is_main_name
+from ..versions import is_current, reusable, stamp
 from . import checks
-from .common import begin_stage, is_main_name, reusable
+from .common import begin_stage
 
 __all__ = ["CalibrationSettings", "calibrate_run", "read_calibration", "make_spelling_template",
            "make_waves_template", "spelling_chunk", "coherence_chunk", "summarise", "summary_entry", "SPELLING_SCENARIOS",
@@ -514,15 +516,18 @@ def _file_name(group: str, scenario: str) -> str:
 
 
 def _identity(tpl: dict, group: str, settings: CalibrationSettings) -> dict:
+    """The settings a replicates file is reused under (its inputs, the run's checkpoints and the
+    rules fingerprint, are stored beside them: docs/method.md, Reuse of earlier results)."""
     return {"group": group, "engine": settings.engine if group == "spelling" else "exact", "seed": settings.seed,
-            "chunk": settings.chunk, "rules": rules_fingerprint(), "run": tpl["identity"],
+            "chunk": settings.chunk,
             "analysis": {k: tpl[k] for k in ("alpha", "n_boot", "n_perm", "seed") if k in tpl}
             if group == "spelling" else tpl["settings"]}
 
 
 def _valid_replicates(obj) -> None:
-    if not isinstance(obj.get("verdicts"), list) or not isinstance(obj.get("done"), int):
-        raise checks._Bad("replicates file without verdicts")
+    v = obj.get("verdicts")
+    if not isinstance(v, list) or obj.get("done") != len(v) or not all(isinstance(x, dict) for x in v):
+        raise GptwavesError("replicates file without its verdicts")
 
 
 def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = CalibrationSettings(), *,
@@ -560,7 +565,8 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
             tpl = tpls[g]
             key = _identity(tpl, g, settings)
             path = out_dir / "replicates" / _file_name(g, scen)
-            old = reusable(path, key, validate=_valid_replicates, scenario=scen)
+            inputs = {"scenario": scen, "rules": rules_fingerprint(), "run": tpl["identity"]}
+            old = reusable(path, "calibration", key, validate=_valid_replicates, **json_ready(inputs))
             verdicts = list(old["verdicts"])[:n] if old else []
             seconds = float(old.get("seconds", 0.0)) if old else 0.0
             bar.update(len(verdicts))
@@ -581,18 +587,26 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
                 else:
                     verdicts += coherence_chunk(tpl, scen, r0, r1, settings)
                 seconds += time.perf_counter() - t0
-                atomic_write_json(path, {"settings": key, "scenario": scen, "done": len(verdicts),
-                                         "seeds": {"base": settings.seed, "rule": "numpy default_rng([seed, group "
-                                                   "(1 spelling, 2 coherence), scenario index, checkpoint index, "
-                                                   "replicate])"},
-                                         "seconds": seconds, "verdicts": verdicts})
+                seeds = {"base": settings.seed, "rule": "numpy default_rng([seed, group (1 spelling, 2 coherence), "
+                                                        "scenario index, checkpoint index, replicate])"}
+                atomic_write_json(path, stamp("calibration", {"settings": key, **json_ready(inputs), "seeds": seeds,
+                                                              "done": len(verdicts), "seconds": seconds,
+                                                              "verdicts": verdicts}))
                 bar.update(r1 - r0)
             replicates[f"{g}:{scen}"] = {"group": g, "scenario": scen, "verdicts": verdicts, "seconds": seconds}
         bar.close()
         result = summarise(replicates, settings, tpls)
         result["seconds"] = time.perf_counter() - t_start
+        result = stamp("calibration", result)
         atomic_write_json(out_dir / "calibration.json", result)
     return result
+
+
+def json_ready(obj):
+    """``obj`` as it reads back from JSON (tuples as lists), so that stored inputs compare equal."""
+    import json
+
+    return json.loads(json.dumps(obj))
 
 
 def _shared_nulls(tpl: dict, settings: CalibrationSettings) -> list:
@@ -678,7 +692,7 @@ def summary_entry(run_dir: str | os.PathLike) -> dict | None:
     cal = read_calibration(run_dir)
     if cal is None or not isinstance(cal.get("claims"), dict):
         return None
-    current = cal.get("rules") == rules_fingerprint()
+    current = cal.get("rules") == rules_fingerprint() and is_current(cal, "calibration")
 
     def slim(d: dict, *extra: str) -> dict:
         return {k: d.get(k) for k in ("scenario", *extra, "rate", "ci", "k", "n")}
