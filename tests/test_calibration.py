@@ -284,3 +284,14 @@ def test_calibrate_without_results_is_one_line(tmp_path, capsys):
     code = main(["calibrate", "--run", str(tmp_path / "empty"), "--quiet"])
     err = capsys.readouterr().err
     assert code != 0 and err.startswith("gptwaves: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_calibrate_bench_tiny():
+    from gptwaves import bench
+
+    rows = bench.run("calibrate", n_samples=30, steps=30, channels=6, spelling_replicates=2, iterations=(0, 10, 100),
+                     raise_errors=True)
+    assert len(rows) == 3
+    for r in rows:
+        assert r["value"] > 0 and r["unit"] == "s" and r["bench"] == "calibrate"
+    assert rows[0]["baseline"] > 0 and rows[0]["ratio"] == pytest.approx(rows[0]["value"] / rows[0]["baseline"])
