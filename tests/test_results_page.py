@@ -40,7 +40,8 @@ def _summary(**over) -> dict:
         {"iteration": 20, "x": 0.1315, "ok": True, "v": "Poissonian", "p": 0.076}],
         "tiny": 2.036e-144, "big": 465472, "settings": {"train": {"seed": 1337}},
         "findings": {"claims": [
-            {"id": 1, "claim": "A", "as_stated": {"verdict": "supported"}, "beyond_null": {"verdict": "not supported"}},
+            {"id": 1, "claim": "A", "as_stated": {"verdict": "supported"},
+             "beyond_null": {"verdict": "not supported"}},
             {"id": 2, "claim": "B", "as_stated": {"verdict": "inconclusive"}, "beyond_null": {"verdict": "not supported"}},
         ]}}
     s.update(over)
@@ -83,7 +84,9 @@ def test_a_number_without_a_reference_is_an_error_but_conventions_are_not(site):
 
 
 def test_quantified_statements_need_a_true_check(site):
-    assert any("'every' without" in p for p in check(site, "x falls at every later checkpoint.\n"))
+    assert any("quantifier" in p for p in check(site, "x falls at every later checkpoint.\n"))
+    two = "x is significant at every checkpoint and all are small. <!--check t:checkpoints/*/ok all == true-->\n"
+    assert any("2 quantifier(s)" in p for p in check(site, two))
     assert check(site, "Every number here is quoted. <!--wording-->\n") == []
     assert check(site, "x is significant at every checkpoint. <!--check t:checkpoints/*/ok all == true-->\n") == []
     false = {
@@ -133,7 +136,8 @@ def test_headline_says_what_is_supported_not_supported_and_undecided():
     ("from iteration 100 to 2000 a misspelling is followed by another less often than chance (p <= 0.004)",
      "paper:checkpoints/iteration=100..2000/spelling/cascade/p_value all <= 0.004"),
     ("the space channels' rhythm similarity is not higher at the last block than at the input",
-     "paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity <= @paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity_input"),
+     "paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity "
+     "<= @paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity_input"),
 ])
 def test_the_earlier_pages_errors_are_caught(sentence, check_marker):
     problems = [p for p in rp.check_page(f"{sentence}. <!--wording--><!--check {check_marker}-->\n", DOCS)

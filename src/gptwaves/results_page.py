@@ -18,11 +18,13 @@ published file they come from. Three kinds of markers make that checkable:
   ``hours`` to the result. The quoted number must be the field's value rounded to the digits
   shown (``0.126`` matches 0.12633; ``2e-144`` matches 2.036e-144). ``NAME/...`` uses a path
   declared once on the page with ``<!-- alias NAME = SOURCE:PATH -->``.
-* **Checked words**: a paragraph that says "every", "all", "each", "steadily", "monotone",
-  "always", "never", "none" or "no checkpoint" must carry ``<!--check SOURCE:PATH PREDICATE-->``
+* **Checked words**: each "every", "all", "each", "steadily", "monotone", "always", "never",
+  "none", "no checkpoint", "throughout" or "consistently" of a paragraph needs a
+  ``<!--check SOURCE:PATH PREDICATE-->`` in that paragraph
   (``all == X``, ``all != X``, ``all < X`` ..., ``none == X``, ``increasing``, ``decreasing``,
-  ``not-monotone``, the values of a multi-element PATH), or ``<!--wording-->`` where the word is
-  not a statement about the data (e.g. "every number on this page").
+  ``not-monotone`` on the values of a multi-element PATH; ``== X`` ... on a single value; a
+  right-hand side ``@REF`` compares element by element), or a ``<!--wording-->`` where the word
+  is not a statement about the data (e.g. "every number on this page").
 
 Every other number outside code, links, markers and generated blocks is an error, except a few
 conventions (dates, claim and item numbers, "95% bootstrap CI", "log(1 + iteration)"). A paragraph
@@ -52,10 +54,12 @@ CHECK_RE = re.compile(r"<!--check (?P<body>[^\n]*?)-->")
 ALIAS_RE = re.compile(r"<!-- alias (?P<name>\w+) = (?P<ref>[^ ]+) -->")
 COMMENT_RE = re.compile(r"<!--.*?-->", re.S)
 NUMBER_RE = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])")
-QUANTIFIER_RE = re.compile(r"\b(every|all|each|steadily|monoton\w*|always|never|none|no checkpoint)\b", re.I)
+QUANTIFIER_RE = re.compile(r"\b(every|all|each|steadily|monoton\w*|always|never|none|no checkpoint|throughout"
+                           r"|consistently)\b", re.I)
 #: numbers that are conventions of the text, not results
 EXEMPT_RE = re.compile(r"\d{4}-\d{2}-\d{2}|\bclaims? \d(?:(?:, | and | or )\d)*|\bitems? \d(?:(?:-|, | and )\d)*"
-                       r"|95%\s+(?:bootstrap\s+)?CI|log\(1 \+ iteration\)|\bAR\(1\)|\b(?:crosses|through) 1\b")
+                       r"|95%\s+(?:bootstrap\s+)?CI|log\(1 \+ iteration\)|\bAR\(1\)"
+                       r"|\b(?:crosses|through|towards)\s+1\b")
 FUNCS = {"min": min, "max": max, "count": len, "sum": sum, "abs": abs,
          "minutes": lambda v: v / 60, "hours": lambda v: v / 3600}
 
@@ -356,9 +360,11 @@ def check_page(text: str, page_dir: Path) -> list[str]:
             if not ok:
                 problems.append(f"check '{body.strip()}' is false")
         bare = COMMENT_RE.sub(" ", QUOTE_RE.sub(" ", para))
-        q = QUANTIFIER_RE.search(bare)
-        if q and not checks and "<!--wording-->" not in para:
-            problems.append(f"'{q[0]}' without a <!--check ...--> in: {_short(bare)}")
+        words = QUANTIFIER_RE.findall(bare)
+        if len(words) > len(checks) + para.count("<!--wording-->"):
+            problems.append(f"{len(words)} quantifier(s) ({', '.join(words)}) but "
+                            f"{len(checks) + para.count('<!--wording-->')} <!--check ...--> or <!--wording--> "
+                            f"marker(s) in: {_short(bare)}")
         bare = EXEMPT_RE.sub(" ", bare)
         if re.match(r"\s*(?:[-*] )?\*Interpretation:\*", bare):
             nums = NUMBER_RE.findall(COMMENT_RE.sub(" ", EXEMPT_RE.sub(" ", para)))
