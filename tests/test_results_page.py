@@ -163,3 +163,42 @@ def test_cli_check_reports_in_one_line(tmp_path, site, capsys):
     page.write_text("<!-- gen:claims:t:begin -->\n<!-- gen:claims:t:end -->\n")
     assert rp.main(["--page", str(page)]) == 0
     assert "| 2 | B | inconclusive | not supported |" in page.read_text()
+
+
+def test_cli_renders_the_readme_block_from_the_summary_it_names(tmp_path, capsys):
+    from gptwaves import publish
+
+    (tmp_path / "docs" / "results" / "t").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "t" / "summary.json").write_text(json.dumps(_summary()))
+    page = tmp_path / "docs" / "results.md"
+    page.write_text("Nothing quoted.\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{publish.BEGIN}\nfrom docs/results/t/summary.json, old\n{publish.END}\n\nrest\n")
+    assert rp.main(["--page", str(page), "--readme", str(readme), "--check"]) != 0
+    assert "is stale" in capsys.readouterr().err
+    assert rp.main(["--page", str(page), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert rp.headline(_summary()) in text and text.endswith("\n\nrest\n")
+    assert rp.main(["--page", str(page), "--readme", str(readme), "--check"]) == 0
+    page.write_text("<!-- gen:include:missing.md:begin -->\n<!-- gen:include:missing.md:end -->\n")
+    assert rp.main(["--page", str(page)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gptwaves: error:")
+
+
+def test_the_seed_table_agrees_with_the_published_summary_of_its_seed():
+    """The published `quick` run is one of the seed table's columns: its verdicts, crossing and final
+    validation loss there are those of docs/results/quick/summary.json."""
+    table = DOCS / "results" / "quick-seeds.md"
+    if not table.is_file():
+        pytest.skip("no seed table published")
+    s = json.loads((DOCS / "results" / "quick" / "summary.json").read_text())
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.read_text().splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    col = rows[0].index(f"seed {s['settings']['train']['seed']}")
+    cells = {r[0]: r[col] for r in rows[1:]}
+    for c in s["findings"]["claims"]:
+        for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
+            assert cells[f"{c['id']}. {c['claim']} ({label})"] == c[key]["verdict"]
+    assert rp._rounds_to(cells["crossing iteration of F_correct"], s["findings"]["crossing"]["iteration"])
+    assert rp._rounds_to(cells["final val loss"], s["checkpoints"][-1]["val_loss"])

@@ -2,6 +2,9 @@
 
     python -m gptwaves.results_page [--page docs/results.md] [--readme README.md] [--check]
 
+``--readme`` also renders the README's results block from the published summary it names (the
+same block ``python -m gptwaves.publish run --readme`` writes, with its headline sentence).
+
 The page is prose written by people around numbers that are never typed without a reference to the
 published file they come from. Three kinds of markers make that checkable:
 
@@ -46,7 +49,7 @@ from pathlib import Path
 from .errors import GptwavesError
 from .io import atomic_write_text, read_json
 
-__all__ = ["check_page", "render_page", "resolve", "headline", "render_block", "main"]
+__all__ = ["check_page", "render_page", "resolve", "headline", "render_block", "readme_refresh", "main"]
 
 GEN_RE = re.compile(r"<!-- gen:(?P<spec>[^ ]+?):begin -->\n(?P<body>.*?)<!-- gen:(?P=spec):end -->", re.S)
 QUOTE_RE = re.compile(r"(?P<num>[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?)<!--=(?P<ref>[^\n]*?)-->")
@@ -222,7 +225,7 @@ def headline(s: dict) -> str:
     n = len(s.get("checkpoints") or [])
     return (f"Under the rules as first published, the `{s.get('preset')}` run ({n} checkpoints) supports "
             f"{ids('supported')}; it does not support {ids('not supported')}; it leaves {ids('inconclusive')} "
-            f"inconclusive (neither shown nor ruled out at this size). The republication under the revised "
+            f"inconclusive (neither shown nor ruled out by these data). The republication under the revised "
             f"rules is pending.")
 
 
@@ -296,14 +299,13 @@ def _prose(text: str) -> str:
     text = GEN_RE.sub("", text)
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     text = re.sub(r"`[^`\n]*`", "``", text)
-    text = re.sub(r"\]\([^)]*\)", "]()", text)
-    return re.sub(r"^#+ .*$", "", text, flags=re.M)  # headings name things, they state nothing
+    return re.sub(r"\]\([^)]*\)", "]()", text)
 
 
 def _paragraphs(text: str) -> list[str]:
     out, cur = [], []
     for line in text.splitlines():
-        if not line.strip() or re.match(r"\s*([-*] |\d+\. |\|)", line):
+        if not line.strip() or re.match(r"\s*([-*] |\d+\. |\||#)", line):
             if cur:
                 out.append("\n".join(cur))
             cur = [line] if line.strip() else []
@@ -360,7 +362,7 @@ def check_page(text: str, page_dir: Path) -> list[str]:
             if not ok:
                 problems.append(f"check '{body.strip()}' is false")
         bare = COMMENT_RE.sub(" ", QUOTE_RE.sub(" ", para))
-        words = QUANTIFIER_RE.findall(bare)
+        words = [] if bare.startswith("#") else QUANTIFIER_RE.findall(bare)  # a heading names, it states nothing
         if len(words) > len(checks) + para.count("<!--wording-->"):
             problems.append(f"{len(words)} quantifier(s) ({', '.join(words)}) but "
                             f"{len(checks) + para.count('<!--wording-->')} <!--check ...--> or <!--wording--> "
@@ -376,6 +378,27 @@ def check_page(text: str, page_dir: Path) -> list[str]:
     return problems
 
 
+def readme_refresh(readme: Path) -> str:
+    """The README's text with its results block rendered anew from the published summary the block
+    names (``docs/results/NAME/summary.json``), as ``python -m gptwaves.publish run --readme`` would."""
+    from . import publish
+
+    readme = Path(readme)
+    if not readme.is_file():
+        raise GptwavesError(f"{readme} does not exist")
+    text = readme.read_text(encoding="utf-8")
+    if publish.BEGIN not in text or publish.END not in text:
+        raise GptwavesError(f"{readme} has no {publish.BEGIN} ... {publish.END} block")
+    a, b = text.index(publish.BEGIN), text.index(publish.END) + len(publish.END)
+    names = sorted(set(re.findall(r"docs/results/([\w.-]+)/summary\.json", text[a:b])))
+    if len(names) != 1:
+        raise GptwavesError(f"the results block of {readme} names {len(names)} published summaries, not one")
+    rel = f"docs/results/{names[0]}"
+    s = read_json(readme.parent / rel / "summary.json", "published summary", dict)
+    fig = "fano_reference_null.png" if (readme.parent / rel / "fano_reference_null.png").is_file() else None
+    return text[:a] + publish.readme_block(s, rel, fig) + text[b:]
+
+
 def _short(s: str, n: int = 90) -> str:
     s = " ".join(s.split())
     return s if len(s) <= n else s[:n] + "..."
@@ -384,6 +407,8 @@ def _short(s: str, n: int = 90) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gptwaves.results_page", description=__doc__.split("\n\n")[0])
     ap.add_argument("--page", default="docs/results.md", help="the results page (default: %(default)s)")
+    ap.add_argument("--readme", default=None, help="also render the results block of this README from the "
+                    "published summary it names")
     ap.add_argument("--check", action="store_true", help="only check; rewrite nothing")
     args = ap.parse_args(argv)
     page = Path(args.page)
@@ -398,6 +423,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(page)
             text = new
         problems = check_page(text, page.parent)
+        if args.readme:
+            fresh = readme_refresh(Path(args.readme))
+            if fresh != Path(args.readme).read_text(encoding="utf-8"):
+                if args.check:
+                    problems.append(f"the results block of {args.readme} is stale")
+                else:
+                    atomic_write_text(args.readme, fresh)
+                    print(args.readme)
         for p in problems:
             print(f"{page}: {p}", file=sys.stderr)
         if problems:
@@ -405,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     except GptwavesError as e:
         print(f"gptwaves: error: {e}", file=sys.stderr)
         return e.exit_code
+    except (OSError, KeyError, TypeError, ValueError) as e:  # a generated block that cannot be rendered
+        print(f"gptwaves: error: {page}: {type(e).__name__}: {e}", file=sys.stderr)
+        return GptwavesError.exit_code
     return 0
 
 
