@@ -115,6 +115,14 @@ def test_generated_blocks_are_rendered_and_checked_for_staleness(site):
     fresh = rp.render_page(stale, site)
     assert check(site, fresh) == []
     assert "| 1 | A | supported | not supported |" in fresh
+    other = _summary(preset="u")
+    other["findings"]["claims"][1]["beyond_null"]["verdict"] = "supported"
+    (site / "results" / "u").mkdir()
+    (site / "results" / "u" / "summary.json").write_text(json.dumps(other))
+    diff = rp.render_page("<!-- gen:diff:t,u:begin -->\n<!-- gen:diff:t,u:end -->\n", site)
+    assert ("differ from the `t` run's in claim 2 beyond the null (not supported in `t`, supported in `u`), "
+            "and in no other.") in diff and check(site, diff) == []
+    assert "the same verdicts" in rp.render_page("<!-- gen:diff:t,t:begin -->\n<!-- gen:diff:t,t:end -->\n", site)
     (site / "seeds.md").write_text("| seed | 1 |\n")
     inc = rp.render_page("<!-- gen:include:seeds.md:begin -->\n<!-- gen:include:seeds.md:end -->\n", site)
     assert "| seed | 1 |" in inc and check(site, inc) == []

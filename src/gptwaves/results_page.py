@@ -12,7 +12,8 @@ published file they come from. Three kinds of markers make that checkable:
   rendered from ``results/SOURCE/summary.json`` (relative to the page) by this module: ``claims``
   (the verdict table), ``setup`` (model and analysis sizes), ``times`` (the stage times, the
   machine and the versions the summary records), ``headline`` (one sentence on what the verdicts
-  mean); ``gen:include:FILE`` copies a published Markdown file (e.g. the seed table).
+  mean); ``gen:diff:A,B`` lists the verdicts that differ between two runs; ``gen:include:FILE``
+  copies a published Markdown file (e.g. the seed table).
 * **Quoted numbers** carry the field they quote: ``0.126<!--=paper:PATH-->``. PATH walks the JSON
   with ``/``: a key, a list index (``-1`` is the last), ``key=value`` (the element of a list of
   objects whose field has that value, e.g. ``iteration=300`` or ``id=1``), ``key>=value`` /
@@ -229,6 +230,22 @@ def headline(s: dict) -> str:
             f"rules is pending.")
 
 
+def _diff(a: dict, b: dict) -> str:
+    """Which verdicts of run ``b`` differ from those of run ``a``."""
+    vb = {c["id"]: c for c in _claims(b)}
+    out = []
+    for c in _claims(a):
+        for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
+            other = (vb.get(c["id"]) or {}).get(key, {}).get("verdict", "not reported")
+            if other != c[key]["verdict"]:
+                out.append(f"claim {c['id']} {label} ({c[key]['verdict']} in `{a.get('preset')}`, {other} in "
+                           f"`{b.get('preset')}`)")
+    if not out:
+        return f"The `{b.get('preset')}` run has the same verdicts as the `{a.get('preset')}` run."
+    return (f"The `{b.get('preset')}` run's verdicts differ from the `{a.get('preset')}` run's in "
+            + "; ".join(out) + ", and in no other.")
+
+
 def _setup(s: dict) -> str:
     t = (s.get("settings") or {}).get("train") or {}
     a = (s.get("settings") or {}).get("analysis") or {}
@@ -267,6 +284,8 @@ def render_block(spec: str, page_dir: Path) -> str:
     kind, _, arg = spec.partition(":")
     if kind == "include":
         return (page_dir / arg).read_text(encoding="utf-8").rstrip("\n")
+    if kind == "diff":
+        return _diff(*[_load(page_dir, n) for n in arg.split(",", 1)])
     s = _load(page_dir, arg)
     if kind == "claims":
         out = ["| # | claim | as stated | beyond the null |", "|---|---|---|---|"]
@@ -322,8 +341,8 @@ def check_page(text: str, page_dir: Path) -> list[str]:
     page_dir = Path(page_dir)
     problems = []
     names = {m.split(":")[0] for m in re.findall(r"<!--(?:=|check )\s*(\w+):", text)}
-    names |= {m.split(":", 1)[1].split(":")[0] for m in re.findall(r"<!-- gen:(\w+:[^ ]+?):begin", text)
-              if not m.startswith("include:")}
+    names |= {n for m in re.findall(r"<!-- gen:(\w+:[^ ]+?):begin", text) if not m.startswith("include:")
+              for n in m.split(":", 1)[1].split(",")}
     names |= {a.split(":")[0] for a in ALIAS_RE.findall(text) for a in [a[1]]}
     sources = {}
     for n in sorted(names):
