@@ -209,7 +209,7 @@ def _claims(s: dict) -> list[dict]:
 
 def headline(s: dict) -> str:
     """One sentence on what a summary's verdicts mean: what is supported, what is not, and what
-    the run cannot decide (docs/method.md, "Verdicts")."""
+    the run cannot decide (docs/method.md, "Findings")."""
     groups: dict[str, list[str]] = {}
     for c in _claims(s):
         for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
