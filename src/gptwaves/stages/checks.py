@@ -171,7 +171,7 @@ def spelling_result(obj: Any, name: str | None = None) -> None:
 
 
 def _dispersion_consistent(d: dict, n: int, alpha: float, where: str) -> None:
-    """The stored dispersion numbers agree with what they derive from (docs/method.md, "Spelling"):
+    """The stored dispersion numbers agree with what they derive from (docs/method.md, "Reading a run's files"):
     F = var / mean, q = F - 1, the two-sided index-of-dispersion p-value of F with n - 1 degrees of
     freedom, and the verdict of that p-value at ``alpha`` (an edited Fano factor or verdict is
     refused instead of reported)."""
