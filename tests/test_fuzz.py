@@ -726,6 +726,9 @@ def _base_args(run: str, out: str) -> dict:
         ("reproduce",): ["--preset", "smoke", "--out", run, "--max-iters", "20", "--device", "cpu", "--quiet"],
         ("intervene",): ["--run", run, "--tap", TAP, "--channels", "0-3", "--mode", "ablate", "--quiet"],
         ("bench",): ["budget", "--run", run],
+        ("sweep",): ["--preset", "smoke", "--vary", "n_embd=16,32", "--out", f"{out}/sweep", "--max-iters", "20",
+                     "--device", "cpu", "--quiet"],
+        ("calibrate",): ["--run", run, "--replicates", "2", "--quiet"],
         ("publish", "run"): [run, f"{out}/published"],
         ("publish", "seeds"): [f"{out}/seeds.md", run],
     }
@@ -778,6 +781,8 @@ def option_run(smoke, tmp_path_factory):
 def work_stops(monkeypatch):
     import gptwaves.analysis.spelling as asp
     import gptwaves.bench.budget as budget
+    import gptwaves.stages.calibration as calibration
+    import gptwaves.sweep as sweep
     import gptwaves.model as model
     import gptwaves.record as record
     import gptwaves.sample as sample
@@ -785,7 +790,8 @@ def work_stops(monkeypatch):
     import gptwaves.train as train
 
     for obj, name in ((model.GPT, "forward"), (sample, "generate"), (record, "generate"), (asp, "analyze"),
-                      (asp, "crossing"), (waves, "analyze_recording"), (train, "train"), (budget, "matmul_peak")):
+                      (asp, "crossing"), (waves, "analyze_recording"), (train, "train"), (budget, "matmul_peak"),
+                      (calibration, "spelling_chunk"), (calibration, "coherence_chunk"), (sweep, "_run_parallel")):
         monkeypatch.setattr(obj, name, _started)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a model name is never looked up on the network here
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

@@ -648,8 +648,8 @@ class _Integer(click.ParamType):
 
     name = "integer"
 
-    def __init__(self, non_negative: bool = False):
-        self.non_negative = non_negative
+    def __init__(self, non_negative: bool = False, lo: int | None = None, hi: int | None = None):
+        self.non_negative, self.lo, self.hi = non_negative, lo, hi
 
     def convert(self, value, param, ctx):
         if isinstance(value, int) and not isinstance(value, bool):
@@ -662,6 +662,9 @@ class _Integer(click.ParamType):
             v = int(s)
         if self.non_negative and v < 0:
             self.fail(f"{v} is negative (seeds are 0 or more)", param, ctx)
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            self.fail(f"{v} is not in [{'' if self.lo is None else self.lo}, {'' if self.hi is None else self.hi}]",
+                      param, ctx)
         return v
 
 
@@ -670,16 +673,23 @@ class _Finite(click.ParamType):
 
     name = "number"
 
+    def __init__(self, lo: float | None = None, hi: float | None = None):
+        self.lo, self.hi = lo, hi
+
     def convert(self, value, param, ctx):
         if isinstance(value, float) and math.isfinite(value):
-            return value
-        s = str(value).strip()
-        try:
-            v = float(s) if len(s) <= 64 else math.nan
-        except ValueError:
-            self.fail(f"{str(value)[:40]!r} is not a number", param, ctx)
-        if not math.isfinite(v):
-            self.fail(f"{str(value)[:40]!r} is not a finite number", param, ctx)
+            v = value
+        else:
+            s = str(value).strip()
+            try:
+                v = float(s) if len(s) <= 64 else math.nan
+            except ValueError:
+                self.fail(f"{str(value)[:40]!r} is not a number", param, ctx)
+            if not math.isfinite(v):
+                self.fail(f"{str(value)[:40]!r} is not a finite number", param, ctx)
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            self.fail(f"{v:g} is not in [{'' if self.lo is None else self.lo}, {'' if self.hi is None else self.hi}]",
+                      param, ctx)
         return v
 
 
@@ -725,10 +735,11 @@ def _harden(group: click.Group) -> None:
             _harden(cmd)
             continue
         for prm in cmd.params:
+            lo, hi = getattr(prm.type, "min", None), getattr(prm.type, "max", None)  # IntRange, FloatRange
             if isinstance(prm.type, click.types.IntParamType):
-                prm.type = _Integer(non_negative="seed" in (prm.name or ""))
+                prm.type = _Integer(non_negative="seed" in (prm.name or ""), lo=lo, hi=hi)
             elif isinstance(prm.type, click.types.FloatParamType):
-                prm.type = _Finite()
+                prm.type = _Finite(lo=lo, hi=hi)
             elif isinstance(prm.type, (click.types.StringParamType, click.Path)):
                 prm.type = _NonBlank(prm.type, blank_ok=prm.name == "prompt")
 
