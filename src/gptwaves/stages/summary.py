@@ -9,6 +9,7 @@ Schema: docs/outputs.md.
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -41,8 +42,9 @@ CLAIM_TITLES = {1: "Coherence builds up with training",
 
 def _read_obj(path: Path, what: str, validator=None, *args, stage: str | None = None) -> dict | None:
     """A JSON object written by a stage, or None when missing; a damaged one (or one that
-    ``validator``, from :mod:`.checks`, refuses) is a one-line error."""
-    if not path.is_file():
+    ``validator``, from :mod:`.checks`, refuses) is a one-line error; so is anything there that is
+    not a regular file (a FIFO, a folder, a link out of the run), never taken as missing."""
+    if not os.path.lexists(path):
         return None
     if validator is not None:
         return read_checked(path, what, validator, *args, stage=stage)
