@@ -56,7 +56,9 @@ class CalibrationSettings:
     scenario (each is a full wave analysis of every checkpoint, so they cost far more);
     ``engine``: ``"fast"`` (spelling permutation nulls shared across replicates, see the method
     page) or ``"exact"`` (every replicate analysed exactly as the spelling stage does);
-    ``chunk``: replicates per saved step; ``groups``: which claim groups to calibrate.
+    ``chunk``: replicates per saved step; ``groups``: which claim groups to calibrate;
+    ``scenarios``: only these scenarios (names of `SPELLING_SCENARIOS` / `COHERENCE_SCENARIOS`;
+    None: all), e.g. to bound the cost of the coherence rules at large sizes.
     """
 
     replicates: int = 100
@@ -65,6 +67,7 @@ class CalibrationSettings:
     seed: int = 0
     chunk: int = 10
     groups: tuple[str, ...] = ("spelling", "coherence")
+    scenarios: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         from ..config import check_choice, check_int
@@ -76,6 +79,8 @@ class CalibrationSettings:
         check_int("chunk", self.chunk, 1, 10**6)
         for g in self.groups:
             check_choice("group", g, ("spelling", "coherence"))
+        for name in self.scenarios or ():
+            check_choice("scenario", name, (*SPELLING_SCENARIOS, *COHERENCE_SCENARIOS))
 
     def replace(self, **kw) -> "CalibrationSettings":
         return dataclasses.replace(self, **kw)
@@ -593,7 +598,7 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
         for g, tpl in tpls.items():
             names = SPELLING_SCENARIOS if g == "spelling" else COHERENCE_SCENARIOS
             n = settings.replicates if g == "spelling" else settings.coherence_replicates
-            jobs += [(g, s, n) for s in names]
+            jobs += [(g, s, n) for s in names if settings.scenarios is None or s in settings.scenarios]
         total = sum(n for *_, n in jobs)
         bar = tqdm(total=total, desc="calibrate", unit="rep", disable=not progress, dynamic_ncols=True)
         replicates: dict[str, dict] = {}
