@@ -4,7 +4,8 @@
   file with its corpus, or a Hugging Face model) and on which device; built once by the CLI.
 - `select_checkpoints` / `load_selected`: ``ITER|all|first|last|PATH`` (or a Hugging Face model)
   into (name, reference) pairs and loaded models.
-- `focus_tap`: the one rule for the tap that per-checkpoint figures and claims look at.
+- `focus_tap`: the one rule for the tap that per-checkpoint figures and claims look at;
+  `input_floor`: the one rule for the input floor (the model's embedding tap).
 - `reusable`: a stage's earlier output is reused only when the settings stored in it match.
 - `corpus_for_run`, `resolve_lexicon`: the run's corpus and the lexicon spelling is scored with.
 """
@@ -26,7 +27,8 @@ from ..errors import GptwavesError
 from ..io import read_json
 
 __all__ = ["ModelSource", "HFRef", "run_checkpoints", "select_checkpoints", "load_selected", "resolve_taps",
-           "focus_tap", "reusable", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded",
+           "focus_tap", "floor_tap", "input_floor", "FLOOR_TAPS",
+           "reusable", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded",
            "is_main_name", "iteration_of_name", "begin_stage"]
 
 _MAIN_NAME = re.compile(r"iter_(\d{7})")
@@ -46,6 +48,8 @@ class ModelSource:
         ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     hf_model, hf_revision : str, optional
         A Hugging Face causal LM (name or local folder) in place of the run's checkpoints.
+    hf_dtype : str
+        The dtype a Hugging Face model is loaded in: float32, bfloat16 or float16.
     """
 
     corpus: str | os.PathLike | None = None
@@ -53,6 +57,7 @@ class ModelSource:
     device: str = "auto"
     hf_model: str | None = None
     hf_revision: str | None = None
+    hf_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ def select_checkpoints(run_dir: Path, which: str | int | None, source: ModelSour
                        ) -> list[tuple[str, object]]:
     """Resolve ``ITER|all|first|last|PATH`` (or ``source.hf_model``) into a list of (name, reference)."""
     if source.hf_model:  # revisions of a suite are checkpoints (gptwaves.hf.suite_revisions)
-        from ..hf import suite_revisions
+        from ..hf import check_revisions, suite_revisions
 
         revs = suite_revisions(source.hf_model, source.hf_revision)
         w = "all" if which is None else str(which)
@@ -96,6 +101,7 @@ def select_checkpoints(run_dir: Path, which: str | int | None, source: ModelSour
             revs = [r for r in revs if r.step == int(w)]
             if not revs:
                 raise GptwavesError(f"no revision at step {w} of {source.hf_model}")
+        check_revisions(revs)  # all of them, before the first is loaded
         return [(r.name, HFRef(r.model, r.revision, r.step)) for r in revs]
     which = "all" if which is None else str(which)
     if which in ("all", "last", "first"):
@@ -128,7 +134,7 @@ def load_selected(ref: object, source: ModelSource = ModelSource(), device=None)
     if isinstance(ref, HFRef):
         from ..hf import HFModel
 
-        hf = HFModel(ref.name, dev, ref.revision, step=ref.step)
+        hf = HFModel(ref.name, dev, ref.revision, step=ref.step, dtype=source.hf_dtype)
         return hf, hf.meta()
     if isinstance(ref, CheckpointInfo):
         model, meta = load_checkpoint(ref)
@@ -153,14 +159,44 @@ def resolve_taps(model, taps: Sequence[str] | None) -> list[str]:
     return list(taps)
 
 
+def _depth(tap: str) -> tuple[int, int]:
+    """Where a tap sits in the model: (layer, preference); larger is deeper."""
+    if m := re.fullmatch(r"hidden\.(\d+)", tap):  # Hugging Face: hidden.0 = embeddings output
+        return int(m.group(1)), 1
+    if m := re.fullmatch(r"blocks\.(\d+)\.(\w+)", tap):  # the residual stream after the block first
+        return int(m.group(1)) + 1, 1 if m.group(2) == "hook_resid_post" else 0
+    if tap == "hook_embed":
+        return 0, 1
+    return -1, 0  # ln_final and anything else: only when nothing else was recorded
+
+
 def focus_tap(taps: Sequence[str]) -> str:
-    """The tap that per-checkpoint figures and the claims look at: the residual stream after the
-    last block (``blocks.{L-1}.hook_resid_post``; for Hugging Face models the last hidden state)."""
+    """The tap that per-checkpoint figures and the claims look at (docs/method.md, "Coherence"):
+    the residual stream after the deepest block recorded (``blocks.{i}.hook_resid_post``; for
+    Hugging Face models the deepest ``hidden.{i}``), whatever the order of ``taps``."""
     taps = list(taps)
     if not taps:
         raise ValueError("no taps")
-    blocks = [(int(m.group(1)), t) for t in taps if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", t))]
-    return max(blocks)[1] if blocks else taps[-1]
+    return max(taps, key=lambda t: (_depth(t), -taps.index(t)))
+
+
+#: The input floor of each kind of model: its embedding tap (docs/method.md, "Coherence against
+#: its floors"): ``hook_embed`` for gptwaves' own GPT, ``hidden.0`` for a Hugging Face model.
+FLOOR_TAPS = {"gptwaves": "hook_embed", "hf": "hidden.0"}
+
+
+def floor_tap(taps: Sequence[str]) -> str:
+    """The embedding tap the input floor of a model with these ``taps`` is (whether or not it was
+    recorded): ``hidden.0`` when the taps are Hugging Face hidden states, ``hook_embed`` otherwise."""
+    hf = any(re.fullmatch(r"hidden\.\d+", t) for t in taps)
+    return FLOOR_TAPS["hf" if hf else "gptwaves"]
+
+
+def input_floor(taps: Sequence[str]) -> str | None:
+    """The input floor among the recorded ``taps`` (see `floor_tap`), or None when it was not
+    recorded (the findings then say so in words)."""
+    t = floor_tap(taps)
+    return t if t in list(taps) else None
 
 
 def is_main_name(name: str) -> bool:
