@@ -242,7 +242,7 @@ def test_reproduce_over_revisions_end_to_end(neox_run):
     texts = read_json(out / "spelling" / "iter_0000020.samples.json")["texts"]
     assert len(texts) == 24 and all(len(t) == 1 + 40 + 16 for t in texts)
     html = (out / "report" / "index.html").read_text()
-    assert "step (iteration)" in html and "iteration 20" in html
+    assert "step (iteration)" in html and "step 20" in html and "iteration 20" not in html
     with Recording.open(out / "recordings" / "iter_0000005.h5") as rec:
         assert rec.meta["iteration"] == 5 and rec.meta["checkpoint_source"].endswith("step5")
     assert (out / "waves" / "repeatability.json").is_file()
@@ -507,3 +507,30 @@ def test_torchrun_gloo_shards_samples_rank0_writes(neox_suite, neox_run, tmp_pat
             assert np.array_equal(x.tokens(), y.tokens())
         assert read_json(out / "spelling" / f"{name}.samples.json")["texts"] == \
             read_json(ref / "spelling" / f"{name}.samples.json")["texts"]
+
+
+def test_hub_revisions_are_checked_from_their_configs(monkeypatch):
+    """Hub revisions (no network here): each config is fetched alone and the file list checked."""
+    import huggingface_hub
+    from transformers import AutoConfig, GPTNeoXConfig
+
+    from gptwaves.hf import Revision, check_revisions
+
+    widths = {"step0": 512, "step1000": 512, "step2000": 768}
+    files = {"step0": ["config.json", "model.safetensors", "tokenizer.json"],
+             "step1000": ["config.json", "tokenizer.json"], "step2000": ["config.json", "model.safetensors"]}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(AutoConfig, "from_pretrained",
+                        lambda name, revision=None: GPTNeoXConfig(hidden_size=widths[revision], num_attention_heads=8))
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda name, revision=None: files[revision])
+    revs = [Revision("EleutherAI/pythia-70m", r, int(r[4:])) for r in widths]
+    with pytest.raises(GptwavesError, match="pythia-70m@step1000 has no weights file"):
+        check_revisions(revs)
+    files["step1000"].append("model.safetensors")
+    with pytest.raises(GptwavesError, match="step2000 has no tokenizer"):
+        check_revisions(revs)
+    files["step2000"].append("tokenizer.json")
+    with pytest.raises(GptwavesError, match=r"pythia-70m@step2000 has width 768, the other revisions 512"):
+        check_revisions(revs)
+    widths["step2000"] = 512
+    check_revisions(revs)

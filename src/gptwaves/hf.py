@@ -270,7 +270,7 @@ def _local_config(folder, what: str) -> dict:
     return cfg
 
 
-def _hub_config(rev: "Revision") -> dict:
+def _hub_config(rev: "Revision", listing: dict) -> dict:
     """A hub revision's config (downloaded alone, a few kB); when the hub can be listed, its weights
     and tokenizer files are checked too."""
     try:
@@ -282,11 +282,16 @@ def _hub_config(rev: "Revision") -> dict:
     except Exception as e:  # noqa: BLE001 - a missing revision, no network, ...: one line naming it
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise GptwavesError(f"cannot read the config of {rev.label()}: {first[:200]}") from None
+    import os
+
+    if not listing.get("ok", True) or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return cfg
     try:
         from huggingface_hub import list_repo_files
 
         files = set(list_repo_files(rev.model, revision=rev.revision))
     except Exception:  # noqa: BLE001 - offline: the config was enough to find the revision
+        listing["ok"] = False  # do not wait for the hub again for the other revisions
         return cfg
     if not any(f in _WEIGHTS or f.endswith(".safetensors") for f in files):
         raise GptwavesError(f"revision {rev.label()} has no weights file on the hub")
@@ -302,10 +307,10 @@ def check_revisions(revs: Sequence["Revision"]) -> None:
     from collections import Counter
     from pathlib import Path
 
-    cfgs = []
+    cfgs, listing = [], {}
     for r in revs:
         what = r.revision or Path(r.model).name or r.model
-        cfgs.append(_local_config(r.model, what) if Path(r.model).is_dir() else _hub_config(r))
+        cfgs.append(_local_config(r.model, what) if Path(r.model).is_dir() else _hub_config(r, listing))
     if len(revs) < 2:
         return
     for keys, words in _SAME:

@@ -798,6 +798,8 @@ def build_report(run_dir: Path, *, max_explorer_checkpoints: int = 6, explorer_s
         _text_section(run_dir),
         _provenance_section(summary, run_dir),
     ])
+    if _axis(summary) == "step":  # captions and labels of a suite's checkpoints: training steps
+        body = re.sub(r"\biteration (?=\d)", "step ", body)
     js = _asset("report.js")
     css = _asset("report.css")
     js_hash = base64.b64encode(hashlib.sha256(js.encode("utf-8")).digest()).decode("ascii")
