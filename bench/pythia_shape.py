@@ -4,8 +4,8 @@ No network: a GPT-NeoX of Pythia-70m's width and depth (hidden 512, 6 layers, 8 
 intermediate 2048, rotary 0.25, context 2048) with a byte-level BPE vocabulary of 8000 trained
 here on the corpus is saved as two revisions (step0 and step100, two random initialisations:
 speed and disk do not depend on training). ``reproduce`` runs over them in a child process at
-reduced sample counts; the script prints the time of each stage per revision, the child's peak
-RSS and the bytes written per revision, and the linear extrapolation to the default sizes.
+reduced sample counts (and without the extra seeds; the three prompt variants stay); the script
+prints the time of each stage, the child's CPU time and peak RSS, and the bytes written.
 
     python bench/pythia_shape.py --corpus tinyshakespeare.txt --out /tmp/pythia-shape
 
@@ -50,12 +50,24 @@ def build_suite(root: Path, corpus: Path, steps=(0, 100)) -> Path:
     return root
 
 
+CHILD = """
+import json, sys
+from gptwaves.reproduce import HF_ANALYSIS, reproduce_hf
+import dataclasses
+a = json.loads(sys.argv[1])
+an = dataclasses.replace(HF_ANALYSIS, record_samples=a["record_samples"], spelling_samples=a["spelling_samples"],
+                         repeat_seeds=a["repeat_seeds"])
+reproduce_hf(a["suite"], None, a["run"], analysis=an, device="cpu", progress=False)
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", type=Path, default=os.environ.get("GPTWAVES_CORPUS"))
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--record-samples", type=int, default=16)
-    ap.add_argument("--spelling-samples", type=int, default=200)
+    ap.add_argument("--record-samples", type=int, default=8)
+    ap.add_argument("--spelling-samples", type=int, default=100)
+    ap.add_argument("--repeat-seeds", type=int, default=1, help="1: no extra seeds (the prompt variants stay)")
     a = ap.parse_args()
     suite = a.out / "suite"
     if not suite.exists():
@@ -63,22 +75,23 @@ def main() -> None:
         build_suite(suite, a.corpus)
         print(f"suite built in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     run = a.out / "run"
-    cmd = [sys.executable, "-m", "gptwaves", "reproduce", "--hf-model", str(suite), "--out", str(run),
-           "--record-samples", str(a.record_samples), "--spelling-samples", str(a.spelling_samples), "--quiet"]
+    arg = json.dumps({"suite": str(suite), "run": str(run), "record_samples": a.record_samples,
+                      "spelling_samples": a.spelling_samples, "repeat_seeds": a.repeat_seeds})
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-c", CHILD, arg], check=True)
     wall = time.perf_counter() - t
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     repro = json.loads((run / "reproduce.json").read_text())
     n_rev = len(repro["hf"]["revisions"])
     rec = sorted((run / "recordings").glob("*.h5"))
-    main = [p for p in rec if p.stem.startswith("iter_") and "." not in p.stem]
+    main_rec = [p for p in rec if "." not in p.stem]
     res = {
-        "date": time.strftime("%Y-%m-%d"), "threads": os.environ.get("OMP_NUM_THREADS"),
+        "date": time.strftime("%Y-%m-%d %H:%M"), "threads": os.environ.get("OMP_NUM_THREADS"),
         "load_average": os.getloadavg(), "revisions": n_rev, "record_samples": a.record_samples,
-        "spelling_samples": a.spelling_samples, "wall_s": round(wall, 1), "timings": repro["timings"],
-        "peak_rss_mib": round(peak_mib), "recordings": len(rec),
-        "bytes_main_recording": [p.stat().st_size for p in main],
+        "spelling_samples": a.spelling_samples, "wall_s": round(wall, 1),
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 1), "timings": repro["timings"],
+        "peak_rss_mib": round(ru.ru_maxrss / 1024), "recordings": len(rec),
+        "bytes_main_recording": [p.stat().st_size for p in main_rec],
         "bytes_all_recordings": sum(p.stat().st_size for p in rec),
         "bytes_run": sum(p.stat().st_size for p in run.rglob("*") if p.is_file()),
         "bytes_revision_weights": sum(p.stat().st_size for p in (suite / "step0").iterdir()),

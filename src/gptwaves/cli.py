@@ -399,7 +399,7 @@ _TRAINING_ONLY = {"preset_name": "--preset", "max_iters": "--max-iters", "train_
                   "corpus": "--corpus", "precision": "--precision"}
 
 
-def _refuse_irrelevant(ctx, hf_model, revisions, dtype, waves_ci, waves_boot) -> None:
+def _refuse_irrelevant(ctx, hf_model, revisions, waves_ci) -> None:
     """One-line errors for options the chosen source ignores (docs/method.md, "Hugging Face models
     and suites"): training options with --hf-model, --revisions/--dtype without it, --waves-boot
     without the BCa interval."""
@@ -477,7 +477,7 @@ def reproduce(ctx, preset_name, corpus, out, max_iters, train_seed, record_sampl
     from .reproduce import reproduce as run_reproduce
 
     an = HF_ANALYSIS if hf_model else ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
-    _refuse_irrelevant(ctx, hf_model, revisions, dtype, waves_ci or an.waves.ci_method, waves_boot)
+    _refuse_irrelevant(ctx, hf_model, revisions, waves_ci or an.waves.ci_method)
     tap_list = tuple(t.strip() for t in (taps or "").split(",") if t.strip() and t.strip() != "all") or None
     an = dataclasses.replace(an, **{k: v for k, v in dict(
         record_samples=record_samples, record_steps=record_steps, spelling_samples=spelling_samples,

@@ -1,4 +1,6 @@
-"""Verdicts on the abstract's claims, and trends across training checkpoints (DESIGN 4b, 7).
+"""Verdicts on the abstract's claims, and trends across training checkpoints.
+
+docs/method.md, "Trends across checkpoints" and "Findings".
 
 Pure functions (numpy / scipy only). Every claim gets two verdicts: **as stated** (what the
 abstract literally says, measured) and **beyond the null** (still true once the floors and
