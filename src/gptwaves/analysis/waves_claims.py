@@ -13,10 +13,10 @@ Claim 1, "coherence builds up", at the focus tap, on the *induced* order paramet
   significant and not supported otherwise; neither trend significant in the claimed direction:
   not supported; one of them: inconclusive. Fewer than 3 checkpoints: inconclusive.
 * beyond the null: at the last checkpoint the excess of induced mean |R| over the sample-shuffle
-  surrogate is significant (rank test and bootstrap CI), its CI lies above the CI of the first
-  checkpoint's excess, and above the CI of the input floor's excess (``hook_embed`` of the same
-  checkpoint). All three: supported; any one false: not supported; otherwise (a number missing)
-  inconclusive.
+  surrogate is significant (rank test and its CI, a delete-one-sample jackknife by default), its CI
+  lies above the CI of the first checkpoint's excess, and above the CI of the input floor's excess
+  (``hook_embed`` of the same checkpoint). All three: supported; any one false: not supported;
+  otherwise (a number missing) inconclusive.
 
 Claim 4, "space channels stand out", at the focus tap:
 

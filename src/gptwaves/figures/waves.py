@@ -663,7 +663,7 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
     Notes
     -----
     Bottom row: the induced values (evoked component removed) with the 95%
-    bootstrap CI of the excess drawn around them, the band from the
+    CI of the excess drawn around them (delete-one-sample jackknife by default), the band from the
     sample-shuffle surrogate mean to its 95th percentile (5th for PR), and the
     input floor. The top row shows the raw values (DESIGN 4), which have no
     surrogate band. The x axis is logarithmic in ``iteration + 1``.
