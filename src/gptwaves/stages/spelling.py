@@ -36,6 +36,11 @@ __all__ = ["SpellingSettings", "sample_texts", "spelling_run", "SPELLING_COLUMNS
 HF_DEFAULT_LENGTH = 128
 
 
+#: Version of the spelling statistics, stored with every result: results of an earlier version are
+#: recomputed, never reused (2: position strata, z against the nulls, SEs of the log excesses).
+SPELLING_METHOD = 2
+
+
 @dataclass(frozen=True)
 class SpellingSettings:
     """Settings of the spelling statistics (DESIGN 5); also the key of the generated-text cache.
@@ -93,7 +98,8 @@ class SpellingSettings:
 
     def record(self, length: int, lexicon_name: str, lexicon_hash: str, weights_sha256: str | None) -> dict:
         """The settings stored with a checkpoint's statistics (the key of its reuse)."""
-        return {"samples": self.samples, "length": length, "margin": self.margin, "prompt": self.prompt,
+        return {"method": SPELLING_METHOD, "samples": self.samples, "length": length, "margin": self.margin,
+                "prompt": self.prompt,
                 "sampling": self.sampling.to_dict(), "lexicon": lexicon_name, "lexicon_hash": lexicon_hash,
                 "alpha": self.alpha, "n_boot": self.n_boot, "n_perm": self.n_perm, "batch_size": self.batch_size,
                 "weights_sha256": weights_sha256}
