@@ -302,6 +302,23 @@ def test_closed_form_reference_with_position_strata_hand_computed():
     assert r0["fano_ref_misspelled"] == pytest.approx((2 * 0.25 * 0.75 + 0) / 0.5)
 
 
+def test_residual_ratio_is_one_for_independent_errors_and_its_se_matches_the_bootstrap():
+    rng = np.random.default_rng(4)
+    n = 2000
+    n_i = rng.binomial(30, 0.6, n)
+    p = rng.uniform(0.1, 0.9, n)  # known per-sample rates: S and V exact
+    k = rng.binomial(n_i, p)
+    S, V = n_i * p, n_i * p * (1 - p)
+    r, se = sp.residual_ratio(k, S, V)
+    assert r == pytest.approx(1.0, abs=3 * se)
+    boot = [np.log(np.var((k - S)[j], ddof=1) / V[j].mean()) for j in (rng.integers(0, n, n) for _ in range(400))]
+    assert se == pytest.approx(np.std(boot), rel=0.15)
+    # a per-sample propensity raises it; the correct count has the same ratio (its deviation is -d)
+    k2 = rng.binomial(n_i, np.clip(p + 0.1 * rng.normal(size=n), 0, 1))
+    assert sp.residual_ratio(k2, S, V)[0] > 1.3
+    assert sp.residual_ratio(n_i - k2, n_i - S, V)[0] == pytest.approx(sp.residual_ratio(k2, S, V)[0])
+
+
 def test_log_excess_se_matches_the_bootstrap():
     rng = np.random.default_rng(3)
     n = 1000

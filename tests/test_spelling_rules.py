@@ -38,16 +38,26 @@ def _check_size(counts):
 def test_size_independent_errors_with_position_dependent_rate():
     """Errors independent given length and position (logit slope -2 over the sample), rate falling:
     no rule beyond the null is "supported" above its size, nor claim 5 as stated.
-    Measured: 2b 6, 3b 5, 5a 8, 5b 3 of 181."""
+    Measured: 2b 2, 3b 4, 5a 9, 5b 1 of 181."""
     vs = verdicts(simulate([Truth(r) for r in RATES], PLAN.n, N, seed=11, n_perm=N_PERM))
     _check_size(_supported(vs, ("2b", "3b", "5a", "5b")))
 
 
 def test_size_constant_per_sample_propensity():
     """Clustering constant through training (per-sample propensity, SD 0.5 on the log-odds): no
-    change of the excess to claim, no cascade to suppress. Measured: 2b 0, 3b 4, 5a 6, 5b 1 of 181."""
+    change of the excess to claim, no cascade to suppress. Measured: 2b 3, 3b 1, 5a 11, 5b 0 of 181."""
     vs = verdicts(simulate([Truth(r, sigma=0.5) for r in RATES], PLAN.n, N, seed=12, n_perm=N_PERM))
     _check_size(_supported(vs, ("2b", "3b", "5a", "5b")))
+
+
+def test_size_constant_propensity_at_the_papers_error_rates():
+    """The same constant clustering with the error rate falling 0.92 -> 0.057 (the paper run's
+    range), 200 samples: F / null median of the misspelled count rises by itself (the word-total
+    variance dominates F_misspelled while errors are common), so the excess alone would call it
+    a build-up; the residual variance ratio, which stays put, keeps claims 2 and 3 beyond from
+    saying so. Measured: 2b 0, 3b 0 of 181."""
+    vs = verdicts(simulate([Truth(r, sigma=0.5) for r in paper_rates(4)], PLAN.n, 200, seed=15, n_perm=0))
+    _check_size(_supported(vs, ("2b", "3b")))
 
 
 def test_size_cascade_that_persists():
@@ -60,7 +70,7 @@ def test_size_cascade_that_persists():
 def test_size_as_stated_poissonian_counts():
     """Random word starts with a Poisson total and independent errors: both counts are Poissonian
     at every checkpoint, so neither "Poissonian -> sub-Poissonian" (2a) nor a rising F_misspelled
-    (3a) may be supported. Measured: 2a 0, 3a 4 of 181."""
+    (3a) may be supported. Measured: 2a 1, 3a 6 of 181."""
     vs = verdicts(simulate([Truth(r, slope=0.0) for r in RATES], PLAN.n, N, seed=14, poisson=True, n_perm=0))
     _check_size(_supported(vs, ("2a", "3a")))
 
@@ -86,8 +96,8 @@ RATES_6 = paper_rates(6, 0.95, 0.1)
     ([Truth(0.4, markov=float(m)) for m in np.linspace(1.5, 0, 6)], ("5a", "5b"), 200, N_PERM),
 ], ids=["crossing", "thinning", "refractory-late", "clustering-builds", "cascade-fades"])
 def test_planted_effects_found(truths, keys, n, n_perm):
-    """Measured (of 40): crossing 2a 37; thinning 3a 36; refractory 2b 40; clustering 3b 40;
-    cascade 5a 36, 5b 40."""
+    """Measured (of 40): crossing 2a 40; thinning 3a 30; refractory 2b 40; clustering 3b 40;
+    cascade 5a 34, 5b 40."""
     vs = verdicts(simulate(truths, R_POWER, n, seed=21, n_perm=n_perm))
     need = power_threshold(R_POWER)  # 26: a rule with power 0.8 reaches this with probability 0.99
     found = _supported(vs, keys)
@@ -113,7 +123,8 @@ def test_weak_effects_are_inconclusive_not_not_supported(truths, poisson, keys, 
     """Effects beyond the 10% margin that 60 samples per checkpoint cannot show: mostly
     "inconclusive"; "not supported" only at the rate of a CI that excludes the true direction by
     chance (at most 2.5%), checked like a size: at most 16 of 181 (plan()).
-    Measured (not supported / inconclusive of 181): see the assertion messages."""
+    Measured (not supported / inconclusive of 181): thinning 2a 8 / 163, 3a 2 / 168; refractory
+    2b 3 / 170; clustering 3b 0 / 152; cascade 5a 0 / 163, 5b 3 / 163."""
     vs = verdicts(simulate(truths, PLAN.n, N_WEAK, seed=31, poisson=poisson, n_perm=n_perm))
     for k in keys:
         t = tally(vs, k)

@@ -1,12 +1,12 @@
-"""Counting statistics of spelling errors in generated text (DESIGN section 5, revised).
+"""Counting statistics of spelling errors in generated text (docs/method.md, Spelling).
 
 Pure functions (numpy / scipy only, no file I/O): word extraction with the margin rule,
-lexicon scoring, dispersion (Fano factor, Mandel Q, index-of-dispersion test, BCa CI), the
-decomposition of a (sub-)Poissonian count (word total with its renewal reference,
-length-conditioned independent-error reference, stratified permutation null), the
-counting-window curve Q(w) with its null band, the cascade relative risk with its
-within-sample permutation null, and the crossing of F_correct through 1 across checkpoints
-with its bootstrap CI.
+lexicon scoring, dispersion (Fano factor, Mandel Q, index-of-dispersion test, BCa CI, SE of
+log F), the decomposition of a (sub-)Poissonian count (word total with its renewal reference,
+independent-error reference conditioned on word length and position, stratified permutation
+null, each excess with its CI and z), the counting-window curve Q(w) with its null band, the
+cascade relative risk with its within-sample, within-position permutation null, and the
+crossing of F_correct through 1 across checkpoints with its bootstrap CI.
 
 Conventions
 -----------
@@ -20,8 +20,11 @@ end of the text (its match reaches the end, or only one apostrophe follows it) i
 counted as *cut*.
 
 Word lengths are the number of characters of the matched word (apostrophes included); the
-length bins of the independent-error reference and of the permutation null are 1, 2, ...,
-11 and ">= 12" (`LENGTH_BINS` = 12 bins, the last pooled).
+length bins are 1, 2, ..., 11 and ">= 12" (`LENGTH_BINS` = 12 bins, the last pooled). Position
+bins come from a word's start character in the counted part (`position_bins`: [0, 8), [8, 16),
+[16, 32), then every `POSITION_WIDTH` characters). The strata of the independent-error reference
+and of the permutation null are length bin x position bin (`strata`); the cascade null shuffles
+within (sample, position bin) groups.
 
 Randomness: ``seed`` gives the BCa bootstrap of F_correct (``seed``), F_misspelled
 (``seed + 1``), the cascade RR (``seed + 2``) and the permutation nulls
@@ -33,7 +36,8 @@ Undefined values are ``None`` in JSON (never NaN), with a ``reason`` string next
 Functions
 ---------
 scan_words, extract_words, build_lexicon, load_word_list, score_samples, dispersion,
-fano_bca, length_bins, independent_reference, renewal_reference, stratified_null,
+fano_bca, log_fano_se, log_excess_se, residual_ratio, length_bins, position_bins, position_edges, strata,
+independent_reference, renewal_reference, stratified_null,
 window_counts, q_curve, default_windows, cascade, cascade_null, analyze_words, analyze,
 crossing_iteration, crossing
 """
@@ -69,6 +73,7 @@ __all__ = [
     "strata",
     "log_fano_se",
     "log_excess_se",
+    "residual_ratio",
     "independent_reference",
     "renewal_reference",
     "stratified_null",
@@ -391,8 +396,8 @@ def dispersion(counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
     dict
         ``n``; ``mean``; ``var`` (ddof=1); ``fano`` F = var/mean; ``q`` (Mandel
         Q = F - 1); ``fano_ci`` [lo, hi] (BCa bootstrap over samples,
-        `scipy.stats.bootstrap`); ``log_se`` (SE of log F, `log_fano_se`); ``D`` = (N-1) var/mean; ``dof`` = N-1; ``p_value``
-        two-sided, ``min(1, 2 min(cdf(D), sf(D)))`` under chi2(N-1); ``verdict``:
+        `scipy.stats.bootstrap`); ``log_se`` (SE of log F, `log_fano_se`); ``D`` = (N-1)
+        var/mean; ``dof`` = N-1; ``p_value`` two-sided, ``min(1, 2 min(cdf(D), sf(D)))`` under chi2(N-1); ``verdict``:
         ``"sub-Poissonian"`` if p < alpha and F < 1, ``"super-Poissonian"`` if
         p < alpha and F > 1, else ``"Poissonian"``; ``reason``: None, or why a value is
         undefined.
@@ -559,6 +564,45 @@ def log_excess_se(k, S, V) -> float:
     return float(se) if se.ndim == 0 else se
 
 
+def residual_ratio(k, S, V) -> tuple:
+    """Variance of the count's deviation from its independent-error expectation, over the
+    binomial variance: ``r = var_i(k_i - S_i) / mean_i V_i``, with the SE of ``log r``.
+
+    Independent errors give r = 1 whatever the word total does (the deviation of a count from its
+    expectation does not see the word-total variance that F and F_ref both carry), so a clustering
+    that stays the same in the log-odds keeps r nearly the same as the error rate changes, while
+    F / F_ref moves with the share of the word-total variance in F. The correct count has the same
+    r as the misspelled one (its deviation is the negative). SE: delta method (infinitesimal
+    jackknife), influence ``((d_i - dbar)^2 - var d) / var d - (V_i - Vbar) / Vbar``.
+
+    Parameters
+    ----------
+    k, S, V : array_like, shape (N,) or (R, N)
+        Per-sample observed count, expected count and its variance (`independent_reference`).
+
+    Returns
+    -------
+    r, se : float or ndarray
+        NaN where undefined.
+    """
+    k, S, V = (np.asarray(a, dtype=float) for a in (k, S, V))
+    n = k.shape[-1]
+    if n < 2:
+        nan = math.nan if k.ndim == 1 else np.full(k.shape[:-1], np.nan)
+        return nan, nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = k - S
+        dd = d - d.mean(axis=-1, keepdims=True)
+        vd = (dd * dd).mean(axis=-1, keepdims=True)
+        Vb = V.mean(axis=-1, keepdims=True)
+        r = (dd * dd).sum(axis=-1) / (n - 1) / Vb[..., 0]
+        infl = (dd * dd - vd) / vd - (V - Vb) / Vb
+        se = np.sqrt((infl * infl).sum(axis=-1)) / n
+    r = np.where(np.isfinite(r) & (r > 0), r, np.nan)
+    se = np.where(np.isfinite(se) & (se > 0), se, np.nan)
+    return (float(r), float(se)) if r.ndim == 0 else (r, se)
+
+
 def independent_reference(word_sample, word_len, word_mis, n_samples: int, word_start=None) -> dict:
     """Fano factors expected if errors were independent given word length and position.
 
@@ -588,7 +632,8 @@ def independent_reference(word_sample, word_len, word_mis, n_samples: int, word_
         ``error_rate``; ``fano_words``, ``fano_correct``, ``fano_misspelled`` (observed);
         ``fano_ref_correct``, ``fano_ref_misspelled``; ``excess_correct`` = F_cor /
         F_ref_cor, ``excess_misspelled`` = F_mis / F_ref_mis; ``log_se_correct``,
-        ``log_se_misspelled`` (`log_excess_se`); ``rate_by_length``:
+        ``log_se_misspelled`` (`log_excess_se`); ``residual_ratio`` (r, SE of log r) of
+        `residual_ratio`; ``rate_by_length``:
         ``{"lengths": [1..12], "n_words", "n_misspelled", "rate"}`` (12 = ">= 12");
         ``rate_by_position``: ``{"first_character": [...], "n_words", "n_misspelled", "rate"}``
         per position bin (absent without ``word_start``). Undefined values are NaN.
@@ -626,6 +671,7 @@ def independent_reference(word_sample, word_len, word_mis, n_samples: int, word_
         excess_misspelled=fm / f_ref_m if f_ref_m > 0 else nan,
         log_se_correct=log_excess_se(n_i - k_i, n_i - S, V),
         log_se_misspelled=log_excess_se(k_i, S, V),
+        residual_ratio=residual_ratio(k_i, S, V),
         rate_by_length=dict(lengths=list(range(1, LENGTH_BINS + 1)), n_words=n_b.tolist(),
                             n_misspelled=m_b.tolist(), rate=p_b.tolist()),
     ) | ({} if word_start is None else dict(rate_by_position=dict(
@@ -1033,40 +1079,44 @@ def cascade_null(word_sample, word_mis, n_samples: int, n_perm: int = 1000, seed
     rng = np.random.default_rng([int(seed), 2])
     W = s.size
     same = s[1:] == s[:-1] if W else np.zeros(0, bool)
-    if block is None:
-        n_blocks, pair_block = 1, np.zeros(int(np.count_nonzero(same)), dtype=np.int64)
-    else:
-        block = np.asarray(block, dtype=np.int64).ravel()
-        n_blocks = int(block.max()) + 1 if block.size else 0
-        pair_block = block[s[1:][same]]
-    bounds = np.searchsorted(pair_block, np.arange(n_blocks + 1))
-    n_pairs = np.diff(bounds).astype(float)
+    n_blocks = 1 if block is None else (int(np.max(block)) + 1 if np.size(block) else 0)
     out = np.full((int(n_perm), n_blocks), np.nan)
-    if not n_pairs.sum():
+    if not same.any():
         return out[:, 0] if block is None else out
-    pair_prev = np.flatnonzero(same)  # pair p = (word pair_prev[p], word pair_prev[p] + 1)
-    nonempty = n_pairs > 0
-    starts_nb = np.minimum(bounds[:-1], max(0, pair_prev.size - 1))
+    if block is not None:  # rows of the (pair, permutation) arrays that start each data set
+        row_block = np.asarray(block, dtype=np.int64).ravel()[s[:-1]]
+        bounds = np.searchsorted(row_block, np.arange(n_blocks + 1))
+        n_pairs = np.add.reduceat(same.astype(float), np.minimum(bounds[:-1], W - 2))
+        n_pairs[np.diff(bounds) == 0] = 0.0
+    else:
+        n_pairs = np.array([float(np.count_nonzero(same))])
+    same_col = same[:, None]
     done = 0
     for flags in _group_shuffles(s, m, n_perm, rng, word_start, max_chunk_elems):
         bc = flags.shape[1]
-        prev, cur = flags[pair_prev], flags[pair_prev + 1]
+        prev = flags[:-1] & same_col  # pair rows: (word i, word i + 1) of the same sample
+        nxt = flags[1:]
+        both = prev & nxt
+        after_cor = ~flags[:-1] & same_col & nxt
+        if block is None:
+            pm, mm, cm = (np.count_nonzero(x, axis=0)[None, :].astype(float) for x in (prev, both, after_cor))
+        else:
+            def per_block(x):
+                r = np.add.reduceat(x.view(np.uint8), np.minimum(bounds[:-1], W - 2), axis=0, dtype=np.int64)
+                r[np.diff(bounds) == 0] = 0
+                return r.astype(float)
 
-        def per_block(x):
-            r = np.add.reduceat(x.astype(np.int32), starts_nb, axis=0).astype(float)
-            r[~nonempty] = 0.0
-            return r.T
-
-        pm = per_block(prev)
-        out[done:done + bc] = _rr(per_block(prev & cur), pm, per_block(~prev & cur), n_pairs - pm)
+            pm, mm, cm = per_block(prev), per_block(both), per_block(after_cor)
+        out[done:done + bc] = _rr(mm, pm, cm, n_pairs[:, None] - pm).T
         done += bc
     return out[:, 0] if block is None else out
 
 
 def _group_shuffles(s: np.ndarray, m: np.ndarray, n_perm: int, rng, word_start, max_chunk_elems: int):
     """Yield the flags of ``n_perm`` within-(sample, position bin) permutations in chunks of shape
-    (W, chunk) (a word's flags are one contiguous row), by sequential sampling without replacement
-    inside each group (see `cascade_null`)."""
+    (W, chunk) (a word's flags are one row), by sequential sampling without replacement inside
+    each group (see `cascade_null`). The groups are sorted by size, so the groups still drawing at
+    step j (the j-th word of every group) are a prefix and every step works on contiguous rows."""
     W = s.size
     key = s if word_start is None else s * (int(position_bins(word_start).max()) + 1) + position_bins(word_start)
     new_group = np.r_[True, key[1:] != key[:-1]]
@@ -1075,24 +1125,25 @@ def _group_shuffles(s: np.ndarray, m: np.ndarray, n_perm: int, rng, word_start, 
     n_g = np.diff(np.r_[g_start, W])
     k_g = np.bincount(gid[m], minlength=n_g.size)
     j_w = np.arange(W) - g_start[gid]  # index of each word within its group
-    # words whose flag can vary (groups neither all-correct nor all-misspelled), by index j
-    free = (k_g[gid] > 0) & (k_g[gid] < n_g[gid])
-    fixed_flags = m & ~free
-    steps = [np.flatnonzero(free & (j_w == j)) for j in range(int(n_g.max()))]
-    steps = [w for w in steps if w.size]
-    left = (n_g[gid] - j_w).astype(np.float32)  # words left in the group, this one included
+    order = np.argsort(-n_g, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    size_sorted = n_g[order]
+    a_j = [int(np.count_nonzero(size_sorted > j)) for j in range(int(size_sorted[0]))]
+    offsets = np.r_[0, np.cumsum(a_j)]
+    pos = offsets[j_w] + rank[gid]  # row of each word in the step-major layout
+    left0 = size_sorted.astype(np.float32)
     chunk = max(1, min(int(n_perm), max_chunk_elems // max(1, W)))
     done = 0
     while done < n_perm:
         bc = min(chunk, n_perm - done)
-        flags = np.broadcast_to(fixed_flags[:, None], (W, bc)).copy()
-        rem = np.broadcast_to(k_g.astype(np.float32)[:, None], (n_g.size, bc)).copy()
-        for w in steps:
-            g = gid[w]
-            cur = rng.random((w.size, bc), dtype=np.float32) * left[w][:, None] < rem[g]
-            rem[g] -= cur
-            flags[w] = cur
-        yield flags
+        rem = np.broadcast_to(k_g[order].astype(np.float32)[:, None], (n_g.size, bc)).copy()
+        step_major = np.empty((W, bc), dtype=bool)
+        for j, a in enumerate(a_j):
+            cur = rng.random((a, bc), dtype=np.float32) * (left0[:a] - j)[:, None] < rem[:a]
+            rem[:a] -= cur
+            step_major[offsets[j]:offsets[j] + a] = cur
+        yield step_major[pos]
         done += bc
 
 
@@ -1103,7 +1154,7 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
                   margin: int | None = None, n_cut=0, prompt_len: int = 0, alpha: float = 0.05,
                   n_boot: int = 2000, n_perm: int = 1000, seed: int = 0,
                   windows: Sequence[int] | None = None, sample_length=None) -> dict:
-    """All spelling statistics of one checkpoint from its word table (DESIGN 5).
+    """All spelling statistics of one checkpoint from its word table (docs/method.md, Spelling).
 
     The array-level entry point behind `analyze` (which extracts and scores the words of
     the texts first); the null-model tests call it directly.
@@ -1193,6 +1244,7 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
         arr = null[f"fano_{name}"] if null is not None else empty
         decomp[name] = _null_summary(fobs, arr, fref, alpha, "clustered", "anti-clustered",
                                      ref[f"log_se_{name}"])
+        decomp[name].update(residual_ratio=ref["residual_ratio"][0], log_residual_se=ref["residual_ratio"][1])
         if null is None:
             decomp[name].update(verdict="undefined",
                                 reason="no words" if not W else "permutation null disabled (n_perm = 0)")
@@ -1255,7 +1307,7 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
 def analyze(texts: Sequence[str], lexicon, prompt_len: int, length: int, margin: int = 16,
             alpha: float = 0.05, n_boot: int = 2000, n_perm: int = 1000, seed: int = 0,
             windows: Sequence[int] | None = None) -> dict:
-    """All spelling statistics of one checkpoint's samples (DESIGN section 5).
+    """All spelling statistics of one checkpoint's samples (docs/method.md, Spelling).
 
     Parameters
     ----------
@@ -1280,22 +1332,27 @@ def analyze(texts: Sequence[str], lexicon, prompt_len: int, length: int, margin:
         ``n_perm``, ``seed``, ``n_words_total``, ``n_cut``, ``cut_fraction``,
         ``n_short_texts`` (texts shorter than prompt + L + M);
         ``correct``, ``misspelled``, ``words``: `dispersion` dicts of the per-sample counts;
-        ``error_rate`` (+ ``error_rate_reason``); ``rate_by_length`` (see
+        ``error_rate`` (+ ``error_rate_reason``); ``rate_by_length``, ``rate_by_position`` (see
         `independent_reference`); ``excess_correct``, ``excess_misspelled`` (F / F_ref,
         closed form); ``cascade_rr``;
         ``decomposition``: ``words`` {``fano``, ``renewal_reference`` (CV^2 of the word-start
         spacing), ``mean_spacing``, ``n_spacings``, ``verdict``, ``p_value``}, and for
         ``correct`` / ``misspelled`` {``fano``, ``fano_ref`` (closed form), ``excess`` =
         F / F_ref, ``null_median``, ``null_band`` [alpha/2, 1 - alpha/2 quantiles],
-        ``excess_null`` = F / null median, ``p_value`` (two-sided permutation), ``n_null``,
-        ``verdict`` ("clustered" / "anti-clustered" / "independent" / "undefined"),
-        ``reason``}, ``n_perm``, ``perm_seed``, ``length_bins``;
+        ``excess_null`` = F / null median with ``excess_null_ci`` (exp(log excess +- z SE)) and
+        ``log_excess_se`` (`log_excess_se`), ``log_null_sd`` (SD of log F over the
+        permutations), ``z`` = log excess / log_null_sd, ``p_value`` (two-sided permutation),
+        ``n_null``, ``verdict`` ("clustered" / "anti-clustered" / "independent" / "undefined"),
+        ``reason``, ``residual_ratio`` and ``log_residual_se`` (`residual_ratio`)}, ``n_perm``,
+        ``perm_seed``, ``length_bins``, ``position_edges``;
         ``q_curve``: columns ``windows``, ``q_correct``, ``q_misspelled``,
         ``fano_correct``, ``fano_misspelled``, ``n_windows`` and ``null_q_correct`` /
         ``null_q_misspelled`` = {``lo``, ``median``, ``hi``} (the permutation null's band of
         Q, aligned with ``windows``);
         ``cascade``: `cascade` dict plus ``null_median``, ``null_band``, ``p_value``
-        (two-sided, within-sample permutation), ``n_null``, ``verdict`` ("cascade" /
+        (two-sided, within-sample, within-position permutation), ``log_null_sd`` (SD of log RR
+        over the permutations), ``z`` = log(RR / null median) / log_null_sd, ``n_null``,
+        ``verdict`` ("cascade" /
         "anti-cascade" / "independent" / "undefined"), ``perm_seed``;
         ``counts``: ``{"correct": [...], "misspelled": [...]}`` per sample.
 

@@ -32,11 +32,15 @@ Claim 2, "correct spellings go from Poissonian to sub-Poissonian":
   around 1; `inconclusive` otherwise, with the smallest sub-Poissonian F the last checkpoint
   could detect.
 * beyond the null: the correct-word excess falls from the first to the last checkpoint and ends
-  below the null: `supported` when the CI of ``log e_last - log e_first`` lies below 0 and
-  ``e_last < 1``; `not supported` when that CI lies at or above 0 or inside the margin, or when
-  the excess falls but the last one's CI lies above 1 (less clustered, not sub-Poissonian: a
-  constant per-sample propensity does this as errors get rarer); `inconclusive` otherwise
-  (minimum detectable change).
+  below the null, and the residual variance ratio r (`spelling.residual_ratio`: the variance of
+  the count's deviation from its expectation over the binomial variance, which the word total
+  does not move) falls too: `supported` when the CIs of ``log e_last - log e_first`` and of
+  ``log r_last - log r_first`` both lie below 0 and ``e_last < 1``; `not supported` when either
+  CI lies at or above 0 or inside the margin, or when the excess falls but the last one's CI lies
+  above 1 (less clustered, not sub-Poissonian); `inconclusive` otherwise (minimum detectable
+  change). The residual check keeps a clustering that is constant in the log-odds from passing
+  as a change: F / null median moves with the share of the word-total variance in F as the error
+  rate changes, r much less.
   Beside it: the number of checkpoints significant in each direction with its binomial tail,
   and Stouffer's combined z (`across_checkpoints`).
 
@@ -47,7 +51,8 @@ Claim 3, "misspellings show the opposite trend":
   the change ``log F_last - log F_first`` lies at or below 0 or inside the margin; otherwise
   `inconclusive`. The text says that thinning alone raises F_misspelled as errors become rare,
   so this verdict says nothing about coherence.
-* beyond the null: as claim 2 beyond, with the misspelled excess rising and ending above 1.
+* beyond the null: as claim 2 beyond, with the misspelled excess and r rising and the excess
+  ending above 1.
 
 Claim 5, "no cascade of defects once trained":
 
@@ -132,7 +137,8 @@ def excess_rows(checkpoints: Sequence[Mapping], which: str) -> list[dict]:
         ``iteration``, ``log_excess`` (log F / null median; log F / F_ref without the null),
         ``se`` (its SE), ``z`` (against the null; log excess / SE without the null),
         ``p_value`` (two-sided permutation; Gaussian from z without the null), ``fano``,
-        ``null_median``, ``fano_ref``; None where undefined.
+        ``null_median``, ``fano_ref``, ``residual_ratio`` (`spelling.residual_ratio`) with
+        ``log_residual`` and ``residual_se``; None where undefined.
     """
     out = []
     for c in checkpoints:
@@ -145,8 +151,10 @@ def excess_rows(checkpoints: Sequence[Mapping], which: str) -> list[dict]:
         if not (med and med > 0) and lx is not None and se:
             z = lx / se
             p = 2 * _NORMAL.cdf(-abs(z))
+        rr, rse = _num(d.get("residual_ratio")), _num(d.get("log_residual_se"))
         out.append({"iteration": c.get("iteration"), "log_excess": lx, "se": se, "z": z, "p_value": p,
-                    "fano": f, "null_median": med, "fano_ref": ref})
+                    "fano": f, "null_median": med, "fano_ref": ref, "residual_ratio": rr,
+                    "log_residual": math.log(rr) if rr and rr > 0 else None, "residual_se": rse})
     return out
 
 
@@ -291,17 +299,33 @@ def _excess_beyond(rows: Sequence[Mapping], alpha: float, want: str, name: str) 
                 "text": f"Fewer than two checkpoints have the {name} excess over the null defined."}
     first, last = defined[0], defined[-1]
     ch = change(first, last, want, alpha)
-    nums.update(change=ch, first=first, last=last)
+    res = [{"log_excess": r["log_residual"], "se": r["residual_se"], "iteration": r["iteration"]}
+           for r in (first, last)]
+    ch_r = change(res[0], res[1], want, alpha)
+    nums.update(change=ch, residual_change=ch_r, first=first, last=last)
     # the claim is a change *to* the claimed side of the null: the last excess must end there
     side = "below" if want == "fall" else "above"
     lx, zc = last["log_excess"], _zc(alpha)
     ends = lx < 0 if want == "fall" else lx > 0
     wrong_side = (lx - zc * last["se"] > 0) if want == "fall" else (lx + zc * last["se"] < 0)
-    v, extra = ch["verdict"], ""
-    if v == cl.SUPPORTED and not ends:
-        v = cl.NOT_SUPPORTED if wrong_side else cl.INCONCLUSIVE
+    extra = ""
+    if cl.NOT_SUPPORTED in (ch["verdict"], ch_r["verdict"]):
+        v = cl.NOT_SUPPORTED
+    elif ch["verdict"] == cl.SUPPORTED and ch_r["verdict"] == cl.SUPPORTED and ends:
+        v = cl.SUPPORTED
+    elif ch["verdict"] == cl.SUPPORTED and not ends and wrong_side:
+        v = cl.NOT_SUPPORTED
+    else:
+        v = cl.INCONCLUSIVE
+    if ch["verdict"] == cl.SUPPORTED and not ends:
         extra = (f" It does not end {side} the null (F / null median {math.exp(lx):.3g} at the last checkpoint"
                  + (", its CI on the other side of 1)." if wrong_side else ")."))
+    if ch_r["diff"] is not None:
+        extra += (" The residual variance ratio var(count - expected) / binomial variance, which the word total "
+                  f"does not move, goes from {math.exp(res[0]['log_excess']):.3g} to "
+                  f"{math.exp(res[1]['log_excess']):.3g}: {ch_r['reason']}.")
+    else:
+        extra += " The residual variance ratio is undefined at the first or last checkpoint."
     text = (f"The {name} excess F / null median is {math.exp(first['log_excess']):.3g} at iteration "
             f"{first['iteration']} and {math.exp(lx):.3g} at iteration {last['iteration']}. "
             + change_text(f"The {name} excess", ch, first, last) + extra + " " + across_text(f"{name} excess", across))

@@ -404,9 +404,9 @@ def _decomposition_table(summary: dict | None) -> str:
     h.append("</tbody></table></div>")
     h.append('<p class="note">A fixed-length sample holds a nearly fixed number of words, so the word total is '
              "sub-Poissonian by regular spacing alone (renewal reference: CV&sup2; of the spacing between word "
-             "starts). F<sub>ref</sub> is the Fano factor that errors independent given word length "
-             "and position would give (closed form); F / F<sub>ref</sub> &ne; 1 beyond the stratified permutation null (p) "
-             "is what the word length, the position and the word total do not explain. F / null median comes "
+             "starts). F<sub>ref</sub> is the Fano factor that errors independent given word length and "
+             "position would give (closed form); F / F<sub>ref</sub> &ne; 1 beyond the stratified permutation "
+             "null (p) is what the word length, the position and the word total do not explain. F / null median comes "
              "with its 95% CI over samples, and z = log(F / null median) / the null's SD of log F. RR = "
              "P(misspelled | previous misspelled) / P(misspelled | previous correct) within samples, against a "
              "within-sample, within-position permutation null (z = log(RR / null median) / the null's SD of "

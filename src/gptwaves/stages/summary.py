@@ -200,7 +200,8 @@ def spelling_entry(st: dict) -> dict:
                       "fano_ref": e.get("fano_ref"), "excess": e.get("excess"), "null_median": e.get("null_median"),
                       "null_band": e.get("null_band"), "excess_p": e.get("p_value"),
                       "excess_verdict": e.get("verdict"), "excess_null": e.get("excess_null"),
-                      "excess_null_ci": e.get("excess_null_ci"), "excess_z": e.get("z")}
+                      "excess_null_ci": e.get("excess_null_ci"), "excess_z": e.get("z"),
+                      "residual_ratio": e.get("residual_ratio")}
     w = dec.get("words") or {}
     cas = st.get("cascade") or {}
     out.update({
