@@ -18,7 +18,9 @@ from ..jsonable import finite_or_none
 from ..io import atomic_write_json, check_run_dir, read_json
 from . import checks
 from .checks import read_checked
-from .common import focus_tap, is_main_name
+from ..names import is_main_name
+from ..versions import package_versions
+from .common import focus_tap
 
 __all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "spelling_entry",
            "waves_entry", "SUMMARY_FORMAT", "SUMMARY_VERSION"]
@@ -111,7 +113,6 @@ def _train_settings(run_dir: Path, reproduce_info: dict | None) -> dict | None:
 
 def build_summary(run_dir: str | Path) -> dict:
     """The summary of a run directory, from its files (see the module docstring)."""
-    from ..record import package_versions
     from ..train import read_metrics, read_run_info
 
     run_dir = Path(run_dir)
