@@ -17,9 +17,9 @@ within-position permutation null run for all replicates at once with ``n_perm`` 
 (`spelling.cascade_null` with ``block``). The per-checkpoint numbers are those of
 `spelling.analyze_words` without the BCa intervals (which no rule reads).
 
-``python tests/spelling_truth.py [replicates]`` prints the verdict frequencies of every rule at the
-paper run's sizes (14 checkpoints, 1000 samples, error rate 0.92 -> 0.057); docs/method.md quotes
-them.
+``python tests/spelling_truth.py [replicates [scenario ...]]`` prints the verdict frequencies of
+every rule at the paper run's sizes (14 checkpoints, 1000 samples, error rate 0.92 -> 0.057) for
+the scenarios of `scenarios` (all, or those numbered); docs/method.md quotes them.
 """
 
 from __future__ import annotations
@@ -228,12 +228,14 @@ def scenarios(rates):
     ]
 
 
-def main(R: int = 100) -> None:  # pragma: no cover - a measurement, not a test
+def main(R: int = 100, only: list[int] | None = None) -> None:  # pragma: no cover - a measurement
     rates = paper_rates()
     print(f"paper sizes: {len(rates)} checkpoints x 1000 samples, error rate {rates[0]:.2f} -> {rates[-1]:.3f}, "
           f"{R} replicates; cells: supported / not supported / inconclusive (claim 5 only where the cascade "
           f"null was run)")
     for j, (name, truths, poisson, cascade) in enumerate(scenarios(rates)):
+        if only and j not in only:
+            continue
         reps = simulate(truths, R, 1000, seed=100 * j, poisson=poisson, n_perm=30 if cascade else 0)
         vs = verdicts(reps)
         cells = []
@@ -244,4 +246,4 @@ def main(R: int = 100) -> None:  # pragma: no cover - a measurement, not a test
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100, [int(x) for x in sys.argv[2:]] or None)

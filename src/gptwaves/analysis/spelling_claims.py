@@ -56,9 +56,10 @@ Claim 3, "misspellings show the opposite trend":
 
 Claim 5, "no cascade of defects once trained":
 
-* as stated: `supported` when |z| of log RR falls towards 0 with training (`claims.trend` shape
-  "falling"); `not supported` when it rises significantly; `inconclusive` otherwise (with the
-  smallest Spearman rho the number of checkpoints can detect).
+* as stated: `supported` when |z| of log RR falls towards 0 with training (`claims.trend`:
+  Spearman rho < 0 with p < alpha, an early peak described but not disqualifying); `not supported`
+  when it rises significantly; `inconclusive` otherwise (with the smallest Spearman rho the number
+  of checkpoints can detect).
 * beyond the null: `supported` when some earlier checkpoint has a cascade significant after Holm
   over the earlier checkpoints (one-sided, Gaussian tail of z) and the last checkpoint has no
   significant cascade and its CI lies entirely below that earlier checkpoint's CI; `not
@@ -441,9 +442,11 @@ def claim_cascade(checkpoints: Sequence[Mapping], alpha: float = 0.05) -> dict:
                  alpha)
     n = t.get("n", 0)
     mde_rho = math.tanh(_mde(1.06 / math.sqrt(n - 3), alpha)) if n > 3 else None
-    if t.get("shape") == "falling" and cl.trend_verdict(t, "falling") == cl.SUPPORTED:
+    # the claim is where |z| ends up: a significant Spearman fall counts even after an early peak
+    rho, p = t.get("rho"), t.get("p_value")
+    if rho is not None and p is not None and p < alpha and rho < 0:
         v = cl.SUPPORTED
-    elif t.get("shape") == "rising":
+    elif rho is not None and p is not None and p < alpha and rho > 0:
         v = cl.NOT_SUPPORTED
     else:
         v = cl.INCONCLUSIVE
