@@ -122,28 +122,35 @@ def test_clustered_errors_detected(kind):
 
 
 def test_clustered_errors_claim3_beyond_supported_through_analyze_text():
-    """Bursty errors in synthetic *text*, through `analyze` and `spelling_claims`."""
+    """Errors that become bursty in synthetic *text* (per-sample propensity SD 0 -> 1.5 while the
+    rate falls), through `analyze` and `spelling_claims`; the same propensity held constant is not
+    a build-up and is not called one."""
     vocab = ["the", "king", "lord", "love", "death", "sweet", "night", "heart", "a", "my", "is"]
     lex = frozenset(vocab)
     rng = np.random.default_rng(7)
 
-    def texts(n, base):
+    def texts(n, base, sd):
         out = []
         for _ in range(n):
-            pi = expit(base + 1.5 * rng.normal())
+            pi = expit(base + sd * rng.normal())
             ws = [vocab[k] for k in rng.integers(0, len(vocab), 40)]
             ws = ["q" + w[1:] if rng.random() < pi else w for w in ws]
             out.append(("\n" + " ".join(ws))[: 1 + L + 16])
         return out
 
-    cks = [{"iteration": it, "stats": sp.analyze(texts(600, b), lex, 1, L, margin=16, n_boot=200, n_perm=300,
-                                                 seed=1)}
-           for it, b in zip([0, 1000, 5000], [1.0, -0.5, -1.5])]
+    def run(sds):
+        return [{"iteration": it, "stats": sp.analyze(texts(600, b, sd), lex, 1, L, margin=16, n_boot=200,
+                                                      n_perm=300, seed=1)}
+                for it, b, sd in zip([0, 1000, 5000], [1.0, -0.5, -1.5], sds)]
+
+    cks = run([0.0, 0.75, 1.5])
     for c in cks:
         assert c["stats"]["n_cut"] == 0 and c["stats"]["margin"] == 16
     c2, c3, c5 = spelling_claims(cks)
-    assert c3["beyond_null"]["verdict"] == cl.SUPPORTED
+    assert c3["beyond_null"]["verdict"] == cl.SUPPORTED, c3["beyond_null"]["text"]
     assert cks[-1]["stats"]["decomposition"]["misspelled"]["excess"] > 1.2
+    const = spelling_claims(run([1.5, 1.5, 1.5]))[1]["beyond_null"]
+    assert const["verdict"] != cl.SUPPORTED, const["text"]
 
 
 # ------------------------------------------------------------------ crossing under F = 1
