@@ -19,8 +19,8 @@ from ..io import atomic_write_json, check_run_dir, read_json
 from . import checks
 from .checks import read_checked
 from ..names import is_main_name
-from ..versions import package_versions
-from .common import focus_tap
+from ..versions import analysis_version, is_current, package_versions
+from .common import focus_tap, input_floor
 
 __all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "spelling_entry",
            "waves_entry", "SUMMARY_FORMAT", "SUMMARY_VERSION"]
@@ -52,6 +52,17 @@ def _read_obj(path: Path, what: str, validator=None, *args, stage: str | None = 
     return obj
 
 
+def _current(result: dict, stage: str, path: Path, rerun: str) -> dict:
+    """``result`` when the current analysis version of ``stage`` made it; a result of an older
+    analysis is never summarised (docs/method.md, Reuse of earlier results): one line instead."""
+    if not is_current(result, stage):
+        v = result.get("analysis_version")
+        made = "an analysis without a version" if v is None else f"analysis version {v}"
+        raise GptwavesError(f"{path} was computed by {made}, the current is {analysis_version(stage)}; "
+                            f"re-run `gptwaves {rerun}` (it recomputes it)")
+    return result
+
+
 def _by_iteration(results: list[dict]) -> list[dict]:
     return sorted(results, key=lambda r: (r.get("iteration") is None, r.get("iteration") or 0))
 
@@ -69,7 +80,7 @@ def read_stage_results(run_dir: Path) -> dict:
             r = _read_obj(d / "summary.json", "waves summary", checks.waves_summary, d.name,
                           stage=f"waves --run {run_dir}") if d.is_dir() else None
             if r is not None:
-                waves.append(r)
+                waves.append(_current(r, "waves", d / "summary.json", f"waves --run {run_dir}"))
     if sdir.is_dir():
         for p in sorted(sdir.glob("*.json")):
             if p.name.endswith(".samples.json") or p.name == "crossing.json":
@@ -77,7 +88,7 @@ def read_stage_results(run_dir: Path) -> dict:
             r = _read_obj(p, "spelling result", checks.spelling_result, p.name[: -len(".json")],
                           stage=f"spelling --run {run_dir}")
             if r is not None:
-                spelling.append(r)
+                spelling.append(_current(r, "spelling", p, f"spelling --run {run_dir}"))
     waves, spelling = _by_iteration(waves), _by_iteration(spelling)
     spelling = [r for r in spelling if is_main_name(str(r.get("name"))) or r.get("iteration") is None]
     crossing = None
@@ -85,7 +96,7 @@ def read_stage_results(run_dir: Path) -> dict:
         stored = _read_obj(sdir / "crossing.json", "spelling crossing", checks.crossing_file)
     except GptwavesError:
         stored = None  # a damaged crossing is computed again from the checkpoints below
-    if stored and stored.get("checkpoints") == [r.get("name") for r in spelling]:
+    if stored and is_current(stored, "spelling") and stored.get("checkpoints") == [r.get("name") for r in spelling]:
         crossing = stored.get("crossing")
     elif sum(r.get("iteration") is not None for r in spelling) >= 2:  # stages run on other subsets
         sett = spelling[-1].get("settings") or {}
@@ -141,7 +152,8 @@ def build_summary(run_dir: str | Path) -> dict:
         if s:
             entry["spelling"] = spelling_entry(s["stats"])
         cks.append(entry)
-    findings = findings_from(waves, spelling)
+    axis = "step" if isinstance((repro or {}).get("hf"), dict) else "iteration"  # a suite's revisions: steps
+    findings = findings_from(waves, spelling, axis=axis)
     metrics = read_metrics(run_dir)
     tps = [r["tokens_per_s"] for r in metrics if r.get("kind") == "train" and r.get("tokens_per_s")]
     repro = repro or {}
@@ -164,7 +176,15 @@ def build_summary(run_dir: str | Path) -> dict:
         "checkpoints": cks,
         "repeatability": waves.get("repeatability"),
         "findings": findings,
+        "calibration": _calibration(run_dir),
     }
+
+
+def _calibration(run_dir: Path) -> dict | None:
+    """Size and power of each verdict rule at this run's sizes (`gptwaves calibrate`), or None."""
+    from .calibration import summary_entry
+
+    return summary_entry(run_dir)
 
 
 def write_summary(run_dir: str | Path) -> Path:
@@ -222,16 +242,22 @@ def _inconclusive(number: int, why: str) -> dict:
     return cl.claim(number, CLAIM_TITLES[number], part, part)
 
 
-def findings_from(waves: dict, spelling: dict) -> dict:
-    """Two verdicts (as stated / beyond the null) with their numbers for each claim (DESIGN 7)."""
+def findings_from(waves: dict, spelling: dict, axis: str = "iteration") -> dict:
+    """Two verdicts (as stated / beyond the null) with their numbers for each claim (DESIGN 7).
+
+    Claims 1 and 4 are judged at the focus tap against the input floor, the model's embedding tap
+    (`input_floor`); ``axis`` names the training axis in the sentences ("step" for a Hugging Face
+    suite, docs/method.md, "Trends across checkpoints")."""
+    from ..analysis.claims import on_axis
     from ..analysis.spelling_claims import spelling_claims
     from ..analysis.waves_claims import waves_claims
 
     claims: list[dict] = []
     wres = [r for r in waves.get("checkpoints") or [] if r.get("iteration") is not None]
     if wres:
-        ft = wres[-1].get("focus_tap") or focus_tap(list(wres[-1]["taps"]))
-        claims += waves_claims([{"iteration": r["iteration"], "taps": r["taps"]} for r in wres], ft)
+        taps = list(wres[-1]["taps"])
+        claims += waves_claims([{"iteration": r["iteration"], "taps": r["taps"]} for r in wres], focus_tap(taps),
+                               input_floor(taps))
     else:
         claims += [_inconclusive(1, "No wave analysis."), _inconclusive(4, "No wave analysis.")]
     sres = [r for r in spelling.get("checkpoints") or [] if r.get("iteration") is not None]
@@ -243,6 +269,9 @@ def findings_from(waves: dict, spelling: dict) -> dict:
     else:
         claims += [_inconclusive(n, "No spelling statistics.") for n in (2, 3, 5)]
     claims.sort(key=lambda c: c["id"])
+    for c in claims:
+        for part in ("as_stated", "beyond_null"):
+            c[part]["text"] = on_axis(c[part]["text"], axis)
     return {"crossing": crossing,
             "crossing_iteration": finite_or_none((crossing or {}).get("iteration")),
             "claims": claims}
