@@ -76,6 +76,13 @@ def _above(a, b):
     return bool(a[0] > b[1] + _TOL * max(1.0, abs(b[1])))
 
 
+def _above_words(above, what: str) -> str:
+    """``_above``'s answer in words (never True/None in a sentence)."""
+    if above is None:
+        return f"cannot be compared with {what} (a number is missing)"
+    return f"lies above {what}" if above else f"does not lie above {what}"
+
+
 def _up(t, alpha):
     return t["rho"] is not None and t["p_value"] is not None and t["rho"] > 0 and t["p_value"] < alpha
 
@@ -89,7 +96,7 @@ def _slim(t):
                                   "trough_iteration", "trough_value", "shape")}
 
 
-def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str = "hook_embed",
+def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str | None = "hook_embed",
                     alpha: float = 0.05) -> dict:
     """Claim 1 (coherence builds up), see the module docstring for the rules."""
     its, mac = series(checkpoints, focus_tap, "induced", "mean_abs_corr")
@@ -123,7 +130,7 @@ def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: s
     first, last = checkpoints[0], checkpoints[-1]
     s_last = _get(last, "taps", focus_tap, "surrogate", "mean_abs_corr") or {}
     s_first = _get(first, "taps", focus_tap, "surrogate", "mean_abs_corr") or {}
-    s_in = _get(last, "taps", input_tap, "surrogate", "mean_abs_corr") or {}
+    s_in = (_get(last, "taps", input_tap, "surrogate", "mean_abs_corr") or {}) if input_tap else {}
     sig = s_last.get("significant") if s_last else None
     above_first = _above(s_last.get("ci"), s_first.get("ci")) if len(checkpoints) >= 2 else None
     above_input = _above(s_last.get("ci"), s_in.get("ci"))
@@ -136,12 +143,15 @@ def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: s
         v2 = _c.INCONCLUSIVE
     _, exc = series(checkpoints, focus_tap, "surrogate", "mean_abs_corr", "excess")
     t_exc = _c.trend(its, exc, alpha)
+    first_it = first.get("iteration")
     text2 = (f"Excess of induced mean |R| over the sample-shuffle surrogate at {focus_tap}: "
              f"{_f(s_last.get('excess'))} {_ci(s_last.get('ci'))} at iteration {last.get('iteration')} "
              f"(surrogate p = {_f(s_last.get('p_value'), 2)}, {'significant' if sig else 'not significant'}), "
              f"vs {_f(s_first.get('excess'))} {_ci(s_first.get('ci'))} at iteration {first.get('iteration')} and "
-             f"{_f(s_in.get('excess'))} {_ci(s_in.get('ci'))} at the input floor {input_tap}; "
-             f"above iteration {first.get('iteration')}: {above_first}, above the input floor: {above_input}. "
+             + (f"{_f(s_in.get('excess'))} {_ci(s_in.get('ci'))} at the input floor {input_tap}; " if input_tap
+                else "no input floor (the model's embedding tap was not recorded); ")
+             + f"its CI {_above_words(above_first, f'that of iteration {first_it}')}"
+             + f" and {_above_words(above_input, 'that of the input floor')}. "
              + _c.trend_text("The excess", t_exc))
     beyond = {"verdict": v2, "text": text2,
               "numbers": {"tap": focus_tap, "input_tap": input_tap, "last": s_last or None,
@@ -154,7 +164,7 @@ def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: s
     return _c.claim(1, CLAIM1, as_stated, beyond)
 
 
-def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str = "hook_embed",
+def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str | None = "hook_embed",
                          alpha: float = 0.05) -> dict:
     """Claim 4 (space channels stand out), see the module docstring for the rules."""
     its, nlab = series(checkpoints, focus_tap, "n_space_labelled")
@@ -179,7 +189,7 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
         return _c.claim(4, CLAIM4, as_stated, {"verdict": _c.INCONCLUSIVE, "text": "No checkpoints.", "numbers": {}})
     last = checkpoints[-1]
     ft = _get(last, "taps", focus_tap) or {}
-    it = _get(last, "taps", input_tap) or {}
+    it = (_get(last, "taps", input_tap) or {}) if input_tap else {}
     n_f, n_i = ft.get("n_space_labelled"), it.get("n_space_labelled")
     s_f, s_i, s_b = ft.get("max_space_similarity"), it.get("max_space_similarity"), ft.get("space_similarity_baseline")
     labels_ok = None if n_f is None or n_i is None else bool(n_f > n_i)
@@ -193,10 +203,11 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
         v2 = _c.NOT_SUPPORTED
     else:
         v2 = _c.INCONCLUSIVE
+    floor = f"the input floor {input_tap}" if input_tap else "the input floor (not recorded)"
     text2 = (f"At iteration {last.get('iteration')}: {n_f if n_f is not None else 'n/a'} channels labelled space or "
-             f"next:space at {focus_tap} vs {n_i if n_i is not None else 'n/a'} at the input floor {input_tap}; "
-             f"largest word-rhythm similarity {_f(s_f, 2)} vs {_f(s_i, 2)} at {input_tap} and {_f(s_b, 2)} for the "
-             f"channels' AR(1) twins (red-noise baseline).")
+             f"next:space at {focus_tap} vs {n_i if n_i is not None else 'n/a'} at {floor}; "
+             f"largest word-rhythm similarity {_f(s_f, 2)} vs {_f(s_i, 2)} at {input_tap or 'the input floor'} and "
+             f"{_f(s_b, 2)} for the channels' AR(1) twins (red-noise baseline).")
     beyond = {"verdict": v2, "text": text2,
               "numbers": {"tap": focus_tap, "input_tap": input_tap, "iteration": last.get("iteration"),
                           "n_space_labelled": n_f, "n_space_labelled_input": n_i,
@@ -206,7 +217,7 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
     return _c.claim(4, CLAIM4, as_stated, beyond)
 
 
-def waves_claims(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str = "hook_embed",
+def waves_claims(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str | None = "hook_embed",
                  alpha: float = 0.05) -> list[dict]:
     """Claims 1 and 4 of DESIGN section 7 from per-checkpoint tap summaries.
 
@@ -216,8 +227,10 @@ def waves_claims(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str 
         ``{"iteration": int, "taps": {tap: tap_summary(...)}}``, sorted by iteration.
     focus_tap : str
         Tap the claims are judged at (normally the last ``blocks.{i}.hook_resid_post``).
-    input_tap : str, optional
-        The input floor of the same checkpoint (default ``hook_embed``).
+    input_tap : str or None, optional
+        The input floor of the same checkpoint: the model's embedding tap (default ``hook_embed``;
+        ``hidden.0`` for Hugging Face models; None when it was not recorded, which the texts say
+        and which leaves the beyond-the-null verdicts that need it inconclusive).
     alpha : float, optional
 
     Returns
