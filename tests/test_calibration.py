@@ -85,6 +85,10 @@ def test_calibration_text_has_no_python_words():
     t = ca.calibration_text(lv, "refractory relative risk", "at the last checkpoint")
     assert "92% of 100 runs" in t and "3% of 100 runs" in t and "0.62" in t
     assert not any(w in t for w in ("None", "nan", "True", "False"))
+    lv["power"][0]["ci"] = [0.00001, 0.2]
+    lv["min_detectable"] = {"effect": 0.8, "reason": "already reached at the weakest simulated effect"}
+    t = ca.calibration_text(lv, "refractory relative risk", "at the last checkpoint")
+    assert "95% CI under 0.1% to 20%" in t and "80% power already at the weakest simulated effect, 0.8" in t
 
 
 # --------------------------------------------------------------------------- synthetic truth
