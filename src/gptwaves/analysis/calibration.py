@@ -1,4 +1,4 @@
-"""Calibration of the verdict rules: their size and power at a run's own sizes (DESIGN 8).
+"""Calibration of the verdict rules: their size and power at a run's own sizes (docs/method.md, Calibration).
 
 Pure functions (numpy / scipy only, no I/O): the synthetic truths a rule is simulated on, built
 from a run's own tables, and the Monte Carlo summaries of the verdicts the rules give on them

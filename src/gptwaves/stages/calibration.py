@@ -1,4 +1,4 @@
-"""Calibration stage: the size and power of every verdict rule at the run's own sizes (DESIGN 8)
+"""Calibration stage: the size and power of every verdict rule at the run's own sizes
 -> ``DIR/calibration/``.
 
 Synthetic truth is built from the run itself (its spelling word tables and error rates, its
