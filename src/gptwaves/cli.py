@@ -666,8 +666,8 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, scena
 
 
 @cli.command("bench")
-@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep",
-                                                  "calibrate"]),
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget",
+                                                  "sweep", "calibrate"]),
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -40,7 +40,8 @@ from . import checks
 from .common import begin_stage
 
 __all__ = ["CalibrationSettings", "calibrate_run", "read_calibration", "make_spelling_template",
-           "make_waves_template", "spelling_chunk", "coherence_chunk", "summarise", "summary_entry", "SPELLING_SCENARIOS",
+           "make_waves_template", "spelling_chunk", "coherence_chunk", "summarise", "summary_entry",
+           "SPELLING_SCENARIOS",
            "COHERENCE_SCENARIOS", "CLAIM_PLAN", "spelling_findings", "waves_findings", "rules_fingerprint",
            "CALIBRATION_VERSION"]
 
@@ -131,7 +132,8 @@ CLAIM_PLAN: dict[int, dict] = {
     1: {"group": "coherence",
         "nulls": {"as_stated": ["independent", "shared gain"],
                   "beyond_null": ["independent", "shared gain", "factor 0.05 equal to input"]},
-        "effect": {"what": "excess of mean |R| over independent channels", "at": "at the last checkpoint, rising from 0",
+        "effect": {"what": "excess of mean |R| over independent channels",
+                   "at": "at the last checkpoint, rising from 0",
                    "stronger": "larger",
                    "scenarios": [(0.01, "factor 0.01 rise"), (0.02, "factor 0.02 rise"), (0.05, "factor 0.05 rise")]}},
     4: {"group": "coherence",
