@@ -110,6 +110,8 @@ def test_planted_coherent_group_is_found():
     r = W.analyze_tap(x, cur, nxt, seed=0, probe_null=0)
     sur = r["surrogate"]["mean_abs_corr"]
     assert sur["significant"] and sur["ci"][0] > 0
+    assert sur["p_rank"] == pytest.approx(1 / 21) and sur["p_value"] < 1e-6 and sur["z"] > 10  # rank p at its bound
+    assert r["gain_normalised"]["surrogate"]["mean_abs_corr"]["significant"]  # survives gain normalisation
     cl = r["clustering"]
     assert cl["structure"] and cl["k"] >= 2
     group = cl["labels"][:20]

@@ -448,7 +448,7 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
                                                      method="higher" if sign > 0 else "lower")) if B else float("nan"),
                   "excess": obs - mean, "z": float(z), "ci": c, "ci_method": how[k], "se": ses[k],
                   "loo": loo[k], "p_value": float(p), "p_rank": float(p_rank),
-                  "significant": bool(B > 1 and p < alpha and ci_ok)}
+                  "significant": bool(B > 0 and p < alpha and ci_ok)}
     return out
 
 

@@ -100,13 +100,13 @@ MIN_TREND_N = 5
 
 
 def _up(t, alpha):
-    return (t["rho"] is not None and t["p_value"] is not None and t["n"] >= MIN_TREND_N and t["rho"] > 0
-            and t["p_value"] < alpha)
+    return (t["rho"] is not None and t["p_value"] is not None and t["n"] >= MIN_TREND_N
+            and t["rho"] > 0 and t["p_value"] < alpha)
 
 
 def _down(t, alpha):
-    return (t["rho"] is not None and t["p_value"] is not None and t["n"] >= MIN_TREND_N and t["rho"] < 0
-            and t["p_value"] < alpha)
+    return (t["rho"] is not None and t["p_value"] is not None and t["n"] >= MIN_TREND_N
+            and t["rho"] < 0 and t["p_value"] < alpha)
 
 
 def _slim(t):
