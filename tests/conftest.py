@@ -16,6 +16,10 @@ import torch
 from gptwaves.config import TrainConfig
 from gptwaves.corpus import Corpus
 
+# in CI a skip is a failure unless tests/allowed_skips.py lists it with its reason
+from allowed_skips import (pytest_collectreport, pytest_runtest_makereport,  # noqa: E402,F401
+                           pytest_sessionfinish, pytest_terminal_summary)
+
 def _find_tiny_shakespeare() -> Path:
     """The shared offline copy: $GPTWAVES_TEST_TINY_SHAKESPEARE, $GPTWAVES_CORPUS, or ../shared/data."""
     candidates = [os.environ.get("GPTWAVES_TEST_TINY_SHAKESPEARE"), os.environ.get("GPTWAVES_CORPUS"),

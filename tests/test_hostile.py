@@ -6,7 +6,6 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -114,9 +113,9 @@ def test_dotdot_run_dir_resolves_to_the_named_folder(tmp_path, capsys, corpus_pa
 def test_second_writer_of_a_run_directory_is_refused(tmp_path, capsys, corpus_path):
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from gptwaves.io import RunLock; "
-        f"l = RunLock({str(run)!r}).acquire(); print('locked', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+        "import sys; from gptwaves.io import RunLock; "
+        f"l = RunLock({str(run)!r}).acquire(); print('locked', flush=True); sys.stdin.read()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # holds the lock until killed, however long
     try:
         assert holder.stdout.readline().strip() == "locked"
         err = _one_line_error(capsys, ["train", "--preset", "smoke", "--corpus", str(corpus_path), "--out", str(run),
@@ -125,7 +124,6 @@ def test_second_writer_of_a_run_directory_is_refused(tmp_path, capsys, corpus_pa
         assert not (run / "run.json").exists()  # nothing written by the refused process
     finally:
         holder.kill()
-        holder.wait()
-    time.sleep(0.1)
+        holder.wait()  # dead, so its lock is released
     with RunLock(run):  # released when the holder died
         pass

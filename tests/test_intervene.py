@@ -260,7 +260,7 @@ def test_compare_distributions_against_chi2_contingency():
 
 def test_ablate_edit_zeroes_the_tap_channels_only(model, one_thread):
     from gptwaves.stages.interventions import make_edit
-    from gptwaves.record import batch_generator
+    from gptwaves.sample import batch_generator
     from gptwaves.sample import SamplingConfig, generate
 
     gpt, meta = model

@@ -18,10 +18,9 @@ import gptwaves
 from gptwaves.cli import main
 from gptwaves.errors import GptwavesError
 from gptwaves.model import GPT, GPTConfig
-from gptwaves.record import (Recording, RecordSpec, batch_generator, list_recordings, open_recording, record,
-                             recording_matches)
+from gptwaves.record import Recording, RecordSpec, list_recordings, open_recording, record, recording_matches
 from gptwaves.runtime import Interrupted
-from gptwaves.sample import SamplingConfig, generate
+from gptwaves.sample import SamplingConfig, batch_generator, generate
 
 VOCAB = list("\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 BS = 16

@@ -95,10 +95,9 @@ def make_run(root: Path) -> Path:
              for i in (0, 50, 100, 199)]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"iter": 20')  # torn line
     _png(run / "figures" / "loss.png", 0)
-    _png(run / "waves" / "figures" / "iter_0000100" / "corr_compare.png", 1)
+    _png(run / "waves" / "figures" / "iter_0000100" / "correlation_compare.png", 1)
     _png(run / "waves" / "figures" / "order_parameters.png", 2)
     _png(run / "spelling" / "figures" / "fano.png", 3)
-    (run / "spelling" / "figures" / "captions.json").write_text(json.dumps({"fano": "Fano <factor> captioned"}))
     _png(run / "interventions" / "clamp_space" / "word_lengths.png", 4)
     lex = {"the", "king", "a"}
     texts = ["\nthe king " + ALERT + " qzx the a", "\nzz the kingg a b"]
@@ -167,7 +166,7 @@ def test_report_embeds_every_figure_with_captions(report):
     imgs = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(imgs) == 6  # 5 figures + the training curves drawn from metrics.jsonl
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
-    for cap in ("Correlation matrices compared", "Fano &lt;factor&gt; captioned", "Word lengths",
+    for cap in ("Correlation matrices compared", "Fano factor across training", "Word-length distributions per condition",
                 "Coherence order parameters across training", "iteration 100", "Overview"):
         assert cap in html
     for head in ("Training", "Waves", "Spelling", "Interventions"):
@@ -284,13 +283,23 @@ def test_quantise_roundtrip():
     d = _quantise(x)
     q = np.frombuffer(base64.b64decode(d["q"]), dtype=np.int8).reshape(50, 4)
     y = np.asarray(d["lo"]) + (q + 127.0) * np.asarray(d["scale"])
-    np.testing.assert_allclose(y, x, atol=float(np.ptp(x, axis=0).max()) / 254)
+    # each channel within half of its own quantisation step (its range / 254), plus the rounding of
+    # lo and scale to 6 significant figures; one shared tolerance would exceed the whole range of
+    # the small channels (a zeroed channel 2 passed it)
+    ptp = np.ptp(x, axis=0)
+    tol = ptp / 254 / 2 + 1e-6 * np.abs(x).max(axis=0) + 1e-12
+    err = np.abs(y - x).max(axis=0)
+    assert np.all(err <= tol), (err, tol)
+    assert np.all(err[:3] > 0) and err[3] == 0  # quantised, not copied; the constant channel is exact
+    # the codes span the int8 range on every channel that varies (no channel is flattened)
+    assert list(q[:, :3].min(axis=0)) == [-127] * 3 and list(q[:, :3].max(axis=0)) == [127] * 3
+    assert list(d["scale"][:3]) == pytest.approx(list(ptp[:3] / 254), rel=1e-5)
 
 
 def test_captions():
-    assert caption_from_stem("corr_compare") == "Correlation matrices compared"
+    assert caption_from_stem("correlation_compare") == "Correlation matrices compared"
     assert caption_from_stem("acf_blocks.5.hook_resid_post") == "Auto-correlation functions, block 5 residual"
-    assert caption_from_stem("word_lengths") == "Word lengths"
+    assert caption_from_stem("word_lengths") == "Word-length distributions per condition"
 
 
 def test_quantise_nan_and_constant_channels():

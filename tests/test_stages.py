@@ -258,7 +258,7 @@ def test_spelling_stage(run_dir, stage_corpus):
 def test_spelling_samples_are_the_models(run_dir, stage_corpus):
     """The saved texts are what sample_texts draws (same seed, batch generators) for that checkpoint."""
     from gptwaves.stages.common import load_selected, select_checkpoints
-    from gptwaves.stages.spelling import sample_texts
+    from gptwaves.sample import sample_texts
     from gptwaves.sample import SamplingConfig
 
     corpus_path, _ = stage_corpus

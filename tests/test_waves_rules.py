@@ -1,5 +1,5 @@
 """Verdict rules of the coherence floors and of claims 1 and 4 on synthetic truth (docs/method.md,
-"Coherence floors" and "Findings").
+"Coherence against its floors" and "Findings").
 
 Null cases must not come out "supported" (size tests at the replicate counts of
 ``tests/sizecheck.py`` ``plan()``: n = 181 replicates, at most k = 16 "supported"; a size-0.05 rule

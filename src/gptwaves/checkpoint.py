@@ -29,18 +29,14 @@ from .errors import CorruptArtefactError, GptwavesError
 from .io import (atomic_write_bytes, atomic_write_json, check_regular_file, confined_file, physical_memory,
                  read_json, sha256_bytes, sha256_file)
 from .model import GPT, GPTConfig
+from .names import CHECKPOINT_FILE, ckpt_stem
 
-CKPT_RE = re.compile(r"^iter_(\d{7})\.json$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CKPT_FORMAT = "gptwaves-checkpoint"
 
 # minGPT's named configurations: (n_layer, n_embd) -> n_head
 MINGPT_HEADS = {(12, 768): 12, (24, 1024): 16, (36, 1280): 20, (48, 1600): 25, (8, 512): 16,
                 (6, 192): 6, (4, 128): 4, (3, 48): 3}
-
-
-def ckpt_stem(iteration: int) -> str:
-    return f"iter_{iteration:07d}"
 
 
 def state_dict_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -136,7 +132,7 @@ def validate_checkpoint_meta(meta: Any, jpath: Path) -> dict:
     it = meta["iteration"]
     if not _is_int(it) or it < 0:
         raise CorruptArtefactError(f"{src}: iteration {it!r} is not a non-negative integer")
-    m = CKPT_RE.match(Path(jpath).name)
+    m = CHECKPOINT_FILE.match(Path(jpath).name)
     if m and int(m.group(1)) != it:
         raise CorruptArtefactError(f"{src}: iteration {it} disagrees with the file name")
     if not isinstance(meta["config"], dict):
@@ -170,7 +166,7 @@ def list_checkpoints(ckpt_dir: Path, vocab: list[str] | None = None) -> list[Che
     if not d.is_dir():
         return out
     for p in sorted(d.iterdir()):
-        m = CKPT_RE.match(p.name)
+        m = CHECKPOINT_FILE.match(p.name)
         if not m:
             continue
         meta = validate_checkpoint_meta(read_json(p, "checkpoint metadata"), p)
@@ -359,6 +355,6 @@ def load_external_checkpoint(path: Path, vocab: list[str], n_head: int | None = 
 
 __all__ = [
     "CheckpointInfo", "save_checkpoint", "list_checkpoints", "load_checkpoint",
-    "load_external_checkpoint", "ckpt_stem", "state_dict_tensors", "read_safetensors",
+    "load_external_checkpoint", "state_dict_tensors", "read_safetensors",
     "normalise_state_dict", "validate_checkpoint_meta", "check_vocab",
 ]

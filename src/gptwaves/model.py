@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from .errors import SettingsError
+
 
 @dataclass
 class GPTConfig:
@@ -40,8 +42,6 @@ class GPTConfig:
     gelu: str = "tanh"  # "tanh" (minGPT NewGELU) or "exact" (nanoGPT nn.GELU)
 
     def __post_init__(self) -> None:
-        from .errors import SettingsError
-
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -52,9 +52,9 @@ class GPTConfig:
         if not isinstance(self.bias, bool) or not isinstance(self.tie_weights, bool):
             raise SettingsError("model settings bias and tie_weights must be true or false")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+            raise SettingsError(f"model setting n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if self.gelu not in ("tanh", "exact"):
-            raise ValueError(f"gelu must be 'tanh' or 'exact', not {self.gelu!r}")
+            raise SettingsError(f"model setting gelu must be 'tanh' or 'exact', not {self.gelu!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -256,7 +256,7 @@ class GPT(nn.Module):
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
-            raise ValueError(
+            raise SettingsError(
                 f"sequence of length {start + T} exceeds block_size {self.config.block_size}"
             )
         want = set(taps or ())
@@ -301,5 +301,5 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
         unknown = (want - set(out)) | (set(edits) - set(self.tap_names))
         if unknown:
-            raise ValueError(f"unknown tap names: {sorted(unknown)}")
+            raise SettingsError(f"unknown tap names: {sorted(unknown)}")
         return logits, loss, out

@@ -21,12 +21,17 @@ settings changed, discarded. A reader never sees a half-written recording.
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import hashlib
-import math
 import json
-import platform
+import math
+import os
+import resource
 import shutil
+import sys
 import time
+import traceback
 import zipfile
 from dataclasses import dataclass
 from functools import partial
@@ -36,27 +41,25 @@ from typing import Iterator
 import h5py
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__
+from . import distributed as dd
+from .config import check_choice, check_int
+from .corpus import CharTokenizer
 from .errors import CorruptArtefactError, GptwavesError, SettingsError, WriteError
 from .io import (atomic_path, atomic_write_json, check_regular_file, describe_oserror, read_json, sha256_file,
                  sweep_stale, write_error)
 from .model import GPT
-from .sample import SamplingConfig, generate
+from .names import iteration_of_stem
+from .runtime import Interrupted, progress_bar
+from .sample import SamplingConfig, batch_generator, generate
+from .versions import analysis_version, is_current, package_versions, reusable
 
 FORMAT = "gptwaves-recording"
 
 #: Bounds of a recording's settings (a typo must not try to allocate terabytes).
 MAX_SAMPLES = 10**7
 MAX_STEPS = 10**6
-
-
-def package_versions() -> dict[str, str]:
-    import scipy
-
-    return {"gptwaves": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
 
 
 @dataclass
@@ -76,8 +79,6 @@ class RecordSpec:
 
     def validate(self) -> "RecordSpec":
         """Check every field; raise a one-line :class:`~gptwaves.errors.SettingsError`."""
-        from .config import check_choice, check_int
-
         for name, v in (("samples", self.samples), ("steps", self.steps), ("batch_size", self.batch_size)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise SettingsError(f"{name.replace('_', ' ')} must be a positive integer, not {v!r}")
@@ -101,13 +102,12 @@ class RecordSpec:
 
 
 def settings_hash(spec: RecordSpec, weights_sha256: str) -> str:
-    blob = json.dumps({"spec": spec.to_dict(), "weights": weights_sha256}, sort_keys=True)
+    """Short hash of the reuse key of a recording: its settings, the weights' checksum and the
+    recordings' analysis version (names the parts folder of an unfinished recording, so parts of
+    other settings or of an older version are never resumed)."""
+    blob = json.dumps({"spec": spec.to_dict(), "weights": weights_sha256,
+                       "analysis_version": analysis_version("recordings")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def batch_generator(seed: int, batch_index: int) -> torch.Generator:
-    """Each batch has its own seeded generator, so resumed recordings are bit-identical."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + batch_index)
 
 
 def record(
@@ -124,9 +124,6 @@ def record(
 
     ``meta`` carries the checkpoint's iteration, weights_sha256 and config. Returns the path.
     """
-    from .corpus import CharTokenizer
-    from .runtime import Interrupted
-
     out_path = Path(out_path)
     gen_fn = getattr(model, "generate_batch", None)  # Hugging Face adapter (gptwaves.hf)
     if gen_fn is not None:
@@ -150,10 +147,7 @@ def record(
         raise write_error(parts, e, "folder") from None
     n_batches = -(-spec.samples // spec.batch_size)
     tap_dtype = np.float16 if spec.dtype == "float16" else np.float32
-    bar = tqdm(total=spec.samples, desc=f"record {out_path.stem}", unit="sample", disable=not progress,
-               dynamic_ncols=True, mininterval=0.5)
-    from . import distributed as dd
-
+    bar = progress_bar(total=spec.samples, desc=f"record {out_path.stem}", unit="sample", disable=not progress)
     d = dd.info()
     # a recording of one batch is atomic anyway: it goes straight into the HDF5 file
     in_memory: dict[int, dict] = {}
@@ -195,6 +189,7 @@ def record(
         "taps": taps, "sampling": spec.sampling.to_dict(), "batch_size": spec.batch_size,
         "dtype": spec.dtype, "context_policy": spec.sampling.context, "seed": spec.sampling.seed,
         "entropy_units": "nats", "packages": package_versions(), "settings_hash": h,
+        "analysis_version": analysis_version("recordings"),
     }
     try:
         _assemble(parts, n_batches, spec, taps, attrs, out_path, in_memory)
@@ -221,10 +216,6 @@ def recording_bytes(spec: RecordSpec, prompt_len: int, n_embd: int | None) -> in
 def check_space(path: Path, need: int) -> None:
     """Refuse to start writing ``need`` bytes into ``path``'s folder when the disk (or the
     process's file-size limit) cannot take them: one line, nothing written."""
-    import errno
-    import os
-    import resource
-
     try:
         free = shutil.disk_usage(path.parent).free
     except OSError:
@@ -273,7 +264,7 @@ def _assemble(parts: Path, n_batches: int, spec: RecordSpec, taps: list[str], at
         digest = sha256_file(tmp)
         side.unlink(missing_ok=True)
     try:
-        atomic_write_json(side, {**attrs, "file": out_path.name, "sha256": digest})
+        atomic_write_json(side, {**attrs, "settings": spec.to_dict(), "file": out_path.name, "sha256": digest})
     except GptwavesError:
         out_path.unlink(missing_ok=True)  # no recording without its sidecar
         raise
@@ -290,10 +281,6 @@ def _write_h5(tmp: Path, out_path: Path, parts: Path, n_batches: int, spec: Reco
     are cleared, the handles are dropped and collected while the file is still open, and only
     then is the file closed; the library's own complaints during this clean-up are silenced.
     """
-    import gc
-    import sys
-    import traceback
-
     try:
         f = h5py.File(tmp, "w", rdcc_nbytes=0)
     except OSError as e:
@@ -598,10 +585,8 @@ _SIDECAR_KEYS = ("iteration", "weights_sha256", "vocab", "prompt", "prompt_len",
 def _agrees_with_name_and_sidecar(meta: dict, path: Path, smeta: dict | None) -> None:
     """A recording named ``iter_XXXXXXX[.variant].h5`` is of that iteration, and its attributes
     agree with its sidecar (which recording reuse trusts)."""
-    import re
-
-    m = re.match(r"iter_(\d{7})(\.|$)", path.stem)
-    if m and meta.get("iteration") != int(m.group(1)):
+    it = iteration_of_stem(path.stem)
+    if it is not None and meta.get("iteration") != it:
         raise CorruptArtefactError(f"recording {path}: iteration {meta.get('iteration')!r} disagrees with its name")
     if smeta is None:
         return
@@ -620,28 +605,50 @@ def list_recordings(run_dir: Path) -> list[Path]:
     return sorted(p for p in d.glob("*.h5")) if d.is_dir() else []
 
 
-def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify: bool = True) -> bool:
-    """True if a finished, intact recording at ``path`` was made with these settings and weights.
+def recording_is_current(path: str | Path) -> bool:
+    """True when a recording exists at ``path`` and was made by the recordings' current analysis
+    version (a recording of an older version is recorded again before it is analysed).
 
-    With ``verify`` the file must also pass its checksum and :func:`validate_recording`; a
-    damaged or tampered recording is thus recorded again instead of being used.
+    The version is read from the sidecar, or, when the sidecar is missing or unreadable, from the
+    HDF5 file's attributes (which :meth:`Recording.open` then checks as usual).
     """
-    side = Path(path).with_suffix(".json")
-    if not (Path(path).is_file() and side.is_file()):
+    path = Path(path)
+    if not path.is_file():
         return False
     try:
-        meta = read_json(side, "recording metadata", dict)
+        return is_current(read_json(path.with_suffix(".json"), "recording metadata", dict), "recordings")
     except GptwavesError:
-        return False
-    if meta.get("settings_hash") != settings_hash(spec, weights_sha256):
-        return False
-    if not verify:
-        return True
+        pass
     try:
+        with h5py.File(path, "r") as f:
+            v = f.attrs.get("analysis_version")
+    except (OSError, ValueError, KeyError):
+        return False
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) \
+        and is_current({"analysis_version": int(v)}, "recordings")
+
+
+def recording_matches(path: Path, spec: RecordSpec, weights_sha256: str, verify: bool = True) -> bool:
+    """True if a finished, intact recording at ``path`` may be reused for these settings and weights.
+
+    The rule of every stage (:func:`gptwaves.versions.reusable`) applied to the recording's
+    sidecar: the recordings' analysis version, the settings and the weights' checksum must match.
+    With ``verify`` the file must also pass its checksum and :func:`validate_recording` and hold no
+    NaN waves; a damaged or tampered recording is thus recorded again instead of being used.
+    """
+    if not Path(path).is_file():
+        return False
+
+    def intact(meta: dict) -> None:
+        if meta.get("settings_hash") != settings_hash(spec, weights_sha256):
+            raise CorruptArtefactError("settings hash differs")
+        if not verify:
+            return
         with Recording.open(path, verify=True) as rec:
             if rec.n_samples != spec.samples:
-                return False
-            return all(np.isfinite(x).all() for t in rec.taps for x in rec.iter_batches(t))  # no NaN waves
-    except GptwavesError:
-        return False
+                raise CorruptArtefactError("sample count differs")
+            if not all(np.isfinite(x).all() for t in rec.taps for x in rec.iter_batches(t)):
+                raise CorruptArtefactError("NaN waves")
 
+    side = Path(path).with_suffix(".json")
+    return reusable(side, "recordings", spec.to_dict(), weights_sha256=weights_sha256, validate=intact) is not None

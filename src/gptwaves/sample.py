@@ -31,8 +31,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .errors import GptwavesError
+from . import distributed as dd
+from .config import check_int, check_real
+from .corpus import CharTokenizer
+from .errors import GptwavesError, SettingsError
 from .model import GPT, KVCache
+from .runtime import Interrupted, progress_bar
 
 #: Bounds of the sampling settings: below 1e-6 the scaled logits can overflow float32, and
 #: recording seeds are multiplied by 1_000_003 and must stay within torch's 64-bit seed range.
@@ -54,9 +58,6 @@ class SamplingConfig:
 
     def validate(self) -> "SamplingConfig":
         """Check every field (finite temperature > 0, top-k >= 1, top-p in (0, 1], seed, policy)."""
-        from .config import check_int, check_real
-        from .errors import SettingsError
-
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
                 or not self.temperature > 0 or not math.isfinite(self.temperature):
             raise SettingsError(f"--temperature must be a finite number > 0, not {self.temperature!r}")
@@ -81,8 +82,6 @@ def parse_context(policy: str) -> int | None:
         return None
     m = re.fullmatch(r"stride=(\d{1,9})", policy) if isinstance(policy, str) else None
     if not m or int(m.group(1)) < 1:
-        from .errors import SettingsError
-
         raise SettingsError(f"unknown context policy {policy!r}: use 'crop' or 'stride=K' (K >= 1)")
     return int(m.group(1))
 
@@ -242,3 +241,44 @@ def naive_generate(model: GPT, prompt_ids: Sequence[int], steps: int, batch_size
         nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
         idx = torch.cat([idx, nxt], dim=1)
     return idx.cpu().numpy()
+
+
+def batch_generator(seed: int, batch_index: int) -> torch.Generator:
+    """Batch ``batch_index`` of a sampling run has its own seeded generator, so resumed or
+    sharded runs are bit-identical to one uninterrupted process."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + batch_index)
+
+
+def sample_texts(model, vocab: list[str], n: int, length: int, prompt: str, sampling: SamplingConfig,
+                 batch_size: int, stop=None, progress: bool = False, edits: dict | None = None) -> list[str]:
+    """Generate ``n`` texts (prompt + ``length`` characters) without recording taps.
+
+    Batch ``b`` uses its own seeded generator; under torchrun the batches are sharded across
+    ranks and gathered in batch order, so the texts equal a single process's.
+    """
+    gen_fn = getattr(model, "generate_batch", None)  # Hugging Face adapter
+    ids = model.encode(prompt, what="prompt") if gen_fn else CharTokenizer(vocab).encode(prompt, what="prompt")
+    by_batch: dict[int, list[str]] = {}
+    itos = np.array(vocab, dtype=str)
+    nb = -(-n // batch_size)
+    d = dd.info()
+    for b in progress_bar(dd.shard(nb, d), desc="sample", unit="batch", disable=not progress, leave=False):
+        if stop:
+            raise Interrupted("sampling interrupted; re-run to resume")
+        size = min(batch_size, n - b * batch_size)
+        if gen_fn is not None:  # sub-word tokens: `length` characters, at most `length` tokens
+            res = gen_fn(ids, length, size, sampling, generator=batch_generator(sampling.seed, b), edits=edits,
+                         min_chars=length)
+        else:
+            res = generate(model, ids, length, size, sampling, generator=batch_generator(sampling.seed, b),
+                           edits=edits)
+        by_batch[b] = ["".join(r) for r in itos[res.tokens].tolist()]
+        if gen_fn is not None:  # prompt + exactly `length` generated characters (when reached)
+            plen = len("".join(vocab[i] for i in ids))
+            by_batch[b] = [t[: plen + length] for t in by_batch[b]]
+    if d.enabled:  # merge the shards of every rank, in batch order (same as one process)
+        gathered: list = [None] * d.world
+        torch.distributed.all_gather_object(gathered, by_batch)
+        for g in gathered:
+            by_batch.update(g)
+    return [t for b in sorted(by_batch) for t in by_batch[b]]

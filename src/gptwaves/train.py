@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save as st_save
-from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import SHA256_RE, check_vocab, list_checkpoints, read_safetensors, save_checkpoint
@@ -46,7 +45,7 @@ from .errors import CorruptArtefactError, GptwavesError, SettingsError
 from .io import (RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text, check_regular_file, confined_file,
                  physical_memory, read_json, sha256_bytes, sweep_stale, write_guard)
 from .model import GPT
-from .runtime import Interrupted, graceful_stop, pick_device
+from .runtime import Interrupted, graceful_stop, pick_device, progress_bar
 
 RUN_FORMAT = "gptwaves-run"
 STATE_RE = re.compile(r"^state_(\d{7})\.safetensors$")
@@ -464,8 +463,8 @@ def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch
     eval_batches = fixed_eval_batches(corpus, cfg, device)
     log = MetricsLog(run_dir / "metrics.jsonl", resumed_from) if d.main else None
     tokens_per_iter = cfg.batch_size * cfg.block_size
-    bar = tqdm(total=cfg.max_iters, initial=it, desc=f"train {cfg.preset}", unit="it",
-               disable=not (cfg.progress and d.main), dynamic_ncols=True, mininterval=0.5)
+    bar = progress_bar(total=cfg.max_iters, initial=it, desc=f"train {cfg.preset}", unit="it",
+                       disable=not (cfg.progress and d.main))
     last_val = None
     model.train()
     try:

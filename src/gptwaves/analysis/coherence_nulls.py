@@ -32,7 +32,7 @@ Decisions taken here (the caller should know)
   which happens for strongly coherent taps, where resampling inflates the
   surrogate floor more than the observed |R|), the basic (reverse percentile)
   interval of the same replicates is reported instead (``ci_method``).
-  Strength of an excess: ``z = excess / surrogate SD`` (docs/method.md, "Coherence floors").
+  Strength of an excess: ``z = excess / surrogate SD`` (docs/method.md, "Coherence against its floors").
   The rank p-value ``(1 + #{surrogate at least as coherent}) / (B + 1)`` cannot go below
   ``1 / (B + 1)`` (0.048 with B = 20); it is kept as ``p_rank`` with that bound
   (``min_p_value``) and never reported as a strength. The reported ``p_value`` is the

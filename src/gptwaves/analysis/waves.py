@@ -1168,7 +1168,7 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
                                           alpha, ci_method, k, k_range)
     del Zk, P
 
-    # the same after gain normalisation (docs/method.md, "Coherence floors": shared gain); kept channels only,
+    # the same after gain normalisation (docs/method.md, "Coherence against its floors": shared gain); kept channels only,
     # since a constant channel divided by a varying gain would no longer be constant
     gain = None
     if x_raw is not None and kept.size >= 1:
@@ -1466,7 +1466,7 @@ def _list(v, nd=6):
 
 def _surrogate_json(sur: dict) -> dict:
     out = {k: sur.get(k) for k in ("on", "n_surrogates", "n_boot", "n_ci_surrogates", "alpha")}
-    # the bound of the rank p-value, named for what it is (docs/method.md, "Coherence floors")
+    # the bound of the rank p-value, named for what it is (docs/method.md, "Coherence against its floors")
     out["p_rank_bound"] = sur.get("min_p_value")
     for k, _ in _nulls.ORDER_KEYS:
         d = sur.get(k, {})

@@ -2,7 +2,7 @@
 
 (i) 1000 samples x 128 characters (DESIGN 5 default: L = 112 counted characters + a margin of
 M = 16, the whole sample inside the context) of the ``paper`` model: sampling
-(:func:`gptwaves.api.sample_texts`, batch 250, prompt "\\n") plus the count statistics
+(:func:`gptwaves.sample.sample_texts`, batch 250, prompt "\\n") plus the count statistics
 (:func:`gptwaves.analysis.spelling.analyze` against the Tiny Shakespeare training lexicon, 2000
 BCa resamples, 1000 permutations of both nulls). Target: <= 30 s in total, and the statistics
 alone <= 2 s (issue 12), against a baseline measured in the same run: the two permutation nulls
@@ -79,7 +79,7 @@ def run(quick: bool = False, corpus=None, *, checkpoint=None, short: tuple[int, 
     threads: every step past 128 is a full window forward). ``quick``: 100 x 128 and 16 x 160.
     """
     from ..analysis.spelling import analyze, score_samples
-    from ..stages.spelling import sample_texts
+    from ..sample import sample_texts
     from ..corpus import Corpus
     from ..sample import SamplingConfig
 

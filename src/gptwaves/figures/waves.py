@@ -35,6 +35,7 @@ __all__ = [
     "coherence_null_figure",
     "similarity_figure",
     "repeatability_plasticity_figure",
+    "event_triggered_figure",
 ]
 
 _RC = {
@@ -791,4 +792,62 @@ def repeatability_plasticity_figure(seeds: Mapping, prompts: Mapping, path_stem,
                             f"ACF similarity across {what}" + _baseline_note(comp, "acf"))
         fig.colorbar(im, ax=[a for row in axes for a in row], fraction=0.03, label="similarity")
         fig.suptitle(title or "Intrinsic modes: repeatability and context plasticity")
+    return _save(fig, path_stem)
+
+
+# ----------------------------------------------------------------------------
+# event-triggered averages
+# ----------------------------------------------------------------------------
+
+
+def event_triggered_figure(eta, counts, classes, lags, d_current, path_stem, *, top=3, title=None) -> list[Path]:
+    """Event-triggered average waveforms: one panel per character class, the ``top`` channels
+    with the largest |d| for that class (docs/method.md, Channel function).
+
+    Parameters
+    ----------
+    eta : array_like, shape (E, 2W+1, C)
+        Mean centred wave around the events of each class (NaN: no usable event).
+    counts : array_like of int, shape (E,)
+        Events used per class.
+    classes : sequence of str, length E
+    lags : array_like of int, shape (2W+1,)
+        Steps relative to the event (0: the step that processes the class's character).
+    d_current : array_like, shape (E, C)
+        Cohen's d of each channel for each class (current character); picks the channels shown.
+    path_stem : str or Path
+    top : int, optional
+    title : str, optional
+    """
+    eta = np.asarray(eta, dtype=np.float64)
+    d = np.asarray(d_current, dtype=np.float64)
+    lags = np.asarray(lags)
+    counts = np.asarray(counts)
+    E = eta.shape[0]
+    ncol = min(3, max(E, 1))
+    nrow = max(1, -(-E // ncol))
+    with matplotlib.rc_context(_RC):
+        fig = _new_figure((3.2 * ncol, 2.4 * nrow))
+        axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True)
+        for e in range(nrow * ncol):
+            ax = axes[e // ncol][e % ncol]
+            if e >= E:
+                ax.set_axis_off()
+                continue
+            score = np.where(np.isfinite(d[e]), np.abs(d[e]), -np.inf)
+            chans = [int(c) for c in np.argsort(-score)[:top] if np.isfinite(score[c])]
+            if int(counts[e]) == 0 or not chans:
+                ax.text(0.5, 0.5, "no usable events", ha="center", va="center", transform=ax.transAxes)
+            for c in chans:
+                ax.plot(lags, eta[e, :, c], lw=1.2, label=f"ch {c} (d={d[e, c]:+.2f})")
+            ax.axvline(0, color="0.6", lw=0.8, ls=":")
+            ax.axhline(0, color="0.6", lw=0.6)
+            ax.set_title(f"{classes[e]} ({int(counts[e])} events)")
+            if chans:
+                ax.legend(frameon=False, fontsize=7)
+            if e // ncol == nrow - 1:
+                ax.set_xlabel("steps from event")
+            if e % ncol == 0:
+                ax.set_ylabel("mean centred wave")
+        fig.suptitle(title or "Event-triggered average waveforms")
     return _save(fig, path_stem)

@@ -7,10 +7,10 @@ large numbers — gptwaves writes ``null`` for those), counts (as many per-sampl
 settings say samples, and the mean and variance they give equal to the stored ones), the
 iteration against the file name, and generated texts against the prompt, length and vocabulary.
 
-A cache that fails is rebuilt by the stage that owns it (:func:`valid`, used by
-``common.reusable``); a stage's result read by another stage (``summary``) is refused with one
-line naming the file and what to re-run (:func:`read_checked`). Each validator raises
-:class:`~gptwaves.errors.CorruptArtefactError` with one line.
+A cache that fails is rebuilt by the stage that owns it (the validators are passed to
+:func:`gptwaves.versions.reusable`); a stage's result read by another stage (``summary``) is
+refused with one line naming the file and what to re-run (:func:`read_checked`). Each validator
+raises :class:`~gptwaves.errors.CorruptArtefactError` with one line.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptArtefactError, GptwavesError
+from ..errors import CorruptArtefactError
+from ..io import read_json
+from ..names import iteration_of_name
 
 __all__ = ["check_values", "spelling_result", "waves_summary", "crossing_file", "repeatability_file",
-           "reproduce_file", "intervention_result", "texts_cache", "valid", "read_checked"]
+           "reproduce_file", "intervention_result", "texts_cache", "read_checked"]
 
 #: Integers beyond this are not counts, iterations or sizes gptwaves writes.
 MAX_INT = 2**53
@@ -39,8 +41,8 @@ _PAIR = {"ci", "fano_ci", "rr_ci", "null_band", "error_rate_ci"}
 _STR = {"verdict", "name", "focus_tap", "tap", "checkpoint", "reason"}
 
 
-class _Bad(Exception):
-    pass
+class _Bad(CorruptArtefactError):
+    """What a validator found wrong (one line, without the file's name: the callers add it)."""
 
 
 def _is_num(v: Any) -> bool:
@@ -112,8 +114,6 @@ def _need(obj: Any, key: str, kinds: tuple, where: str) -> Any:
 
 
 def _name_and_iteration(obj: dict, name: str | None) -> None:
-    from .common import iteration_of_name
-
     got = _need(obj, "name", (str,), "")
     if name is not None and got != name:
         raise _Bad(f"it names checkpoint {got!r}, not {name!r}")
@@ -318,19 +318,8 @@ def texts_cache(obj: Any, key: dict, vocab: list[str] | None = None) -> None:
 
 # ------------------------------------------------------------------------------ entry points
 
-def valid(obj: Any, validator: Callable[..., None], *args: Any) -> bool:
-    """True when ``validator(obj, *args)`` passes (a cache that fails is rebuilt)."""
-    try:
-        validator(obj, *args)
-    except (_Bad, GptwavesError):
-        return False
-    return True
-
-
 def read_checked(path: Path, what: str, validator: Callable[..., None], *args: Any, stage: str | None = None):
     """Read a JSON artefact and validate it; one line naming the file (and the stage to re-run)."""
-    from ..io import read_json
-
     obj = read_json(path, what)
     try:
         validator(obj, *args)

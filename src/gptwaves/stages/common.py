@@ -1,11 +1,12 @@
-"""What every stage shares: which checkpoints, which model, which taps, and "reuse if settings match".
+"""What every stage shares: which checkpoints, which model, which taps, which lexicon.
 
 - `ModelSource`: where the models come from (the run's checkpoints, an external nanoGPT/minGPT
   file with its corpus, or a Hugging Face model) and on which device; built once by the CLI.
 - `select_checkpoints` / `load_selected`: ``ITER|all|first|last|PATH`` (or a Hugging Face model)
   into (name, reference) pairs and loaded models.
 - `focus_tap`: the one rule for the tap that per-checkpoint figures and claims look at.
-- `reusable`: a stage's earlier output is reused only when the settings stored in it match.
+- Reuse of earlier outputs: :func:`gptwaves.versions.reusable` (one rule for every stage).
+- Checkpoint names: :mod:`gptwaves.names`.
 - `corpus_for_run`, `resolve_lexicon`: the run's corpus and the lexicon spelling is scored with.
 """
 
@@ -20,16 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointInfo, ckpt_stem, list_checkpoints, load_checkpoint, load_external_checkpoint
+from ..analysis.spelling import load_word_list
+from ..checkpoint import CheckpointInfo, list_checkpoints, load_checkpoint, load_external_checkpoint
 from ..corpus import Corpus
 from ..errors import GptwavesError
-from ..io import read_json
+from ..hf import HFModel, suite_revisions
+from ..io import read_text_file, sweep_stale
+from ..names import ckpt_stem
+from ..runtime import pick_device
+from ..train import read_run_info
 
 __all__ = ["ModelSource", "HFRef", "run_checkpoints", "select_checkpoints", "load_selected", "resolve_taps",
-           "focus_tap", "reusable", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded",
-           "is_main_name", "iteration_of_name", "begin_stage"]
-
-_MAIN_NAME = re.compile(r"iter_(\d{7})")
+           "focus_tap", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded", "begin_stage"]
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,6 @@ def run_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
     run's (run.json) is refused."""
     vocab = None
     if (Path(run_dir) / "run.json").exists():
-        from ..train import read_run_info
-
         vocab = read_run_info(run_dir).get("vocab")
     cks = list_checkpoints(Path(run_dir) / "checkpoints", vocab=vocab)
     if not cks:
@@ -86,8 +87,6 @@ def select_checkpoints(run_dir: Path, which: str | int | None, source: ModelSour
                        ) -> list[tuple[str, object]]:
     """Resolve ``ITER|all|first|last|PATH`` (or ``source.hf_model``) into a list of (name, reference)."""
     if source.hf_model:  # revisions of a suite are checkpoints (gptwaves.hf.suite_revisions)
-        from ..hf import suite_revisions
-
         revs = suite_revisions(source.hf_model, source.hf_revision)
         w = "all" if which is None else str(which)
         if w in ("last", "first"):
@@ -122,12 +121,8 @@ def load_selected(ref: object, source: ModelSource = ModelSource(), device=None)
 
     Returns ``(model, meta)``; ``meta`` has at least ``vocab``, ``iteration`` and ``weights_sha256``.
     """
-    from ..runtime import pick_device
-
     dev = device if device is not None else pick_device(source.device)
     if isinstance(ref, HFRef):
-        from ..hf import HFModel
-
         hf = HFModel(ref.name, dev, ref.revision, step=ref.step)
         return hf, hf.meta()
     if isinstance(ref, CheckpointInfo):
@@ -163,46 +158,8 @@ def focus_tap(taps: Sequence[str]) -> str:
     return max(blocks)[1] if blocks else taps[-1]
 
 
-def is_main_name(name: str) -> bool:
-    """True for a checkpoint's main output name (``iter_0000500``), False for variants
-    (``iter_0000500.seed1``, ``iter_0000500.prompt-verse``)."""
-    return bool(_MAIN_NAME.fullmatch(name))
-
-
-def iteration_of_name(name: str) -> int | None:
-    m = _MAIN_NAME.fullmatch(name)
-    return int(m.group(1)) if m else None
-
-
-def reusable(path: Path, settings: dict, *, validate: Callable[[Any], None] | None = None, **also) -> dict | None:
-    """A stage's earlier JSON output at ``path`` when it was made with exactly these settings.
-
-    ``settings`` is compared with the file's ``"settings"`` entry and each keyword with the entry
-    of that name; a missing, unreadable or different file gives ``None`` (the work is redone), and
-    so does one that ``validate`` (a :mod:`.checks` validator) refuses: a damaged cache is rebuilt.
-    """
-    if not path.is_file():
-        return None
-    try:
-        old = read_json(path, "stage output", dict)
-    except GptwavesError:
-        return None
-    if not isinstance(old, dict) or old.get("settings") != settings:
-        return None
-    if any(old.get(k) != v for k, v in also.items()):
-        return None
-    if validate is not None:
-        from .checks import valid
-
-        if not valid(old, validate):
-            return None
-    return old
-
-
 def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:
     """The corpus a run was trained on: ``corpus`` if given, else the path in run.json (checked)."""
-    from ..train import read_run_info
-
     info = read_run_info(run_dir) if (Path(run_dir) / "run.json").exists() else {}
     c = Corpus.load(corpus if corpus is not None else (info.get("corpus_path") or None))
     if info.get("corpus_sha256") and c.sha256 != info["corpus_sha256"]:
@@ -212,9 +169,6 @@ def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:
 
 def load_lexicon_file(path: str | os.PathLike) -> frozenset[str]:
     """Read a user word list (one word per line) with clear errors for bad files."""
-    from ..analysis.spelling import load_word_list
-    from ..io import read_text_file
-
     text, _ = read_text_file(path, "lexicon")
     try:
         return load_word_list(text.splitlines())
@@ -238,16 +192,22 @@ def resolve_lexicon(run_dir: Path, lexicon: str | os.PathLike | None,
 def begin_stage(run_dir: Path, *folders: str) -> None:
     """Call under the run lock when a stage starts: sweep the temporary files and orphaned parts
     folders that killed runs left in the stage's folders (``folders`` relative to the run dir)."""
-    from ..io import sweep_stale
-
     for f in folders:
         if (Path(run_dir) / f).is_dir():
             sweep_stale(Path(run_dir) / f)
 
 
 def guarded(out: list, fn: Callable[..., list], *args: Any, **kw: Any) -> None:
-    """Draw one figure into ``out``; a figure that cannot be drawn is skipped with a warning."""
+    """Draw one figure into ``out`` (the one error policy for figures, in every stage).
+
+    A figure that cannot be drawn or written is skipped with a warning naming the figure and its
+    file; it never stops the stage, whose numbers are already computed (an interrupt still does).
+    """
     try:
         out += fn(*args, **kw)
-    except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as e:
-        warnings.warn(f"figure {getattr(fn, '__name__', fn)} skipped: {e}", stacklevel=2)
+    except Exception as e:  # noqa: BLE001 - any failure of a drawing is a warning, never a crash
+        name = getattr(fn, "__name__", str(fn))
+        stem = next((a for a in args if isinstance(a, Path)), None)
+        where = f" ({stem.name})" if stem is not None else ""
+        msg = str(e).splitlines()[0] if str(e) else ""
+        warnings.warn(f"figure {name}{where} skipped: {type(e).__name__}: {msg}", stacklevel=2)

@@ -6,7 +6,7 @@ re-measure the spelling statistics (DESIGN 5) and word lengths.
                        --channels label:space --mode ablate
 
 Three conditions are generated with the same per-batch random generators
-(:func:`gptwaves.record.batch_generator`), so sample ``i`` of each starts from the same random
+(:func:`gptwaves.sample.batch_generator`), so sample ``i`` of each starts from the same random
 stream and differences are caused by the edit:
 
 - *baseline*: no edit;
@@ -40,7 +40,11 @@ import torch
 
 from ..analysis import intervention as ia
 from ..errors import GptwavesError
-from .common import ModelSource
+from ..io import read_json
+from ..sample import sample_texts
+from ..versions import package_versions, reusable, stamp
+from .checks import intervention_result
+from .common import ModelSource, guarded
 from .spelling import SpellingSettings
 
 __all__ = ["intervene_run", "make_edit", "tap_labels", "channel_means", "intervention_dir_name",
@@ -128,8 +132,6 @@ def _recording_source(run_dir: Path, name: str, tap: str, weights_sha256: str | 
     side = path.with_suffix(".json")
     if not (path.is_file() and side.is_file()):
         return None
-    from ..io import read_json
-
     try:
         meta = read_json(side, "recording metadata", dict)
     except GptwavesError:
@@ -148,8 +150,8 @@ def channel_means(*, run_dir: Path, source: dict | None, tap: str, model, prompt
     From the recording described by ``source`` (see :func:`_recording_source`), else from
     ``n_samples`` unedited samples generated with ``sampling`` (batch generator 0).
     """
-    from ..record import Recording, batch_generator
-    from ..sample import generate
+    from ..record import Recording
+    from ..sample import batch_generator, generate
 
     if source is not None:
         with Recording.open(Path(run_dir) / source["path"]) as rec:
@@ -227,7 +229,7 @@ def _baseline_texts(run_dir: Path, name: str, key: dict, generate_fn, vocab: lis
         if texts is not None:
             return texts, str(path.relative_to(run_dir))
     texts = generate_fn()
-    atomic_write_json(cpath, {"settings": key, "texts": texts})
+    atomic_write_json(cpath, stamp("texts", {"settings": key, "texts": texts}))
     return texts, str(cpath.relative_to(run_dir))
 
 
@@ -278,10 +280,8 @@ def intervene_run(
     from ..corpus import CharTokenizer
     from ..io import RunLock, atomic_write_json, check_run_dir
     from ..model import GPT
-    from ..record import package_versions
     from ..runtime import graceful_stop
     from .common import load_selected, resolve_lexicon, select_checkpoints
-    from .spelling import sample_texts
 
     parsed_mode = ia.parse_mode(mode)
     mode_c = ia.mode_canonical(parsed_mode)
@@ -329,18 +329,11 @@ def intervene_run(
     }
     out_dir = run_dir / "interventions" / intervention_dir_name(name, tap, spec_c, mode_c)
     rpath = out_dir / "result.json"
-    if rpath.is_file():
-        from ..io import read_json
-        from .checks import intervention_result, valid
-
-        try:
-            old = read_json(rpath, "intervention result", dict)
-        except GptwavesError:
-            old = None
-        if old and old.get("settings") == stored and valid(old, intervention_result):
-            if figures and not all((out_dir / f).is_file() for f in old.get("figures", [])):
-                _figures(out_dir, old)
-            return {**old, "path": rpath, "out_dir": out_dir, "reused": True}
+    old = reusable(rpath, "interventions", stored, validate=intervention_result)
+    if old is not None:
+        if figures and not all((out_dir / f).is_file() for f in old.get("figures", [])):
+            _figures(out_dir, old)
+        return {**old, "path": rpath, "out_dir": out_dir, "reused": True}
 
     with RunLock(run_dir), graceful_stop() as stop:
         def gen(edits=None):
@@ -371,7 +364,7 @@ def intervene_run(
         if "control" in raw:
             comparisons["control_vs_baseline"] = _compare(raw["baseline"], raw["control"], P, n_boot, alpha, seed)
         labels = info["labels"] if info else None
-        result = {
+        result = stamp("interventions", {
             "kind": "gptwaves-intervention",
             "name": out_dir.name,
             "settings": stored,
@@ -391,21 +384,21 @@ def intervene_run(
             "comparisons": comparisons,
             "packages": package_versions(),
             "figures": [],
-        }
+        })
         atomic_write_json(out_dir / "samples.json", {"settings": stored, "edited": edited_texts,
                                                      "control": control_texts})
         if figures:
             result["figures"] = _figures(out_dir, result)
         atomic_write_json(rpath, result)  # last: its presence means the intervention is done
-    result = json.loads(rpath.read_text())
+    result = read_json(rpath, "intervention result", dict)
     return {**result, "path": rpath, "out_dir": out_dir, "reused": False}
 
 
 def _figures(out_dir: Path, result: dict) -> list[str]:
     from ..figures import intervention as fi
 
-    paths = []
-    paths += fi.plot_error_rates(result, out_dir / "error_rates")
-    paths += fi.plot_word_lengths(result, out_dir / "word_lengths")
-    paths += fi.plot_count_histograms(result, out_dir / "counts")
+    paths: list = []
+    guarded(paths, fi.plot_error_rates, result, out_dir / "error_rates")
+    guarded(paths, fi.plot_word_lengths, result, out_dir / "word_lengths")
+    guarded(paths, fi.plot_count_histograms, result, out_dir / "counts")
     return [Path(p).name for p in paths]

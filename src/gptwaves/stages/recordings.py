@@ -14,9 +14,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import distributed as dd
+from ..config import check_choice, check_int
 from ..errors import SettingsError
 from ..io import RunLock, check_run_dir
+from ..names import ckpt_stem
 from ..record import RecordSpec, record, recording_matches
+from ..runtime import graceful_stop
 from ..sample import SamplingConfig
 from .common import ModelSource, load_selected, resolve_taps, run_checkpoints, select_checkpoints
 
@@ -48,8 +52,6 @@ class RecordSettings:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def __post_init__(self) -> None:
-        from ..config import check_choice, check_int
-
         check_int("samples", self.samples, 1, 10**7)
         if self.steps is not None:
             check_int("steps", self.steps, 1, 10**6)
@@ -78,9 +80,6 @@ def record_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
     Under torchrun the samples' batches are sharded across ranks and rank 0 assembles the file.
     Returns the recording paths in checkpoint order.
     """
-    from .. import distributed as dd
-    from ..runtime import graceful_stop
-
     run_dir = check_run_dir(run_dir)
     selected = select_checkpoints(run_dir, checkpoint, source)
     device, d = dd.setup(source.device)
@@ -104,8 +103,6 @@ def record_variants(run_dir: str | os.PathLike, settings: RecordSettings = Recor
     Returns ``{"checkpoint": name, "seeds": {label: path}, "prompts": {kind: path}}``; the main
     recording (``settings.sampling.seed``) is the first seed.
     """
-    from ..checkpoint import ckpt_stem
-
     run_dir = check_run_dir(run_dir)
     if source.hf_model:  # the last revision of a suite; a tokenizer encodes every prompt
         name, _ = select_checkpoints(run_dir, "last", source)[-1]

@@ -34,7 +34,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import __version__
-from ..io import atomic_write_text
+from ..errors import GptwavesError
+from ..io import atomic_write_text, read_json
+from ..names import NAME_PATTERN, figure_stem, is_main_name, iteration_in
 from .common import focus_tap, guarded
 
 __all__ = ["build_report", "sanitize_fragment", "caption_from_stem", "json_for_html"]
@@ -89,12 +91,13 @@ def json_for_html(obj: Any) -> str:
 
 
 def _read_json(path: Path) -> tuple[Any, str | None]:
-    """(value, None) or (None, reason)."""
+    """(value, None) or (None, reason): :func:`gptwaves.io.read_json`, whose failures the report
+    shows as text instead of stopping."""
     if not path.is_file():
         return None, "missing"
     try:
-        return json.loads(path.read_text(encoding="utf-8")), None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return read_json(path, path.name), None
+    except GptwavesError as e:
         return None, f"unreadable ({type(e).__name__})"
 
 
@@ -107,32 +110,34 @@ def _asset(name: str) -> str:
     return resources.files("gptwaves").joinpath("report_assets", name).read_text(encoding="utf-8")
 
 
-def _iter_from_name(name: str) -> int | None:
-    m = re.search(r"iter[_-]?(\d+)", name)
-    return int(m.group(1)) if m else None
+_iter_from_name = iteration_in
 
 
 # ------------------------------------------------------------------------------ captions
 
+#: Captions of the figures the stages draw, by file name (without the checkpoint prefix).
 _PHRASES = {
-    "corr_compare": "Correlation matrices compared",
-    "correlation_compare": "Correlation matrices compared",
-    "correlation": "Cross-channel correlation with clusters",
+    "training_curves": "Training and validation loss",
     "wave_heatmap": "Waves of all channels (heatmap)",
     "space_channels": "Most space-selective channels",
-    "channel_table": "Channel function table",
-    "periods": "Dominant periods of the channels",
-    "similarity": "Similarity of correlation matrices",
-    "repeatability": "Repeatability and context plasticity",
-    "corr": "Correlation matrix",
+    "correlation": "Cross-channel correlation with clusters",
     "acf": "Auto-correlation functions",
-    "psd": "Power spectra",
-    "q_curves": "Mandel Q against counting window",
-    "fano": "Fano factor across training",
-    "rates": "Word rates across training",
-    "count_histograms": "Word-count histograms with Poisson reference",
+    "periods": "Dominant periods of the channels",
+    "channel_table": "Channel function table",
+    "event_triggered": "Event-triggered average waveforms around each character class",
     "order_parameters": "Coherence order parameters across training",
-    "loss": "Training and validation loss",
+    "coherence_nulls": "Coherence against its floors (sample-shuffle surrogate and input tap)",
+    "correlation_compare": "Correlation matrices compared",
+    "repeatability": "Repeatability and context plasticity",
+    "count_histograms": "Word-count histograms with Poisson reference",
+    "fano": "Fano factor across training",
+    "decomposition": "Fano factor against its independent-error reference and permutation null",
+    "cascade": "Cascade relative risk against its permutation null",
+    "q_curves": "Mandel Q against counting window",
+    "rates": "Word rates across training",
+    "error_rates": "Error rate per condition with 95% CIs",
+    "word_lengths": "Word-length distributions per condition",
+    "counts": "Per-sample word counts per condition",
 }
 _WORDS = {
     "corr": "correlation", "acf": "auto-correlation", "psd": "power spectrum", "hist": "histogram",
@@ -152,7 +157,7 @@ def caption_from_stem(stem: str) -> str:
         if s.startswith(k + "_") or s.startswith(k + "-"):
             rest = caption_from_stem(s[len(k) + 1:]).lower()
             return f"{v}, {rest}" if rest else v
-    s = re.sub(r"iter[_-]?0*(\d+)", r"iteration \1", s)
+    s = NAME_PATTERN.sub(lambda m: f"iteration {int(m.group(1))}", s)
     s = re.sub(r"blocks\.(\d+)\.hook_resid_post", r"block \1 residual", s)
     out = []
     for w in re.split(r"[_\-\s]+", s):
@@ -368,7 +373,8 @@ def _checkpoint_table(summary: dict | None) -> str:
              "Mean |R| is the mean absolute cross-channel correlation of the last block's residual stream: raw, "
              "and <i>induced</i> (the evoked component, the across-sample mean at each step, removed), next to "
              "its floors: the sample-shuffle surrogate (same channels, within-sample coupling destroyed), the "
-             "excess over it with a jackknife CI (* significant: Gaussian-tail p &lt; 0.05 and CI above 0), its "
+             "excess over it with its 95% CI (delete-one-sample jackknife, or BCa bootstrap with "
+             "<code>--ci-method bca</code>; * significant: Gaussian-tail p &lt; 0.05 and CI above 0), its "
              "strength z = excess / surrogate SD, the same excess after gain normalisation (each step's vector "
              "divided by its RMS over channels), and the input floor at <code>hook_embed</code>. "
              "Claims are judged on the induced values. The space probe is the out-of-fold R<sup>2</sup> of a "
@@ -548,16 +554,6 @@ def _revision_list(hf: dict) -> str:
 
 # ------------------------------------------------------------------------------ figures
 
-def _captions_for(folder: Path, stage_root: Path) -> dict[str, str]:
-    caps: dict[str, str] = {}
-    for cand in (stage_root / "figures" / "captions.json", stage_root / "captions.json",
-                 folder / "captions.json"):
-        val, _ = _read_json(cand)
-        if isinstance(val, dict):
-            caps.update({str(k): str(v) for k, v in val.items() if isinstance(v, (str, int, float))})
-    return caps
-
-
 def _folder_label(rel: Path) -> str:
     parts = [p for p in rel.parts if p not in ("figures", ".")]
     if not parts:
@@ -565,7 +561,7 @@ def _folder_label(rel: Path) -> str:
     out = []
     for p in parts:
         it = _iter_from_name(p)
-        out.append(f"iteration {it}" if it is not None and re.fullmatch(r"iter[_-]?\d+", p) else p)
+        out.append(f"iteration {it}" if it is not None and is_main_name(p) else p)
     return " / ".join(out)
 
 
@@ -574,7 +570,6 @@ def _figures_section(run_dir: Path) -> tuple[str, int]:
     n_total = 0
     for heading, sub in FIGURE_GROUPS:
         root = run_dir / sub
-        stage_root = run_dir / sub.split("/")[0]
         pngs = sorted(p for p in root.rglob("*.png") if p.is_file() and "report" not in p.parts[len(run_dir.parts):]
                       and p != run_dir / TRAINING_FIGURE) if root.is_dir() else []
         h.append(f'<h3 class="group">{esc(heading)}</h3>')
@@ -584,8 +579,7 @@ def _figures_section(run_dir: Path) -> tuple[str, int]:
         # one group per folder, and within a folder one per checkpoint prefix (iter_0000200_acf.png)
         groups: dict[tuple[Path, int | None], list[Path]] = {}
         for p in pngs:
-            m = re.match(r"iter[_-]?(\d+)[_-]", p.stem)
-            groups.setdefault((p.parent, int(m.group(1)) if m else None), []).append(p)
+            groups.setdefault((p.parent, figure_stem(p.stem)[0]), []).append(p)
         keys = sorted(groups, key=lambda k: (len(k[0].parts), _iter_from_name(str(k[0].relative_to(root))) or -1,
                                              str(k[0]), k[1] is not None, k[1] or 0))
         iters = [k[1] if k[1] is not None else _iter_from_name(str(k[0].relative_to(root))) for k in keys]
@@ -594,15 +588,14 @@ def _figures_section(run_dir: Path) -> tuple[str, int]:
             label = _folder_label(folder.relative_to(root))
             if it is not None:
                 label = f"{label} / iteration {it}" if label else f"iteration {it}"
-            caps = _captions_for(folder, stage_root)
             files = groups[(folder, it)]
             is_open = it_any is None or it_any == last_it  # overview figures and the last checkpoint
             h.append(f'<details class="figgroup"{" open" if is_open else ""}><summary>'
                      f'{esc(label) if label else "Overview"} <span class="count">{len(files)} '
                      f'figure{"s" if len(files) != 1 else ""}</span></summary><div class="grid">')
             for p in files:
-                short = re.sub(r"^iter[_-]?\d+[_-]", "", p.stem) if it is not None else p.stem
-                cap = caps.get(p.stem) or caps.get(short) or caption_from_stem(short or p.stem)
+                short = figure_stem(p.stem)[1]
+                cap = caption_from_stem(short or p.stem)
                 rel = p.relative_to(run_dir).as_posix()
                 try:
                     size = p.stat().st_size
@@ -711,7 +704,7 @@ def _explorer_data(run_dir: Path, max_ckpts: int, steps: int) -> tuple[dict | No
     notes: list[str] = []
     paths = list_recordings(run_dir)
     # the main recordings only (iter_XXXXXXX.h5); suffixed variants (seeds, prompts) are skipped
-    main = [p for p in paths if re.fullmatch(r"iter_\d+", p.stem)] or paths
+    main = [p for p in paths if is_main_name(p.stem)] or paths
     main.sort(key=lambda p: (_iter_from_name(p.stem) is None, _iter_from_name(p.stem) or 0, p.name))
     chosen = _pick_evenly(main, max_ckpts)
     out = []

@@ -24,12 +24,14 @@ import numpy as np
 from ..config import check_int, check_real
 from ..errors import SettingsError
 from ..io import RunLock, atomic_write_json, atomic_write_text, check_run_dir, write_csv
-from ..sample import SamplingConfig
+from ..names import is_main_name
+from ..runtime import progress_bar
+from ..sample import SamplingConfig, sample_texts
+from ..versions import is_current, reusable, stamp
 from . import checks
-from .common import (ModelSource, begin_stage, guarded, is_main_name, load_selected, resolve_lexicon, reusable,
-                     select_checkpoints)
+from .common import ModelSource, begin_stage, guarded, load_selected, resolve_lexicon, select_checkpoints
 
-__all__ = ["SpellingSettings", "sample_texts", "spelling_run", "SPELLING_COLUMNS", "write_spelling_table",
+__all__ = ["SpellingSettings", "spelling_run", "SPELLING_COLUMNS", "write_spelling_table",
            "spelling_figures", "HF_DEFAULT_LENGTH"]
 
 #: Characters generated per sample for a Hugging Face model when not given.
@@ -106,57 +108,11 @@ class SpellingSettings:
                           n_boot=self.n_boot, n_perm=self.n_perm, seed=self.sampling.seed)
 
 
-def sample_texts(model, vocab: list[str], n: int, length: int, prompt: str, sampling: SamplingConfig,
-                 batch_size: int, stop=None, progress: bool = False, edits: dict | None = None) -> list[str]:
-    """Generate ``n`` texts (prompt + ``length`` characters) without recording taps.
-
-    Batch ``b`` uses its own seeded generator; under torchrun the batches are sharded across
-    ranks and gathered in batch order, so the texts equal a single process's.
-    """
-    from tqdm.auto import tqdm
-
-    from .. import distributed as dd
-    from ..corpus import CharTokenizer
-    from ..record import batch_generator
-    from ..runtime import Interrupted
-    from ..sample import generate
-
-    gen_fn = getattr(model, "generate_batch", None)  # Hugging Face adapter
-    ids = model.encode(prompt, what="prompt") if gen_fn else CharTokenizer(vocab).encode(prompt, what="prompt")
-    by_batch: dict[int, list[str]] = {}
-    itos = np.array(vocab, dtype=str)
-    nb = -(-n // batch_size)
-    d = dd.info()
-    for b in tqdm(dd.shard(nb, d), desc="sample", disable=not progress, leave=False):
-        if stop:
-            raise Interrupted("sampling interrupted; re-run to resume")
-        size = min(batch_size, n - b * batch_size)
-        if gen_fn is not None:  # sub-word tokens: `length` characters, at most `length` tokens
-            res = gen_fn(ids, length, size, sampling, generator=batch_generator(sampling.seed, b), edits=edits,
-                         min_chars=length)
-        else:
-            res = generate(model, ids, length, size, sampling, generator=batch_generator(sampling.seed, b),
-                           edits=edits)
-        by_batch[b] = ["".join(r) for r in itos[res.tokens].tolist()]
-        if gen_fn is not None:  # prompt + exactly `length` generated characters (when reached)
-            plen = len("".join(vocab[i] for i in ids))
-            by_batch[b] = [t[: plen + length] for t in by_batch[b]]
-    if d.enabled:  # merge the shards of every rank, in batch order (same as one process)
-        import torch.distributed as tdist
-
-        gathered: list = [None] * d.world
-        tdist.all_gather_object(gathered, by_batch)
-        for g in gathered:
-            by_batch.update(g)
-    return [t for b in sorted(by_batch) for t in by_batch[b]]
-
-
 def cached_texts(path: Path, key: dict, vocab: list[str] | None = None) -> list[str] | None:
     """Texts cached at ``path`` when their key matches and they are complete (as many as the key's
-    samples, each the prompt plus the key's length in characters of ``vocab``), else None."""
-    from .checks import texts_cache
-
-    cached = reusable(path, key, validate=lambda o: texts_cache(o, key, vocab))
+    samples, each the prompt plus the key's length in characters of ``vocab``) and of the texts'
+    current analysis version, else None."""
+    cached = reusable(path, "texts", key, validate=lambda o: checks.texts_cache(o, key, vocab))
     return None if cached is None else cached["texts"]
 
 
@@ -169,8 +125,6 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
     settings], "crossing": the `gptwaves.analysis.spelling.crossing` dict or None, "table": path,
     "figures": [paths]}``.
     """
-    from tqdm.auto import tqdm
-
     from .. import distributed as dd
     from ..figures import spelling as spf
     from ..runtime import graceful_stop
@@ -189,13 +143,13 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
     with (RunLock(run_dir) if d.main else nullcontext()), graceful_stop() as stop:
         if d.main:
             begin_stage(run_dir, "spelling")
-        bar = tqdm(selected, desc="spelling", unit="ckpt", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(selected, desc="spelling", unit="ckpt", disable=not progress)
         for name, ref in bar:
             model, meta = load_selected(ref, source, device)
             L = settings.resolved_length(model)
             record = settings.record(L, lex_name, lex_hash, meta.get("weights_sha256"))
             jpath = out_dir / f"{name}.json"
-            old = reusable(jpath, record, validate=lambda o, n=name: checks.spelling_result(o, n))
+            old = reusable(jpath, "spelling", record, validate=lambda o, n=name: checks.spelling_result(o, n))
             if old is not None:
                 results.append(old)
                 continue
@@ -211,13 +165,14 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
                                      else settings.batch_size, stop=stop, progress=progress)
                 if not d.main:
                     continue  # rank 0 writes
-                atomic_write_json(spath, {"settings": key, "texts": texts})
+                atomic_write_json(spath, stamp("texts", {"settings": key, "texts": texts}))
             plen, n_chars = len(settings.prompt), L
             if source.hf_model:  # tokens decode to several characters: L and M count characters (DESIGN 5)
                 plen = len("".join(meta["vocab"][i] for i in model.encode(settings.prompt)))
             stats = settings.analyze(texts, lex, plen, n_chars)
-            res = {"name": name, "iteration": meta.get("iteration"), "train_loss": meta.get("train_loss"),
-                   "val_loss": meta.get("val_loss"), "settings": record, "stats": stats}
+            res = stamp("spelling", {"name": name, "iteration": meta.get("iteration"),
+                                     "train_loss": meta.get("train_loss"), "val_loss": meta.get("val_loss"),
+                                     "settings": record, "stats": stats})
             atomic_write_text(out_dir / f"{name}.text.html",
                               spf.text_page_html(texts, lex, plen, meta.get("iteration"), length=n_chars))
             atomic_write_json(jpath, res)  # last: its presence means this checkpoint is done
@@ -254,7 +209,7 @@ def across_checkpoints(out_dir: Path, selected: list[dict], settings: SpellingSe
     pool = {r["name"]: r for r in _on_disk(out_dir)}
     pool.update({r["name"]: r for r in selected})
     ref = selected[-1]["settings"] if selected else None
-    same = [r for r in pool.values() if ref is not None and _comparable(r["settings"], ref)]
+    same = [r for r in pool.values() if ref is not None and _comparable(r["settings"], ref) and is_current(r, "spelling")]
     results = sorted(same, key=lambda r: (r["iteration"] is None, r["iteration"] or 0)) or selected
     table = write_spelling_table(out_dir / "spelling.csv", results)
     its = [r["iteration"] for r in results if r["iteration"] is not None]

@@ -18,7 +18,9 @@ from ..jsonable import finite_or_none
 from ..io import atomic_write_json, check_run_dir, read_json
 from . import checks
 from .checks import read_checked
-from .common import focus_tap, is_main_name
+from ..names import is_main_name
+from ..versions import package_versions
+from .common import focus_tap
 
 __all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "spelling_entry",
            "waves_entry", "SUMMARY_FORMAT", "SUMMARY_VERSION"]
@@ -111,7 +113,6 @@ def _train_settings(run_dir: Path, reproduce_info: dict | None) -> dict | None:
 
 def build_summary(run_dir: str | Path) -> dict:
     """The summary of a run directory, from its files (see the module docstring)."""
-    from ..record import package_versions
     from ..train import read_metrics, read_run_info
 
     run_dir = Path(run_dir)
@@ -176,7 +177,7 @@ def waves_entry(tap: dict) -> dict:
     """The per-tap coherence numbers of summary.json: raw order parameters, the induced ones
     (evoked component removed), the evoked share, the sample-shuffle surrogate's mean, excess, CI,
     z and unfloored p for each induced order parameter, the same after gain normalisation with the
-    paired CI of raw minus normalised, and the space probe (docs/method.md, "Coherence floors")."""
+    paired CI of raw minus normalised, and the space probe (docs/method.md, "Coherence against its floors")."""
     keys = ("mean_abs_corr", "lambda_max_share", "participation_ratio")
     fields = ("surrogate_mean", "surrogate_sd", "excess", "z", "ci", "p_value", "p_rank", "significant")
 

@@ -25,8 +25,12 @@ from ..errors import CorruptArtefactError, GptwavesError
 from ..io import RunLock, atomic_write_bytes, atomic_write_json, check_run_dir, sha256_file
 from ..io import write_csv
 from ..analysis.waves import tap_summary
+from ..names import iteration_of_name
+from ..record import recording_is_current
+from ..runtime import progress_bar
+from ..versions import reusable, stamp
 from .checks import waves_summary
-from .common import ModelSource, begin_stage, focus_tap, guarded, iteration_of_name, reusable, select_checkpoints
+from .common import ModelSource, begin_stage, focus_tap, guarded, select_checkpoints
 from .recordings import RecordSettings, record_run
 
 __all__ = ["WavesSettings", "analyze_recording", "waves_run", "repeatability", "load_array"]
@@ -198,6 +202,9 @@ def _checkpoint_figures(fig_dir: Path, name: str, rec_path: Path, res: dict, ite
             periods=r["period_acf"], title=f"Auto-correlation at {tap}, {label}")
     guarded(out, wf.period_histogram, r["period_acf"], fig_dir / f"{name}_periods", periods_psd=r["period_psd"],
             title=f"Dominant periods at {tap}, {label}")
+    guarded(out, wf.event_triggered_figure, r["eta"], r["eta_counts"], r["eta_classes"], r["eta_lags"],
+            r["function"]["d_current"], fig_dir / f"{name}_event_triggered",
+            title=f"Event-triggered averages at {tap}, {label}")
     rows = wf.channel_function_rows(r["function"], r["clustering"]["labels"], top_n=20, periods=r["period_acf"])
     guarded(out, wf.channel_table_figure, rows, fig_dir / f"{name}_channel_table",
             title=f"Channel function at {tap}, {label}")
@@ -243,8 +250,6 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
     Returns ``{"checkpoints": [per-checkpoint summary dicts], "repeatability": dict | None,
     "figures": [paths]}``.
     """
-    from tqdm.auto import tqdm
-
     from ..figures import waves as wf
 
     run_dir = check_run_dir(run_dir)
@@ -255,25 +260,26 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
     results: list[dict] = []
     with RunLock(run_dir):
         begin_stage(run_dir, "waves")
-        bar = tqdm(selected, desc="waves", unit="ckpt", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(selected, desc="waves", unit="ckpt", disable=not progress)
         for name, ref in bar:
             rec_path = run_dir / "recordings" / f"{name}.h5"
-            if not rec_path.exists():
+            if not recording_is_current(rec_path):  # missing, or of an older analysis version
                 which = str(ref.iteration) if hasattr(ref, "iteration") else str(ref)
                 record_run(run_dir, which, record, source, progress=progress)
             rec_sha = sha256_file(rec_path)
             spath = out_dir / name / "summary.json"
-            old = reusable(spath, key, recording_sha256=rec_sha, validate=lambda o, n=name: waves_summary(o, n))
+            old = reusable(spath, "waves", key, recording_sha256=rec_sha, validate=lambda o, n=name: waves_summary(o, n))
             if old is not None and _arrays_ok(out_dir / name / "arrays.npz", old["taps"]):
                 results.append(old)
                 continue
             bar.set_postfix_str(name)
             res, meta = analyze_recording(rec_path, settings)
             _check_recording_identity(rec_path, name, meta, ref)
-            summ = {"name": name, "iteration": meta.get("iteration"), "recording": rec_path.name,
-                    "recording_sha256": rec_sha, "settings": key, "focus_tap": focus_tap(list(res)),
-                    "record_settings": {k2: meta.get(k2) for k2 in ("samples", "steps", "prompt", "sampling")},
-                    "taps": {t: tap_summary(r) for t, r in res.items()}}
+            summ = stamp("waves", {
+                "name": name, "iteration": meta.get("iteration"), "recording": rec_path.name,
+                "recording_sha256": rec_sha, "settings": key, "focus_tap": focus_tap(list(res)),
+                "record_settings": {k2: meta.get(k2) for k2 in ("samples", "steps", "prompt", "sampling")},
+                "taps": {t: tap_summary(r) for t, r in res.items()}})
             _save_arrays(out_dir / name / "arrays.npz", res)
             if figures:
                 _checkpoint_figures(fig_dir, name, rec_path, res, meta.get("iteration"))

@@ -1,0 +1,184 @@
+"""How the code is put together: checkpoint names defined once, no import cycle between the stages'
+helpers, progress in logs as plain lines, one error policy for figures, a caption for every figure."""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gptwaves
+from gptwaves.names import (CHECKPOINT_FILE, ckpt_stem, figure_stem, is_main_name, iteration_in, iteration_of_name,
+                            iteration_of_stem)
+from gptwaves.runtime import LineProgress, progress_bar
+from gptwaves.stages.common import guarded
+
+SRC = Path(gptwaves.__file__).parent
+
+
+def test_checkpoint_names():
+    assert ckpt_stem(500) == "iter_0000500"
+    assert is_main_name("iter_0000500") and iteration_of_name("iter_0000500") == 500
+    for variant in ("iter_0000500.seed1", "iter_0000500.prompt-verse", "iter_500", "x_iter_0000500"):
+        assert not is_main_name(variant) and iteration_of_name(variant) is None
+    assert iteration_of_stem("iter_0000500.seed1") == 500 and iteration_of_stem("iter_00005000") is None
+    assert iteration_in("waves/figures/iter_0000500_acf.png") == 500 and iteration_in("order_parameters") is None
+    assert figure_stem("iter_0000500_acf") == (500, "acf") and figure_stem("fano") == (None, "fano")
+    assert CHECKPOINT_FILE.match("iter_0000500.json").group(1) == "0000500"
+    assert not CHECKPOINT_FILE.match("iter_0000500.seed1.json")
+
+
+def _imports(path: Path) -> list[tuple[str, int, bool]]:
+    """(module, line, inside a function) of every import in ``path``, relative ones resolved."""
+    tree = ast.parse(path.read_text())
+    pkg = ".".join(path.relative_to(SRC.parent).with_suffix("").parts[:-1])
+    out = []
+
+    def visit(node, in_fn):
+        for child in ast.iter_child_nodes(node):
+            fn = in_fn or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, ast.ImportFrom):
+                base = pkg.split(".")
+                mod = ".".join(base[: len(base) - child.level + 1] + ([child.module] if child.module else [])) \
+                    if child.level else child.module
+                out.append((mod, child.lineno, in_fn))
+            elif isinstance(child, ast.Import):
+                out.extend((a.name, child.lineno, in_fn) for a in child.names)
+            visit(child, fn)
+
+    visit(tree, False)
+    return out
+
+
+def test_stage_helpers_have_no_import_cycle():
+    """checks.py (validators) and common.py (shared stage helpers) do not import each other, at
+    module level or inside a function; both take checkpoint names from gptwaves.names."""
+    checks = [m for m, _, _ in _imports(SRC / "stages" / "checks.py")]
+    common = [m for m, _, _ in _imports(SRC / "stages" / "common.py")]
+    assert "gptwaves.stages.common" not in checks and "gptwaves.stages.checks" not in common
+    assert "gptwaves.names" in checks and "gptwaves.names" in common
+
+
+def test_one_checkpoint_name_pattern():
+    """The pattern of a checkpoint name is written in gptwaves/names.py only."""
+    offenders = []
+    for p in SRC.rglob("*.py"):
+        if p.name == "names.py":
+            continue
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if re.search(r"""r["'][^"']*iter[_\[][^"']*\\d""", line):
+                offenders.append(f"{p.relative_to(SRC)}:{i}")
+    assert offenders == []
+
+
+OWNED = ["stages/common.py", "stages/checks.py", "stages/recordings.py", "record.py", "sample.py", "runtime.py",
+         "figures/common.py", "model.py", "names.py"]
+
+
+@pytest.mark.parametrize("rel", OWNED)
+def test_imports_at_module_level(rel):
+    """These modules import at module level (versions.package_versions keeps its heavy imports local
+    on purpose: the reuse rule must not pay for scipy and h5py)."""
+    assert [(m, line) for m, line, in_fn in _imports(SRC / rel) if in_fn] == []
+
+
+# ------------------------------------------------------------------ progress
+
+def test_progress_to_a_file_is_plain_lines():
+    buf = io.StringIO()  # not a terminal
+    bar = progress_bar(range(4), desc="waves", unit="ckpt", file=buf)
+    assert isinstance(bar, LineProgress)
+    for i in bar:
+        bar.set_postfix_str(f"iter_{i:07d}")
+    inner = progress_bar(total=10, desc="record x", unit="sample", file=buf, leave=False)
+    inner.update(4)
+    inner.set_postfix(loss=1.5)
+    inner.update(6)
+    inner.close()
+    inner.close()  # closing twice writes one final line
+    text = buf.getvalue()
+    assert "\x1b" not in text and "\r" not in text
+    assert text.splitlines() == ["waves: 0/4 ckpt", "waves: 4/4 ckpt, iter_0000003, 0 s (done)",
+                                 "record x: 0/10 sample", "record x: 10/10 sample, loss=1.5, 0 s (done)"]
+    assert progress_bar(range(2), desc="x", disable=True, file=buf).disable
+    assert buf.getvalue() == text
+
+
+def test_stage_progress_in_a_log_has_no_cursor_control(tmp_path, corpus, capfd):
+    """A stage whose stderr is a file or pipe (pytest captures it through one) writes lines only."""
+    from gptwaves.api import RecordSettings
+    from gptwaves.stages.recordings import record_run
+    from gptwaves.train import train
+
+    from conftest import tiny_config, torch_threads
+
+    with torch_threads(1):
+        run = tmp_path / "run"
+        train(tiny_config(max_iters=10, checkpoints=(10,), progress=True), corpus, run)
+        record_run(run, "last", RecordSettings(samples=4, steps=8, batch_size=2), progress=True)
+    err = capfd.readouterr().err
+    assert "record iter_0000010: 4/4 sample" in err and "train test" in err
+    assert "\x1b[" not in err and "\r" not in err
+
+
+# ------------------------------------------------------------------ figures
+
+def test_a_failing_figure_is_a_warning_naming_it(tmp_path):
+    def broken_figure(data, stem):
+        raise OSError(28, "No space left on device")
+
+    def fine_figure(data, stem):
+        return [stem.with_suffix(".png")]
+
+    out: list = []
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        guarded(out, broken_figure, [1], tmp_path / "fano")
+        guarded(out, fine_figure, [1], tmp_path / "rates")
+    assert out == [tmp_path / "rates.png"]
+    assert len(w) == 1 and "broken_figure (fano)" in str(w[0].message) and "No space left" in str(w[0].message)
+
+
+def _guarded_figure_stems() -> set[str]:
+    """The file name (checkpoint prefix removed) of every figure a stage draws through ``guarded``."""
+    stems = set()
+    for p in (SRC / "stages").glob("*.py"):
+        text = p.read_text()
+        for m in re.finditer(r"\bguarded\(", text):
+            depth, k = 1, m.end()
+            while depth:  # the call's text, to its closing parenthesis
+                depth += {"(": 1, ")": -1}.get(text[k], 0)
+                k += 1
+            parts = re.findall(r"""/ f?["']([^"']+)["']""", text[m.end():k])
+            if parts:
+                stems.add(parts[-1].replace("{name}_", ""))
+    return stems
+
+
+def test_every_figure_has_a_caption():
+    """Each figure the stages draw has its caption in the report, and no caption is for a figure
+    nothing draws."""
+    from gptwaves.stages import report
+
+    stems = _guarded_figure_stems()
+    assert {"fano", "acf", "event_triggered", "error_rates", "training_curves", "coherence_nulls"} <= stems
+    assert sorted(stems - set(report._PHRASES)) == []
+    assert sorted(set(report._PHRASES) - stems) == []
+
+
+def test_event_triggered_figure(tmp_path):
+    from gptwaves.figures.waves import event_triggered_figure
+
+    rng = np.random.default_rng(0)
+    E, W, C = 4, 3, 6
+    eta = rng.normal(size=(E, 2 * W + 1, C))
+    eta[2] = np.nan
+    d = rng.normal(size=(E, C))
+    paths = event_triggered_figure(eta, [10, 5, 0, 7], ["space", "newline", "punctuation", "vowel"],
+                                   np.arange(-W, W + 1), d, tmp_path / "iter_0000010_event_triggered")
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in paths)

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Mutation check: break one rule of the statistical core on purpose and see that a test fails.
+
+Each mutation below replaces one snippet of ``src/gptwaves`` (it must occur exactly once) in a
+temporary copy of ``src/`` - never in the working tree - and runs the named tests against that copy
+(``PYTHONPATH`` points at it). A mutation is *killed* when at least one of its tests fails, and
+*survives* when they all pass: then no test checks the rule it breaks. *stale* means the snippet is
+no longer in the code (update the list); *error* means pytest could not run (exit status 2-5).
+
+A baseline run of all named tests on an unmutated copy comes first: a mutation only counts as
+killed if the same tests pass without it.
+
+    python tools/mutation_check.py              # every mutation (a few minutes on 2 cores)
+    python tools/mutation_check.py -k fano      # those whose id contains "fano"
+    python tools/mutation_check.py --list       # ids and the tests each must fail
+
+Exit status 0 when every selected mutation is killed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    file: str  # relative to src/gptwaves
+    original: str  # must occur exactly once in the file
+    mutated: str
+    tests: tuple[str, ...]  # pytest arguments (node ids, files, -k ...): at least one test must fail
+    why: str  # the behaviour it breaks, in words
+
+
+MUTATIONS: list[Mutation] = [
+    # ---- spelling: dispersion and the permutation nulls (docs/method.md, Spelling errors)
+    Mutation("fano-p-ignored", "analysis/spelling.py",
+             "    if p < alpha and fano < 1:\n        verdict = \"sub-Poissonian\"\n"
+             "    elif p < alpha and fano > 1:\n",
+             "    if fano < 1:\n        verdict = \"sub-Poissonian\"\n    elif fano > 1:\n",
+             ("tests/test_analysis_spelling.py", "tests/test_spelling_claims.py"),
+             "the index-of-dispersion verdict ignores its chi-square p-value"),
+    Mutation("fano-one-sided", "analysis/spelling.py",
+             "p = float(min(1.0, 2.0 * min(stats.chi2.cdf(D, dof), stats.chi2.sf(D, dof))))",
+             "p = float(min(1.0, stats.chi2.sf(D, dof)))",
+             ("tests/test_analysis_spelling.py",),
+             "the dispersion test is one-sided (sub-Poissonian counts never significant)"),
+    Mutation("perm-p-max", "analysis/spelling.py",
+             "return float(min(1.0, 2.0 * min(ge, le))), int(null.size)",
+             "return float(min(1.0, 2.0 * max(ge, le))), int(null.size)",
+             ("tests/test_analysis_spelling.py", "tests/test_spelling_nulls.py"),
+             "the two-sided permutation p-value takes the wrong tail (never significant)"),
+    Mutation("excess-direction-inverted", "analysis/spelling.py",
+             "verdict = (up if obs > med else down) if p < alpha else \"independent\"",
+             "verdict = (down if obs > med else up) if p < alpha else \"independent\"",
+             ("tests/test_analysis_spelling.py", "tests/test_spelling_nulls.py", "tests/test_spelling_claims.py"),
+             "an excess over the permutation null is reported in the opposite direction"),
+    Mutation("spelling-sig-ignores-p", "analysis/spelling_claims.py",
+             "return None if p is None else p < alpha",
+             "return None if p is None else p <= 1",
+             ("tests/test_spelling_nulls.py", "tests/test_spelling_claims.py"),
+             "claims 2 and 3 beyond the null ignore the permutation p-value"),
+    # ---- trends (docs/method.md, Verdicts)
+    Mutation("trend-p-ignored", "analysis/claims.py",
+             "    elif p < alpha:\n        out[\"shape\"] = \"rising\" if rho > 0 else \"falling\"",
+             "    elif True:\n        out[\"shape\"] = \"rising\" if rho > 0 else \"falling\"",
+             ("tests/test_analysis_claims.py",),
+             "a Spearman trend is called rising/falling whatever its p-value"),
+    Mutation("trend-sign-inverted", "analysis/claims.py",
+             "out[\"shape\"] = \"rising\" if rho > 0 else \"falling\"",
+             "out[\"shape\"] = \"rising\" if rho < 0 else \"falling\"",
+             ("tests/test_analysis_claims.py",),
+             "a rising trend is called falling"),
+    # ---- coherence: surrogate test (docs/method.md, Coherence)
+    Mutation("surrogate-excess-sign", "analysis/coherence_nulls.py",
+             "\"excess\": obs - mean,", "\"excess\": mean - obs,",
+             ("tests/test_waves_nulls.py", "tests/test_waves_claims.py"),
+             "the excess over the sample-shuffle surrogate has its sign inverted"),
+    Mutation("surrogate-rank-inverted", "analysis/coherence_nulls.py",
+             "n_ge = int(np.sum(sign * sv >= sign * obs)) if B else 0",
+             "n_ge = int(np.sum(sign * sv <= sign * obs)) if B else 0",
+             ("tests/test_waves_nulls.py",),
+             "the surrogate rank test counts the wrong tail"),
+    Mutation("surrogate-ci-ignored", "analysis/coherence_nulls.py",
+             "\"significant\": bool(B > 0 and p < alpha and ci_ok)}",
+             "\"significant\": bool(B > 0 and p < alpha)}",
+             ("tests/test_waves_nulls.py",),
+             "an excess is significant without its confidence interval excluding zero"),
+    Mutation("coherence-up-ignores-p", "analysis/waves_claims.py",
+             "t[\"rho\"] > 0 and t[\"p_value\"] < alpha", "t[\"rho\"] > 0",
+             ("tests/test_waves_claims.py", "tests/test_waves_nulls.py"),
+             "claim 1 as stated counts any positive Spearman rho as a build-up"),
+    # ---- the weak tests of the test-quality issue, now fixed (each mutation passed the old test)
+    Mutation("quantise-zero-channel", "stages/report.py",
+             "    q = np.clip(q, -127, 127).astype(np.int8)\n",
+             "    q = np.clip(q, -127, 127).astype(np.int8)\n    q[:, 2:3] = -127\n",
+             ("tests/test_report.py::test_quantise_roundtrip",),
+             "the explorer's channel 2 is flattened to its minimum"),
+    Mutation("metrics-drop-last-rows", "train.py",
+             "    for line in text.splitlines():\n        row = _metrics_row(line)",
+             "    for line in text.splitlines()[:-2]:\n        row = _metrics_row(line)",
+             ("tests/test_faults.py::test_metrics_rows_that_are_not_objects_are_skipped",),
+             "the last rows of the metrics log are dropped"),
+    Mutation("fifo-opened", "io.py",
+             "    if not stat.S_ISREG(st.st_mode):\n",
+             "    if not stat.S_ISREG(st.st_mode) and not stat.S_ISFIFO(st.st_mode):\n",
+             ("tests/test_faults.py::test_corpus_fifo_and_device_are_refused_at_once",),
+             "a FIFO passes the regular-file check and is opened"),
+]
+
+
+def _copy_src(dest: Path) -> Path:
+    shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest / "src"
+
+
+def _env(src: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1",
+               MPLBACKEND="Agg")
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def _pytest(src: Path, tests: tuple[str, ...], stop_early: bool, timeout: float) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rf", "--no-header",
+           *(["-x"] if stop_early else []), *tests]
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, env=_env(src), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, "timed out"
+    return r.returncode, r.stdout + r.stderr
+
+
+def _failed(out: str) -> list[str]:
+    return [ln.split()[1] for ln in out.splitlines() if ln.startswith(("FAILED ", "ERROR "))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-k", default="", help="only mutations whose id contains this text")
+    ap.add_argument("--list", action="store_true", help="list the mutations and exit")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the tests")
+    ap.add_argument("--timeout", type=float, default=900, help="hang guard per pytest run, seconds")
+    a = ap.parse_args(argv)
+    chosen = [m for m in MUTATIONS if a.k in m.id]
+    if a.list:
+        for m in chosen:
+            print(f"{m.id}: {m.file}: {m.why}\n    must fail: {' '.join(m.tests)}")
+        return 0
+    if not chosen:
+        print(f"mutation_check: error: no mutation id contains {a.k!r}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="gptwaves-mutants-") as tmp:
+        tmp = Path(tmp)
+        base = _copy_src(tmp / "base")
+        probe = subprocess.run([sys.executable, "-c", "import gptwaves; print(gptwaves.__file__)"],
+                               env=_env(base), capture_output=True, text=True, cwd=tmp)
+        if not probe.stdout.strip().startswith(str(base)):
+            print(f"mutation_check: error: gptwaves is imported from {probe.stdout.strip() or probe.stderr!r}, "
+                  f"not from the copy {base}", file=sys.stderr)
+            return 2
+        if not a.no_baseline:
+            tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+            rc, out = _pytest(base, tests, stop_early=False, timeout=a.timeout * 2)
+            if rc != 0:
+                print(f"mutation_check: error: the tests fail without any mutation:\n{out[-3000:]}", file=sys.stderr)
+                return 2
+            print(f"baseline: {len(tests)} test targets pass unmutated")
+        results = []
+        for i, m in enumerate(chosen):
+            src = _copy_src(tmp / f"m{i}")
+            path = src / "gptwaves" / m.file
+            text = path.read_text()
+            n = text.count(m.original)
+            t0 = time.perf_counter()
+            if n != 1:
+                status, detail = "stale", f"snippet found {n} times in src/gptwaves/{m.file}"
+            else:
+                path.write_text(text.replace(m.original, m.mutated))
+                rc, out = _pytest(src, m.tests, stop_early=True, timeout=a.timeout)
+                if rc == 1:
+                    status, detail = "killed", ", ".join(_failed(out)[:3]) or "a test failed"
+                elif rc == 0:
+                    status, detail = "SURVIVED", "every test passed"
+                else:
+                    status, detail = "error", f"pytest exit status {rc}: {out.strip().splitlines()[-1:]}"
+            shutil.rmtree(src.parent)
+            results.append((m, status, detail, time.perf_counter() - t0))
+            print(f"{m.id:28s} {status:9s} {time.perf_counter() - t0:6.1f} s  {detail}", flush=True)
+    bad = [r for r in results if r[1] != "killed"]
+    print(f"\n{len(results) - len(bad)} of {len(results)} mutations killed"
+          + (": survived or not run: " + ", ".join(f"{m.id} ({s})" for m, s, _, _ in bad) if bad else ""))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
