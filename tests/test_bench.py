@@ -193,3 +193,19 @@ def test_flop_formulas_equal_torch_flop_counter():
     m(idx[:, :5], cache=cache)
     step = counted(lambda: m(idx[:, 5:6], cache=cache, logits_last_only=True))
     assert step + B * 4 * L * 6 * C == B * cached_token_flops(m, 6)
+
+
+def test_sweep_bench_row_is_per_member_over_plain_reproduce(monkeypatch):
+    """The sweep bench's arithmetic and failure row (the commands themselves run end to end in
+    tests/test_sweep.py)."""
+    from gptwaves.bench import sweep as sb
+
+    times = iter([(10.0, None), (30.0, None)])
+    calls = []
+    monkeypatch.setattr(sb, "_timed", lambda cmd, timeout: (calls.append(cmd), next(times))[1])
+    row = sb.run(quick=True)[0]
+    assert row["value"] == 15.0 and row["baseline"] == 10.0 and row["ratio"] == 1.5
+    assert calls[0][3] == "reproduce" and calls[1][3] == "sweep" and "seed=1337,1338" in calls[1]
+    monkeypatch.setattr(sb, "_timed", lambda cmd, timeout: (1.0, "boom"))
+    bad = sb.run(quick=True)[0]
+    assert bad["ok"] is False and "boom" in bad["notes"]

@@ -154,6 +154,20 @@ def _stage_kill(out: Path, corpus: Path, stage: str, rng: random.Random, expecte
     return announced[-1]
 
 
+@pytest.mark.parametrize("script,landed", [
+    ("print('[1/6] train (elapsed 0 s)', file=sys.stderr, flush=True); time.sleep(600)", "train"),
+    # the stage was over before the kill (both lines are written before the first is read): reported,
+    # so the caller's `== stage` check fails
+    ("print('[1/6] train (elapsed 0 s)\\n[2/6] record (elapsed 0 s)', file=sys.stderr, flush=True); "
+     "time.sleep(600)", "record"),
+])
+def test_stage_kill_reports_where_it_landed(monkeypatch, tmp_path, script, landed):
+    """The kill helper's own check, on a stand-in process that announces stages (no training)."""
+    monkeypatch.setattr(sys.modules[__name__], "_cmd",
+                        lambda out, corpus, quiet=True: [sys.executable, "-c", "import sys, time; " + script])
+    assert _stage_kill(tmp_path, tmp_path, "train", random.Random(0), expected_s=0.0) == landed
+
+
 def _datasets(path: Path) -> dict:
     out = {}
     with h5py.File(path) as f:

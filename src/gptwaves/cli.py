@@ -468,8 +468,69 @@ def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, mar
     click.echo(f"result: {res['path']}" + ("  (reused)" if res["reused"] else ""))
 
 
+@cli.command()
+@click.option("--preset", "preset_name", default="quick", show_default=True,
+              help="Preset every member starts from: smoke | quick | paper | shakespeare-char")
+@click.option("--vary", default="n_embd=32,64,128,256", show_default=True,
+              help="The training setting that differs between members and its values, NAME=V1,V2,...")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Sweep folder: members in OUT/members/NAME=VALUE, the family analysis in OUT/sweep/.")
+@corpus_option
+@click.option("--member", type=int, default=None,
+              help="Run only member K (0-based), e.g. as one task of a scheduler's job array.")
+@click.option("--collect", "collect_only", is_flag=True,
+              help="Only build the family analysis from the finished members.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Members run at once, each in its own process (CPU threads split between them).")
+@click.option("--schedule", type=click.Choice(["dense", "preset"]), default="dense", show_default=True,
+              help="dense: checkpoints 0, 1, 2, 3, 5, 7, 10, 14, 20, ... (log-spaced from iteration 1); "
+                   "preset: the preset's own.")
+@click.option("--max-iters", type=int, default=None, help="Override the preset's training length.")
+@click.option("--train-seed", type=int, default=None, help="Override the preset's training seed.")
+@click.option("--record-samples", type=int, default=None, help="Recorded samples per checkpoint (default: the preset's).")
+@click.option("--record-steps", type=int, default=None, help="Recorded steps (default: the preset's).")
+@click.option("--spelling-samples", type=int, default=None, help="Spelling samples (default: the preset's).")
+@click.option("--boot", "n_boot", type=int, default=200, show_default=True,
+              help="Bootstrap replicates of the change points and the scaling fits.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", is_flag=True)
+def sweep(preset_name, vary, out, corpus, member, collect_only, jobs, schedule, max_iters, train_seed,
+          record_samples, record_steps, spelling_samples, n_boot, device, quiet):
+    """Is it a phase transition? The same analysis across runs that differ in one setting."""
+    from .reproduce import ANALYSIS_PRESETS, AnalysisSettings
+    from .sweep import SweepSettings, collect, parse_vary, run_member, run_sweep
+    from .config import preset
+
+    if member is not None and collect_only:
+        raise GptwavesError("--member and --collect exclude each other")
+    name, values = parse_vary(vary, preset(preset_name))
+    an = ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
+    an = dataclasses.replace(an, **{k: v for k, v in dict(
+        record_samples=record_samples, record_steps=record_steps, spelling_samples=spelling_samples).items()
+        if v is not None})
+    overrides = {k: v for k, v in dict(max_iters=max_iters, seed=train_seed).items() if v is not None}
+    s = SweepSettings(preset=preset_name, vary=name, values=values, train_overrides=overrides,
+                      schedule=schedule, analysis=an, n_boot=n_boot)
+    if member is not None:
+        run_member(s, member, out, corpus, device=device, progress=not quiet)
+        click.echo(f"member {member} ({s.members()[member][0]}) finished: {Path(out) / 'members'}")
+        return
+    if collect_only:
+        entry = collect(s, out, progress=not quiet)
+    else:
+        given = dict(preset=preset_name, vary=vary, out=out, corpus=corpus, schedule=schedule,
+                     max_iters=max_iters, train_seed=train_seed, record_samples=record_samples,
+                     record_steps=record_steps, spelling_samples=spelling_samples, boot=n_boot, device=device)
+        args = [x for k, v in given.items() if v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
+        entry = run_sweep(s, out, corpus, device=device, progress=not quiet, jobs=jobs, cli_args=args)
+    v = entry["verdict"]
+    click.echo(f"sweep: {Path(out) / 'summary.json'}")
+    click.echo(f"page:  {Path(out) / 'sweep' / 'index.html'}")
+    click.echo(f"{entry['curves'][entry['headline_curve']]}: {v['verdict']} ({v['reason']})")
+
+
 @cli.command("bench")
-@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget"]),
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep"]),
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

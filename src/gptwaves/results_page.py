@@ -1,0 +1,406 @@
+"""The results page (docs/results.md): generated blocks, and a check of every number it quotes.
+
+    python -m gptwaves.results_page [--page docs/results.md] [--readme README.md] [--check]
+
+The page is prose written by people around numbers that are never typed without a reference to the
+published file they come from. Three kinds of markers make that checkable:
+
+* **Generated blocks** ``<!-- gen:KIND:SOURCE:begin -->`` ... ``<!-- gen:KIND:SOURCE:end -->`` are
+  rendered from ``results/SOURCE/summary.json`` (relative to the page) by this module: ``claims``
+  (the verdict table), ``setup`` (model and analysis sizes), ``times`` (the stage times, the
+  machine and the versions the summary records), ``headline`` (one sentence on what the verdicts
+  mean); ``gen:include:FILE`` copies a published Markdown file (e.g. the seed table).
+* **Quoted numbers** carry the field they quote: ``0.126<!--=paper:PATH-->``. PATH walks the JSON
+  with ``/``: a key, a list index (``-1`` is the last), ``key=value`` (the element of a list of
+  objects whose field has that value, e.g. ``iteration=300`` or ``id=1``), ``key>=value`` /
+  ``key<=value`` / ``key>value`` / ``key<value`` / ``*`` (several elements: the rest of the path is
+  applied to each). ``|fn`` applies ``min``, ``max``, ``count``, ``sum``, ``abs``, ``minutes``,
+  ``hours`` to the result. The quoted number must be the field's value rounded to the digits
+  shown (``0.126`` matches 0.12633; ``2e-144`` matches 2.036e-144). ``NAME/...`` uses a path
+  declared once on the page with ``<!-- alias NAME = SOURCE:PATH -->``.
+* **Checked words**: a paragraph that says "every", "all", "each", "steadily", "monotone",
+  "always", "never", "none" or "no checkpoint" must carry ``<!--check SOURCE:PATH PREDICATE-->``
+  (``all == X``, ``all != X``, ``all < X`` ..., ``none == X``, ``increasing``, ``decreasing``,
+  ``not-monotone``, the values of a multi-element PATH), or ``<!--wording-->`` where the word is
+  not a statement about the data (e.g. "every number on this page").
+
+Every other number outside code, links, markers and generated blocks is an error, except a few
+conventions (dates, claim and item numbers, "95% bootstrap CI", "log(1 + iteration)"). A paragraph
+starting with ``*Interpretation:*`` carries no numbers at all. ``check_page`` returns the list of
+problems; an empty list means every number on the page is what its published file says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shlex
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from .errors import GptwavesError
+from .io import atomic_write_text, read_json
+
+__all__ = ["check_page", "render_page", "resolve", "headline", "render_block", "main"]
+
+GEN_RE = re.compile(r"<!-- gen:(?P<spec>[^ ]+?):begin -->\n(?P<body>.*?)<!-- gen:(?P=spec):end -->", re.S)
+QUOTE_RE = re.compile(r"(?P<num>[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?)<!--=(?P<ref>[^\n]*?)-->")
+CHECK_RE = re.compile(r"<!--check (?P<body>[^\n]*?)-->")
+ALIAS_RE = re.compile(r"<!-- alias (?P<name>\w+) = (?P<ref>[^ ]+) -->")
+COMMENT_RE = re.compile(r"<!--.*?-->", re.S)
+NUMBER_RE = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])")
+QUANTIFIER_RE = re.compile(r"\b(every|all|each|steadily|monoton\w*|always|never|none|no checkpoint)\b", re.I)
+#: numbers that are conventions of the text, not results
+EXEMPT_RE = re.compile(r"\d{4}-\d{2}-\d{2}|\bclaims? \d(?:(?:, | and | or )\d)*|\bitems? \d(?:(?:-|, | and )\d)*"
+                       r"|95%\s+(?:bootstrap\s+)?CI|log\(1 \+ iteration\)|\bAR\(1\)|\b(?:crosses|through) 1\b")
+FUNCS = {"min": min, "max": max, "count": len, "sum": sum, "abs": abs,
+         "minutes": lambda v: v / 60, "hours": lambda v: v / 3600}
+
+
+# ---------------------------------------------------------------- paths into a summary
+
+def _walk(node, segs: list[str]):
+    if not segs:
+        return [node]
+    seg, rest = segs[0], segs[1:]
+    if isinstance(node, list):
+        if re.fullmatch(r"-?\d+", seg):
+            return _walk(node[int(seg)], rest)
+        if seg == "*":
+            return [v for x in node for v in _walk(x, rest)]
+        m = re.fullmatch(r"([\w.]+)(==|=|>=|<=|>|<)(.+)", seg)
+        if not m:
+            raise KeyError(f"'{seg}' does not select from a list")
+        key, op, raw = m.groups()
+        rng = re.fullmatch(r"(-?[\d.]+)\.\.(-?[\d.]+)", raw) if op in ("=", "==") else None
+        if op in ("=", "==") and not rng:
+            want = _value(raw)
+            hits = [x for x in node if _field(x, key) == want]
+            if len(hits) != 1:
+                raise KeyError(f"{len(hits)} elements with {key} = {raw}")
+            return _walk(hits[0], rest)
+        if rng:
+            lo, hi = float(rng[1]), float(rng[2])
+            cmp = lambda a: lo <= a <= hi  # noqa: E731
+        else:
+            want = _value(raw)
+            cmp = {">=": lambda a: a >= want, "<=": lambda a: a <= want, ">": lambda a: a > want,
+                   "<": lambda a: a < want}[op]
+        hits = [x for x in node if isinstance(_field(x, key), (int, float)) and cmp(_field(x, key))]
+        return [v for x in hits for v in _walk(x, rest)]
+    if isinstance(node, dict):
+        if seg not in node:
+            raise KeyError(f"no field '{seg}'")
+        return _walk(node[seg], rest)
+    raise KeyError(f"'{seg}' below a {type(node).__name__}")
+
+
+def _field(x, key: str):
+    """``x[a][b][c]`` for the dotted key ``a.b.c`` (None where it is missing)."""
+    for k in key.split("."):
+        if not isinstance(x, dict):
+            return None
+        x = x.get(k)
+    return x
+
+
+def _value(raw: str):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _fan_out(path: str) -> bool:
+    return any(s == "*" or re.fullmatch(r"[\w.]+((>=|<=|>|<).+|==?-?[\d.]+\.\.-?[\d.]+)", s)
+               for s in path.split("/"))
+
+
+def resolve(ref: str, sources: dict, aliases: dict | None = None):
+    """The value a reference ``SOURCE:PATH[|fn...]`` (or ``ALIAS/PATH``) points to.
+
+    A path that selects several elements gives a list. Raises KeyError with the reason when the
+    reference does not resolve."""
+    ref, *fns = [p.strip() for p in ref.strip().split("|")]
+    if ":" not in ref.split("/")[0]:
+        name, _, rest = ref.partition("/")
+        if not aliases or name not in aliases:
+            raise KeyError(f"unknown alias '{name}'")
+        ref = aliases[name] + ("/" + rest if rest else "")
+    src, _, path = ref.partition(":")
+    if src not in sources:
+        raise KeyError(f"unknown source '{src}'")
+    vals = _walk(sources[src], [s for s in path.split("/") if s])
+    val = vals if _fan_out(path) else vals[0]
+    for fn in fns:
+        if fn not in FUNCS:
+            raise KeyError(f"unknown function '{fn}'")
+        val = FUNCS[fn](val)
+    return val
+
+
+def _rounds_to(quoted: str, value) -> bool:
+    """Whether ``value`` rounded to the digits of ``quoted`` is ``quoted`` (half a unit of the last
+    digit shown, plus a hair for binary floats)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    try:
+        q = Decimal(quoted.replace(",", "").lstrip("+"))
+    except InvalidOperation:
+        return False
+    exp = q.as_tuple().exponent
+    half = Decimal(5).scaleb(exp - 1)
+    return abs(Decimal(repr(float(value))) - q) <= half * Decimal("1.000001")
+
+
+def _predicate(vals, pred: list[str], refer=None) -> bool:
+    """Whether ``vals`` (a value, or the list a multi-element path selects) satisfies ``pred``.
+
+    ``refer`` resolves a right-hand side written ``@REF`` (compared element by element)."""
+    ops = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+           "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+    if len(pred) == 2:
+        if pred[0] not in ops:
+            raise KeyError(f"unknown comparison '{pred[0]}'")
+        return ops[pred[0]](vals, refer(pred[1][1:]) if pred[1].startswith("@") else _value(pred[1]))
+    if not isinstance(vals, list) or not vals:
+        raise KeyError("this statement needs a path that selects several values")
+    if pred == ["increasing"]:
+        return all(b > a for a, b in zip(vals, vals[1:]))
+    if pred == ["decreasing"]:
+        return all(b < a for a, b in zip(vals, vals[1:]))
+    if pred == ["not-monotone"]:
+        d = [b - a for a, b in zip(vals, vals[1:])]
+        return any(x > 0 for x in d) and any(x < 0 for x in d)
+    if len(pred) == 3 and pred[0] in ("all", "none"):
+        if pred[1] not in ops:
+            raise KeyError(f"unknown comparison '{pred[1]}'")
+        if pred[2].startswith("@"):
+            other = refer(pred[2][1:])
+            if not isinstance(other, list) or len(other) != len(vals):
+                raise KeyError(f"'{pred[2]}' does not select as many values as the left side")
+        else:
+            other = [_value(pred[2])] * len(vals)
+        hits = [ops[pred[1]](a, b) for a, b in zip(vals, other)]
+        return all(hits) if pred[0] == "all" else not any(hits)
+    raise KeyError(f"unknown predicate '{' '.join(pred)}'")
+
+
+# ---------------------------------------------------------------- generated blocks
+
+def _f(v, nd: int = 3) -> str:
+    return f"{v:.{nd}g}"
+
+
+def _claims(s: dict) -> list[dict]:
+    return [c for c in (s.get("findings") or {}).get("claims", []) if isinstance(c, dict) and "as_stated" in c]
+
+
+def headline(s: dict) -> str:
+    """One sentence on what a summary's verdicts mean: what is supported, what is not, and what
+    the run cannot decide (docs/method.md, "Verdicts")."""
+    groups: dict[str, list[str]] = {}
+    for c in _claims(s):
+        for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
+            groups.setdefault(c[key]["verdict"], []).append((label, str(c["id"])))
+
+    def ids(verdict: str) -> str:
+        parts = []
+        for label in ("as stated", "beyond the null"):
+            xs = [i for lb, i in groups.get(verdict, []) if lb == label]
+            if xs:
+                parts.append(("claims " + ", ".join(xs[:-1]) + " and " + xs[-1] if len(xs) > 1 else f"claim {xs[0]}")
+                             + f" {label}")
+        return ", ".join(parts) if parts else "none"
+    n = len(s.get("checkpoints") or [])
+    return (f"Under the rules as first published, the `{s.get('preset')}` run ({n} checkpoints) supports "
+            f"{ids('supported')}; it does not support {ids('not supported')}; it leaves {ids('inconclusive')} "
+            f"inconclusive (neither shown nor ruled out at this size). The republication under the revised "
+            f"rules is pending.")
+
+
+def _setup(s: dict) -> str:
+    t = (s.get("settings") or {}).get("train") or {}
+    a = (s.get("settings") or {}).get("analysis") or {}
+    sp = (s.get("settings") or {}).get("spelling") or {}
+    cks = s.get("checkpoints") or []
+    lr = ("constant" if t.get("min_lr") == t.get("learning_rate") and not t.get("lr_decay_iters")
+          else f"decaying to {t.get('min_lr'):g}")
+    return (f"Model: {t.get('n_layer')} layers, {t.get('n_head')} heads, {t.get('n_embd')} channels, context "
+            f"{t.get('block_size')}, dropout {t.get('dropout'):g}, learning rate {t.get('learning_rate'):g} ({lr}), "
+            f"{t.get('max_iters')} iterations of {t.get('batch_size')} x {t.get('block_size')} characters, training "
+            f"seed {t.get('seed')}; validation loss {cks[0].get('val_loss'):.4g} -> {cks[-1].get('val_loss'):.4g}. "
+            f"Analysed at {len(cks)} checkpoints ({cks[0].get('iteration')} to {cks[-1].get('iteration')}): "
+            f"{a.get('record_samples')} samples x {a.get('record_steps')} steps recorded at every tap, "
+            f"{a.get('waves', {}).get('n_surrogates')} sample-shuffle surrogates per coherence statistic, "
+            f"{sp.get('samples')} spelling samples of {sp.get('length')} + {sp.get('margin')} characters per "
+            f"checkpoint. gptwaves {s.get('gptwaves_version')}, torch {(s.get('versions') or {}).get('torch')}.")
+
+
+def _times(s: dict) -> str:
+    tm = {k: v for k, v in (s.get("timings") or {}).items() if isinstance(v, (int, float))}
+    hist = [h for h in s.get("timings_history") or [] if isinstance(h, dict)]
+    rows = ["| stage | last invocation | all recorded invocations |", "|---|---|---|"]
+    for k in [k for k in tm if k != "total"]:
+        total = tm[k] + sum(h[k] for h in hist if isinstance(h.get(k), (int, float)))
+        rows.append(f"| {k} | {tm[k]:.1f} s ({tm[k] / 60:.1f} min) | {total:.1f} s ({total / 60:.1f} min) |")
+    m = s.get("machine") or {}
+    tok = (s.get("training") or {}).get("median_tokens_per_s")
+    rows += ["", f"Invocations recorded: {1 + len(hist)}. Machine as recorded: `{m.get('platform', 'not recorded')}`, "
+                 f"processor `{m.get('processor', 'not recorded')}`."
+             + (f" Median training throughput {tok:.0f} tokens/s." if isinstance(tok, (int, float)) else "")]
+    return "\n".join(rows)
+
+
+def render_block(spec: str, page_dir: Path) -> str:
+    """The body of the generated block ``gen:SPEC`` of a page in ``page_dir``."""
+    kind, _, arg = spec.partition(":")
+    if kind == "include":
+        return (page_dir / arg).read_text(encoding="utf-8").rstrip("\n")
+    s = _load(page_dir, arg)
+    if kind == "claims":
+        out = ["| # | claim | as stated | beyond the null |", "|---|---|---|---|"]
+        out += [f"| {c['id']} | {c['claim']} | {c['as_stated']['verdict']} | {c['beyond_null']['verdict']} |"
+                for c in _claims(s)]
+        return "\n".join(out)
+    if kind == "setup":
+        return _setup(s)
+    if kind == "times":
+        return _times(s)
+    if kind == "headline":
+        return headline(s)
+    raise GptwavesError(f"unknown generated block 'gen:{spec}'")
+
+
+def _load(page_dir: Path, name: str) -> dict:
+    return read_json(page_dir / "results" / name / "summary.json", "published summary", dict)
+
+
+def render_page(text: str, page_dir: Path) -> str:
+    """``text`` with every generated block rendered anew."""
+    return GEN_RE.sub(lambda m: (f"<!-- gen:{m['spec']}:begin -->\n{render_block(m['spec'], page_dir)}\n"
+                                 f"<!-- gen:{m['spec']}:end -->"), text)
+
+
+# ---------------------------------------------------------------- the check
+
+def _prose(text: str) -> str:
+    """Text outside generated blocks, fenced code, code spans and link targets (markers kept)."""
+    text = GEN_RE.sub("", text)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "``", text)
+    text = re.sub(r"\]\([^)]*\)", "]()", text)
+    return re.sub(r"^#+ .*$", "", text, flags=re.M)  # headings name things, they state nothing
+
+
+def _paragraphs(text: str) -> list[str]:
+    out, cur = [], []
+    for line in text.splitlines():
+        if not line.strip() or re.match(r"\s*([-*] |\d+\. |\|)", line):
+            if cur:
+                out.append("\n".join(cur))
+            cur = [line] if line.strip() else []
+        else:
+            cur.append(line)
+    if cur:
+        out.append("\n".join(cur))
+    return [p for p in out if p.strip()]
+
+
+def check_page(text: str, page_dir: Path) -> list[str]:
+    """Every problem of a results page: stale generated blocks, quoted numbers that are not what
+    their field says, false or unchecked quantified statements, numbers without a reference."""
+    page_dir = Path(page_dir)
+    problems = []
+    names = {m.split(":")[0] for m in re.findall(r"<!--(?:=|check )\s*(\w+):", text)}
+    names |= {m.split(":", 1)[1].split(":")[0] for m in re.findall(r"<!-- gen:(\w+:[^ ]+?):begin", text)
+              if not m.startswith("include:")}
+    names |= {a.split(":")[0] for a in ALIAS_RE.findall(text) for a in [a[1]]}
+    sources = {}
+    for n in sorted(names):
+        try:
+            sources[n] = _load(page_dir, n)
+        except GptwavesError as e:
+            problems.append(str(e))
+    aliases = {m["name"]: m["ref"] for m in ALIAS_RE.finditer(text)}
+    for m in GEN_RE.finditer(text):
+        try:
+            fresh = render_block(m["spec"], page_dir)
+        except (GptwavesError, OSError, KeyError, TypeError) as e:
+            problems.append(f"generated block gen:{m['spec']} cannot be rendered: {e}")
+            continue
+        if m["body"].rstrip("\n") != fresh:
+            problems.append(f"generated block gen:{m['spec']} is stale: run `python -m gptwaves.results_page`")
+    prose = _prose(text)
+    for m in QUOTE_RE.finditer(prose):
+        try:
+            val = resolve(m["ref"], sources, aliases)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            problems.append(f"{m['num']} quotes {m['ref'].strip()}, which does not resolve: {e}")
+            continue
+        if not _rounds_to(m["num"], val):
+            problems.append(f"{m['num']} quotes {m['ref'].strip()} = {val!r}")
+    for para in _paragraphs(prose):
+        checks = CHECK_RE.findall(para)
+        for body in checks:
+            ref, *pred = shlex.split(body)
+            try:
+                ok = _predicate(resolve(ref, sources, aliases), pred,
+                                lambda r: resolve(r, sources, aliases))
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                problems.append(f"check '{body.strip()}' does not resolve: {e}")
+                continue
+            if not ok:
+                problems.append(f"check '{body.strip()}' is false")
+        bare = COMMENT_RE.sub(" ", QUOTE_RE.sub(" ", para))
+        q = QUANTIFIER_RE.search(bare)
+        if q and not checks and "<!--wording-->" not in para:
+            problems.append(f"'{q[0]}' without a <!--check ...--> in: {_short(bare)}")
+        bare = EXEMPT_RE.sub(" ", bare)
+        if re.match(r"\s*(?:[-*] )?\*Interpretation:\*", bare):
+            nums = NUMBER_RE.findall(COMMENT_RE.sub(" ", EXEMPT_RE.sub(" ", para)))
+            if nums:
+                problems.append(f"interpretation carries numbers {nums}: {_short(bare)}")
+            continue
+        for n in NUMBER_RE.findall(bare):
+            problems.append(f"{n} has no reference to a published field in: {_short(bare)}")
+    return problems
+
+
+def _short(s: str, n: int = 90) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[:n] + "..."
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gptwaves.results_page", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--page", default="docs/results.md", help="the results page (default: %(default)s)")
+    ap.add_argument("--check", action="store_true", help="only check; rewrite nothing")
+    args = ap.parse_args(argv)
+    page = Path(args.page)
+    try:
+        if not page.is_file():
+            raise GptwavesError(f"{page} does not exist")
+        text = page.read_text(encoding="utf-8")
+        if not args.check:
+            new = render_page(text, page.parent)
+            if new != text:
+                atomic_write_text(page, new)
+                print(page)
+            text = new
+        problems = check_page(text, page.parent)
+        for p in problems:
+            print(f"{page}: {p}", file=sys.stderr)
+        if problems:
+            raise GptwavesError(f"{len(problems)} problem(s) in {page}")
+    except GptwavesError as e:
+        print(f"gptwaves: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""docs/results.md says only what the published summaries say (gptwaves.results_page).
+
+Every number on the page carries a reference to the summary field it quotes and is checked against
+it (rounding included); every "every"/"all"/"steadily"-style statement carries a checked
+predicate; generated blocks are compared with a fresh rendering. The checker itself is tested on
+small synthetic pages, and on the sentences the earlier page got wrong. Reads JSON and Markdown only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gptwaves import results_page as rp
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def test_the_published_results_page_checks_out():
+    page = DOCS / "results.md"
+    problems = rp.check_page(page.read_text(encoding="utf-8"), DOCS)
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_published_page_states_the_status_of_its_verdicts():
+    text = (DOCS / "results.md").read_text(encoding="utf-8")
+    head = text[:text.index("## ")]
+    assert "2026-11-29" in head and "revised" in head and "pending" in head
+    for word in ("position-aware", "z-scores", "paired", "gain normalisation", "probe"):
+        assert word in head
+
+
+def _summary(**over) -> dict:
+    s = {"preset": "t", "checkpoints": [
+        {"iteration": 0, "x": 0.30, "ok": True, "v": "sub-Poissonian", "p": 0.2},
+        {"iteration": 10, "x": 0.12633, "ok": True, "v": "sub-Poissonian", "p": 0.004},
+        {"iteration": 20, "x": 0.1315, "ok": True, "v": "Poissonian", "p": 0.076}],
+        "tiny": 2.036e-144, "big": 465472, "settings": {"train": {"seed": 1337}},
+        "findings": {"claims": [
+            {"id": 1, "claim": "A", "as_stated": {"verdict": "supported"}, "beyond_null": {"verdict": "not supported"}},
+            {"id": 2, "claim": "B", "as_stated": {"verdict": "inconclusive"}, "beyond_null": {"verdict": "not supported"}},
+        ]}}
+    s.update(over)
+    return s
+
+
+@pytest.fixture
+def site(tmp_path):
+    (tmp_path / "results" / "t").mkdir(parents=True)
+    (tmp_path / "results" / "t" / "summary.json").write_text(json.dumps(_summary()))
+    return tmp_path
+
+
+def check(site, text):
+    return rp.check_page(text, site)
+
+
+def test_quoted_numbers_must_round_to_their_field(site):
+    ok = ("x is 0.126<!--=t:checkpoints/iteration=10/x--> or 0.1263<!--=t:checkpoints/1/x-->, "
+          "p = 2e-144<!--=t:tiny-->, 465,472<!--=t:big--> windows, seed 1337<!--=t:settings/train/seed-->.\n")
+    assert check(site, ok) == []
+    for bad in ("0.12<!--=t:checkpoints/1/x-->", "0.127<!--=t:checkpoints/1/x-->", "3e-144<!--=t:tiny-->",
+                "0.126<!--=t:checkpoints/iteration=99/x-->", "0.126<!--=t:nothing-->"):
+        problems = check(site, f"x is {bad}.\n")
+        assert len(problems) == 1, (bad, problems)
+
+
+def test_aliases_fan_out_and_functions(site):
+    text = ("<!-- alias k = t:checkpoints -->\n"
+            "x ranges 0.126<!--=k/*/x|min--> to 0.30<!--=k/*/x|max--> over 3<!--=k|count--> checkpoints, "
+            "0.13<!--=k/iteration>0/x|max--> after the first, 0.126<!--=k/iteration=5..15/x|min--> at ten.\n")
+    assert check(site, text) == []
+
+
+def test_a_number_without_a_reference_is_an_error_but_conventions_are_not(site):
+    assert check(site, "Published on 2026-11-29; claim 2 has a 95% bootstrap CI; x crosses 1.\n") == []
+    problems = check(site, "x ends at 0.126 after training.\n")
+    assert len(problems) == 1 and "0.126 has no reference" in problems[0]
+    assert check(site, "Code `x = 0.126` and [a link](results/t/3.md) state nothing.\n") == []
+
+
+def test_quantified_statements_need_a_true_check(site):
+    assert any("'every' without" in p for p in check(site, "x falls at every later checkpoint.\n"))
+    assert check(site, "Every number here is quoted. <!--wording-->\n") == []
+    assert check(site, "x is significant at every checkpoint. <!--check t:checkpoints/*/ok all == true-->\n") == []
+    false = {
+        "x falls at every later checkpoint. <!--check t:checkpoints/*/x decreasing-->": "is false",
+        "x is sub-Poissonian at all checkpoints. <!--check t:checkpoints/*/v all == sub-Poissonian-->": "is false",
+        "p is small from 10 on. <!--check t:checkpoints/iteration>=10/p all <= 0.004-->": "is false",
+        "No checkpoint is Poissonian. <!--check t:checkpoints/*/v none == Poissonian-->": "is false",
+    }
+    for text, why in false.items():
+        problems = [p for p in check(site, text + "\n") if "has no reference" not in p]
+        assert len(problems) == 1 and why in problems[0], (text, problems)
+    assert check(site, "x is not monotone. <!--check t:checkpoints/*/x not-monotone-->\n") == []
+    assert check(site, "q. <!--check t:checkpoints/iteration<=10/x all > @t:checkpoints/iteration<=10/p-->\n") == []
+
+
+def test_interpretation_carries_no_numbers(site):
+    assert check(site, "*Interpretation:* the input explains it.\n") == []
+    problems = check(site, "*Interpretation:* the input explains 0.126<!--=t:checkpoints/1/x--> of it.\n")
+    assert len(problems) == 1 and "interpretation carries numbers" in problems[0]
+
+
+def test_generated_blocks_are_rendered_and_checked_for_staleness(site):
+    stale = "<!-- gen:claims:t:begin -->\n| old |\n<!-- gen:claims:t:end -->\n"
+    problems = check(site, stale)
+    assert len(problems) == 1 and "stale" in problems[0]
+    fresh = rp.render_page(stale, site)
+    assert check(site, fresh) == []
+    assert "| 1 | A | supported | not supported |" in fresh
+    (site / "seeds.md").write_text("| seed | 1 |\n")
+    inc = rp.render_page("<!-- gen:include:seeds.md:begin -->\n<!-- gen:include:seeds.md:end -->\n", site)
+    assert "| seed | 1 |" in inc and check(site, inc) == []
+
+
+def test_headline_says_what_is_supported_not_supported_and_undecided():
+    h = rp.headline(_summary())
+    assert "supports claim 1 as stated;" in h
+    assert "does not support claims 1 and 2 beyond the null;" in h
+    assert "leaves claim 2 as stated inconclusive" in h and "pending" in h
+    for word in ("True", "None", "nan"):
+        assert word not in h
+
+
+@pytest.mark.parametrize("sentence, check_marker", [
+    # the earlier page's errors, each against the published paper summary
+    ("the induced mean |R| falls at every later checkpoint",
+     "paper:checkpoints/iteration>=10/waves/blocks.5.hook_resid_post/induced/mean_abs_corr decreasing"),
+    ("from iteration 100 to 2000 a misspelling is followed by another less often than chance (p <= 0.004)",
+     "paper:checkpoints/iteration=100..2000/spelling/cascade/p_value all <= 0.004"),
+    ("the space channels' rhythm similarity is not higher at the last block than at the input",
+     "paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity <= @paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity_input"),
+])
+def test_the_earlier_pages_errors_are_caught(sentence, check_marker):
+    problems = [p for p in rp.check_page(f"{sentence}. <!--wording--><!--check {check_marker}-->\n", DOCS)
+                if "has no reference" not in p]
+    assert len(problems) == 1 and "is false" in problems[0], problems
+
+
+def test_earlier_quotes_are_caught():
+    # 0.126 is the excess, not the induced mean |R| (0.1315); "0.03" is not the evoked share range
+    text = ("0.126<!--=paper:checkpoints/-1/waves/blocks.5.hook_resid_post/induced/mean_abs_corr--> and "
+            "0.03<!--=quick:checkpoints/iteration>200/waves/blocks.3.hook_resid_post/evoked_share|min-->.\n")
+    assert len(rp.check_page(text, DOCS)) == 2
+
+
+def test_cli_check_reports_in_one_line(tmp_path, site, capsys):
+    page = site / "page.md"
+    page.write_text("x ends at 0.126 after training.\n")
+    assert rp.main(["--page", str(page), "--check"]) != 0
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("gptwaves: error: 1 problem(s)")
+    assert rp.main(["--page", str(tmp_path / "missing.md")]) != 0
+    assert "gptwaves: error:" in capsys.readouterr().err
+    page.write_text("<!-- gen:claims:t:begin -->\n<!-- gen:claims:t:end -->\n")
+    assert rp.main(["--page", str(page)]) == 0
+    assert "| 2 | B | inconclusive | not supported |" in page.read_text()
