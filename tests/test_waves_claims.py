@@ -6,6 +6,7 @@ Sizes are small (16 samples x 200 steps x 32 channels) to keep the file fast.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -81,6 +82,7 @@ def check_structure(claims):
     for c in claims:
         for part in ("as_stated", "beyond_null"):
             assert c[part]["verdict"] in K.VERDICTS and c[part]["text"]
+            assert not re.search(r"\b(None|True|False|nan|inf)\b", c[part]["text"]), c[part]["text"]
     json.dumps(claims, allow_nan=False)
 
 

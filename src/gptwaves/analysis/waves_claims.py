@@ -89,6 +89,10 @@ def _f(v, nd=3):
     return "n/a" if v is None else f"{v:.{nd}g}"
 
 
+def _n(v):
+    return "n/a" if v is None else str(v)
+
+
 def _ci(c):
     return "[n/a]" if not c or c[0] is None or c[1] is None else f"[{_f(c[0])}, {_f(c[1])}]"
 
@@ -364,8 +368,8 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
     text1 = (f"Out-of-fold R^2 of a linear probe for \"the next character is a space\" at {focus_tap}: "
              + _c.trend_text("probe R^2", t_r2) + f" Change from the first to the last checkpoint "
              f"{_f(change['difference'])} {_ci(change['ci'])} (equivalence margin {margin:g}). "
-             f"As description only: channels labelled space or next:space {nlab[0] if nlab else 'n/a'} -> "
-             f"{nlab[-1] if nlab else 'n/a'}.")
+             f"As description only: channels labelled space or next:space {_n(nlab[0] if nlab else None)} -> "
+             f"{_n(nlab[-1] if nlab else None)}.")
     as_stated = {"verdict": v1, "text": text1,
                  "numbers": {"tap": focus_tap, "iterations": its, "probe_r2": r2, "trend_probe_r2": _slim(t_r2),
                              "change_first_to_last": change, "rhythm_similarity": rhythm,
@@ -396,10 +400,10 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
              f"difference {_f(vs_input['difference'])} {_ci(vs_input['ci'])} (99%: {_ci(vs_input['ci99'])}; above the "
              f"input floor: {_word(st_in)}; "
              f"equivalence margin {margin:g}); 95th percentile of the AR(1) red-noise null distribution "
-             f"({last.get('n_null', 0)} replicates) {_f(q95)} (exceeded: {_word(st_null)}). Word-rhythm similarity of "
+             f"({_n(last.get('n_null'))} replicates) {_f(q95)} (exceeded: {_word(st_null)}). Word-rhythm similarity of "
              f"the probe's projection {_f(last.get('rhythm_similarity'), 2)} (red-noise 95th percentile "
-             f"{_f(last.get('null_rhythm_q95'), 2)}). As description only: {ft.get('n_space_labelled', 'n/a')} "
-             f"channels labelled space or next:space at {focus_tap}, {it.get('n_space_labelled', 'n/a')} at "
+             f"{_f(last.get('null_rhythm_q95'), 2)}). As description only: {_n(ft.get('n_space_labelled'))} "
+             f"channels labelled space or next:space at {focus_tap}, {_n(it.get('n_space_labelled'))} at "
              f"{input_tap}.")
     beyond = {"verdict": v2, "text": text2,
               "numbers": {"tap": focus_tap, "input_tap": input_tap, "iteration": lastc.get("iteration"),
