@@ -40,7 +40,8 @@ def _summary(**over) -> dict:
         {"iteration": 20, "x": 0.1315, "ok": True, "v": "Poissonian", "p": 0.076}],
         "tiny": 2.036e-144, "big": 465472, "settings": {"train": {"seed": 1337}},
         "findings": {"claims": [
-            {"id": 1, "claim": "A", "as_stated": {"verdict": "supported"}, "beyond_null": {"verdict": "not supported"}},
+            {"id": 1, "claim": "A", "as_stated": {"verdict": "supported"},
+             "beyond_null": {"verdict": "not supported"}},
             {"id": 2, "claim": "B", "as_stated": {"verdict": "inconclusive"}, "beyond_null": {"verdict": "not supported"}},
         ]}}
     s.update(over)
@@ -83,7 +84,9 @@ def test_a_number_without_a_reference_is_an_error_but_conventions_are_not(site):
 
 
 def test_quantified_statements_need_a_true_check(site):
-    assert any("'every' without" in p for p in check(site, "x falls at every later checkpoint.\n"))
+    assert any("quantifier" in p for p in check(site, "x falls at every later checkpoint.\n"))
+    two = "x is significant at every checkpoint and all are small. <!--check t:checkpoints/*/ok all == true-->\n"
+    assert any("2 quantifier(s)" in p for p in check(site, two))
     assert check(site, "Every number here is quoted. <!--wording-->\n") == []
     assert check(site, "x is significant at every checkpoint. <!--check t:checkpoints/*/ok all == true-->\n") == []
     false = {
@@ -112,6 +115,14 @@ def test_generated_blocks_are_rendered_and_checked_for_staleness(site):
     fresh = rp.render_page(stale, site)
     assert check(site, fresh) == []
     assert "| 1 | A | supported | not supported |" in fresh
+    other = _summary(preset="u")
+    other["findings"]["claims"][1]["beyond_null"]["verdict"] = "supported"
+    (site / "results" / "u").mkdir()
+    (site / "results" / "u" / "summary.json").write_text(json.dumps(other))
+    diff = rp.render_page("<!-- gen:diff:t,u:begin -->\n<!-- gen:diff:t,u:end -->\n", site)
+    assert ("differ from the `t` run's in claim 2 beyond the null (not supported in `t`, supported in `u`), "
+            "and in no other.") in diff and check(site, diff) == []
+    assert "the same verdicts" in rp.render_page("<!-- gen:diff:t,t:begin -->\n<!-- gen:diff:t,t:end -->\n", site)
     (site / "seeds.md").write_text("| seed | 1 |\n")
     inc = rp.render_page("<!-- gen:include:seeds.md:begin -->\n<!-- gen:include:seeds.md:end -->\n", site)
     assert "| seed | 1 |" in inc and check(site, inc) == []
@@ -133,7 +144,8 @@ def test_headline_says_what_is_supported_not_supported_and_undecided():
     ("from iteration 100 to 2000 a misspelling is followed by another less often than chance (p <= 0.004)",
      "paper:checkpoints/iteration=100..2000/spelling/cascade/p_value all <= 0.004"),
     ("the space channels' rhythm similarity is not higher at the last block than at the input",
-     "paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity <= @paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity_input"),
+     "paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity "
+     "<= @paper:findings/claims/id=4/beyond_null/numbers/max_space_similarity_input"),
 ])
 def test_the_earlier_pages_errors_are_caught(sentence, check_marker):
     problems = [p for p in rp.check_page(f"{sentence}. <!--wording--><!--check {check_marker}-->\n", DOCS)
@@ -159,3 +171,42 @@ def test_cli_check_reports_in_one_line(tmp_path, site, capsys):
     page.write_text("<!-- gen:claims:t:begin -->\n<!-- gen:claims:t:end -->\n")
     assert rp.main(["--page", str(page)]) == 0
     assert "| 2 | B | inconclusive | not supported |" in page.read_text()
+
+
+def test_cli_renders_the_readme_block_from_the_summary_it_names(tmp_path, capsys):
+    from gptwaves import publish
+
+    (tmp_path / "docs" / "results" / "t").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "t" / "summary.json").write_text(json.dumps(_summary()))
+    page = tmp_path / "docs" / "results.md"
+    page.write_text("Nothing quoted.\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{publish.BEGIN}\nfrom docs/results/t/summary.json, old\n{publish.END}\n\nrest\n")
+    assert rp.main(["--page", str(page), "--readme", str(readme), "--check"]) != 0
+    assert "is stale" in capsys.readouterr().err
+    assert rp.main(["--page", str(page), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert rp.headline(_summary()) in text and text.endswith("\n\nrest\n")
+    assert rp.main(["--page", str(page), "--readme", str(readme), "--check"]) == 0
+    page.write_text("<!-- gen:include:missing.md:begin -->\n<!-- gen:include:missing.md:end -->\n")
+    assert rp.main(["--page", str(page)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gptwaves: error:")
+
+
+def test_the_seed_table_agrees_with_the_published_summary_of_its_seed():
+    """The published `quick` run is one of the seed table's columns: its verdicts, crossing and final
+    validation loss there are those of docs/results/quick/summary.json."""
+    table = DOCS / "results" / "quick-seeds.md"
+    if not table.is_file():
+        pytest.skip("no seed table published")
+    s = json.loads((DOCS / "results" / "quick" / "summary.json").read_text())
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.read_text().splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    col = rows[0].index(f"seed {s['settings']['train']['seed']}")
+    cells = {r[0]: r[col] for r in rows[1:]}
+    for c in s["findings"]["claims"]:
+        for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
+            assert cells[f"{c['id']}. {c['claim']} ({label})"] == c[key]["verdict"]
+    assert rp._rounds_to(cells["crossing iteration of F_correct"], s["findings"]["crossing"]["iteration"])
+    assert rp._rounds_to(cells["final val loss"], s["checkpoints"][-1]["val_loss"])

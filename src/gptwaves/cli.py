@@ -387,9 +387,14 @@ def report(run, no_summary):
                    "significant at alpha 0.05).")
 @click.option("--waves-boot", type=int, default=None, help="Bootstrap resamples of the coherence excess CI "
                                                            "(default 200).")
+@click.option("--calibrate/--no-calibrate", default=None,
+              help="Run the calibration stage (size and power of the spelling rules; default: on for quick and "
+                   "paper, off for smoke and Hugging Face suites).")
+@click.option("--calibrate-coherence", type=int, default=None,
+              help="Also calibrate the coherence rules with this many replicates per scenario (costly).")
 def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, record_steps, spelling_samples,
               spelling_length, seed, device, precision, quiet, hf_model, revisions, lexicon, taps, record_dtype,
-              surrogates, waves_boot):
+              surrogates, waves_boot, calibrate, calibrate_coherence):
     """Corpus -> training -> recordings -> waves -> spelling -> summary -> report, resumable."""
     from .reproduce import ANALYSIS_PRESETS, HF_ANALYSIS, AnalysisSettings
     from .reproduce import reproduce as run_reproduce
@@ -402,7 +407,19 @@ def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, r
         lexicon=None if lexicon is None else str(lexicon)).items() if v is not None})
     an = dataclasses.replace(an, waves=dataclasses.replace(an.waves, **{k: v for k, v in dict(
         n_surrogates=surrogates, n_boot=waves_boot).items() if v is not None}))
+    if calibrate is False:
+        an = dataclasses.replace(an, calibration=None)
+    elif calibrate or calibrate_coherence:
+        from .stages.calibration import CalibrationSettings
+
+        cal = an.calibration or CalibrationSettings(groups=("spelling",))
+        if calibrate_coherence:
+            cal = cal.replace(groups=("spelling", "coherence"), coherence_replicates=calibrate_coherence)
+        an = dataclasses.replace(an, calibration=cal)
     if hf_model:
+        if an.calibration is not None:
+            raise GptwavesError("--calibrate applies to gptwaves runs; run `gptwaves calibrate --run DIR` "
+                                "after a Hugging Face suite")
         from .hf import safe_name
         from .reproduce import reproduce_hf
 
@@ -529,8 +546,39 @@ def sweep(preset_name, vary, out, corpus, member, collect_only, jobs, schedule, 
     click.echo(f"{entry['curves'][entry['headline_curve']]}: {v['verdict']} ({v['reason']})")
 
 
+
+@cli.command()
+@run_option
+@corpus_option
+@click.option("--replicates", type=int, default=None,
+              help="Synthetic runs per spelling scenario (default 100).")
+@click.option("--coherence-replicates", type=int, default=None,
+              help="Synthetic runs per coherence scenario (default 40; 0 skips the coherence rules).")
+@click.option("--engine", type=click.Choice(["fast", "exact"]), default=None,
+              help="Spelling: permutation nulls shared across replicates (fast, default) or per replicate (exact).")
+@click.option("--only", type=click.Choice(["spelling", "coherence"]), default=None,
+              help="Calibrate one group of rules only.")
+@click.option("--seed", type=int, default=None, help="Seed of the synthetic runs (default 0).")
+@click.option("--quiet", is_flag=True)
+def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed, quiet):
+    """Size and power of every verdict rule, simulated at this run's own sizes (DIR/calibration/)."""
+    from .stages.calibration import CalibrationSettings, calibrate_run
+
+    kw = {k: v for k, v in (("replicates", replicates), ("coherence_replicates", coherence_replicates),
+                            ("engine", engine), ("seed", seed)) if v is not None}
+    if only:
+        kw["groups"] = (only,)
+    res = calibrate_run(run, CalibrationSettings(**kw), corpus=corpus, progress=not quiet)
+    for cid in sorted(res["claims"], key=int):
+        e = res["claims"][cid]
+        for lv, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
+            click.echo(f"- claim {cid}, {label}: {e[lv]['text']}")
+    click.echo(f"results: {Path(run) / 'calibration' / 'calibration.json'} ({res['seconds']:.0f} s)")
+
+
 @cli.command("bench")
-@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep"]),
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep",
+                                                  "calibrate"]),
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -542,7 +590,7 @@ def sweep(preset_name, vary, out, corpus, member, collect_only, jobs, schedule, 
 def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes: bool, run_dir: Path | None) -> None:
     """Performance figures as ratios against baselines measured in the same run.
 
-    WHICH: all (default), train, record, waves, spelling, e2e, hf or budget (needs --run). Progress goes to stderr, the
+    WHICH: all (default), train, record, waves, spelling, e2e, hf, budget (needs --run) or calibrate. Progress goes to stderr, the
     table to stdout. Full sizes take long on a small CPU (see bench/README.md); use --quick to try.
     """
     from . import bench as gb

@@ -74,9 +74,12 @@ def claims_markdown(s: dict, *, with_text: bool = True) -> str:
     if with_text:
         out.append("")
         for c in _claims(s):
+            cal = (((s.get("calibration") or {}).get("claims") or {}).get(str(c["id"])) or {})
+            extra = {k: f" *Calibration:* {cal[k]['text']}" if (cal.get(k) or {}).get("text") else ""
+                     for k in ("as_stated", "beyond_null")}
             out.append(f"**{c['id']}. {c['claim']}.** *As stated ({c['as_stated']['verdict']}):* "
-                       f"{c['as_stated']['text']} *Beyond the null ({c['beyond_null']['verdict']}):* "
-                       f"{c['beyond_null']['text']}")
+                       f"{c['as_stated']['text']}{extra['as_stated']} *Beyond the null ({c['beyond_null']['verdict']}):* "
+                       f"{c['beyond_null']['text']}{extra['beyond_null']}")
             out.append("")
     cr = (s.get("findings") or {}).get("crossing") or {}
     if not with_text:

@@ -19,6 +19,7 @@ from .corpus import Corpus
 from .errors import GptwavesError
 from .io import RunLock, atomic_write_json, check_run_dir, read_json
 from .sample import SamplingConfig
+from .stages.calibration import CalibrationSettings
 from .stages.common import ModelSource
 from .stages.recordings import RecordSettings
 from .stages.spelling import SpellingSettings
@@ -39,6 +40,8 @@ class AnalysisSettings:
     record_dtype: str = "float32"  # storage of the waves (float16 halves the files)
     lexicon: str | None = None  # default: the training split (Hugging Face models: gptwaves.lexicon)
     waves: WavesSettings = field(default_factory=WavesSettings)  # coherence analysis and its null models
+    # size and power of the verdict rules (`gptwaves calibrate`); None: not run (docs/method.md, Calibration)
+    calibration: CalibrationSettings | None = None
 
     def __post_init__(self) -> None:
         for name in ("record_samples", "spelling_samples"):
@@ -67,12 +70,16 @@ class AnalysisSettings:
 
 ANALYSIS_PRESETS = {
     "smoke": AnalysisSettings(record_samples=16, record_steps=96, spelling_samples=300, repeat_seeds=2),
-    "quick": AnalysisSettings(record_samples=64, record_steps=256, spelling_samples=1000),
-    "paper": AnalysisSettings(record_samples=64, record_steps=500, spelling_samples=1000),
+    # calibration on by default where verdicts are read (spelling rules: minutes against a 10-minute / 2-hour
+    # run); the coherence rules cost about a minute per replicate at paper sizes: opt-in
+    "quick": AnalysisSettings(record_samples=64, record_steps=256, spelling_samples=1000,
+                              calibration=CalibrationSettings(groups=("spelling",))),
+    "paper": AnalysisSettings(record_samples=64, record_steps=500, spelling_samples=1000,
+                              calibration=CalibrationSettings(groups=("spelling",))),
     "shakespeare-char": AnalysisSettings(record_samples=64, record_steps=512, spelling_samples=1000),
 }
 
-STAGES = ("train", "record", "waves", "spelling", "summary", "report")
+STAGES = ("train", "record", "waves", "spelling", "calibrate", "summary", "report")
 
 
 @dataclass
@@ -110,8 +117,10 @@ def _fmt_s(s: float) -> str:
 # rough share of wall time per stage on a CPU, used only for the time-left estimate
 STAGE_WEIGHTS = {
     "smoke": {"train": 0.2, "record": 0.1, "waves": 0.3, "spelling": 0.15, "summary": 0.01, "report": 0.1},
-    "quick": {"train": 0.6, "record": 0.1, "waves": 0.1, "spelling": 0.15, "summary": 0.01, "report": 0.04},
-    "paper": {"train": 0.9, "record": 0.03, "waves": 0.02, "spelling": 0.04, "summary": 0.0, "report": 0.01},
+    "quick": {"train": 0.6, "record": 0.1, "waves": 0.1, "spelling": 0.15, "calibrate": 0.2, "summary": 0.01,
+              "report": 0.04},
+    "paper": {"train": 0.9, "record": 0.03, "waves": 0.02, "spelling": 0.04, "calibrate": 0.03, "summary": 0.0,
+              "report": 0.01},
 }
 
 
@@ -142,7 +151,8 @@ def reproduce(
     an = analysis or ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
     rec, spl, wav = an.record_settings(), an.spelling_settings(), an.waves
     run_dir = check_run_dir(out)
-    clock = StageClock(STAGE_WEIGHTS.get(preset_name, STAGE_WEIGHTS["paper"]), quiet=not progress)
+    clock = StageClock(STAGE_WEIGHTS.get(preset_name, STAGE_WEIGHTS["paper"]), quiet=not progress,
+                       stages=STAGES if an.calibration else tuple(s for s in STAGES if s != "calibrate"))
     c = Corpus.load(corpus)
     source = ModelSource(corpus=c.path, device=device)
     with RunLock(run_dir):
@@ -170,6 +180,14 @@ def reproduce(
         spelling_run(run_dir, "all", spl, source, progress=progress)
         clock.stop("spelling", t)
         note()
+
+        if an.calibration is not None:
+            from .stages.calibration import calibrate_run
+
+            t = clock.start("calibrate")
+            calibrate_run(run_dir, an.calibration, corpus=c.path, progress=progress)
+            clock.stop("calibrate", t)
+            note()
 
         return _summary_and_report(run_dir, clock, note)
 

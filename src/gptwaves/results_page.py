@@ -2,6 +2,9 @@
 
     python -m gptwaves.results_page [--page docs/results.md] [--readme README.md] [--check]
 
+``--readme`` also renders the README's results block from the published summary it names (the
+same block ``python -m gptwaves.publish run --readme`` writes, with its headline sentence).
+
 The page is prose written by people around numbers that are never typed without a reference to the
 published file they come from. Three kinds of markers make that checkable:
 
@@ -9,7 +12,8 @@ published file they come from. Three kinds of markers make that checkable:
   rendered from ``results/SOURCE/summary.json`` (relative to the page) by this module: ``claims``
   (the verdict table), ``setup`` (model and analysis sizes), ``times`` (the stage times, the
   machine and the versions the summary records), ``headline`` (one sentence on what the verdicts
-  mean); ``gen:include:FILE`` copies a published Markdown file (e.g. the seed table).
+  mean); ``gen:diff:A,B`` lists the verdicts that differ between two runs; ``gen:include:FILE``
+  copies a published Markdown file (e.g. the seed table).
 * **Quoted numbers** carry the field they quote: ``0.126<!--=paper:PATH-->``. PATH walks the JSON
   with ``/``: a key, a list index (``-1`` is the last), ``key=value`` (the element of a list of
   objects whose field has that value, e.g. ``iteration=300`` or ``id=1``), ``key>=value`` /
@@ -18,11 +22,13 @@ published file they come from. Three kinds of markers make that checkable:
   ``hours`` to the result. The quoted number must be the field's value rounded to the digits
   shown (``0.126`` matches 0.12633; ``2e-144`` matches 2.036e-144). ``NAME/...`` uses a path
   declared once on the page with ``<!-- alias NAME = SOURCE:PATH -->``.
-* **Checked words**: a paragraph that says "every", "all", "each", "steadily", "monotone",
-  "always", "never", "none" or "no checkpoint" must carry ``<!--check SOURCE:PATH PREDICATE-->``
+* **Checked words**: each "every", "all", "each", "steadily", "monotone", "always", "never",
+  "none", "no checkpoint", "throughout" or "consistently" of a paragraph needs a
+  ``<!--check SOURCE:PATH PREDICATE-->`` in that paragraph
   (``all == X``, ``all != X``, ``all < X`` ..., ``none == X``, ``increasing``, ``decreasing``,
-  ``not-monotone``, the values of a multi-element PATH), or ``<!--wording-->`` where the word is
-  not a statement about the data (e.g. "every number on this page").
+  ``not-monotone`` on the values of a multi-element PATH; ``== X`` ... on a single value; a
+  right-hand side ``@REF`` compares element by element), or a ``<!--wording-->`` where the word
+  is not a statement about the data (e.g. "every number on this page").
 
 Every other number outside code, links, markers and generated blocks is an error, except a few
 conventions (dates, claim and item numbers, "95% bootstrap CI", "log(1 + iteration)"). A paragraph
@@ -44,7 +50,7 @@ from pathlib import Path
 from .errors import GptwavesError
 from .io import atomic_write_text, read_json
 
-__all__ = ["check_page", "render_page", "resolve", "headline", "render_block", "main"]
+__all__ = ["check_page", "render_page", "resolve", "headline", "render_block", "readme_refresh", "main"]
 
 GEN_RE = re.compile(r"<!-- gen:(?P<spec>[^ ]+?):begin -->\n(?P<body>.*?)<!-- gen:(?P=spec):end -->", re.S)
 QUOTE_RE = re.compile(r"(?P<num>[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?)<!--=(?P<ref>[^\n]*?)-->")
@@ -52,10 +58,12 @@ CHECK_RE = re.compile(r"<!--check (?P<body>[^\n]*?)-->")
 ALIAS_RE = re.compile(r"<!-- alias (?P<name>\w+) = (?P<ref>[^ ]+) -->")
 COMMENT_RE = re.compile(r"<!--.*?-->", re.S)
 NUMBER_RE = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])")
-QUANTIFIER_RE = re.compile(r"\b(every|all|each|steadily|monoton\w*|always|never|none|no checkpoint)\b", re.I)
+QUANTIFIER_RE = re.compile(r"\b(every|all|each|steadily|monoton\w*|always|never|none|no checkpoint|throughout"
+                           r"|consistently)\b", re.I)
 #: numbers that are conventions of the text, not results
 EXEMPT_RE = re.compile(r"\d{4}-\d{2}-\d{2}|\bclaims? \d(?:(?:, | and | or )\d)*|\bitems? \d(?:(?:-|, | and )\d)*"
-                       r"|95%\s+(?:bootstrap\s+)?CI|log\(1 \+ iteration\)|\bAR\(1\)|\b(?:crosses|through) 1\b")
+                       r"|95%\s+(?:bootstrap\s+)?CI|log\(1 \+ iteration\)|\bAR\(1\)"
+                       r"|\b(?:crosses|through|towards)\s+1\b")
 FUNCS = {"min": min, "max": max, "count": len, "sum": sum, "abs": abs,
          "minutes": lambda v: v / 60, "hours": lambda v: v / 3600}
 
@@ -201,7 +209,7 @@ def _claims(s: dict) -> list[dict]:
 
 def headline(s: dict) -> str:
     """One sentence on what a summary's verdicts mean: what is supported, what is not, and what
-    the run cannot decide (docs/method.md, "Verdicts")."""
+    the run cannot decide (docs/method.md, "Findings")."""
     groups: dict[str, list[str]] = {}
     for c in _claims(s):
         for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
@@ -218,8 +226,24 @@ def headline(s: dict) -> str:
     n = len(s.get("checkpoints") or [])
     return (f"Under the rules as first published, the `{s.get('preset')}` run ({n} checkpoints) supports "
             f"{ids('supported')}; it does not support {ids('not supported')}; it leaves {ids('inconclusive')} "
-            f"inconclusive (neither shown nor ruled out at this size). The republication under the revised "
+            f"inconclusive (neither shown nor ruled out by these data). The republication under the revised "
             f"rules is pending.")
+
+
+def _diff(a: dict, b: dict) -> str:
+    """Which verdicts of run ``b`` differ from those of run ``a``."""
+    vb = {c["id"]: c for c in _claims(b)}
+    out = []
+    for c in _claims(a):
+        for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
+            other = (vb.get(c["id"]) or {}).get(key, {}).get("verdict", "not reported")
+            if other != c[key]["verdict"]:
+                out.append(f"claim {c['id']} {label} ({c[key]['verdict']} in `{a.get('preset')}`, {other} in "
+                           f"`{b.get('preset')}`)")
+    if not out:
+        return f"The `{b.get('preset')}` run has the same verdicts as the `{a.get('preset')}` run."
+    return (f"The `{b.get('preset')}` run's verdicts differ from the `{a.get('preset')}` run's in "
+            + "; ".join(out) + ", and in no other.")
 
 
 def _setup(s: dict) -> str:
@@ -260,6 +284,8 @@ def render_block(spec: str, page_dir: Path) -> str:
     kind, _, arg = spec.partition(":")
     if kind == "include":
         return (page_dir / arg).read_text(encoding="utf-8").rstrip("\n")
+    if kind == "diff":
+        return _diff(*[_load(page_dir, n) for n in arg.split(",", 1)])
     s = _load(page_dir, arg)
     if kind == "claims":
         out = ["| # | claim | as stated | beyond the null |", "|---|---|---|---|"]
@@ -292,14 +318,13 @@ def _prose(text: str) -> str:
     text = GEN_RE.sub("", text)
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     text = re.sub(r"`[^`\n]*`", "``", text)
-    text = re.sub(r"\]\([^)]*\)", "]()", text)
-    return re.sub(r"^#+ .*$", "", text, flags=re.M)  # headings name things, they state nothing
+    return re.sub(r"\]\([^)]*\)", "]()", text)
 
 
 def _paragraphs(text: str) -> list[str]:
     out, cur = [], []
     for line in text.splitlines():
-        if not line.strip() or re.match(r"\s*([-*] |\d+\. |\|)", line):
+        if not line.strip() or re.match(r"\s*([-*] |\d+\. |\||#)", line):
             if cur:
                 out.append("\n".join(cur))
             cur = [line] if line.strip() else []
@@ -316,8 +341,8 @@ def check_page(text: str, page_dir: Path) -> list[str]:
     page_dir = Path(page_dir)
     problems = []
     names = {m.split(":")[0] for m in re.findall(r"<!--(?:=|check )\s*(\w+):", text)}
-    names |= {m.split(":", 1)[1].split(":")[0] for m in re.findall(r"<!-- gen:(\w+:[^ ]+?):begin", text)
-              if not m.startswith("include:")}
+    names |= {n for m in re.findall(r"<!-- gen:(\w+:[^ ]+?):begin", text) if not m.startswith("include:")
+              for n in m.split(":", 1)[1].split(",")}
     names |= {a.split(":")[0] for a in ALIAS_RE.findall(text) for a in [a[1]]}
     sources = {}
     for n in sorted(names):
@@ -356,9 +381,11 @@ def check_page(text: str, page_dir: Path) -> list[str]:
             if not ok:
                 problems.append(f"check '{body.strip()}' is false")
         bare = COMMENT_RE.sub(" ", QUOTE_RE.sub(" ", para))
-        q = QUANTIFIER_RE.search(bare)
-        if q and not checks and "<!--wording-->" not in para:
-            problems.append(f"'{q[0]}' without a <!--check ...--> in: {_short(bare)}")
+        words = [] if bare.startswith("#") else QUANTIFIER_RE.findall(bare)  # a heading names, it states nothing
+        if len(words) > len(checks) + para.count("<!--wording-->"):
+            problems.append(f"{len(words)} quantifier(s) ({', '.join(words)}) but "
+                            f"{len(checks) + para.count('<!--wording-->')} <!--check ...--> or <!--wording--> "
+                            f"marker(s) in: {_short(bare)}")
         bare = EXEMPT_RE.sub(" ", bare)
         if re.match(r"\s*(?:[-*] )?\*Interpretation:\*", bare):
             nums = NUMBER_RE.findall(COMMENT_RE.sub(" ", EXEMPT_RE.sub(" ", para)))
@@ -370,6 +397,27 @@ def check_page(text: str, page_dir: Path) -> list[str]:
     return problems
 
 
+def readme_refresh(readme: Path) -> str:
+    """The README's text with its results block rendered anew from the published summary the block
+    names (``docs/results/NAME/summary.json``), as ``python -m gptwaves.publish run --readme`` would."""
+    from . import publish
+
+    readme = Path(readme)
+    if not readme.is_file():
+        raise GptwavesError(f"{readme} does not exist")
+    text = readme.read_text(encoding="utf-8")
+    if publish.BEGIN not in text or publish.END not in text:
+        raise GptwavesError(f"{readme} has no {publish.BEGIN} ... {publish.END} block")
+    a, b = text.index(publish.BEGIN), text.index(publish.END) + len(publish.END)
+    names = sorted(set(re.findall(r"docs/results/([\w.-]+)/summary\.json", text[a:b])))
+    if len(names) != 1:
+        raise GptwavesError(f"the results block of {readme} names {len(names)} published summaries, not one")
+    rel = f"docs/results/{names[0]}"
+    s = read_json(readme.parent / rel / "summary.json", "published summary", dict)
+    fig = "fano_reference_null.png" if (readme.parent / rel / "fano_reference_null.png").is_file() else None
+    return text[:a] + publish.readme_block(s, rel, fig) + text[b:]
+
+
 def _short(s: str, n: int = 90) -> str:
     s = " ".join(s.split())
     return s if len(s) <= n else s[:n] + "..."
@@ -378,6 +426,8 @@ def _short(s: str, n: int = 90) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gptwaves.results_page", description=__doc__.split("\n\n")[0])
     ap.add_argument("--page", default="docs/results.md", help="the results page (default: %(default)s)")
+    ap.add_argument("--readme", default=None, help="also render the results block of this README from the "
+                    "published summary it names")
     ap.add_argument("--check", action="store_true", help="only check; rewrite nothing")
     args = ap.parse_args(argv)
     page = Path(args.page)
@@ -392,6 +442,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(page)
             text = new
         problems = check_page(text, page.parent)
+        if args.readme:
+            fresh = readme_refresh(Path(args.readme))
+            if fresh != Path(args.readme).read_text(encoding="utf-8"):
+                if args.check:
+                    problems.append(f"the results block of {args.readme} is stale")
+                else:
+                    atomic_write_text(args.readme, fresh)
+                    print(args.readme)
         for p in problems:
             print(f"{page}: {p}", file=sys.stderr)
         if problems:
@@ -399,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     except GptwavesError as e:
         print(f"gptwaves: error: {e}", file=sys.stderr)
         return e.exit_code
+    except (OSError, KeyError, TypeError, ValueError) as e:  # a generated block that cannot be rendered
+        print(f"gptwaves: error: {page}: {type(e).__name__}: {e}", file=sys.stderr)
+        return GptwavesError.exit_code
     return 0
 
 

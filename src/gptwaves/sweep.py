@@ -125,7 +125,9 @@ class SweepSettings:
         return [(f"{self.vary}={v}", self.member_config(v)) for v in self.values]
 
     def analysis_settings(self) -> AnalysisSettings:
-        return self.analysis or ANALYSIS_PRESETS.get(self.preset, AnalysisSettings())
+        an = self.analysis or ANALYSIS_PRESETS.get(self.preset, AnalysisSettings())
+        # members are not calibrated: the family analysis reads no verdict (docs/method.md, Calibration)
+        return dataclasses.replace(an, calibration=None) if an.calibration is not None else an
 
     def identity(self) -> dict:
         """What must match for an existing sweep folder to be continued (as JSON would store it)."""

@@ -8,7 +8,8 @@ measured in the same run on the same machine.
 Benches (``which``): ``train``, ``record``, ``waves``, ``spelling``, ``e2e``, ``hf`` (Hugging Face
 recording against ``transformers``' generate; needs gptwaves[hf]), ``budget`` (a finished run's
 stage times against the matmul peak: ``run_dir=``), ``sweep`` (a sweep member against a plain
-``reproduce``), or ``all``. Each
+``reproduce``), ``calibrate`` (`gptwaves calibrate` at paper sizes against one checkpoint's
+analysis), or ``all``. Each
 bench module has a ``run(quick=False, corpus=None, **sizes)`` returning rows; see
 ``bench/README.md`` for what each figure means. A bench that fails gives one row with
 ``ok=False`` and the error in its notes; the others still run.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from .common import log, machine_info
 
-BENCHES = ("train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep")
+BENCHES = ("train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep", "calibrate")
 
 __all__ = ["BENCHES", "format_table", "machine_info", "run", "run_bench", "write_json"]
 

@@ -257,14 +257,17 @@ def _badge(v: str | None) -> str:
     return f'<span class="badge {_verdict_class(v)}">{esc(v or "?")}</span>'
 
 
-def _verdict_pair(c: dict) -> str:
-    """Both verdicts of a claim (summary format 2), or the single verdict of format 1."""
+def _verdict_pair(c: dict, cal: dict | None = None) -> str:
+    """Both verdicts of a claim (summary format 2), or the single verdict of format 1; with the
+    claim's calibration entry of summary.json (``cal``), each verdict's size and power under it."""
     if isinstance(c.get("as_stated"), dict):
         out = []
         for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
             part = c.get(key) if isinstance(c.get(key), dict) else {}
+            ctext = ((cal or {}).get(key) or {}).get("text") if isinstance(cal, dict) else None
+            calib = f'<span class="calibration">{esc(ctext)}</span>' if ctext else ""
             out.append(f'<div class="verdict-row"><span class="vlabel">{label}</span>{_badge(part.get("verdict"))}'
-                       f'<span class="evidence">{esc(part.get("text"))}</span></div>')
+                       f'<span class="evidence">{esc(part.get("text"))}{calib}</span></div>')
         return "".join(out)
     return f'<div class="verdict-row">{_badge(c.get("verdict"))}<span class="evidence">{esc(c.get("text"))}</span></div>'
 
@@ -288,7 +291,9 @@ def _findings_section(summary: dict | None, why: str | None) -> str:
             for c in claims:
                 if not isinstance(c, dict):
                     continue
-                h.append(f'<li><div class="claim">{esc(c.get("claim"))}</div>{_verdict_pair(c)}</li>')
+                cal = ((summary.get("calibration") or {}).get("claims") or {}).get(str(c.get("id"))) \
+                    if isinstance(summary.get("calibration"), dict) else None
+                h.append(f'<li><div class="claim">{esc(c.get("claim"))}</div>{_verdict_pair(c, cal)}</li>')
             h.append("</ul>")
         else:
             h.append(_not_computed("Claims", "no claims listed"))

@@ -164,7 +164,15 @@ def build_summary(run_dir: str | Path) -> dict:
         "checkpoints": cks,
         "repeatability": waves.get("repeatability"),
         "findings": findings,
+        "calibration": _calibration(run_dir),
     }
+
+
+def _calibration(run_dir: Path) -> dict | None:
+    """Size and power of each verdict rule at this run's sizes (`gptwaves calibrate`), or None."""
+    from .calibration import summary_entry
+
+    return summary_entry(run_dir)
 
 
 def write_summary(run_dir: str | Path) -> Path:
