@@ -214,3 +214,22 @@ def test_intervention_of_an_older_version_is_recomputed(run, old, monkeypatch):
     fresh = _intervene(run)
     assert not fresh["reused"]
     assert fresh["comparisons"]["edited_vs_baseline"]["error_rate"]["p_permutation"] == true_p
+
+
+@pytest.mark.parametrize("stage,rel", [("spelling", "spelling/iter_0000020.json"),
+                                       ("waves", "waves/iter_0000020/summary.json")])
+def test_summary_refuses_results_of_an_older_analysis(run, stage, rel):
+    """A stage result left by an older version is never summarised: one line naming it and the
+    command that recomputes it."""
+    from gptwaves.errors import GptwavesError
+    from gptwaves.stages.summary import build_summary
+
+    _spelling(run) if stage == "spelling" else _waves(run)
+    build_summary(run)  # current: fine
+    _edit(run / rel, _as_old(None))
+    with pytest.raises(GptwavesError, match=rf"without a version.*re-run `gptwaves {stage} --run") as e:
+        build_summary(run)
+    assert "\n" not in str(e.value)
+    _edit(run / rel, _as_old(0))
+    with pytest.raises(GptwavesError, match=r"analysis version 0, the current is 1"):
+        build_summary(run)

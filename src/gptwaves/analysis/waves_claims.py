@@ -36,14 +36,15 @@ Claim 4, "space channels stand out", on the basis-free space probe (out-of-fold 
 probe for "the next character is a space", :mod:`gptwaves.analysis.probe`) at the focus tap:
 
 * as stated: it rises across training: the probe R^2 trend is "rising" (at least 5
-  checkpoints) and the change first -> last (CI) is above 0: supported; a falling trend, or a change below 0 or inside the margin:
-  not supported; otherwise inconclusive.
+  checkpoints) and the change first -> last (CI) is above 0: supported; a falling trend, or a
+  change below 0 or inside the margin: not supported; otherwise inconclusive.
 * beyond the null, at the last checkpoint: (a) the paired jackknife CI of focus minus
   ``hook_embed`` probe R^2 is above 0 (a 99% interval: at 95% a focus tap equal in law to the
-  input came out "supported" in about 1 of 40 runs, so the verdict flipped between seeds;
-  shown absent by two one-sided tests at 5% against the margin, or a 95% CI below 0) and (b) the focus R^2 exceeds the 95th percentile of its
-  AR(1) red-noise null distribution (shown absent when its whole CI lies at or below it).
-  The word-rhythm similarity of the probe's projection (with its own null percentile) and the
+  input came out "supported" in about 1 of 40 runs, so the verdict flipped between seeds; shown
+  absent by two one-sided tests at 5% against the margin, or a 95% CI below 0) and (b) the focus
+  R^2 exceeds the 95th percentile of its AR(1) red-noise null distribution (shown absent when its
+  whole CI lies at or below it). The word-rhythm similarity of the probe's projection (with its
+  own null percentile) and the
   per-channel labels are reported as description, not as evidence.
 """
 

@@ -663,7 +663,7 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
     Notes
     -----
     Bottom row: the induced values (evoked component removed) with the 95%
-    CI of the excess drawn around them (clipped to the quantity's range: [0, 1]
+    CI of the excess (delete-one-sample jackknife by default) drawn around them (clipped to the quantity's range: [0, 1]
     for mean |R| and lambda_max / C, [1, C] for PR), the gain-normalised induced
     values (dotted), the band from the
     sample-shuffle surrogate mean to its 95th percentile (5th for PR), and the

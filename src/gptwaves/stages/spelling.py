@@ -209,7 +209,8 @@ def across_checkpoints(out_dir: Path, selected: list[dict], settings: SpellingSe
     pool = {r["name"]: r for r in _on_disk(out_dir)}
     pool.update({r["name"]: r for r in selected})
     ref = selected[-1]["settings"] if selected else None
-    same = [r for r in pool.values() if ref is not None and _comparable(r["settings"], ref) and is_current(r, "spelling")]
+    same = [r for r in pool.values()
+            if ref is not None and _comparable(r["settings"], ref) and is_current(r, "spelling")]
     results = sorted(same, key=lambda r: (r["iteration"] is None, r["iteration"] or 0)) or selected
     table = write_spelling_table(out_dir / "spelling.csv", results)
     its = [r["iteration"] for r in results if r["iteration"] is not None]
@@ -218,8 +219,8 @@ def across_checkpoints(out_dir: Path, selected: list[dict], settings: SpellingSe
         counts = [r["stats"]["counts"]["correct"] for r in results if r["iteration"] is not None]
         crossing = sp.crossing(its, counts, alpha=settings.alpha, n_boot=settings.n_boot,
                                seed=settings.sampling.seed)
-        atomic_write_json(out_dir / "crossing.json", {"settings": ref, "crossing": crossing,
-                                                      "checkpoints": [r["name"] for r in results]})
+        atomic_write_json(out_dir / "crossing.json", stamp("spelling", {
+            "settings": ref, "crossing": crossing, "checkpoints": [r["name"] for r in results]}))
     figs = spelling_figures(out_dir / "figures", results, crossing) if figures and results else []
     return {"checkpoints": results, "crossing": crossing, "table": table, "figures": figs}
 

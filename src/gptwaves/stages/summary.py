@@ -19,7 +19,7 @@ from ..io import atomic_write_json, check_run_dir, read_json
 from . import checks
 from .checks import read_checked
 from ..names import is_main_name
-from ..versions import package_versions
+from ..versions import analysis_version, is_current, package_versions
 from .common import focus_tap
 
 __all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "spelling_entry",
@@ -52,6 +52,17 @@ def _read_obj(path: Path, what: str, validator=None, *args, stage: str | None = 
     return obj
 
 
+def _current(result: dict, stage: str, path: Path, rerun: str) -> dict:
+    """``result`` when the current analysis version of ``stage`` made it; a result of an older
+    analysis is never summarised (docs/method.md, Reuse of earlier results): one line instead."""
+    if not is_current(result, stage):
+        v = result.get("analysis_version")
+        made = "an analysis without a version" if v is None else f"analysis version {v}"
+        raise GptwavesError(f"{path} was computed by {made}, the current is {analysis_version(stage)}; "
+                            f"re-run `gptwaves {rerun}` (it recomputes it)")
+    return result
+
+
 def _by_iteration(results: list[dict]) -> list[dict]:
     return sorted(results, key=lambda r: (r.get("iteration") is None, r.get("iteration") or 0))
 
@@ -69,7 +80,7 @@ def read_stage_results(run_dir: Path) -> dict:
             r = _read_obj(d / "summary.json", "waves summary", checks.waves_summary, d.name,
                           stage=f"waves --run {run_dir}") if d.is_dir() else None
             if r is not None:
-                waves.append(r)
+                waves.append(_current(r, "waves", d / "summary.json", f"waves --run {run_dir}"))
     if sdir.is_dir():
         for p in sorted(sdir.glob("*.json")):
             if p.name.endswith(".samples.json") or p.name == "crossing.json":
@@ -77,7 +88,7 @@ def read_stage_results(run_dir: Path) -> dict:
             r = _read_obj(p, "spelling result", checks.spelling_result, p.name[: -len(".json")],
                           stage=f"spelling --run {run_dir}")
             if r is not None:
-                spelling.append(r)
+                spelling.append(_current(r, "spelling", p, f"spelling --run {run_dir}"))
     waves, spelling = _by_iteration(waves), _by_iteration(spelling)
     spelling = [r for r in spelling if is_main_name(str(r.get("name"))) or r.get("iteration") is None]
     crossing = None
@@ -85,7 +96,7 @@ def read_stage_results(run_dir: Path) -> dict:
         stored = _read_obj(sdir / "crossing.json", "spelling crossing", checks.crossing_file)
     except GptwavesError:
         stored = None  # a damaged crossing is computed again from the checkpoints below
-    if stored and stored.get("checkpoints") == [r.get("name") for r in spelling]:
+    if stored and is_current(stored, "spelling") and stored.get("checkpoints") == [r.get("name") for r in spelling]:
         crossing = stored.get("crossing")
     elif sum(r.get("iteration") is not None for r in spelling) >= 2:  # stages run on other subsets
         sett = spelling[-1].get("settings") or {}
