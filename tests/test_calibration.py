@@ -180,8 +180,8 @@ def test_fast_engine_matches_exact_engine():
             for mis in flags:
                 args = (ck["word_sample"], ck["word_start"], ck["word_len"], mis, ck["n_samples"], ck["length"])
                 ex = sp.analyze_words(*args, n_boot=0, n_perm=400, seed=0, windows=[])
-                fa = sp.analyze_words(*args, n_boot=0, n_perm=0, seed=0, windows=[])
-                shared[i].patch(fa, ck, mis, 0.05)
+                with shared[i].injected():
+                    fa = sp.analyze_words(*args, n_boot=0, n_perm=400, seed=0, windows=[])
                 pairs = [(ex["decomposition"][w]["p_value"], fa["decomposition"][w]["p_value"])
                          for w in ("correct", "misspelled")] + [(ex["cascade"]["p_value"], fa["cascade"]["p_value"])]
                 for a, b in pairs:
@@ -295,3 +295,38 @@ def test_calibrate_bench_tiny():
     for r in rows:
         assert r["value"] > 0 and r["unit"] == "s" and r["bench"] == "calibrate"
     assert rows[0]["baseline"] > 0 and rows[0]["ratio"] == pytest.approx(rows[0]["value"] / rows[0]["baseline"])
+
+
+def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_path, monkeypatch):
+    import contextlib
+
+    from gptwaves import runtime
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    settings = cs.CalibrationSettings(replicates=4, chunk=2, groups=("spelling",))
+
+    class StopAfter:
+        def __init__(self, n):
+            self.n = n
+
+        def __bool__(self):
+            self.n -= 1
+            return self.n < 0
+
+    @contextlib.contextmanager
+    def stop_after_three_chunks():
+        yield StopAfter(3)
+
+    monkeypatch.setattr(runtime, "graceful_stop", stop_after_three_chunks)
+    with pytest.raises(runtime.Interrupted):
+        cs.calibrate_run(run_dir, settings, progress=False)
+    files = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
+    assert [json.loads(p.read_text())["done"] for p in files] == [4, 2]  # two chunks, then one of the next
+    assert not (run_dir / "calibration" / "calibration.json").exists()
+    monkeypatch.undo()
+    resumed = cs.calibrate_run(run_dir, settings, progress=False)
+    fresh_dir = tmp_path / "fresh"
+    shutil.copytree(tiny_run, fresh_dir, ignore=shutil.ignore_patterns(".lock"))
+    fresh = cs.calibrate_run(fresh_dir, settings, progress=False)
+    assert resumed["claims"] == fresh["claims"]

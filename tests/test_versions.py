@@ -231,7 +231,5 @@ def test_summary_refuses_results_of_an_older_analysis(run, stage, rel):
         build_summary(run)
     assert "\n" not in str(e.value)
     _edit(run / rel, _as_old(0))
-    from gptwaves.versions import analysis_version
-
     with pytest.raises(GptwavesError, match=rf"analysis version 0, the current is {analysis_version(stage)}"):
         build_summary(run)

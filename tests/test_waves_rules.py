@@ -245,7 +245,7 @@ def test_claim1_rise_then_significant_fall_is_not_a_build_up():
     inputs = [independent(rng, S=16, T=64, C=8) for _ in loads]
     c1 = _claim1(focus, inputs, 0)
     b = c1["beyond_null"]
-    assert b["numbers"]["trend_excess"]["shape"] == "rise then fall"
+    assert b["numbers"]["fall_after_peak"]["peak_iteration"] == 100
     assert b["numbers"]["change_first_to_last"]["ci"][0] > 0  # the endpoints alone would say "build-up"
     assert b["numbers"]["parts"]["shape"] is False
     assert b["verdict"] == K.NOT_SUPPORTED, b["text"]

@@ -104,6 +104,13 @@ def _ci(c):
 MIN_TREND_N = 5
 
 
+def _above_words(above, what: str) -> str:
+    """``_above``'s answer in words (never True/None in a sentence)."""
+    if above is None:
+        return f"cannot be compared with {what} (a number is missing)"
+    return f"lies above {what}" if above else f"does not lie above {what}"
+
+
 def _up(t, alpha):
     return (t["rho"] is not None and t["p_value"] is not None and t["n"] >= MIN_TREND_N
             and t["rho"] > 0 and t["p_value"] < alpha)
@@ -227,7 +234,7 @@ def _beyond_coherence(checkpoints, focus_tap, input_tap, alpha, margin, variant=
     first, last = checkpoints[0], checkpoints[-1]
     s_last = _get(last, "taps", focus_tap, *variant, "surrogate", "mean_abs_corr") or {}
     s_first = _get(first, "taps", focus_tap, *variant, "surrogate", "mean_abs_corr") or {}
-    s_in = _get(last, "taps", input_tap, *variant, "surrogate", "mean_abs_corr") or {}
+    s_in = (_get(last, "taps", input_tap, *variant, "surrogate", "mean_abs_corr") or {}) if input_tap else {}
     if s_last.get("significant"):
         sig = True
     else:
@@ -240,11 +247,17 @@ def _beyond_coherence(checkpoints, focus_tap, input_tap, alpha, margin, variant=
     t_exc = _c.trend(its, exc, alpha)
     fall = None
     shape_ok: bool | None = True
-    if t_exc["shape"] == "rise then fall":
-        ip = next(i for i, v in enumerate(exc) if v is not None and v == t_exc["peak_value"])
-        fall = independent_difference(exc[ip], ses[ip], s_last.get("excess"), s_last.get("se"))
-        shape_ok = False if fall["ci"] and fall["ci"][0] > 0 else None
-    elif t_exc["shape"] == "falling" and t_exc["n"] >= MIN_TREND_N:
+    vals = [(i, v) for i, v in enumerate(exc) if v is not None]
+    if len(vals) >= 3:
+        ip, peak = max(vals, key=lambda iv: iv[1])
+        first_v, last_v = vals[0][1], vals[-1][1]
+        # a turn: the peak lies inside and the last checkpoint has given back at least TURN_FRACTION of
+        # the rise (the trend rule's own threshold; smaller dips are not a shape)
+        if vals[0][0] < ip < vals[-1][0] and peak > first_v and peak - last_v >= _c.TURN_FRACTION * (peak - first_v):
+            fall = independent_difference(peak, ses[ip], last_v, s_last.get("se"))
+            fall["peak_iteration"] = its[ip]
+            shape_ok = False if fall["ci"] and fall["ci"][0] > 0 else None
+    if t_exc["shape"] == "falling" and t_exc["n"] >= MIN_TREND_N:
         shape_ok = False
     parts = {"significant_last": sig, "above_first": _status(change["ci"], margin) if len(checkpoints) >= 2 else None,
              "above_input_floor": _status(vs_input["ci"], margin), "shape": shape_ok}
@@ -257,7 +270,7 @@ def _strip_loo(d):
     return None if not d else {k: v for k, v in d.items() if k != "loo"}
 
 
-def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str = "hook_embed",
+def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str | None = "hook_embed",
                     alpha: float = 0.05, margin: float = MARGIN_EXCESS) -> dict:
     """Claim 1 (coherence builds up), see the module docstring for the rules."""
     v1, its, mac, pr, t_mac, t_pr, turn = _as_stated_coherence(checkpoints, focus_tap, alpha)
@@ -295,12 +308,15 @@ def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: s
              f"{_f(_get(last, 'taps', focus_tap, 'surrogate', 'p_rank_bound'), 2)}) at iteration "
              f"{last.get('iteration')}, vs {_f(sf.get('excess'))} {_ci(sf.get('ci'))} at iteration "
              f"{first.get('iteration')}: change {_f(raw['change']['difference'])} {_ci(raw['change']['ci'])}; "
-             f"focus minus the input floor {input_tap} (paired jackknife): "
-             f"{_f(raw['vs_input']['difference'])} {_ci(raw['vs_input']['ci'])}. "
+             + (f"focus minus the input floor {input_tap} (paired jackknife): "
+                f"{_f(raw['vs_input']['difference'])} {_ci(raw['vs_input']['ci'])}. " if input_tap else
+                "no input floor (the model's embedding tap was not recorded). ")
+             + 
              + _c.trend_text("The excess", raw["trend_excess"]))
     if raw["fall_after_peak"] is not None:
         fa = raw["fall_after_peak"]
-        text2 += (f" Its fall from the peak to the last checkpoint is {_f(fa['difference'])} {_ci(fa['ci'])}"
+        text2 += (f" Its fall from the peak at iteration {fa['peak_iteration']} to the last checkpoint is "
+                  f"{_f(fa['difference'])} {_ci(fa['ci'])}"
                   + (", significant: a rise followed by a significant fall is not a build-up."
                      if p["shape"] is False else ", not significant."))
     elif p["shape"] is False:
@@ -345,7 +361,7 @@ def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: s
     return _c.claim(1, CLAIM1, as_stated, beyond)
 
 
-def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str = "hook_embed",
+def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str | None = "hook_embed",
                          alpha: float = 0.05, margin: float = MARGIN_PROBE) -> dict:
     """Claim 4 (space channels stand out, on the basis-free space probe), see the module docstring."""
     its, r2 = series(checkpoints, focus_tap, "probe", "r2")
@@ -378,7 +394,7 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
     if not checkpoints:
         return _c.claim(4, CLAIM4, as_stated, {"verdict": _c.INCONCLUSIVE, "text": "No checkpoints.", "numbers": {}})
     lastc = checkpoints[-1]
-    inp = _get(lastc, "taps", input_tap, "probe") or {}
+    inp = (_get(lastc, "taps", input_tap, "probe") or {}) if input_tap else {}
     vs_input = paired_difference(last.get("r2"), last.get("loo"), inp.get("r2"), inp.get("loo"))
     # 99% for "shown" (so that a same-law pair does not flip between seeds), TOST at 5% for "absent"
     st_in = _status_two_level(vs_input, margin)
@@ -395,17 +411,19 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
         st_null = None
     v2 = _combine([st_in, st_null])
     ft = _get(lastc, "taps", focus_tap) or {}
-    it = _get(lastc, "taps", input_tap) or {}
+    it = (_get(lastc, "taps", input_tap) or {}) if input_tap else {}
+    floor = input_tap or "the input floor (not recorded)"
     text2 = (f"At iteration {lastc.get('iteration')}: probe R^2 {_f(r2l)} {_ci(ci_l)} at {focus_tap} vs "
-             f"{_f(inp.get('r2'))} {_ci(inp.get('ci'))} at the input floor {input_tap}; paired jackknife "
-             f"difference {_f(vs_input['difference'])} {_ci(vs_input['ci'])} (99%: {_ci(vs_input['ci99'])}; above the "
-             f"input floor: {_word(st_in)}; "
-             f"equivalence margin {margin:g}); 95th percentile of the AR(1) red-noise null distribution "
+             + (f"{_f(inp.get('r2'))} {_ci(inp.get('ci'))} at the input floor {input_tap}; paired jackknife "
+                f"difference {_f(vs_input['difference'])} {_ci(vs_input['ci'])} (99%: {_ci(vs_input['ci99'])}; "
+                f"above the input floor: {_word(st_in)}; " if input_tap else
+                "no input floor (the model's embedding tap was not recorded), so above it: open (")
+             + f"equivalence margin {margin:g}); 95th percentile of the AR(1) red-noise null distribution "
              f"({_n(last.get('n_null'))} replicates) {_f(q95)} (exceeded: {_word(st_null)}). Word-rhythm similarity of "
              f"the probe's projection {_f(last.get('rhythm_similarity'), 2)} (red-noise 95th percentile "
              f"{_f(last.get('null_rhythm_q95'), 2)}). As description only: {_n(ft.get('n_space_labelled'))} "
              f"channels labelled space or next:space at {focus_tap}, {_n(it.get('n_space_labelled'))} at "
-             f"{input_tap}.")
+             f"{floor}.")
     beyond = {"verdict": v2, "text": text2,
               "numbers": {"tap": focus_tap, "input_tap": input_tap, "iteration": lastc.get("iteration"),
                           "probe": _strip_loo(last), "probe_input": _strip_loo(inp),
@@ -417,7 +435,7 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
     return _c.claim(4, CLAIM4, as_stated, beyond)
 
 
-def waves_claims(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str = "hook_embed",
+def waves_claims(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str | None = "hook_embed",
                  alpha: float = 0.05, margin_excess: float = MARGIN_EXCESS,
                  margin_probe: float = MARGIN_PROBE) -> list[dict]:
     """Claims 1 and 4 of DESIGN section 7 from per-checkpoint tap summaries.
@@ -428,8 +446,10 @@ def waves_claims(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str 
         ``{"iteration": int, "taps": {tap: tap_summary(...)}}``, sorted by iteration.
     focus_tap : str
         Tap the claims are judged at (normally the last ``blocks.{i}.hook_resid_post``).
-    input_tap : str, optional
-        The input floor of the same checkpoint (default ``hook_embed``).
+    input_tap : str or None, optional
+        The input floor of the same checkpoint: the model's embedding tap (default ``hook_embed``;
+        ``hidden.0`` for Hugging Face models; None when it was not recorded, which the texts say
+        and which leaves the beyond-the-null verdicts that need it inconclusive).
     alpha : float, optional
     margin_excess, margin_probe : float, optional
         Equivalence margins of mean |R| excess and probe R^2.

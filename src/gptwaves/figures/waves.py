@@ -644,7 +644,7 @@ def _arr(values) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
-def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *, input_tap: str = "hook_embed",
+def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *, input_tap: str | None = "hook_embed",
                           title=None) -> list[Path]:
     """Order parameters against iteration with their floors: raw (top) and induced (bottom).
 
@@ -657,7 +657,7 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
         The tap drawn (normally the focus tap).
     path_stem : str or Path
     input_tap : str, optional
-        The input floor, drawn dashed (default ``hook_embed``).
+        The input floor, drawn dashed (default ``hook_embed``; None: not recorded).
     title : str, optional
 
     Notes
@@ -671,6 +671,7 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
     surrogate band. The x axis is logarithmic in ``iteration + 1``.
     """
     it = _arr([c.get("iteration") for c in checkpoints]) + 1.0
+    floor_label = f"input floor {input_tap}" if input_tap else "no input floor recorded"
     with matplotlib.rc_context(_RC):
         fig = _new_figure((12, 6.6))
         axes = [[fig.add_subplot(2, 3, 3 * r + i + 1) for i in range(3)] for r in range(2)]
@@ -679,7 +680,7 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
             ax.plot(it, _arr([_get(c, "taps", tap, key) for c in checkpoints]), "o-", ms=3, lw=1.3, color="C0",
                     label=f"{tap} (raw)")
             ax.plot(it, _arr([_get(c, "taps", input_tap, key) for c in checkpoints]), "s--", ms=3, lw=1.0,
-                    color="0.4", label=f"input floor {input_tap}")
+                    color="0.4", label=floor_label)
             ax.set_title(f"raw {lab}")
             ax = axes[1][i]
             obs = _arr([_get(c, "taps", tap, "induced", key) for c in checkpoints])
@@ -706,7 +707,7 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
             if np.isfinite(gobs).any():
                 ax.plot(it, gobs, "^:", ms=3, lw=1.0, color="C2", label=f"{tap} (induced, gain-normalised)")
             ax.plot(it, _arr([_get(c, "taps", input_tap, "induced", key) for c in checkpoints]), "s--", ms=3,
-                    lw=1.0, color="0.4", label=f"input floor {input_tap}")
+                    lw=1.0, color="0.4", label=floor_label)
             ax.set_title(f"induced {lab}")
             for a in (axes[0][i], axes[1][i]):
                 a.set_xscale("log")

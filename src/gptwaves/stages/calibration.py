@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,42 +360,64 @@ def _rr_null_centre(word_sample, mis, n_samples: int) -> float:
     return float((mm / pm) / (cm / pc))
 
 
+def _call(fn, *args, **kw):
+    """``fn(*args, **kw)`` with only the keywords ``fn`` accepts (the spelling functions gained a
+    ``word_start`` keyword for position strata; the calibration works with either signature)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return fn(*args, **{k: v for k, v in kw.items() if k in params})
+
+
 class _SharedNulls:
     """Permutation nulls of one checkpoint, computed once from an independent-error replicate and
-    moved to each replicate by its closed-form centre (the fast engine; docs/method.md, Calibration)."""
+    moved to each replicate by its closed-form centre (the fast engine; docs/method.md, Calibration).
+
+    `injected` swaps them in for the spelling module's `stratified_null` and `cascade_null` while a
+    replicate is analysed, so that `analyze_words` itself turns them into p-values, medians, z and
+    verdicts exactly as the spelling stage does: only the permutation draws are shared.
+    """
 
     def __init__(self, ck: dict, tpl: dict, flags: np.ndarray):
         from ..analysis import spelling as sp
 
         s, st, wl, N, L = ck["word_sample"], ck["word_start"], ck["word_len"], ck["n_samples"], ck["length"]
-        null = sp.stratified_null(s, st, wl, flags, N, L, [], tpl["n_perm"], tpl["seed"], None)
-        ref = sp.independent_reference(s, wl, flags, N)
+        self.n_perm = int(tpl["n_perm"])
+        null = sp.stratified_null(s, st, wl, flags, N, L, [], self.n_perm, tpl["seed"], None)
+        ref = _call(sp.independent_reference, s, wl, flags, N, word_start=st)
         self.fano = {"correct": np.asarray(null["fano_correct"], float),
                      "misspelled": np.asarray(null["fano_misspelled"], float)}
         self.ref = {"correct": ref["fano_ref_correct"], "misspelled": ref["fano_ref_misspelled"]}
-        self.rr = np.asarray(sp.cascade_null(s, flags, N, tpl["n_perm"], tpl["seed"]), float)
+        self.rr = np.asarray(_call(sp.cascade_null, s, flags, N, self.n_perm, tpl["seed"], word_start=st), float)
         self.rr_centre = _rr_null_centre(s, flags, N)
 
-    def patch(self, stats: dict, ck: dict, mis: np.ndarray, alpha: float) -> None:
+    def stratified(self, word_sample, word_start, word_len, word_mis, n_samples, length, windows=(), *a, **kw):
         from ..analysis import spelling as sp
-        from ..jsonable import jsonable
 
-        dec = stats["decomposition"]
+        ref = _call(sp.independent_reference, word_sample, word_len, word_mis, n_samples, word_start=word_start)
+        out = {}
         for name in ("correct", "misspelled"):
-            d = dec[name]
-            fobs, fref = d.get("fano"), d.get("fano_ref")
-            if fobs is None or not fref or not self.ref[name] or not np.isfinite(self.ref[name]):
-                continue
-            null = self.fano[name] * (fref / self.ref[name])
-            new = sp._null_summary(float(fobs), null, float(fref), alpha, "clustered", "anti-clustered")
-            dec[name] = jsonable(new)
-        cas = stats["cascade"]
-        if cas.get("rr") is not None and cas.get("reason") in (None, "permutation null disabled (n_perm = 0)"):
-            c = _rr_null_centre(ck["word_sample"], mis, ck["n_samples"])
-            null = self.rr * (c / self.rr_centre) if np.isfinite(c) and self.rr_centre > 0 else self.rr
-            s = sp._null_summary(float(cas["rr"]), null, float("nan"), alpha, "cascade", "anti-cascade")
-            cas.update(jsonable({k: s[k] for k in ("null_median", "null_band", "p_value", "n_null", "verdict")}))
-            cas["reason"] = s["reason"]
+            r0, r = self.ref[name], ref[f"fano_ref_{name}"]
+            ok = r0 and r and np.isfinite(r0) and np.isfinite(r) and r0 > 0
+            out[f"fano_{name}"] = self.fano[name] * (r / r0) if ok else self.fano[name]
+        out["windows"] = {int(w): {"fano_correct": np.full(self.n_perm, np.nan),
+                                   "fano_misspelled": np.full(self.n_perm, np.nan)} for w in windows}
+        return out
+
+    def cascade(self, word_sample, word_mis, n_samples, *a, **kw):
+        c = _rr_null_centre(np.asarray(word_sample), np.asarray(word_mis, bool), int(n_samples))
+        return self.rr * (c / self.rr_centre) if np.isfinite(c) and self.rr_centre > 0 else self.rr
+
+    @contextmanager
+    def injected(self):
+        from ..analysis import spelling as sp
+
+        orig = sp.stratified_null, sp.cascade_null
+        sp.stratified_null, sp.cascade_null = self.stratified, self.cascade
+        try:
+            yield
+        finally:
+            sp.stratified_null, sp.cascade_null = orig
 
 
 def spelling_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings,
@@ -425,8 +447,9 @@ def spelling_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: Calibra
             mis = flags[i][r]
             args = (ck["word_sample"], ck["word_start"], ck["word_len"], mis, ck["n_samples"], ck["length"])
             if fast:
-                st = sp.analyze_words(*args, alpha=alpha, n_boot=0, n_perm=0, seed=tpl["seed"], windows=[])
-                shared[i].patch(st, ck, mis, alpha)
+                with shared[i].injected():
+                    st = sp.analyze_words(*args, alpha=alpha, n_boot=0, n_perm=tpl["n_perm"], seed=tpl["seed"],
+                                          windows=[])
             else:
                 st = sp.analyze_words(*args, alpha=alpha, n_boot=tpl["n_boot"], n_perm=tpl["n_perm"],
                                       seed=tpl["seed"], windows=[])

@@ -30,7 +30,7 @@ from ..record import recording_is_current
 from ..runtime import progress_bar
 from ..versions import reusable, stamp
 from .checks import waves_summary
-from .common import ModelSource, begin_stage, focus_tap, guarded, select_checkpoints
+from .common import ModelSource, begin_stage, focus_tap, guarded, input_floor, select_checkpoints
 from .recordings import RecordSettings, record_run
 
 __all__ = ["WavesSettings", "analyze_recording", "waves_run", "repeatability", "load_array"]
@@ -46,7 +46,7 @@ class WavesSettings:
     interval, see docs/method.md); ``min_events``: steps needed inside and outside a class for labels;
     ``probe_folds``, ``probe_max_steps``, ``probe_null``: the space probe's GroupKFold splits, training
     steps per sample and AR(1) red-noise replicates (the null is drawn at the focus tap and
-    ``hook_embed`` only, the taps the verdict compares; docs/method.md, "Findings").
+    the input floor only, the taps the verdict compares; docs/method.md, "Findings").
     """
 
     nlags: int = 64
@@ -101,7 +101,7 @@ def analyze_recording(path: Path, settings: WavesSettings = WavesSettings(),
             raise GptwavesError(f"recording {path} has no generated steps")
         res = {}
         all_taps = list(taps or rec.taps)
-        null_taps = {focus_tap(list(rec.taps)), "hook_embed"}
+        null_taps = {focus_tap(list(rec.taps)), input_floor(list(rec.taps))}
         for t in all_taps:
             x = rec.waves(t).astype(np.float32, copy=False)
             if not np.isfinite(x).all():
@@ -229,9 +229,9 @@ def _across_checkpoint_figures(out_dir: Path, results: list[dict]) -> list[Path]
     guarded(figs, wf.order_parameters_figure, its, per_tap, fig_dir / "order_parameters",
             title="Coherence order parameters across training")
     first, last = results[0], results[-1]
-    ft = last["focus_tap"]
+    ft = focus_tap(taps)
     guarded(figs, wf.coherence_null_figure, [{"iteration": i, "taps": r["taps"]} for i, r in zip(its, results)],
-            ft, fig_dir / "coherence_nulls", title=f"Coherence at {ft} against its floors")
+            ft, fig_dir / "coherence_nulls", input_tap=input_floor(taps), title=f"Coherence at {ft} against its floors")
     Ra = load_array(out_dir / first["name"] / "arrays.npz", ft, "R")
     Rb = load_array(out_dir / last["name"] / "arrays.npz", ft, "R")
     order = load_array(out_dir / last["name"] / "arrays.npz", ft, "cluster_order")
