@@ -155,3 +155,15 @@ def test_relative_to_input(growing):
     assert rel["hook_embed"]["mean_abs_corr_induced"] == 0
     assert relative_to_input({FOCUS: {}}) == {}
     json.dumps(rel, allow_nan=False)
+
+
+def test_no_input_floor_is_said_in_words_and_leaves_the_comparison_open():
+    cks = checkpoints([0, 0.2, 0.4, 0.7, 1.0, 1.5], [0, 0, 0.3, 0.6, 1.0, 1.5])
+    for c in cks:
+        c["taps"].pop("hook_embed")
+    claims = waves_claims(cks, FOCUS, None)
+    check_structure(claims)
+    for c in claims:
+        assert c["beyond_null"]["verdict"] != K.SUPPORTED, c["beyond_null"]["text"]
+        assert "no input floor" in c["beyond_null"]["text"]
+    assert by_id(claims)[1]["beyond_null"]["numbers"]["parts"]["above_input_floor"] is None

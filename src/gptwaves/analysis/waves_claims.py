@@ -311,7 +311,6 @@ def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: s
              + (f"focus minus the input floor {input_tap} (paired jackknife): "
                 f"{_f(raw['vs_input']['difference'])} {_ci(raw['vs_input']['ci'])}. " if input_tap else
                 "no input floor (the model's embedding tap was not recorded). ")
-             + 
              + _c.trend_text("The excess", raw["trend_excess"]))
     if raw["fall_after_peak"] is not None:
         fa = raw["fall_after_peak"]
