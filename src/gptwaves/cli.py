@@ -654,9 +654,11 @@ def sweep(preset_name, vary, out, corpus, member, collect_only, jobs, schedule, 
               help="Spelling: permutation nulls shared across replicates (fast, default) or per replicate (exact).")
 @click.option("--only", type=click.Choice(["spelling", "coherence"]), default=None,
               help="Calibrate one group of rules only.")
+@click.option("--scenario", "scenarios", multiple=True,
+              help="Only this scenario (repeatable; names in docs/method.md, Calibration), e.g. to bound the cost.")
 @click.option("--seed", type=int, default=None, help="Seed of the synthetic runs (default 0).")
 @click.option("--quiet", is_flag=True)
-def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed, quiet):
+def calibrate(run, corpus, replicates, coherence_replicates, engine, only, scenarios, seed, quiet):
     """Size and power of every verdict rule, simulated at this run's own sizes (DIR/calibration/)."""
     from .stages.calibration import CalibrationSettings, calibrate_run
 
@@ -664,6 +666,8 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed,
                             ("engine", engine), ("seed", seed)) if v is not None}
     if only:
         kw["groups"] = (only,)
+    if scenarios:
+        kw["scenarios"] = tuple(scenarios)
     res = calibrate_run(run, CalibrationSettings(**kw), corpus=corpus, progress=not quiet)
     for cid in sorted(res["claims"], key=int):
         e = res["claims"][cid]
