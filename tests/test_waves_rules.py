@@ -6,7 +6,10 @@ Null cases must not come out "supported" (size tests at the replicate counts of
 fails that with p = 0.0097, a size-0.15 rule passes with p = 0.0097); planted effects must be
 found. Sizes are small (S x T x C = 12 x 40 x 6 for the coherence rules, for the
 probe: 32 x 128 x 8) so that a replicate costs milliseconds; the counts measured with the fixed seeds here are
-stated beside each test, and were checked once with seed bases 1000 and 2000 (same margins).
+stated beside each test, and were checked once with seed base 1000: surrogate size 0 and 0 of 181,
+shared gain 0 of 181 after normalisation, claim 1 size 3 of 181, claim 4 size 3 of 181, claim 1
++0.02 found 20 of 20 (supported 18), claim 4 same law 9 of 10 "not supported"; the claim 4
+planted test also with seed base 2000 (see there).
 """
 
 import numpy as np
