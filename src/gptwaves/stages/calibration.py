@@ -162,20 +162,16 @@ LEVELS = ("as_stated", "beyond_null")
 
 
 def rules_fingerprint() -> str:
-    """sha256 (16 hex) of the source of every module a verdict depends on: a changed rule or
-    statistic invalidates stored replicates."""
-    from ..analysis import calibration, claims, spelling, spelling_claims, waves, waves_claims
-    from . import summary
+    """sha256 (16 hex) of what a verdict depends on: every module of `gptwaves.analysis` (statistics,
+    nulls, rules, synthetic truth) and the summary's verdict entry point; a change to any of them
+    invalidates stored replicates and marks an old calibration as such in summary.json."""
+    from .. import analysis
+    from .summary import findings_from
 
     h = hashlib.sha256()
-    for m in (claims, spelling, spelling_claims, waves, waves_claims, calibration, summary):
-        h.update(Path(m.__file__).read_bytes())
-    try:
-        from ..analysis import coherence_nulls
-
-        h.update(Path(coherence_nulls.__file__).read_bytes())
-    except ImportError:  # pragma: no cover
-        pass
+    for f in sorted(Path(analysis.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    h.update(inspect.getsource(findings_from).encode())
     return h.hexdigest()[:16]
 
 
