@@ -129,6 +129,8 @@ def _parse_log(spec: str) -> int | None:
     m = re.fullmatch(r"log(?::(\d+))?", spec.strip())
     if not m:
         return None
+    if m.group(1) and (len(m.group(1)) > 6 or int(m.group(1)) < 1):
+        raise GptwavesError(f"log:N needs N between 1 and 999999, not {m.group(1)[:20]}")
     return int(m.group(1)) if m.group(1) else LOG_DEFAULT_COUNT
 
 
@@ -164,8 +166,20 @@ def suite_revisions(model: str, revisions: str | None = None) -> list[Revision]:
     Returns
     -------
     list of Revision
-        Sorted by step. With more than one revision every step must be known and distinct.
+        Sorted by step, never empty (a spec that names none, like ``,,,``, is an error). With more
+        than one revision every step must be known and distinct.
     """
+    if revisions is not None and str(revisions).strip() and not str(revisions).replace(",", "").strip():
+        raise GptwavesError(f"--revisions {revisions!r} names no revision")
+    if model is not None and str(model).strip() and not str(model).replace(",", "").strip():
+        raise GptwavesError(f"--hf-model {model!r} names no model")
+    revs = _suite_revisions(model, revisions)
+    if not revs:
+        raise GptwavesError(f"no revision of {model} selected by {revisions!r}")
+    return revs
+
+
+def _suite_revisions(model: str, revisions: str | None = None) -> list[Revision]:
     from pathlib import Path
 
     model = str(model).strip()
@@ -246,17 +260,18 @@ def _safetensors_ok(path) -> bool:
 
 def _local_config(folder, what: str) -> dict:
     """A local revision's config.json, checked: the folder has weights and a tokenizer."""
-    import json
+    import os
     from pathlib import Path
 
+    from .io import read_json
+
     p = Path(folder)
-    try:
-        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GptwavesError(f"revision {what} has no config.json ({p})") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise GptwavesError(f"revision {what}: config.json cannot be read ({type(e).__name__}: "
-                            f"{str(e)[:120]})") from None
+    if not os.path.lexists(p / "config.json"):
+        raise GptwavesError(f"revision {what} has no config.json ({p})")
+    try:  # bounded, never a FIFO, no absurd numbers or nesting (io.read_json)
+        cfg = read_json(p / "config.json", "config.json", max_bytes=16 << 20)
+    except GptwavesError as e:
+        raise GptwavesError(f"revision {what}: config.json cannot be read ({str(e)[:200]})") from None
     if not isinstance(cfg, dict):
         raise GptwavesError(f"revision {what}: config.json is not a JSON object")
     weights = [w for w in _WEIGHTS if (p / w).is_file()] or sorted(q.name for q in p.glob("*.safetensors"))
@@ -300,6 +315,39 @@ def _hub_config(rev: "Revision", listing: dict) -> dict:
     return cfg
 
 
+#: Sizes a config may give (config key, what, largest): a degenerate (0 layers) or absurd one is
+#: refused naming its revision before anything is built (docs/method.md, "Hugging Face models and suites").
+_SIZES = ((("num_hidden_layers", "n_layer"), "layer count", 1000), (("hidden_size", "n_embd", "d_model"), "width",
+                                                                     1 << 16),
+          (("vocab_size",), "vocabulary size", 10**7))
+
+
+def _check_sizes(cfg: dict, label: str) -> None:
+    for keys, words, hi in _SIZES:
+        v = next((cfg[k] for k in keys if k in cfg), None)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+            raise GptwavesError(f"revision {label} has {words} {str(v)[:40]}: not a model gptwaves can analyse "
+                                f"(1 to {hi:,})")
+
+
+def _tokenizer_digest(folder) -> str | None:
+    """The sha256 of a local revision's tokenizer files (the same tokenizer across a suite)."""
+    import hashlib
+    from pathlib import Path
+
+    from .io import read_bytes_bounded
+
+    h, seen = hashlib.sha256(), False
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model"):
+        p = Path(folder) / name
+        if p.is_file():
+            h.update(name.encode() + b"\0" + read_bytes_bounded(p, f"tokenizer file {name}", 256 << 20))
+            seen = True
+    return h.hexdigest()[:16] if seen else None
+
+
 def check_revisions(revs: Sequence["Revision"]) -> None:
     """Check every revision before the first is loaded (docs/method.md, "Hugging Face models and
     suites"): each has a config, a weights file and a tokenizer, and all have the same
@@ -311,9 +359,12 @@ def check_revisions(revs: Sequence["Revision"]) -> None:
     for r in revs:
         what = r.revision or Path(r.model).name or r.model
         cfgs.append(_local_config(r.model, what) if Path(r.model).is_dir() else _hub_config(r, listing))
+        _check_sizes(cfgs[-1], r.label())
+    tokenizers = [_tokenizer_digest(r.model) if Path(r.model).is_dir() else None for r in revs]
+    cfgs = [{**c, "__tokenizer__": t} for c, t in zip(cfgs, tokenizers)]
     if len(revs) < 2:
         return
-    for keys, words in _SAME:
+    for keys, words in (*_SAME, (("__tokenizer__",), "tokenizer (checksum)")):
         vals = [next((c[k] for k in keys if k in c), None) for c in cfgs]
         common, _ = Counter(map(repr, vals)).most_common(1)[0]
         odd = [i for i, v in enumerate(vals) if repr(v) != common]
@@ -405,12 +456,19 @@ class HFModel:
             what = f"{name_or_path!r}" + (f" at revision {revision!r}" if revision else "")
             raise GptwavesError(f"cannot load Hugging Face model {what}: {first[:200]}") from None
         self.model.eval().to(device)
+        what = f"{name_or_path!r}" + (f" at revision {revision!r}" if revision else "")
+        bad = next((n for n, prm in self.model.named_parameters() if not torch.isfinite(prm).all()), None)
+        if bad is not None:  # degenerate weights give NaN logits: refused by name, never sampled
+            raise GptwavesError(f"Hugging Face model {what} has non-finite weights ({bad})")
+        self._what = what
         import inspect
 
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         cfg = self.model.config
-        n_layer = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer")
+        n_layer = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
+        if not isinstance(n_layer, int) or n_layer < 1:
+            raise GptwavesError(f"Hugging Face model {what} has {n_layer} layers: no hidden states to record")
         block = (getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 1024)
         V = self.model.get_output_embeddings().weight.shape[0]
         self.config = HFConfig(n_embd=cfg.hidden_size, n_layer=n_layer, block_size=int(block), vocab_size=V,
@@ -449,6 +507,8 @@ class HFModel:
         new = getattr(out, "cache", None)
         if new is None:
             new = getattr(out, "past_key_values", None)
+        if not torch.isfinite(out.logits).all():
+            raise GptwavesError(f"Hugging Face model {self._what} gives non-finite logits")
         return out.logits, out.hidden_states, new
 
     @torch.no_grad()
