@@ -449,6 +449,20 @@ def test_progress_moves_within_a_batch(neox_suite):
     m.generate_batch(m.encode("\n"), 7, 2, api.SamplingConfig(seed=0), taps=["hidden.0"],
                      generator=torch.Generator().manual_seed(0), on_step=lambda k, n: seen.append((k, n)))
     assert seen == [(k, 7) for k in range(1, 8)]
+    from gptwaves.record import _step_progress
+
+    class Bar:  # the part of tqdm / LineProgress the recorder uses
+        n, shown = 8, []
+
+        def update(self, k):
+            self.n += k
+            self.shown.append(self.n)
+
+    bar = Bar()
+    step = _step_progress(bar, 4)  # a batch of 4 samples after 8 finished ones
+    for k in range(1, 21):
+        step(k, 20)
+    assert bar.shown == [8.4, 8.8, 9.2, 9.6, 10.0, 10.4, 10.8, 11.2, 11.6, 12.0]
 
 
 def _free_port() -> int:
