@@ -266,7 +266,7 @@ def spelling(run, checkpoint, corpus, samples, length, margin, lexicon, alpha, n
     res = spelling_run(run, checkpoint, settings, _source(corpus, n_head, device, hf_model, hf_revision, hf_dtype),
                        progress=not quiet)
     click.echo(f"{'iter':>7} {'val':>6} {'F_corr':>7} {'verdict':>17} {'F/Fref':>6} {'F_miss':>7} {'verdict':>17} "
-               f"{'F/Fref':>6} {'err':>5} {'RR':>5}")
+               f"{'F/Fref':>6} {'err':>5} {'RR':>5} {'z_corr':>6} {'z_miss':>6} {'z_RR':>6}")
     fmt = lambda v: "  n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for r in res["checkpoints"]:
         s = r["stats"]
@@ -275,13 +275,16 @@ def spelling(run, checkpoint, corpus, samples, length, margin, lexicon, alpha, n
                    f"{s['correct']['verdict']:>17} {fmt((dec.get('correct') or {}).get('excess')):>6} "
                    f"{fmt(s['misspelled']['fano']):>7} {s['misspelled']['verdict']:>17} "
                    f"{fmt((dec.get('misspelled') or {}).get('excess')):>6} {fmt(s['error_rate']):>5} "
-                   f"{fmt(s.get('cascade_rr')):>5}")
+                   f"{fmt(s.get('cascade_rr')):>5} {fmt((dec.get('correct') or {}).get('z')):>6} "
+                   f"{fmt((dec.get('misspelled') or {}).get('z')):>6} {fmt((s.get('cascade') or {}).get('z')):>6}")
     c = res.get("crossing") or {}
     if c.get("iteration") is not None:
         ci = c.get("ci") or [None, None]
         click.echo(f"F_correct crosses 1 near iteration {c['iteration']:.0f} (95% CI {fmt(ci[0])} to {fmt(ci[1])})")
     else:
         click.echo(f"no crossing of F_correct through 1 reported: {c.get('reason') or 'fewer than 2 checkpoints'}")
+    click.echo("z_corr, z_miss, z_RR: log(F / null median) and log(RR / null median) in standard deviations of "
+               "their permutation nulls")
     click.echo(f"table: {res['table']}")
 
 

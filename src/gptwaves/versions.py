@@ -36,7 +36,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "recordings": 1,     # recordings/<name>.h5 (+ sidecar): generated tokens, entropies and waves
     "texts": 1,          # spelling/<name>.samples.json and interventions/baseline/*: generated texts
     "waves": 1,          # waves/<name>/summary.json (+ arrays.npz): coherence analysis
-    "spelling": 1,       # spelling/<name>.json: counting statistics of spelling errors
+    "spelling": 2,       # spelling/<name>.json: counting statistics of spelling errors (2: position strata)
     "interventions": 1,  # interventions/<name>/result.json
     "calibration": 1,    # calibration outputs
 }

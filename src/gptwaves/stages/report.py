@@ -405,13 +405,18 @@ def _decomposition_table(summary: dict | None) -> str:
         h.append("</section>")
         return "".join(h)
     h.append(f'<div class="tablewrap"><table class="num"><thead><tr><th rowspan="2">{_axis(summary)}</th>'
-             '<th colspan="2">word total</th><th colspan="4">correct words</th><th colspan="4">misspelled words</th>'
-             '<th colspan="3">cascade</th></tr><tr><th>F</th><th>renewal ref.</th>'
-             + "<th>F</th><th>F<sub>ref</sub></th><th>F / F<sub>ref</sub></th><th>null p</th>" * 2
-             + "<th>RR</th><th>null median</th><th>p</th></tr></thead><tbody>")
+             '<th colspan="2">word total</th><th colspan="6">correct words</th><th colspan="6">misspelled words</th>'
+             '<th colspan="4">cascade</th></tr><tr><th>F</th><th>renewal ref.</th>'
+             + ("<th>F</th><th>F<sub>ref</sub></th><th>F / F<sub>ref</sub></th><th>F / null median [95% CI]</th>"
+                "<th>z</th><th>null p</th>") * 2
+             + "<th>RR</th><th>null median</th><th>z</th><th>p</th></tr></thead><tbody>")
 
     def d(x):
         return x if isinstance(x, dict) else {}
+
+    def _ci(x, i):
+        ci = x.get("excess_null_ci")
+        return ci[i] if isinstance(ci, list) and len(ci) == 2 else None
 
     for c in rows:
         sp = c["spelling"]
@@ -420,17 +425,21 @@ def _decomposition_table(summary: dict | None) -> str:
         for x in (cor, mis):
             cells += [fmt(x.get("fano")), fmt(x.get("fano_ref")),
                       f"{fmt(x.get('excess'))} {_badge(x.get('excess_verdict')) if x.get('excess_verdict') else ''}",
-                      fmt(x.get("excess_p"))]
+                      f"{fmt(x.get('excess_null'))} <span class=\"ci\">[{fmt(_ci(x, 0))}, {fmt(_ci(x, 1))}]</span>",
+                      fmt(x.get("excess_z")), fmt(x.get("excess_p"))]
         cells += [f"{fmt(cas.get('rr'))} {_badge(cas.get('verdict')) if cas.get('verdict') else ''}",
-                  fmt(cas.get("null_median")), fmt(cas.get("p_value"))]
+                  fmt(cas.get("null_median")), fmt(cas.get("z")), fmt(cas.get("p_value"))]
         h.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
     h.append("</tbody></table></div>")
     h.append('<p class="note">A fixed-length sample holds a nearly fixed number of words, so the word total is '
              "sub-Poissonian by regular spacing alone (renewal reference: CV&sup2; of the spacing between word "
-             "starts). F<sub>ref</sub> is the Fano factor that errors independent given word length would give "
-             "(closed form); F / F<sub>ref</sub> &ne; 1 beyond the stratified permutation null (p) is what "
-             "the word length and the word total do not explain. RR = P(misspelled | previous misspelled) / "
-             "P(misspelled | previous correct) within samples, against a within-sample permutation null.</p>")
+             "starts). F<sub>ref</sub> is the Fano factor that errors independent given word length and "
+             "position would give (closed form); F / F<sub>ref</sub> &ne; 1 beyond the stratified permutation "
+             "null (p) is what the word length, the position and the word total do not explain. F / null "
+             "median comes with its 95% CI over samples, and z = log(F / null median) / the null's SD of log F. RR = "
+             "P(misspelled | previous misspelled) / P(misspelled | previous correct) within samples, against a "
+             "within-sample, within-position permutation null (z = log(RR / null median) / the null's SD of "
+             "log RR).</p>")
     h.append("</section>")
     return "".join(h)
 

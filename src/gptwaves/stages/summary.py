@@ -220,14 +220,16 @@ def spelling_entry(st: dict) -> dict:
         out[which] = {**{k: st[which].get(k) for k in keep},
                       "fano_ref": e.get("fano_ref"), "excess": e.get("excess"), "null_median": e.get("null_median"),
                       "null_band": e.get("null_band"), "excess_p": e.get("p_value"),
-                      "excess_verdict": e.get("verdict")}
+                      "excess_verdict": e.get("verdict"), "excess_null": e.get("excess_null"),
+                      "excess_null_ci": e.get("excess_null_ci"), "excess_z": e.get("z"),
+                      "residual_ratio": e.get("residual_ratio")}
     w = dec.get("words") or {}
     cas = st.get("cascade") or {}
     out.update({
         "words": {"fano": w.get("fano"), "renewal_reference": w.get("renewal_reference"),
                   "verdict": w.get("verdict")},
         "error_rate": st.get("error_rate"),
-        "cascade": {k: cas.get(k) for k in ("rr", "rr_ci", "null_median", "p_value", "verdict")},
+        "cascade": {k: cas.get(k) for k in ("rr", "rr_ci", "null_median", "p_value", "verdict", "z")},
         "n_cut": st.get("n_cut"), "n_samples": st.get("n_samples"),
     })
     return out
