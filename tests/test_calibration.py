@@ -85,6 +85,10 @@ def test_calibration_text_has_no_python_words():
     t = ca.calibration_text(lv, "refractory relative risk", "at the last checkpoint")
     assert "92% of 100 runs" in t and "3% of 100 runs" in t and "0.62" in t
     assert not any(w in t for w in ("None", "nan", "True", "False"))
+    lv["power"][0]["ci"] = [0.00001, 0.2]
+    lv["min_detectable"] = {"effect": 0.8, "reason": "already reached at the weakest simulated effect"}
+    t = ca.calibration_text(lv, "refractory relative risk", "at the last checkpoint")
+    assert "95% CI under 0.1% to 20%" in t and "80% power already at the weakest simulated effect, 0.8" in t
 
 
 # --------------------------------------------------------------------------- synthetic truth
@@ -249,13 +253,15 @@ def test_calibrate_command_writes_resumes_and_reports(tiny_run, tmp_path, capsys
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
     args = ["calibrate", "--run", str(run_dir), "--replicates", "3", "--coherence-replicates", "1", "--quiet"]
+    args += [x for name in [*cs.SPELLING_SCENARIOS, "independent", "factor 0.05 rise", "space 2 rise"]
+             for x in ("--scenario", name)]  # coherence: three scenarios (each replicate is a full wave analysis)
     assert main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "claim 2, beyond the null:" in out and "claim 1, as stated:" in out
     cal = json.loads((run_dir / "calibration" / "calibration.json").read_text())
     assert set(cal["claims"]) == {"1", "2", "3", "4", "5"}
     reps = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
-    assert len(reps) == len(cs.SPELLING_SCENARIOS) + len(cs.COHERENCE_SCENARIOS)
+    assert len(reps) == len(cs.SPELLING_SCENARIOS) + 3
     first = json.loads(reps[0].read_text())
     assert first["done"] == len(first["verdicts"]) and first["settings"]["seed"] == 0
     stamps = {p: p.stat().st_mtime_ns for p in reps}
@@ -265,6 +271,7 @@ def test_calibrate_command_writes_resumes_and_reports(tiny_run, tmp_path, capsys
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in reps} == stamps
     assert main(args[:4] + ["5"] + args[5:] + ["--only", "spelling"]) == 0
+    assert main(args[:-1] + ["no such scenario"]) != 0  # one line, nothing written
     again = json.loads(sp_file.read_text())
     assert again["done"] == 5 and again["verdicts"][:3] == before["verdicts"]
     capsys.readouterr()

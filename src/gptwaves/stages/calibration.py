@@ -1,4 +1,4 @@
-"""Calibration stage: the size and power of every verdict rule at the run's own sizes (DESIGN 8)
+"""Calibration stage: the size and power of every verdict rule at the run's own sizes
 -> ``DIR/calibration/``.
 
 Synthetic truth is built from the run itself (its spelling word tables and error rates, its
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import os
 import time
 from contextlib import contextmanager
@@ -39,7 +40,8 @@ from . import checks
 from .common import begin_stage
 
 __all__ = ["CalibrationSettings", "calibrate_run", "read_calibration", "make_spelling_template",
-           "make_waves_template", "spelling_chunk", "coherence_chunk", "summarise", "summary_entry", "SPELLING_SCENARIOS",
+           "make_waves_template", "spelling_chunk", "coherence_chunk", "summarise", "summary_entry",
+           "SPELLING_SCENARIOS",
            "COHERENCE_SCENARIOS", "CLAIM_PLAN", "spelling_findings", "waves_findings", "rules_fingerprint",
            "CALIBRATION_VERSION"]
 
@@ -55,7 +57,9 @@ class CalibrationSettings:
     scenario (each is a full wave analysis of every checkpoint, so they cost far more);
     ``engine``: ``"fast"`` (spelling permutation nulls shared across replicates, see the method
     page) or ``"exact"`` (every replicate analysed exactly as the spelling stage does);
-    ``chunk``: replicates per saved step; ``groups``: which claim groups to calibrate.
+    ``chunk``: replicates per saved step; ``groups``: which claim groups to calibrate;
+    ``scenarios``: only these scenarios (names of `SPELLING_SCENARIOS` / `COHERENCE_SCENARIOS`;
+    None: all), e.g. to bound the cost of the coherence rules at large sizes.
     """
 
     replicates: int = 100
@@ -64,6 +68,7 @@ class CalibrationSettings:
     seed: int = 0
     chunk: int = 10
     groups: tuple[str, ...] = ("spelling", "coherence")
+    scenarios: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         from ..config import check_choice, check_int
@@ -75,6 +80,8 @@ class CalibrationSettings:
         check_int("chunk", self.chunk, 1, 10**6)
         for g in self.groups:
             check_choice("group", g, ("spelling", "coherence"))
+        for name in self.scenarios or ():
+            check_choice("scenario", name, (*SPELLING_SCENARIOS, *COHERENCE_SCENARIOS))
 
     def replace(self, **kw) -> "CalibrationSettings":
         return dataclasses.replace(self, **kw)
@@ -125,7 +132,8 @@ CLAIM_PLAN: dict[int, dict] = {
     1: {"group": "coherence",
         "nulls": {"as_stated": ["independent", "shared gain"],
                   "beyond_null": ["independent", "shared gain", "factor 0.05 equal to input"]},
-        "effect": {"what": "excess of mean |R| over independent channels", "at": "at the last checkpoint, rising from 0",
+        "effect": {"what": "excess of mean |R| over independent channels",
+                   "at": "at the last checkpoint, rising from 0",
                    "stronger": "larger",
                    "scenarios": [(0.01, "factor 0.01 rise"), (0.02, "factor 0.02 rise"), (0.05, "factor 0.05 rise")]}},
     4: {"group": "coherence",
@@ -154,20 +162,16 @@ LEVELS = ("as_stated", "beyond_null")
 
 
 def rules_fingerprint() -> str:
-    """sha256 (16 hex) of the source of every module a verdict depends on: a changed rule or
-    statistic invalidates stored replicates."""
-    from ..analysis import calibration, claims, spelling, spelling_claims, waves, waves_claims
-    from . import summary
+    """sha256 (16 hex) of what a verdict depends on: every module of `gptwaves.analysis` (statistics,
+    nulls, rules, synthetic truth) and the summary's verdict entry point; a change to any of them
+    invalidates stored replicates and marks an old calibration as such in summary.json."""
+    from .. import analysis
+    from .summary import findings_from
 
     h = hashlib.sha256()
-    for m in (claims, spelling, spelling_claims, waves, waves_claims, calibration, summary):
-        h.update(Path(m.__file__).read_bytes())
-    try:
-        from ..analysis import coherence_nulls
-
-        h.update(Path(coherence_nulls.__file__).read_bytes())
-    except ImportError:  # pragma: no cover
-        pass
+    for f in sorted(Path(analysis.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    h.update(inspect.getsource(findings_from).encode())
     return h.hexdigest()[:16]
 
 
@@ -343,18 +347,32 @@ def make_waves_template(checkpoints: list[dict], focus: str, input_tap: str, set
 # ---------------------------------------------------------------------------
 # Engines
 # ---------------------------------------------------------------------------
-def _rr_null_centre(word_sample, mis, n_samples: int) -> float:
-    """RR expected under the within-sample permutation null from each sample's word and error counts
-    (pair counts of a uniformly random placement), used to move a shared null to a replicate."""
-    n = np.bincount(word_sample, minlength=n_samples).astype(float)
-    k = np.bincount(word_sample[mis], minlength=n_samples).astype(float)
-    ok = n > 1
-    n, k = n[ok], k[ok]
-    mm = (k * (k - 1) / n).sum()
-    pm = (k * (n - 1) / n).sum()
-    cur = (k * (n - 1) / n).sum()
-    pc = (n - 1).sum() - pm
-    cm = cur - mm
+def _rr_null_centre(word_sample, mis, n_samples: int, word_start=None) -> float:
+    """RR expected under the within-sample permutation null (within each sample's position bins when
+    ``word_start`` is given and the spelling module has position bins), from the expected pair counts
+    of a uniformly random placement of each group's errors; used to move a shared null to a replicate."""
+    from ..analysis import spelling as sp
+
+    s = np.asarray(word_sample, dtype=np.int64)
+    m = np.asarray(mis, dtype=bool)
+    if s.size < 2:
+        return float("nan")
+    pos = sp.position_bins(word_start) if word_start is not None and hasattr(sp, "position_bins") \
+        else np.zeros(s.size, np.int64)
+    g = s * (int(pos.max(initial=0)) + 1) + pos
+    _, gi = np.unique(g, return_inverse=True)
+    n_g = np.bincount(gi).astype(float)
+    k_g = np.bincount(gi, weights=m.astype(float))
+    p = k_g[gi] / n_g[gi]  # P(word is misspelled)
+    same_s = s[1:] == s[:-1]
+    a_, b_ = gi[:-1][same_s], gi[1:][same_s]
+    pa, pb = p[:-1][same_s], p[1:][same_s]
+    same_g = a_ == b_
+    ng, kg = n_g[a_], k_g[a_]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        both = np.where(same_g, np.where(ng > 1, kg * (kg - 1) / (ng * (ng - 1)), 0.0), pa * pb)
+    mm, pm = both.sum(), pa.sum()
+    cm, pc = (pb - both).sum(), (1 - pa).sum()
     if pm <= 0 or pc <= 0 or cm <= 0:
         return float("nan")
     return float((mm / pm) / (cm / pc))
@@ -363,8 +381,6 @@ def _rr_null_centre(word_sample, mis, n_samples: int) -> float:
 def _call(fn, *args, **kw):
     """``fn(*args, **kw)`` with only the keywords ``fn`` accepts (the spelling functions gained a
     ``word_start`` keyword for position strata; the calibration works with either signature)."""
-    import inspect
-
     params = inspect.signature(fn).parameters
     return fn(*args, **{k: v for k, v in kw.items() if k in params})
 
@@ -389,7 +405,8 @@ class _SharedNulls:
                      "misspelled": np.asarray(null["fano_misspelled"], float)}
         self.ref = {"correct": ref["fano_ref_correct"], "misspelled": ref["fano_ref_misspelled"]}
         self.rr = np.asarray(_call(sp.cascade_null, s, flags, N, self.n_perm, tpl["seed"], word_start=st), float)
-        self.rr_centre = _rr_null_centre(s, flags, N)
+        self.positions = "word_start" in inspect.signature(sp.cascade_null).parameters
+        self.rr_centre = _rr_null_centre(s, flags, N, st if self.positions else None)
 
     def stratified(self, word_sample, word_start, word_len, word_mis, n_samples, length, windows=(), *a, **kw):
         from ..analysis import spelling as sp
@@ -404,8 +421,8 @@ class _SharedNulls:
                                    "fano_misspelled": np.full(self.n_perm, np.nan)} for w in windows}
         return out
 
-    def cascade(self, word_sample, word_mis, n_samples, *a, **kw):
-        c = _rr_null_centre(np.asarray(word_sample), np.asarray(word_mis, bool), int(n_samples))
+    def cascade(self, word_sample, word_mis, n_samples, *a, word_start=None, **kw):
+        c = _rr_null_centre(word_sample, word_mis, int(n_samples), word_start if self.positions else None)
         return self.rr * (c / self.rr_centre) if np.isfinite(c) and self.rr_centre > 0 else self.rr
 
     @contextmanager
@@ -579,7 +596,7 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
         for g, tpl in tpls.items():
             names = SPELLING_SCENARIOS if g == "spelling" else COHERENCE_SCENARIOS
             n = settings.replicates if g == "spelling" else settings.coherence_replicates
-            jobs += [(g, s, n) for s in names]
+            jobs += [(g, s, n) for s in names if settings.scenarios is None or s in settings.scenarios]
         total = sum(n for *_, n in jobs)
         bar = tqdm(total=total, desc="calibrate", unit="rep", disable=not progress, dynamic_ncols=True)
         replicates: dict[str, dict] = {}
