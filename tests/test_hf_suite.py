@@ -285,8 +285,9 @@ def test_input_floor_is_hidden0_and_the_beyond_verdict_is_decided(neox_run, caps
     assert b1["numbers"]["tap"] == "hidden.2" and b1["numbers"]["input_tap"] == "hidden.0"
     floor = b1["numbers"]["input_floor"]
     assert floor and floor["ci"] and floor["excess"] is not None
-    assert b1["numbers"]["above_input_floor"] in (True, False)  # compared, not missing
-    assert b4["numbers"]["n_space_labelled_input"] is not None
+    assert b1["numbers"]["parts"]["above_input_floor"] in (True, False)  # compared, not missing
+    assert b1["numbers"]["focus_minus_input"]["ci"][0] is not None
+    assert b1["verdict"] != "inconclusive" and "at the input floor hidden.0" in b4["text"]
     last = s["checkpoints"][-1]["waves"]
     floor_row = [c["waves"]["hidden.0"]["induced"]["mean_abs_corr"] for c in s["checkpoints"]]
     with capsys.disabled():
