@@ -85,6 +85,10 @@ def test_calibration_text_has_no_python_words():
     t = ca.calibration_text(lv, "refractory relative risk", "at the last checkpoint")
     assert "92% of 100 runs" in t and "3% of 100 runs" in t and "0.62" in t
     assert not any(w in t for w in ("None", "nan", "True", "False"))
+    lv["power"][0]["ci"] = [0.00001, 0.2]
+    lv["min_detectable"] = {"effect": 0.8, "reason": "already reached at the weakest simulated effect"}
+    t = ca.calibration_text(lv, "refractory relative risk", "at the last checkpoint")
+    assert "95% CI under 0.1% to 20%" in t and "80% power already at the weakest simulated effect, 0.8" in t
 
 
 # --------------------------------------------------------------------------- synthetic truth
@@ -249,13 +253,15 @@ def test_calibrate_command_writes_resumes_and_reports(tiny_run, tmp_path, capsys
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
     args = ["calibrate", "--run", str(run_dir), "--replicates", "3", "--coherence-replicates", "1", "--quiet"]
+    args += [x for name in [*cs.SPELLING_SCENARIOS, "independent", "factor 0.05 rise", "space 2 rise"]
+             for x in ("--scenario", name)]  # coherence: three scenarios (each replicate is a full wave analysis)
     assert main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "claim 2, beyond the null:" in out and "claim 1, as stated:" in out
     cal = json.loads((run_dir / "calibration" / "calibration.json").read_text())
     assert set(cal["claims"]) == {"1", "2", "3", "4", "5"}
     reps = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
-    assert len(reps) == len(cs.SPELLING_SCENARIOS) + len(cs.COHERENCE_SCENARIOS)
+    assert len(reps) == len(cs.SPELLING_SCENARIOS) + 3
     first = json.loads(reps[0].read_text())
     assert first["done"] == len(first["verdicts"]) and first["settings"]["seed"] == 0
     stamps = {p: p.stat().st_mtime_ns for p in reps}
@@ -265,6 +271,7 @@ def test_calibrate_command_writes_resumes_and_reports(tiny_run, tmp_path, capsys
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in reps} == stamps
     assert main(args[:4] + ["5"] + args[5:] + ["--only", "spelling"]) == 0
+    assert main(args[:-1] + ["no such scenario"]) != 0  # one line, nothing written
     again = json.loads(sp_file.read_text())
     assert again["done"] == 5 and again["verdicts"][:3] == before["verdicts"]
     capsys.readouterr()
@@ -289,7 +296,7 @@ def test_calibrate_without_results_is_one_line(tmp_path, capsys):
 def test_calibrate_bench_tiny():
     from gptwaves import bench
 
-    rows = bench.run("calibrate", n_samples=30, steps=30, channels=6, spelling_replicates=2, iterations=(0, 10, 100),
+    rows = bench.run("calibrate", n_samples=30, steps=30, channels=6, spelling_replicates=2, iterations=(0, 100),
                      raise_errors=True)
     assert len(rows) == 3
     for r in rows:
@@ -304,7 +311,8 @@ def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_pat
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
-    settings = cs.CalibrationSettings(replicates=4, chunk=2, groups=("spelling",))
+    settings = cs.CalibrationSettings(replicates=4, chunk=2, groups=("spelling",),
+                                      scenarios=("independent", "propensity 0.3", "markov 1 rise"))
 
     class StopAfter:
         def __init__(self, n):
@@ -330,3 +338,18 @@ def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_pat
     shutil.copytree(tiny_run, fresh_dir, ignore=shutil.ignore_patterns(".lock"))
     fresh = cs.calibrate_run(fresh_dir, settings, progress=False)
     assert resumed["claims"] == fresh["claims"]
+
+
+def test_coherence_scenarios_share_taps_of_equal_truth():
+    from gptwaves.bench.calibrate import waves_checkpoints
+    from gptwaves.stages.waves import WavesSettings
+
+    tpl = cs.make_waves_template(waves_checkpoints(4, 40, 6, iterations=(0, 100)), "blocks.5.hook_resid_post",
+                                 "hook_embed", WavesSettings(nlags=8, window=3, min_events=5).to_dict())
+    settings = cs.CalibrationSettings()
+    cache: dict = {}
+    a = cs.coherence_chunk(tpl, "independent", 0, 1, settings, cache)
+    assert len(cache) == 4  # 2 checkpoints x (focus, input)
+    cs.coherence_chunk(tpl, "factor 0.05 rise", 0, 1, settings, cache)
+    assert len(cache) == 5  # only the focus tap after the first checkpoint differs
+    assert cs.coherence_chunk(tpl, "independent", 0, 1, settings) == a  # the same draws without the cache

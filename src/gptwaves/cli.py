@@ -308,12 +308,23 @@ def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, device, qui
     settings = WavesSettings(**{key: v for key, v in dict(nlags=nlags, k=k, window=window).items() if v is not None})
     res = waves_run(run, checkpoint, settings, record=RecordSettings(samples=samples, steps=steps),
                     source=_source(corpus, None, device, hf_model, hf_revision, hf_dtype), progress=not quiet)
-    click.echo(f"{'iter':>7} {'tap':>28} {'mean|R|':>8} {'lam/C':>6} {'PR':>6} {'k':>3} {'space ch':>8}")
+
+    def num(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else "n/a"
+
+    click.echo(f"{'iter':>7} {'tap':>28} {'mean|R|':>8} {'lam/C':>6} {'PR':>6} {'excess':>7} {'z':>7} "
+               f"{'exc/gain':>8} {'probeR2':>7} {'k':>3} {'space ch':>8}")
     for r in res["checkpoints"]:
         for tap, v in r["taps"].items():
             sp = v["label_counts"].get("space", 0) + v["label_counts"].get("next:space", 0)
+            s = (v.get("surrogate") or {}).get("mean_abs_corr") or {}
+            g = ((v.get("gain_normalised") or {}).get("surrogate") or {}).get("mean_abs_corr") or {}
             click.echo(f"{str(r['iteration']):>7} {tap:>28} {v['mean_abs_corr']:8.3f} {v['lambda_max_share']:6.3f} "
-                       f"{v['participation_ratio']:6.1f} {v['n_clusters']:3d} {sp:8d}")
+                       f"{v['participation_ratio']:6.1f} {num(s.get('excess'), '7.4f')} {num(s.get('z'), '7.1f')} "
+                       f"{num(g.get('excess'), '8.4f')} {num((v.get('probe') or {}).get('r2'), '7.3f')} "
+                       f"{v['n_clusters']:3d} {sp:8d}")
+    click.echo("excess: induced mean |R| minus its sample-shuffle surrogate mean; z = excess / surrogate SD; "
+               "exc/gain: the excess after gain normalisation; probeR2: out-of-fold R^2 of the space probe.")
     click.echo(f"results: {Path(run) / 'waves'}")
 
 
@@ -643,9 +654,11 @@ def sweep(preset_name, vary, out, corpus, member, collect_only, jobs, schedule, 
               help="Spelling: permutation nulls shared across replicates (fast, default) or per replicate (exact).")
 @click.option("--only", type=click.Choice(["spelling", "coherence"]), default=None,
               help="Calibrate one group of rules only.")
+@click.option("--scenario", "scenarios", multiple=True,
+              help="Only this scenario (repeatable; names in docs/method.md, Calibration), e.g. to bound the cost.")
 @click.option("--seed", type=int, default=None, help="Seed of the synthetic runs (default 0).")
 @click.option("--quiet", is_flag=True)
-def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed, quiet):
+def calibrate(run, corpus, replicates, coherence_replicates, engine, only, scenarios, seed, quiet):
     """Size and power of every verdict rule, simulated at this run's own sizes (DIR/calibration/)."""
     from .stages.calibration import CalibrationSettings, calibrate_run
 
@@ -653,6 +666,8 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed,
                             ("engine", engine), ("seed", seed)) if v is not None}
     if only:
         kw["groups"] = (only,)
+    if scenarios:
+        kw["scenarios"] = tuple(scenarios)
     res = calibrate_run(run, CalibrationSettings(**kw), corpus=corpus, progress=not quiet)
     for cid in sorted(res["claims"], key=int):
         e = res["claims"][cid]
@@ -662,8 +677,8 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed,
 
 
 @cli.command("bench")
-@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep",
-                                                  "calibrate"]),
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget",
+                                                  "sweep", "calibrate"]),
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -181,15 +181,17 @@ def cascade_rows(checkpoints: Sequence[Mapping]) -> list[dict]:
 def across_checkpoints(rows: Sequence[Mapping], alpha: float = 0.05) -> dict:
     """How many checkpoints are significant in each direction, and a combined test.
 
-    The checkpoints' samples are independent, so under a calibrated null the number of
-    checkpoints significant upwards (downwards) is Binomial(n, alpha / 2) and in either direction
+    A checkpoint is significant upwards (downwards) when its z exceeds z_(1 - alpha/2) (is below
+    its negative): the Gaussian tail of the null, so that the number of permutations does not
+    floor the p-values. The checkpoints' samples are independent, so under a calibrated null the
+    number significant upwards (downwards) is Binomial(n, alpha / 2) and in either direction
     Binomial(n, alpha). Stouffer's combined z = sum z / sqrt(n) tests "beyond the null at any
     stage of training" in one direction (two-sided p).
 
     Parameters
     ----------
     rows : sequence of dict
-        With ``z`` and ``p_value`` (None: left out).
+        With ``z`` (None: left out).
 
     Returns
     -------
@@ -197,10 +199,11 @@ def across_checkpoints(rows: Sequence[Mapping], alpha: float = 0.05) -> dict:
         ``n``, ``n_up``, ``n_down``, ``p_up``, ``p_down``, ``p_any`` (binomial upper tails:
         P(at least as many)), ``stouffer_z``, ``stouffer_p``, ``alpha``.
     """
-    rs = [r for r in rows if r.get("z") is not None and r.get("p_value") is not None]
+    rs = [r for r in rows if r.get("z") is not None]
     n = len(rs)
-    up = sum(r["p_value"] < alpha and r["z"] > 0 for r in rs)
-    down = sum(r["p_value"] < alpha and r["z"] < 0 for r in rs)
+    zc = _zc(alpha)  # Gaussian tail of z: a permutation count cannot floor the p-values
+    up = sum(r["z"] > zc for r in rs)
+    down = sum(r["z"] < -zc for r in rs)
     out = {"n": n, "n_up": up, "n_down": down, "p_up": None, "p_down": None, "p_any": None,
            "stouffer_z": None, "stouffer_p": None, "alpha": alpha}
     if n:
@@ -216,8 +219,8 @@ def across_text(name: str, a: Mapping) -> str:
     """One sentence for an `across_checkpoints` result."""
     if not a.get("n"):
         return f"No checkpoint has a defined {name}."
-    return (f"Across the {a['n']} checkpoints, {a['n_up']} are significantly above the null and {a['n_down']} "
-            f"below (binomial tails p = {_fmt(a['p_up'], 2)} and p = {_fmt(a['p_down'], 2)}; "
+    return (f"Checkpoints significantly above the null: {a['n_up']} of {a['n']}, below: {a['n_down']} "
+            f"(binomial tails p = {_fmt(a['p_up'], 2)} and p = {_fmt(a['p_down'], 2)}; "
             f"{a['n_up'] + a['n_down']} in either direction, p = {_fmt(a['p_any'], 2)}); Stouffer's combined "
             f"z = {a['stouffer_z']:+.2f} (p = {_fmt(a['stouffer_p'], 2)}).")
 
@@ -254,13 +257,14 @@ def change(first: Mapping, last: Mapping, want: str, alpha: float = 0.05) -> dic
     toward = lo > 0 if want == "rise" else hi < 0
     against = hi <= 0 if want == "rise" else lo >= 0
     if toward:
-        out.update(verdict=cl.SUPPORTED, reason=f"the CI of the change lies {'above' if want == 'rise' else 'below'} 0")
+        out.update(verdict=cl.SUPPORTED,
+                   reason=f"the CI of the change lies {'above' if want == 'rise' else 'below'} no change")
     elif against:
         out.update(verdict=cl.NOT_SUPPORTED, reason="the CI of the change excludes the claimed direction")
     elif -EQUIVALENCE < lo and hi < EQUIVALENCE:
         out.update(verdict=cl.NOT_SUPPORTED, reason="the CI of the change lies inside the 10% equivalence margin")
     else:
-        out.update(reason=(f"the CI of the change contains 0 and reaches beyond the 10% margin; the smallest "
+        out.update(reason=(f"the CI of the change includes no change and reaches beyond the 10% margin; the smallest "
                            f"change this run could detect (80% power) is a factor of {out['mde_ratio']:.3g}"))
     return out
 

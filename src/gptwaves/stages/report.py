@@ -350,9 +350,10 @@ def _checkpoint_table(summary: dict | None) -> str:
              "<th>val loss</th><th>F<sub>correct</sub> [95% CI]</th><th>verdict</th>"
              "<th>F<sub>misspelled</sub> [95% CI]</th><th>verdict</th><th>error rate</th>"
              f'<th>mean |R| raw{"<br><small>" + esc(tap) + "</small>" if tap else ""}</th>'
-             "<th>induced</th><th>surrogate</th><th>excess [95% CI]</th><th>input floor<br><small>"
-             f"{esc(floor) + ', induced' if floor else 'not recorded'}</small></th><th>evoked share</th></tr>"
-             "</thead><tbody>")
+             "<th>induced</th><th>surrogate</th><th>excess [95% CI]</th><th>z</th><th>excess, gain-normalised "
+             "[95% CI]</th><th>input floor<br><small>"
+             f"{esc(floor) + ', induced' if floor else 'not recorded'}</small></th><th>evoked share</th>"
+             "<th>space probe R<sup>2</sup> [95% CI]</th></tr></thead><tbody>")
     for c in cks:
         if not isinstance(c, dict):
             continue
@@ -370,6 +371,15 @@ def _checkpoint_table(summary: dict | None) -> str:
         sci = sur.get("ci") if isinstance(sur.get("ci"), list) and len(sur["ci"]) == 2 else [None, None]
         excess = (f"{fmt(sur.get('excess'))} <span class=\"ci\">[{fmt(sci[0])}, {fmt(sci[1])}]</span>"
                   + (" *" if sur.get("significant") else "")) if sur else "—"
+        gsur = (((r.get("gain_normalised") or {}).get("surrogate") or {}).get("mean_abs_corr")
+                if isinstance(r.get("gain_normalised"), dict) else None)
+        gsur = gsur if isinstance(gsur, dict) else {}
+        gci = gsur.get("ci") if isinstance(gsur.get("ci"), list) and len(gsur["ci"]) == 2 else [None, None]
+        gexcess = (f"{fmt(gsur.get('excess'))} <span class=\"ci\">[{fmt(gci[0])}, {fmt(gci[1])}]</span>"
+                   + (" *" if gsur.get("significant") else "")) if gsur else "—"
+        prb = r.get("probe") if isinstance(r.get("probe"), dict) else {}
+        pci = prb.get("ci") if isinstance(prb.get("ci"), list) and len(prb["ci"]) == 2 else [None, None]
+        probe = f"{fmt(prb.get('r2'))} <span class=\"ci\">[{fmt(pci[0])}, {fmt(pci[1])}]</span>" if prb else "—"
         h.append(
             f"<tr><td>{fmt(c.get('iteration'))}</td><td>{fmt(c.get('train_loss'), 4)}</td>"
             f"<td>{fmt(c.get('val_loss'), 4)}</td>"
@@ -377,7 +387,8 @@ def _checkpoint_table(summary: dict | None) -> str:
             f"<td>{fmt(mis.get('fano'))}{_ci(mis)}</td><td>{_badge(mis.get('verdict')) if mis else '—'}</td>"
             f"<td>{fmt(sp.get('error_rate'))}</td><td>{fmt(r.get('mean_abs_corr'))}</td>"
             f"<td>{fmt(ind.get('mean_abs_corr'))}</td><td>{fmt(sur.get('surrogate_mean'))}</td><td>{excess}</td>"
-            f"<td>{fmt(emb_ind.get('mean_abs_corr'))}</td><td>{fmt(r.get('evoked_share'))}</td></tr>")
+            f"<td>{fmt(sur.get('z'))}</td><td>{gexcess}</td>"
+            f"<td>{fmt(emb_ind.get('mean_abs_corr'))}</td><td>{fmt(r.get('evoked_share'))}</td><td>{probe}</td></tr>")
     h.append("</tbody></table></div>")
     h.append('<p class="note">F = variance / mean of per-sample word counts (Fano factor); F &lt; 1 is '
              "sub-Poissonian, F &gt; 1 super-Poissonian (index-of-dispersion test, two-sided). "
@@ -385,9 +396,12 @@ def _checkpoint_table(summary: dict | None) -> str:
              "and <i>induced</i> (the evoked component, the across-sample mean at each step, removed), next to "
              "its floors: the sample-shuffle surrogate (same channels, within-sample coupling destroyed), the "
              "excess over it with its 95% CI (delete-one-sample jackknife, or BCa bootstrap with <code>--waves-ci bca</code>; "
-             "* significant), and the input floor, the model's embedding tap "
+             "* significant: Gaussian-tail p &lt; 0.05 and CI above 0), its strength z = excess / surrogate SD, "
+             "the same excess after gain normalisation (each step's vector divided by its RMS over channels), "
+             "and the input floor, the model's embedding tap "
              + (f"<code>{esc(floor)}</code>" if floor else "(not recorded: no floor)")
-             + ". Claims are judged on the induced values.</p>")
+             + ". Claims are judged on the induced values. The space probe is the out-of-fold R<sup>2</sup> of a "
+             "linear probe for &ldquo;the next character is a space&rdquo;.</p>")
     h.append("</section>")
     return "".join(h)
 

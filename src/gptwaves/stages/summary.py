@@ -195,15 +195,28 @@ def write_summary(run_dir: str | Path) -> Path:
 
 def waves_entry(tap: dict) -> dict:
     """The per-tap coherence numbers of summary.json: raw order parameters, the induced ones
-    (evoked component removed), the evoked share, and the sample-shuffle surrogate's mean, excess
-    and CI for each induced order parameter (DESIGN 4b)."""
+    (evoked component removed), the evoked share, the sample-shuffle surrogate's mean, excess, CI,
+    z and unfloored p for each induced order parameter, the same after gain normalisation with the
+    paired CI of raw minus normalised, and the space probe (docs/method.md, "Coherence against its floors")."""
     keys = ("mean_abs_corr", "lambda_max_share", "participation_ratio")
-    sur = tap.get("surrogate") or {}
+    fields = ("surrogate_mean", "surrogate_sd", "excess", "z", "ci", "p_value", "p_rank", "significant")
+
+    def sur_of(d):
+        sur = (d or {}).get("surrogate") or {}
+        return {"p_rank_bound": sur.get("p_rank_bound"),
+                **{k: {q: (sur.get(k) or {}).get(q) for q in fields} for k in keys}}
+
+    g = tap.get("gain_normalised") or None
+    pr = tap.get("probe") or None
     return {**{k: tap.get(k) for k in keys},
             "induced": tap.get("induced"),
             "evoked_share": tap.get("evoked_share"), "evoked_share_chance": tap.get("evoked_share_chance"),
-            "surrogate": {k: {q: (sur.get(k) or {}).get(q) for q in ("surrogate_mean", "excess", "ci", "p_value",
-                                                                    "significant")} for k in keys},
+            "surrogate": sur_of(tap),
+            "gain_normalised": None if g is None else {
+                **{k: g.get(k) for k in keys}, "induced": g.get("induced"), "surrogate": sur_of(g),
+                "raw_minus_normalised": g.get("raw_minus_normalised")},
+            "probe": None if pr is None else {k: pr.get(k) for k in ("r2", "ci", "rhythm_similarity", "null_r2_q95",
+                                                                     "null_rhythm_q95", "n_null", "metric")},
             "n_constant": tap.get("n_constant"), "n_oscillating": tap.get("n_oscillating"),
             "cluster_structure": tap.get("cluster_structure"), "n_clusters": tap.get("n_clusters")}
 
