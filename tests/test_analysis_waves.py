@@ -434,13 +434,19 @@ def test_compare_recordings_baselines_are_json_ready():
     assert W.compare_recordings(recs[:1])["summary"]["mean_acf_similarity"] is None
 
 
-def test_too_few_surrogates_cannot_be_significant():
-    """The rank p-value is at least 1 / (B + 1): with B < 19 nothing is significant at alpha 0.05."""
+def test_rank_p_is_a_bound_and_the_reported_p_is_not_floored():
+    """With B = 10 the rank p-value cannot go below 1 / 11 (kept as ``p_rank`` with its bound); the
+    reported p is the Gaussian tail of the surrogates, which measures a strong coupling below it, and
+    z = excess / surrogate SD."""
     x, mask, truth, periods = synthetic_waves(seed=18, S=8, T=150)
     coh = W.coherence_with_nulls(x, mask, n_surrogates=10, n_boot=30)
+    sur = coh["surrogate"]["mean_abs_corr"]
     assert coh["surrogate"]["min_p_value"] == pytest.approx(1 / 11)
-    assert not coh["surrogate"]["mean_abs_corr"]["significant"]
-    assert coh["surrogate"]["mean_abs_corr"]["p_value"] == pytest.approx(1 / 11)
+    assert sur["p_rank"] == pytest.approx(1 / 11)
+    assert sur["p_value"] < 1 / 11 and sur["significant"]
+    assert sur["z"] == pytest.approx(sur["excess"] / sur["surrogate_sd"])
+    summ = W.coherence_summary(coh)["surrogate"]
+    assert summ["p_rank_bound"] == pytest.approx(1 / 11) and "min_p_value" not in summ
 
 
 def test_best_silhouette_matches_cluster_channels():

@@ -85,6 +85,10 @@ def test_calibration_text_has_no_python_words():
     t = ca.calibration_text(lv, "refractory relative risk", "at the last checkpoint")
     assert "92% of 100 runs" in t and "3% of 100 runs" in t and "0.62" in t
     assert not any(w in t for w in ("None", "nan", "True", "False"))
+    lv["power"][0]["ci"] = [0.00001, 0.2]
+    lv["min_detectable"] = {"effect": 0.8, "reason": "already reached at the weakest simulated effect"}
+    t = ca.calibration_text(lv, "refractory relative risk", "at the last checkpoint")
+    assert "95% CI under 0.1% to 20%" in t and "80% power already at the weakest simulated effect, 0.8" in t
 
 
 # --------------------------------------------------------------------------- synthetic truth
@@ -180,8 +184,8 @@ def test_fast_engine_matches_exact_engine():
             for mis in flags:
                 args = (ck["word_sample"], ck["word_start"], ck["word_len"], mis, ck["n_samples"], ck["length"])
                 ex = sp.analyze_words(*args, n_boot=0, n_perm=400, seed=0, windows=[])
-                fa = sp.analyze_words(*args, n_boot=0, n_perm=0, seed=0, windows=[])
-                shared[i].patch(fa, ck, mis, 0.05)
+                with shared[i].injected():
+                    fa = sp.analyze_words(*args, n_boot=0, n_perm=400, seed=0, windows=[])
                 pairs = [(ex["decomposition"][w]["p_value"], fa["decomposition"][w]["p_value"])
                          for w in ("correct", "misspelled")] + [(ex["cascade"]["p_value"], fa["cascade"]["p_value"])]
                 for a, b in pairs:
@@ -249,13 +253,15 @@ def test_calibrate_command_writes_resumes_and_reports(tiny_run, tmp_path, capsys
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
     args = ["calibrate", "--run", str(run_dir), "--replicates", "3", "--coherence-replicates", "1", "--quiet"]
+    args += [x for name in [*cs.SPELLING_SCENARIOS, "independent", "factor 0.05 rise", "space 2 rise"]
+             for x in ("--scenario", name)]  # coherence: three scenarios (each replicate is a full wave analysis)
     assert main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "claim 2, beyond the null:" in out and "claim 1, as stated:" in out
     cal = json.loads((run_dir / "calibration" / "calibration.json").read_text())
     assert set(cal["claims"]) == {"1", "2", "3", "4", "5"}
     reps = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
-    assert len(reps) == len(cs.SPELLING_SCENARIOS) + len(cs.COHERENCE_SCENARIOS)
+    assert len(reps) == len(cs.SPELLING_SCENARIOS) + 3
     first = json.loads(reps[0].read_text())
     assert first["done"] == len(first["verdicts"]) and first["settings"]["seed"] == 0
     stamps = {p: p.stat().st_mtime_ns for p in reps}
@@ -265,6 +271,7 @@ def test_calibrate_command_writes_resumes_and_reports(tiny_run, tmp_path, capsys
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in reps} == stamps
     assert main(args[:4] + ["5"] + args[5:] + ["--only", "spelling"]) == 0
+    assert main(args[:-1] + ["no such scenario"]) != 0  # one line, nothing written
     again = json.loads(sp_file.read_text())
     assert again["done"] == 5 and again["verdicts"][:3] == before["verdicts"]
     capsys.readouterr()
@@ -295,3 +302,53 @@ def test_calibrate_bench_tiny():
     for r in rows:
         assert r["value"] > 0 and r["unit"] == "s" and r["bench"] == "calibrate"
     assert rows[0]["baseline"] > 0 and rows[0]["ratio"] == pytest.approx(rows[0]["value"] / rows[0]["baseline"])
+
+
+def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_path, monkeypatch):
+    import contextlib
+
+    from gptwaves import runtime
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    settings = cs.CalibrationSettings(replicates=4, chunk=2, groups=("spelling",))
+
+    class StopAfter:
+        def __init__(self, n):
+            self.n = n
+
+        def __bool__(self):
+            self.n -= 1
+            return self.n < 0
+
+    @contextlib.contextmanager
+    def stop_after_three_chunks():
+        yield StopAfter(3)
+
+    monkeypatch.setattr(runtime, "graceful_stop", stop_after_three_chunks)
+    with pytest.raises(runtime.Interrupted):
+        cs.calibrate_run(run_dir, settings, progress=False)
+    files = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
+    assert [json.loads(p.read_text())["done"] for p in files] == [4, 2]  # two chunks, then one of the next
+    assert not (run_dir / "calibration" / "calibration.json").exists()
+    monkeypatch.undo()
+    resumed = cs.calibrate_run(run_dir, settings, progress=False)
+    fresh_dir = tmp_path / "fresh"
+    shutil.copytree(tiny_run, fresh_dir, ignore=shutil.ignore_patterns(".lock"))
+    fresh = cs.calibrate_run(fresh_dir, settings, progress=False)
+    assert resumed["claims"] == fresh["claims"]
+
+
+def test_coherence_scenarios_share_taps_of_equal_truth():
+    from gptwaves.bench.calibrate import waves_checkpoints
+    from gptwaves.stages.waves import WavesSettings
+
+    tpl = cs.make_waves_template(waves_checkpoints(4, 40, 6, iterations=(0, 10, 100)), "blocks.5.hook_resid_post",
+                                 "hook_embed", WavesSettings(nlags=8, window=3, min_events=5).to_dict())
+    settings = cs.CalibrationSettings()
+    cache: dict = {}
+    a = cs.coherence_chunk(tpl, "independent", 0, 1, settings, cache)
+    assert len(cache) == 6  # 3 checkpoints x (focus, input)
+    cs.coherence_chunk(tpl, "factor 0.05 rise", 0, 1, settings, cache)
+    assert len(cache) == 8  # only the focus tap after the first checkpoint differs
+    assert cs.coherence_chunk(tpl, "independent", 0, 1, settings) == a  # the same draws without the cache

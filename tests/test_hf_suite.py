@@ -115,7 +115,7 @@ def _lexicon(tmp: Path) -> list[str]:
 
 
 CLI_SIZES = ["--record-samples", "4", "--record-steps", "24", "--spelling-samples", "24", "--spelling-length",
-             "40", "--surrogates", "4", "--waves-boot", "20", "--quiet"]
+             "40", "--surrogates", "4", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +242,7 @@ def test_reproduce_over_revisions_end_to_end(neox_run):
     texts = read_json(out / "spelling" / "iter_0000020.samples.json")["texts"]
     assert len(texts) == 24 and all(len(t) == 1 + 40 + 16 for t in texts)
     html = (out / "report" / "index.html").read_text()
-    assert "step (iteration)" in html and "iteration 20" in html
+    assert "step (iteration)" in html and "step 20" in html and "iteration 20" not in html
     with Recording.open(out / "recordings" / "iter_0000005.h5") as rec:
         assert rec.meta["iteration"] == 5 and rec.meta["checkpoint_source"].endswith("step5")
     assert (out / "waves" / "repeatability.json").is_file()
@@ -270,20 +270,185 @@ def test_gpt2_suite_reproduce_from_comma_separated_folders(gpt2_suite, tmp_path)
         assert rec.wave_dataset("hidden.2").dtype == np.float16
 
 
-def test_unloadable_revision_is_one_line_and_keeps_the_rest(neox_suite, tmp_path, capsys):
+def _no_internals(text: str) -> None:
+    for word in ("True", "False", "None", "nan"):
+        assert f" {word}" not in text and f"{word}," not in text and f"{word}." not in text, text
+
+
+def test_input_floor_is_hidden0_and_the_beyond_verdict_is_decided(neox_run, capsys):
+    """docs/method.md, "Coherence against its floors": the input floor of a Hugging Face model is
+    its embedding output hidden.0, so claims 1 and 4 are judged against a real floor."""
+    out, _, _ = neox_run
+    s = read_json(out / "summary.json")
+    claims = {c["id"]: c for c in s["findings"]["claims"]}
+    b1, b4 = claims[1]["beyond_null"], claims[4]["beyond_null"]
+    assert b1["numbers"]["tap"] == "hidden.2" and b1["numbers"]["input_tap"] == "hidden.0"
+    floor = b1["numbers"]["input_floor"]
+    assert floor and floor["ci"] and floor["excess"] is not None
+    assert b1["numbers"]["above_input_floor"] in (True, False)  # compared, not missing
+    assert b4["numbers"]["n_space_labelled_input"] is not None
+    last = s["checkpoints"][-1]["waves"]
+    floor_row = [c["waves"]["hidden.0"]["induced"]["mean_abs_corr"] for c in s["checkpoints"]]
+    with capsys.disabled():
+        print(f"\ninput floor hidden.0 (induced mean |R| by step {list(STEPS)}): "
+              f"{[round(v, 3) for v in floor_row]}; excess at the last step {floor['excess']:.3f} "
+              f"[{floor['ci'][0]:.3f}, {floor['ci'][1]:.3f}] vs {b1['numbers']['last']['excess']:.3f} at hidden.2; "
+              f"beyond-the-null verdicts: claim 1 {b1['verdict']}, claim 4 {b4['verdict']}")
+    assert last["hidden.0"]["surrogate"]["mean_abs_corr"]["excess"] == floor["excess"]
+    for c in claims.values():  # sentences for people, on the training-step axis
+        for part in ("as_stated", "beyond_null"):
+            _no_internals(c[part]["text"])
+            assert "iteration" not in c[part]["text"], c[part]["text"]
+    assert "the input floor hidden.0" in b1["text"] and "step 20" in b1["text"]
+    html = (out / "report" / "index.html").read_text()
+    assert "hidden.0, induced" in html and "small character-level GPT" not in html
+    assert "<th>step</th>" in html
+
+
+def test_focus_tap_is_the_deepest_whatever_the_order():
+    from gptwaves.stages.common import floor_tap, focus_tap, input_floor
+
+    assert focus_tap(["hidden.6", "hidden.0"]) == "hidden.6"
+    assert focus_tap(["hidden.10", "hidden.9", "hidden.0"]) == "hidden.10"
+    assert focus_tap(["blocks.10.hook_resid_post", "hook_embed", "blocks.9.hook_resid_post",
+                      "ln_final.hook_normalized"]) == "blocks.10.hook_resid_post"
+    assert focus_tap(["ln_final.hook_normalized", "hook_embed"]) == "hook_embed"
+    assert input_floor(["hidden.6", "hidden.0"]) == "hidden.0"
+    assert input_floor(["blocks.1.hook_resid_post", "hook_embed"]) == "hook_embed"
+    assert input_floor(["hidden.6"]) is None and floor_tap(["hidden.6"]) == "hidden.0"
+
+
+def test_no_input_floor_is_said_in_words():
+    from gptwaves.analysis.waves_claims import waves_claims
+
+    cks = [{"iteration": i, "taps": {"hidden.2": {}}} for i in (0, 5, 20)]
+    c1, c4 = waves_claims(cks, "hidden.2", None)
+    assert "no input floor" in c1["beyond_null"]["text"] and c1["beyond_null"]["verdict"] == "inconclusive"
+    assert "input floor (not recorded)" in c4["beyond_null"]["text"]
+    for c in (c1, c4):
+        _no_internals(c["beyond_null"]["text"])
+
+
+def _suite_with(neox_suite, tmp_path, name, change):
     suite = tmp_path / "suite"
     shutil.copytree(neox_suite, suite)
-    bad = suite / "step30"
+    bad = suite / name
     shutil.copytree(suite / "step20", bad)
-    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    change(bad)
+    return suite
+
+
+@pytest.mark.parametrize("what, change, words", [
+    ("broken weights", lambda d: (d / "model.safetensors").write_bytes(b"not a safetensors file"),
+     "not a valid safetensors"),
+    ("no tokenizer", lambda d: [(d / f).unlink() for f in ("tokenizer.json",)], "no tokenizer"),
+    ("no weights", lambda d: (d / "model.safetensors").unlink(), "no weights file"),
+    ("other width", lambda d: (d / "config.json").write_text(
+        (d / "config.json").read_text().replace('"hidden_size": 16', '"hidden_size": 32')), "width 32"),
+])
+def test_every_revision_is_checked_before_the_first_is_recorded(neox_suite, tmp_path, capsys, what, change, words):
+    suite = _suite_with(neox_suite, tmp_path, "step30", change)
     run = tmp_path / "run"
     rc = cli_main(["record", "--hf-model", str(suite), "--run", str(run), "--samples", "2", "--steps", "6",
                    "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc != 0 and len(err) == 1 and "step30" in err[0] and err[0].startswith("gptwaves: error:")
-    for s in STEPS:  # the revisions before it are recorded and intact
+    assert rc != 0 and len(err) == 1 and err[0].startswith("gptwaves: error:"), err
+    assert "step30" in err[0] and words in err[0], err[0]
+    assert not list((run / "recordings").glob("*.h5")) if (run / "recordings").exists() else True  # nothing yet
+
+
+def test_a_broken_revision_keeps_what_was_recorded(neox_suite, tmp_path, capsys):
+    suite = tmp_path / "suite"
+    shutil.copytree(neox_suite, suite)
+    run = tmp_path / "run"
+    args = ["record", "--hf-model", str(suite), "--run", str(run), "--samples", "2", "--steps", "6", "--quiet"]
+    assert cli_main(args) == 0
+    shutil.copytree(suite / "step20", suite / "step30")
+    (suite / "step30" / "model.safetensors").write_bytes(b"x" * 64)
+    capsys.readouterr()
+    assert cli_main(args) != 0
+    assert "step30" in capsys.readouterr().err
+    for s in STEPS:
         with Recording.open(run / "recordings" / f"iter_{s:07d}.h5") as rec:
             assert rec.n_samples == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--preset", "quick"], "--preset applies"),
+    (["--max-iters", "5", "--train-seed", "1"], "--max-iters, --train-seed apply"),
+    (["--corpus", "x.txt"], "--corpus applies"),
+    (["--precision", "bf16"], "--precision applies"),
+    (["--waves-boot", "50"], "--waves-boot"),
+])
+def test_options_the_source_ignores_are_refused(tmp_path, capsys, args, words):
+    rc = cli_main(["reproduce", "--hf-model", str(tmp_path / "suite"), "--out", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_native_options_refused_without_hf_model(tmp_path, capsys):
+    for args, words in ((["--dtype", "bfloat16"], "--dtype applies to --hf-model"),
+                        (["--revisions", "step0"], "--revisions needs --hf-model"),
+                        (["--waves-boot", "50"], "--waves-ci bca")):
+        rc = cli_main(["reproduce", "--out", str(tmp_path / "r"), *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc != 0 and len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_shows_every_default():
+    import click
+
+    from gptwaves.cli import cli
+
+    cmd = cli.commands["reproduce"]
+    ctx = click.Context(cmd, info_name="reproduce")
+    for p in cmd.params:
+        if isinstance(p, click.Option) and not p.is_flag:
+            assert "default" in p.get_help_record(ctx)[1].lower(), p.opts
+    helps = {p.name: p.get_help_record(ctx)[1] for p in cmd.params if isinstance(p, click.Option)}
+    assert "--hf-model 64]" in helps["record_samples"] and "--hf-model 256 tokens]" in helps["record_steps"]
+    assert "--hf-model 1000]" in helps["spelling_samples"]
+
+
+def test_bfloat16_model_keeps_float32_recordings(neox_suite, tmp_path):
+    src = api.ModelSource(hf_model=str(neox_suite / "step20"), hf_dtype="bfloat16")
+    (path,) = api.record_run(tmp_path / "run", "all", api.RecordSettings(samples=2, steps=8, batch_size=2), src,
+                             progress=False)
+    (ref,) = api.record_run(tmp_path / "ref", "all", api.RecordSettings(samples=2, steps=8, batch_size=2),
+                            api.ModelSource(hf_model=str(neox_suite / "step20")), progress=False)
+    with Recording.open(path) as a, Recording.open(ref) as b:
+        assert a.wave_dataset("hidden.2").dtype == np.float32
+        assert a.meta["weights_sha256"].endswith("+bfloat16") and a.meta["weights_sha256"] != b.meta["weights_sha256"]
+        x, y = a.waves("hidden.0")[:, :1], b.waves("hidden.0")[:, :1]  # same prompt: embeddings agree to bf16
+        np.testing.assert_allclose(x, y, atol=0.02 * np.abs(y).max())
+
+
+def test_local_fingerprint_is_content_not_mtime(neox_suite, tmp_path, monkeypatch):
+    from gptwaves.hf import fingerprint
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    a = neox_suite / "step5"
+    b = tmp_path / "copy"
+    b.mkdir()
+    for f in a.iterdir():  # a copy without -p: new mtimes, same content
+        shutil.copyfile(f, b / f.name)
+    fa = fingerprint(str(a), None)
+    assert fa == fingerprint(str(b), None) and fa.startswith("hf-local:")
+    cache = read_json(tmp_path / "cache" / "gptwaves" / "hf-file-sha256.json")
+    assert str((b / "model.safetensors").resolve()) in cache
+    cfg = b / "config.json"
+    cfg.write_text(cfg.read_text() + " ")
+    assert fingerprint(str(b), None) != fa  # content changed (size and mtime too): checksum redone
+
+
+def test_progress_moves_within_a_batch(neox_suite):
+    m = HFModel(str(neox_suite / "step5"))
+    seen = []
+    m.generate_batch(m.encode("\n"), 7, 2, api.SamplingConfig(seed=0), taps=["hidden.0"],
+                     generator=torch.Generator().manual_seed(0), on_step=lambda k, n: seen.append((k, n)))
+    assert seen == [(k, 7) for k in range(1, 8)]
 
 
 def _free_port() -> int:
@@ -345,3 +510,30 @@ def test_torchrun_gloo_shards_samples_rank0_writes(neox_suite, neox_run, tmp_pat
             assert np.array_equal(x.tokens(), y.tokens())
         assert read_json(out / "spelling" / f"{name}.samples.json")["texts"] == \
             read_json(ref / "spelling" / f"{name}.samples.json")["texts"]
+
+
+def test_hub_revisions_are_checked_from_their_configs(monkeypatch):
+    """Hub revisions (no network here): each config is fetched alone and the file list checked."""
+    import huggingface_hub
+    from transformers import AutoConfig, GPTNeoXConfig
+
+    from gptwaves.hf import Revision, check_revisions
+
+    widths = {"step0": 512, "step1000": 512, "step2000": 768}
+    files = {"step0": ["config.json", "model.safetensors", "tokenizer.json"],
+             "step1000": ["config.json", "tokenizer.json"], "step2000": ["config.json", "model.safetensors"]}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(AutoConfig, "from_pretrained",
+                        lambda name, revision=None: GPTNeoXConfig(hidden_size=widths[revision], num_attention_heads=8))
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda name, revision=None: files[revision])
+    revs = [Revision("EleutherAI/pythia-70m", r, int(r[4:])) for r in widths]
+    with pytest.raises(GptwavesError, match="pythia-70m@step1000 has no weights file"):
+        check_revisions(revs)
+    files["step1000"].append("model.safetensors")
+    with pytest.raises(GptwavesError, match="step2000 has no tokenizer"):
+        check_revisions(revs)
+    files["step2000"].append("tokenizer.json")
+    with pytest.raises(GptwavesError, match=r"pythia-70m@step2000 has width 768, the other revisions 512"):
+        check_revisions(revs)
+    widths["step2000"] = 512
+    check_revisions(revs)

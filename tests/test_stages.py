@@ -294,7 +294,8 @@ def test_waves_stage(run_dir, capsys):
         rec_path = run_dir / "recordings" / f"{name}.h5"
         assert summary["recording"] == rec_path.name
         assert summary["settings"] == {"nlags": 8, "k": None, "window": 3, "n_surrogates": 20, "n_boot": 200,
-                                       "alpha": 0.05, "min_events": 30, "seed": 0, "ci_method": "jackknife"}
+                                       "alpha": 0.05, "min_events": 30, "seed": 0, "ci_method": "jackknife",
+                                       "probe_folds": 5, "probe_max_steps": 64, "probe_null": 20}
         with Recording.open(rec_path) as rec:
             assert summary["iteration"] == rec.iteration
             mask = np.broadcast_to(~rec.is_prompt, (rec.n_samples, rec.is_prompt.shape[0]))

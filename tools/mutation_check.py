@@ -7,9 +7,9 @@ temporary copy of ``src/`` - never in the working tree - and runs the named test
 *survives* when they all pass: then no test checks the rule it breaks. *stale* means the snippet is
 no longer in the code (update the list); *error* means pytest could not run (exit status 2-5).
 
-A baseline run of all named tests on an unmutated copy comes first: a test that fails there too is
-left out of the mutation runs (and named), so a mutation only counts as killed by tests that pass
-without it.
+The tests that killed a mutation are then run once more, together, on an unmutated copy: one that
+fails there too is no evidence, so it is named and the mutations it killed are run again without it.
+A mutation only counts as killed by a test that passes without it.
 
     python tools/mutation_check.py              # every mutation (a few minutes on 2 cores)
     python tools/mutation_check.py -k fano      # those whose id contains "fano"
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-k", default="", help="only mutations whose id contains this text")
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
-    ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the tests")
+    ap.add_argument("--no-baseline", action="store_true", help="do not rerun killing tests unmutated")
     ap.add_argument("--timeout", type=float, default=900, help="hang guard per pytest run, seconds")
     a = ap.parse_args(argv)
     chosen = [m for m in MUTATIONS if a.k in m.id]
@@ -170,38 +170,51 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mutation_check: error: gptwaves is imported from {probe.stdout.strip() or probe.stderr!r}, "
                   f"not from the copy {base}", file=sys.stderr)
             return 2
-        deselect: list[str] = []
-        if not a.no_baseline:
-            tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
-            rc, out = _pytest(base, tests, stop_early=False, timeout=a.timeout * 2)
-            deselect = _failed(out)
-            if rc not in (0, 1) or (rc == 1 and not deselect):
-                print(f"mutation_check: error: the unmutated run did not complete:\n{out[-3000:]}", file=sys.stderr)
-                return 2
-            print(f"baseline: {len(tests)} test targets run unmutated"
-                  + (f"; failing there, so left out below: {', '.join(deselect)}" if deselect else ""), flush=True)
-        results = []
-        for i, m in enumerate(chosen):
+        def run(i: int, m: Mutation, deselect: tuple[str, ...] = ()) -> tuple[str, str, list[str]]:
             src = _copy_src(tmp / f"m{i}")
             path = src / "gptwaves" / m.file
             text = path.read_text()
             n = text.count(m.original)
-            t0 = time.perf_counter()
-            if n != 1:
-                status, detail = "stale", f"snippet found {n} times in src/gptwaves/{m.file}"
-            else:
+            try:
+                if n != 1:
+                    return "stale", f"snippet found {n} times in src/gptwaves/{m.file}", []
                 path.write_text(text.replace(m.original, m.mutated))
                 rc, out = _pytest(src, (*m.tests, *(f"--deselect={t}" for t in deselect)), stop_early=True,
                                   timeout=a.timeout)
+                failed = _failed(out)
                 if rc == 1:
-                    status, detail = "killed", ", ".join(_failed(out)[:3]) or "a test failed"
-                elif rc == 0:
-                    status, detail = "SURVIVED", "every test passed"
-                else:
-                    status, detail = "error", f"pytest exit status {rc}: {out.strip().splitlines()[-1:]}"
-            shutil.rmtree(src.parent)
-            results.append((m, status, detail, time.perf_counter() - t0))
-            print(f"{m.id:28s} {status:9s} {time.perf_counter() - t0:6.1f} s  {detail}", flush=True)
+                    return "killed", ", ".join(failed[:3]) or "a test failed", failed
+                if rc == 0:
+                    return "SURVIVED", "every test passed", []
+                return "error", f"pytest exit status {rc}: {out.strip().splitlines()[-1:]}", []
+            finally:
+                shutil.rmtree(src.parent)
+
+        results = {}
+        for i, m in enumerate(chosen):
+            t0 = time.perf_counter()
+            results[m.id] = (m, *run(i, m))
+            print(f"{m.id:28s} {results[m.id][1]:9s} {time.perf_counter() - t0:6.1f} s  {results[m.id][2]}",
+                  flush=True)
+        killers = sorted({t for _, s, _, f in results.values() if s == "killed" for t in f})
+        if killers and not a.no_baseline:
+            # one unmutated run of every killing test: a test that fails there too is no evidence, so the
+            # mutations it killed are run again without it
+            rc, out = _pytest(base, tuple(killers), stop_early=False, timeout=a.timeout * 2)
+            if rc not in (0, 1):
+                print(f"mutation_check: error: the unmutated run did not complete:\n{out[-3000:]}", file=sys.stderr)
+                return 2
+            broken = tuple(_failed(out))
+            print(f"baseline: {len(killers)} killing tests rerun unmutated"
+                  + (f"; failing there too: {', '.join(broken)}" if broken else ", all pass"), flush=True)
+            for i, m in enumerate(chosen):
+                if results[m.id][1] == "killed" and set(results[m.id][3]) & set(broken):
+                    t0 = time.perf_counter()
+                    st, detail, failed = run(i, m, broken)
+                    results[m.id] = (m, st, detail + f" (left out, failing unmutated too: {', '.join(broken)})",
+                                     failed)
+                    print(f"{m.id:28s} {st:9s} {time.perf_counter() - t0:6.1f} s  {results[m.id][2]}", flush=True)
+        results = list(results.values())
     bad = [r for r in results if r[1] != "killed"]
     print(f"\n{len(results) - len(bad)} of {len(results)} mutations killed"
           + (": survived or not run: " + ", ".join(f"{m.id} ({s})" for m, s, _, _ in bad) if bad else ""))

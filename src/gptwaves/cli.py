@@ -148,10 +148,13 @@ def _sampling(seed, temperature, top_k, top_p, context):
     return SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, context=context)
 
 
-def _source(corpus=None, n_head=None, device="auto", hf_model=None, hf_revision=None):
+def _source(corpus=None, n_head=None, device="auto", hf_model=None, hf_revision=None, hf_dtype="float32"):
     from .stages.common import ModelSource
 
-    return ModelSource(corpus=corpus, n_head=n_head, device=device, hf_model=hf_model, hf_revision=hf_revision)
+    if hf_dtype != "float32" and not hf_model:
+        raise GptwavesError("--hf-dtype applies to --hf-model")
+    return ModelSource(corpus=corpus, n_head=n_head, device=device, hf_model=hf_model, hf_revision=hf_revision,
+                       hf_dtype=hf_dtype)
 
 
 def _unescape(text: str) -> str:
@@ -164,6 +167,8 @@ def _unescape(text: str) -> str:
 
 
 def _hf_options(f):
+    f = click.option("--hf-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+                     show_default=True, help="dtype the Hugging Face model is loaded in.")(f)
     f = click.option("--hf-revision", default=None,
                      help="Revision(s) of the Hugging Face model: step1000, a comma list (step0,step1000), or "
                           "log[:N] (N log-spaced published steps); each revision is checkpoint iter_STEP.")(f)
@@ -200,7 +205,7 @@ def _record_options(f):
 @_sampling_options
 @_hf_options
 def record(run, checkpoint, corpus, samples, steps, taps, dtype, batch_size, seed, temperature, top_k,
-           top_p, context, prompt, device, n_head, quiet, hf_model, hf_revision):
+           top_p, context, prompt, device, n_head, quiet, hf_model, hf_revision, hf_dtype):
     """Generate text while recording hidden-state waves to HDF5 (DIR/recordings/)."""
     from .stages.recordings import RecordSettings, record_run
 
@@ -209,7 +214,7 @@ def record(run, checkpoint, corpus, samples, steps, taps, dtype, batch_size, see
                               taps=None if tap_list in ((), ("all",)) else tap_list, dtype=dtype,
                               sampling=_sampling(seed, temperature, top_k, top_p, context),
                               **({"batch_size": batch_size} if batch_size is not None else {}))
-    for p in record_run(run, checkpoint, settings, _source(corpus, n_head, device, hf_model, hf_revision),
+    for p in record_run(run, checkpoint, settings, _source(corpus, n_head, device, hf_model, hf_revision, hf_dtype),
                         progress=not quiet):
         click.echo(str(p))
 
@@ -252,17 +257,17 @@ def _spelling_settings(samples, length, margin, lexicon, alpha, n_boot, n_perm, 
 @_sampling_options
 @_hf_options
 def spelling(run, checkpoint, corpus, samples, length, margin, lexicon, alpha, n_boot, n_perm, batch_size, seed,
-             temperature, top_k, top_p, context, prompt, device, n_head, quiet, hf_model, hf_revision):
+             temperature, top_k, top_p, context, prompt, device, n_head, quiet, hf_model, hf_revision, hf_dtype):
     """Counting statistics of spelling errors (Fano factor, Poisson tests, null models) per checkpoint."""
     from .stages.spelling import spelling_run
 
     settings = _spelling_settings(samples, length, margin, lexicon, alpha, n_boot, n_perm, batch_size, prompt,
                                   _sampling(seed, temperature, top_k, top_p, context))
-    res = spelling_run(run, checkpoint, settings, _source(corpus, n_head, device, hf_model, hf_revision),
+    res = spelling_run(run, checkpoint, settings, _source(corpus, n_head, device, hf_model, hf_revision, hf_dtype),
                        progress=not quiet)
     click.echo(f"{'iter':>7} {'val':>6} {'F_corr':>7} {'verdict':>17} {'F/Fref':>6} {'F_miss':>7} {'verdict':>17} "
-               f"{'F/Fref':>6} {'err':>5} {'RR':>5}")
-    fmt = lambda v: "  nan" if v is None else f"{v:.3f}"  # noqa: E731
+               f"{'F/Fref':>6} {'err':>5} {'RR':>5} {'z_corr':>6} {'z_miss':>6} {'z_RR':>6}")
+    fmt = lambda v: "  n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for r in res["checkpoints"]:
         s = r["stats"]
         dec = s.get("decomposition") or {}
@@ -270,13 +275,16 @@ def spelling(run, checkpoint, corpus, samples, length, margin, lexicon, alpha, n
                    f"{s['correct']['verdict']:>17} {fmt((dec.get('correct') or {}).get('excess')):>6} "
                    f"{fmt(s['misspelled']['fano']):>7} {s['misspelled']['verdict']:>17} "
                    f"{fmt((dec.get('misspelled') or {}).get('excess')):>6} {fmt(s['error_rate']):>5} "
-                   f"{fmt(s.get('cascade_rr')):>5}")
+                   f"{fmt(s.get('cascade_rr')):>5} {fmt((dec.get('correct') or {}).get('z')):>6} "
+                   f"{fmt((dec.get('misspelled') or {}).get('z')):>6} {fmt((s.get('cascade') or {}).get('z')):>6}")
     c = res.get("crossing") or {}
     if c.get("iteration") is not None:
         ci = c.get("ci") or [None, None]
         click.echo(f"F_correct crosses 1 near iteration {c['iteration']:.0f} (95% CI {fmt(ci[0])} to {fmt(ci[1])})")
     else:
         click.echo(f"no crossing of F_correct through 1 reported: {c.get('reason') or 'fewer than 2 checkpoints'}")
+    click.echo("z_corr, z_miss, z_RR: log(F / null median) and log(RR / null median) in standard deviations of "
+               "their permutation nulls")
     click.echo(f"table: {res['table']}")
 
 
@@ -291,20 +299,32 @@ def spelling(run, checkpoint, corpus, samples, length, margin, lexicon, alpha, n
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (to record).")
 @click.option("--quiet", is_flag=True)
 @_hf_options
-def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, device, quiet, hf_model, hf_revision):
+def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, device, quiet, hf_model, hf_revision,
+          hf_dtype):
     """Coherence analysis of recorded waves (records what it needs if missing)."""
     from .stages.recordings import RecordSettings
     from .stages.waves import WavesSettings, waves_run
 
     settings = WavesSettings(**{key: v for key, v in dict(nlags=nlags, k=k, window=window).items() if v is not None})
     res = waves_run(run, checkpoint, settings, record=RecordSettings(samples=samples, steps=steps),
-                    source=_source(corpus, None, device, hf_model, hf_revision), progress=not quiet)
-    click.echo(f"{'iter':>7} {'tap':>28} {'mean|R|':>8} {'lam/C':>6} {'PR':>6} {'k':>3} {'space ch':>8}")
+                    source=_source(corpus, None, device, hf_model, hf_revision, hf_dtype), progress=not quiet)
+
+    def num(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else "n/a"
+
+    click.echo(f"{'iter':>7} {'tap':>28} {'mean|R|':>8} {'lam/C':>6} {'PR':>6} {'excess':>7} {'z':>7} "
+               f"{'exc/gain':>8} {'probeR2':>7} {'k':>3} {'space ch':>8}")
     for r in res["checkpoints"]:
         for tap, v in r["taps"].items():
             sp = v["label_counts"].get("space", 0) + v["label_counts"].get("next:space", 0)
+            s = (v.get("surrogate") or {}).get("mean_abs_corr") or {}
+            g = ((v.get("gain_normalised") or {}).get("surrogate") or {}).get("mean_abs_corr") or {}
             click.echo(f"{str(r['iteration']):>7} {tap:>28} {v['mean_abs_corr']:8.3f} {v['lambda_max_share']:6.3f} "
-                       f"{v['participation_ratio']:6.1f} {v['n_clusters']:3d} {sp:8d}")
+                       f"{v['participation_ratio']:6.1f} {num(s.get('excess'), '7.4f')} {num(s.get('z'), '7.1f')} "
+                       f"{num(g.get('excess'), '8.4f')} {num((v.get('probe') or {}).get('r2'), '7.3f')} "
+                       f"{v['n_clusters']:3d} {sp:8d}")
+    click.echo("excess: induced mean |R| minus its sample-shuffle surrogate mean; z = excess / surrogate SD; "
+               "exc/gain: the excess after gain normalisation; probeR2: out-of-fold R^2 of the space probe.")
     click.echo(f"results: {Path(run) / 'waves'}")
 
 
@@ -346,57 +366,144 @@ def report(run, no_summary):
     click.echo(f"report:  {build_report(run_dir)}")
 
 
+class _LazyHelp(click.Option):
+    """An option whose help is built when help is shown (the per-preset analysis sizes live in
+    gptwaves.reproduce, which the CLI imports only when it runs)."""
+
+    def __init__(self, *a, help_fn=None, **kw):
+        super().__init__(*a, **kw)
+        self.help_fn = help_fn
+
+    def get_help_record(self, ctx):
+        if self.help_fn is not None:
+            self.help = self.help_fn()
+        return super().get_help_record(ctx)
+
+
+def _size_help(name: str, what: str, when_none: tuple[str, str] = ("", "")):
+    """Help text listing an analysis size's default for every preset and for --hf-model (declared
+    once, in gptwaves.reproduce's ANALYSIS_PRESETS and HF_ANALYSIS)."""
+
+    def build() -> str:
+        from .reproduce import ANALYSIS_PRESETS, HF_ANALYSIS
+
+        def val(a, none):
+            v = getattr(a, name)
+            return none if v is None else str(v)
+
+        vals = {p: val(a, when_none[0]) for p, a in ANALYSIS_PRESETS.items()}
+        per = (next(iter(vals.values())) + " for every preset" if len(set(vals.values())) == 1
+               else ", ".join(f"{p} {v}" for p, v in vals.items()))
+        return f"{what} [default: {per}; --hf-model {val(HF_ANALYSIS, when_none[1])}]"
+
+    return build
+
+
+def _waves_help(name: str, what: str):
+    def build() -> str:
+        from .stages.waves import WavesSettings
+
+        return f"{what} [default: {_default(WavesSettings, name)}]"
+
+    return build
+
+
+#: Options that only mean something for one source: refused with the other (one line).
+_TRAINING_ONLY = {"preset_name": "--preset", "max_iters": "--max-iters", "train_seed": "--train-seed",
+                  "corpus": "--corpus", "precision": "--precision"}
+
+
+def _refuse_irrelevant(ctx, hf_model, revisions, waves_ci) -> None:
+    """One-line errors for options the chosen source ignores (docs/method.md, "Hugging Face models
+    and suites"): training options with --hf-model, --revisions/--dtype without it, --waves-boot
+    without the BCa interval."""
+    from click.core import ParameterSource
+
+    given = {k for k in ctx.params if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+    if hf_model:
+        bad = [flag for k, flag in _TRAINING_ONLY.items() if k in given]
+        if bad:
+            raise GptwavesError(f"{', '.join(bad)} {'applies' if len(bad) == 1 else 'apply'} to training a "
+                                "gptwaves model, not to --hf-model (a suite is trained elsewhere)")
+    else:
+        if revisions:
+            raise GptwavesError("--revisions needs --hf-model")
+        if "dtype" in given:
+            raise GptwavesError("--dtype applies to --hf-model (a gptwaves model trains with --precision)")
+    if "waves_boot" in given and waves_ci != "bca":
+        raise GptwavesError("--waves-boot sets the bootstrap resamples of --waves-ci bca; the default coherence "
+                            "excess CI is a jackknife and draws none")
+
+
 @cli.command()
 @click.option("--preset", "preset_name", default="smoke", show_default=True,
-              help="smoke | quick | paper | shakespeare-char")
+              help="smoke | quick | paper | shakespeare-char (training and analysis sizes; not with --hf-model).")
 @corpus_option
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/PRESET).")
-@click.option("--max-iters", type=int, default=None, help="Override the preset's training length.")
-@click.option("--train-seed", type=int, default=None, help="Override the preset's training seed.")
-@click.option("--record-samples", type=int, default=None)
-@click.option("--record-steps", type=int, default=None)
-@click.option("--spelling-samples", type=int, default=None)
-@click.option("--spelling-length", type=int, default=None)
-@click.option("--seed", type=int, default=None, help="Sampling seed of the analysis stages.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None)
-@click.option("--quiet", is_flag=True)
-@click.option("--hf-model", default=None,
+@click.option("--out", type=click.Path(path_type=Path), default=None, show_default="runs/PRESET",
+              help="Run directory (--hf-model: runs/hf-MODEL).")
+@click.option("--max-iters", type=int, default=None, show_default="the preset's",
+              help="Override the preset's training length.")
+@click.option("--train-seed", type=int, default=None, show_default="the preset's",
+              help="Override the preset's training seed.")
+@click.option("--record-samples", type=int, default=None, cls=_LazyHelp,
+              help_fn=_size_help("record_samples", "Samples recorded per checkpoint."))
+@click.option("--record-steps", type=int, default=None, cls=_LazyHelp,
+              help_fn=_size_help("record_steps", "Steps recorded per sample.", ("2 x block_size", "256 tokens")))
+@click.option("--spelling-samples", type=int, default=None, cls=_LazyHelp,
+              help_fn=_size_help("spelling_samples", "Samples scored for spelling per checkpoint."))
+@click.option("--spelling-length", type=int, default=None, cls=_LazyHelp,
+              help_fn=_size_help("spelling_length", "Counted characters per spelling sample.",
+                                 ("block_size - 16", "128 characters")))
+@click.option("--seed", type=int, default=None, cls=_LazyHelp,
+              help_fn=_size_help("seed", "Sampling seed of the analysis stages."))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
+              show_default="the preset's", help="Training precision (not with --hf-model).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--hf-model", default=None, show_default="none: train a gptwaves model",
               help="Analyse a Hugging Face suite instead of training: a hub name, local folders PATH1,PATH2,... "
                    "or a folder of folders (one per revision). Needs gptwaves[hf].")
-@click.option("--revisions", default=None,
+@click.option("--revisions", default=None, show_default="the model's main revision, or every folder",
               help="With --hf-model NAME: step0,step1000,... or log[:N] (N log-spaced of Pythia's published "
                    "steps, default 12); with a folder of folders: folder names or log[:N].")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+              show_default=True, help="dtype the --hf-model revisions are loaded in (recordings keep "
+                                      "--record-dtype).")
 @click.option("--lexicon", type=click.Path(path_type=Path), default=None,
-              help="Word list for spelling (default: training split; Hugging Face: pyspellchecker's English).")
-@click.option("--taps", default=None, help="Comma-separated taps to record (default: all), e.g. hidden.0,hidden.6.")
-@click.option("--record-dtype", type=click.Choice(["float32", "float16"]), default=None,
-              help="Storage of the recorded waves (float16 halves the files).")
-@click.option("--surrogates", type=int, default=None,
-              help="Sample-shuffle surrogates of the coherence analysis (default 20; below 19 no excess can be "
-                   "significant at alpha 0.05).")
-@click.option("--waves-boot", type=int, default=None, help="Bootstrap resamples of the coherence excess CI "
-                                                           "(default 200).")
+              show_default="training split; --hf-model: pyspellchecker's English", help="Word list for spelling.")
+@click.option("--taps", default=None, show_default="all", help="Comma-separated taps to record, e.g. hidden.0,hidden.6.")
+@click.option("--record-dtype", type=click.Choice(["float32", "float16"]), default=None, cls=_LazyHelp,
+              help_fn=_size_help("record_dtype", "Storage of the recorded waves (float16 halves the files)."))
+@click.option("--surrogates", type=int, default=None, cls=_LazyHelp,
+              help_fn=_waves_help("n_surrogates", "Sample-shuffle surrogates of the coherence analysis (below 19 no "
+                                                  "excess can be significant at alpha 0.05)."))
+@click.option("--waves-ci", type=click.Choice(["jackknife", "bca"]), default=None, cls=_LazyHelp,
+              help_fn=_waves_help("ci_method", "CI of the coherence excess: delete-one-sample jackknife or BCa "
+                                               "bootstrap."))
+@click.option("--waves-boot", type=int, default=None, cls=_LazyHelp,
+              help_fn=_waves_help("n_boot", "Bootstrap resamples of the coherence excess CI (--waves-ci bca only)."))
 @click.option("--calibrate/--no-calibrate", default=None,
               help="Run the calibration stage (size and power of the spelling rules; default: on for quick and "
                    "paper, off for smoke and Hugging Face suites).")
-@click.option("--calibrate-coherence", type=int, default=None,
+@click.option("--calibrate-coherence", type=int, default=None, show_default="off",
               help="Also calibrate the coherence rules with this many replicates per scenario (costly).")
-def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, record_steps, spelling_samples,
-              spelling_length, seed, device, precision, quiet, hf_model, revisions, lexicon, taps, record_dtype,
-              surrogates, waves_boot, calibrate, calibrate_coherence):
+@click.pass_context
+def reproduce(ctx, preset_name, corpus, out, max_iters, train_seed, record_samples, record_steps, spelling_samples,
+              spelling_length, seed, device, precision, quiet, hf_model, revisions, dtype, lexicon, taps, record_dtype,
+              surrogates, waves_ci, waves_boot, calibrate, calibrate_coherence):
     """Corpus -> training -> recordings -> waves -> spelling -> summary -> report, resumable."""
     from .reproduce import ANALYSIS_PRESETS, HF_ANALYSIS, AnalysisSettings
     from .reproduce import reproduce as run_reproduce
 
     an = HF_ANALYSIS if hf_model else ANALYSIS_PRESETS.get(preset_name, AnalysisSettings())
+    _refuse_irrelevant(ctx, hf_model, revisions, waves_ci or an.waves.ci_method)
     tap_list = tuple(t.strip() for t in (taps or "").split(",") if t.strip() and t.strip() != "all") or None
     an = dataclasses.replace(an, **{k: v for k, v in dict(
         record_samples=record_samples, record_steps=record_steps, spelling_samples=spelling_samples,
         spelling_length=spelling_length, seed=seed, record_taps=tap_list, record_dtype=record_dtype,
         lexicon=None if lexicon is None else str(lexicon)).items() if v is not None})
     an = dataclasses.replace(an, waves=dataclasses.replace(an.waves, **{k: v for k, v in dict(
-        n_surrogates=surrogates, n_boot=waves_boot).items() if v is not None}))
+        n_surrogates=surrogates, n_boot=waves_boot, ci_method=waves_ci).items() if v is not None}))
     if calibrate is False:
         an = dataclasses.replace(an, calibration=None)
     elif calibrate or calibrate_coherence:
@@ -414,14 +521,13 @@ def reproduce(preset_name, corpus, out, max_iters, train_seed, record_samples, r
         from .reproduce import reproduce_hf
 
         out = out or Path("runs") / safe_name(hf_model.split(",")[0])
-        summary = reproduce_hf(hf_model, revisions, out, analysis=an, device=device, progress=not quiet)
+        summary = reproduce_hf(hf_model, revisions, out, analysis=an, device=device, progress=not quiet,
+                               dtype=dtype)
         if summary:
             click.echo(f"summary: {Path(out) / 'summary.json'}")
             click.echo(f"report:  {Path(out) / 'report' / 'index.html'}")
             _print_findings(summary)
         return
-    if revisions:
-        raise GptwavesError("--revisions needs --hf-model")
     out = out or Path("runs") / preset_name
     overrides = {k: v for k, v in dict(max_iters=max_iters, precision=precision, seed=train_seed).items()
                  if v is not None}
@@ -456,8 +562,8 @@ def intervene(run, checkpoint, tap, channels, mode, corpus, samples, length, mar
     res = intervene_run(run, checkpoint, tap, channels, mode, settings, _source(corpus, n_head, device),
                         control_seed=control_seed, progress=not quiet)
     s, ch = res["settings"], res["channels"]
-    fmt = lambda v, sign="": "  nan" if v is None else f"{v:{sign}.3f}"  # noqa: E731
-    pfmt = lambda v: "nan" if v is None else f"{v:.2g}"  # noqa: E731
+    fmt = lambda v, sign="": "  n/a" if v is None else f"{v:{sign}.3f}"  # noqa: E731
+    pfmt = lambda v: "n/a" if v is None else f"{v:.2g}"  # noqa: E731
     ctrl = ch["control"]
     click.echo(f"{s['mode']} of {len(ch['target'])} channels ({s['spec']}) at {s['tap']}, {s['checkpoint']}; "
                f"control: {', '.join(map(str, ctrl)) if ctrl else ch['control_note']}")
@@ -548,9 +654,11 @@ def sweep(preset_name, vary, out, corpus, member, collect_only, jobs, schedule, 
               help="Spelling: permutation nulls shared across replicates (fast, default) or per replicate (exact).")
 @click.option("--only", type=click.Choice(["spelling", "coherence"]), default=None,
               help="Calibrate one group of rules only.")
+@click.option("--scenario", "scenarios", multiple=True,
+              help="Only this scenario (repeatable; names in docs/method.md, Calibration), e.g. to bound the cost.")
 @click.option("--seed", type=int, default=None, help="Seed of the synthetic runs (default 0).")
 @click.option("--quiet", is_flag=True)
-def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed, quiet):
+def calibrate(run, corpus, replicates, coherence_replicates, engine, only, scenarios, seed, quiet):
     """Size and power of every verdict rule, simulated at this run's own sizes (DIR/calibration/)."""
     from .stages.calibration import CalibrationSettings, calibrate_run
 
@@ -558,6 +666,8 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed,
                             ("engine", engine), ("seed", seed)) if v is not None}
     if only:
         kw["groups"] = (only,)
+    if scenarios:
+        kw["scenarios"] = tuple(scenarios)
     res = calibrate_run(run, CalibrationSettings(**kw), corpus=corpus, progress=not quiet)
     for cid in sorted(res["claims"], key=int):
         e = res["claims"][cid]
@@ -567,8 +677,8 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, seed,
 
 
 @cli.command("bench")
-@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep",
-                                                  "calibrate"]),
+@click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget",
+                                                  "sweep", "calibrate"]),
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

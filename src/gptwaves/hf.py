@@ -214,38 +214,192 @@ def suite_revisions(model: str, revisions: str | None = None) -> list[Revision]:
     return [Revision(model, None, None)]
 
 
-def fingerprint(name_or_path: str, revision: str | None) -> str:
-    """What identifies a model's weights without reading them: the hub name and revision, or for
-    a local folder its files' names, sizes and modification times (a re-saved folder differs)."""
+#: Model dtypes a Hugging Face model can be loaded in (``--dtype``); recordings stay float32 or
+#: float16 as their own setting says (hidden states are converted on the way out).
+HF_DTYPES = ("float32", "bfloat16", "float16")
+
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+            "pytorch_model.bin.index.json")
+_TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
+#: What must agree across the revisions of a suite: (config keys, words for the message).
+_SAME = ((("model_type",), "architecture"), (("hidden_size", "n_embd", "d_model"), "width"),
+         (("num_hidden_layers", "n_layer"), "layer count"), (("vocab_size",), "vocabulary size"))
+
+
+def _safetensors_ok(path) -> bool:
+    """Whether ``path`` starts like a safetensors file (8-byte header length, then a JSON object)."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return False
+            (n,) = struct.unpack("<Q", head)
+            if n <= 1 or n > 100 * 2**20:
+                return False
+            return isinstance(json.loads(fh.read(n)), dict)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+
+
+def _local_config(folder, what: str) -> dict:
+    """A local revision's config.json, checked: the folder has weights and a tokenizer."""
+    import json
     from pathlib import Path
 
+    p = Path(folder)
+    try:
+        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GptwavesError(f"revision {what} has no config.json ({p})") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise GptwavesError(f"revision {what}: config.json cannot be read ({type(e).__name__}: "
+                            f"{str(e)[:120]})") from None
+    if not isinstance(cfg, dict):
+        raise GptwavesError(f"revision {what}: config.json is not a JSON object")
+    weights = [w for w in _WEIGHTS if (p / w).is_file()] or sorted(q.name for q in p.glob("*.safetensors"))
+    if not weights:
+        raise GptwavesError(f"revision {what} has no weights file (model.safetensors or pytorch_model.bin) in {p}")
+    bad = [w for w in weights if w.endswith(".safetensors") and not _safetensors_ok(p / w)]
+    if bad:
+        raise GptwavesError(f"revision {what}: {bad[0]} is not a valid safetensors file ({p})")
+    if not any((p / t).is_file() for t in _TOKENIZER):
+        raise GptwavesError(f"revision {what} has no tokenizer (tokenizer.json, vocab.json, ...) in {p}")
+    return cfg
+
+
+def _hub_config(rev: "Revision", listing: dict) -> dict:
+    """A hub revision's config (downloaded alone, a few kB); when the hub can be listed, its weights
+    and tokenizer files are checked too."""
+    try:
+        from transformers import AutoConfig
+    except ImportError:
+        raise GptwavesError("Hugging Face models need the optional extra: pip install 'gptwaves[hf]'") from None
+    try:
+        cfg = AutoConfig.from_pretrained(rev.model, revision=rev.revision).to_dict()
+    except Exception as e:  # noqa: BLE001 - a missing revision, no network, ...: one line naming it
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise GptwavesError(f"cannot read the config of {rev.label()}: {first[:200]}") from None
+    import os
+
+    if not listing.get("ok", True) or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return cfg
+    try:
+        from huggingface_hub import list_repo_files
+
+        files = set(list_repo_files(rev.model, revision=rev.revision))
+    except Exception:  # noqa: BLE001 - offline: the config was enough to find the revision
+        listing["ok"] = False  # do not wait for the hub again for the other revisions
+        return cfg
+    if not any(f in _WEIGHTS or f.endswith(".safetensors") for f in files):
+        raise GptwavesError(f"revision {rev.label()} has no weights file on the hub")
+    if not any(t in files for t in _TOKENIZER):
+        raise GptwavesError(f"revision {rev.label()} has no tokenizer on the hub")
+    return cfg
+
+
+def check_revisions(revs: Sequence["Revision"]) -> None:
+    """Check every revision before the first is loaded (docs/method.md, "Hugging Face models and
+    suites"): each has a config, a weights file and a tokenizer, and all have the same
+    architecture, width, layer count and vocabulary size. One line names the odd one."""
+    from collections import Counter
+    from pathlib import Path
+
+    cfgs, listing = [], {}
+    for r in revs:
+        what = r.revision or Path(r.model).name or r.model
+        cfgs.append(_local_config(r.model, what) if Path(r.model).is_dir() else _hub_config(r, listing))
+    if len(revs) < 2:
+        return
+    for keys, words in _SAME:
+        vals = [next((c[k] for k in keys if k in c), None) for c in cfgs]
+        common, _ = Counter(map(repr, vals)).most_common(1)[0]
+        odd = [i for i, v in enumerate(vals) if repr(v) != common]
+        if odd:
+            i = odd[0]
+            j = next(k for k, v in enumerate(vals) if repr(v) == common)
+            raise GptwavesError(f"revision {revs[i].label()} has {words} {vals[i]}, the other revisions "
+                                f"{vals[j]} (e.g. {revs[j].label()}): a suite must be one model across training")
+
+
+def _fingerprint_cache():
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gptwaves" / "hf-file-sha256.json"
+
+
+def _file_sha256(path, cache: dict) -> str:
+    """sha256 of a file's content, reused while its size and mtime are unchanged."""
+    st = path.stat()
+    key = str(path.resolve())
+    hit = cache.get(key)
+    if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+        return str(hit["sha256"])
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+    return h.hexdigest()
+
+
+def fingerprint(name_or_path: str, revision: str | None, dtype: str = "float32") -> str:
+    """What identifies a model's weights: the hub name and revision, or for a local folder a
+    checksum of its files' names and contents (weights, config, tokenizer), so that a copied
+    folder keeps its cached results. Each file's sha256 is computed once and cached by path, size
+    and mtime (``$XDG_CACHE_HOME/gptwaves/hf-file-sha256.json``). A dtype other than float32 is
+    part of the identity (its hidden states differ)."""
+    import json
+    from pathlib import Path
+
+    from .io import atomic_write_json
+
+    suffix = "" if dtype == "float32" else f"+{dtype}"
     p = Path(name_or_path)
     if not p.is_dir():
-        return f"hf:{name_or_path}@{revision or 'main'}"
+        return f"hf:{name_or_path}@{revision or 'main'}{suffix}"
+    cpath = _fingerprint_cache()
+    try:
+        cache = json.loads(cpath.read_text())
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    before = json.dumps(cache, sort_keys=True)
     h = hashlib.sha256()
-    for f in sorted(q for q in p.iterdir() if q.is_file()):
-        st = f.stat()
-        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return f"hf-local:{h.hexdigest()[:32]}"
+    for f in sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")):
+        h.update(f"{f.name}\0{_file_sha256(f, cache)}\n".encode())
+    if json.dumps(cache, sort_keys=True) != before:
+        try:
+            atomic_write_json(cpath, cache)
+        except (OSError, GptwavesError):
+            pass  # a read-only home: the checksums are computed again next time
+    return f"hf-local:{h.hexdigest()[:32]}{suffix}"
 
 
 class HFModel:
     """A ``transformers`` causal LM with the interface the recorder needs."""
 
     def __init__(self, name_or_path: str, device: str | torch.device = "cpu", revision: str | None = None,
-                 step: int | None = None):
+                 step: int | None = None, dtype: str = "float32"):
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError:
             raise GptwavesError("Hugging Face models need the optional extra: pip install 'gptwaves[hf]'") from None
         from transformers.utils import logging as hf_logging
 
+        if dtype not in HF_DTYPES:
+            raise GptwavesError(f"model dtype must be one of {', '.join(HF_DTYPES)}, not {dtype!r}")
+
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
             self.model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision,
-                                                              dtype=torch.float32)
+                                                              dtype=getattr(torch, dtype))
         except Exception as e:  # noqa: BLE001 - any failure to load is one line naming the revision
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             what = f"{name_or_path!r}" + (f" at revision {revision!r}" if revision else "")
@@ -270,7 +424,8 @@ class HFModel:
         self._nchars = np.array([len(v) for v in self.vocab], dtype=np.int64)
         self.step = step
         self.name = safe_name(name_or_path, revision)
-        self._fingerprint = fingerprint(name_or_path, revision)
+        self.dtype = dtype
+        self._fingerprint = fingerprint(name_or_path, revision, dtype)
 
     def parameters(self):
         return self.model.parameters()
@@ -284,7 +439,7 @@ class HFModel:
     def meta(self) -> dict:
         return {"iteration": self.step, "weights_sha256": self._fingerprint,
                 "config": self.config.to_dict(), "vocab": self.vocab, "source": self.config.name,
-                "hf_model": self.config.name, "hf_revision": self.config.revision}
+                "hf_model": self.config.name, "hf_revision": self.config.revision, "hf_dtype": self.dtype}
 
     @torch.no_grad()
     def _forward(self, ids: torch.Tensor, past=None):
@@ -299,13 +454,14 @@ class HFModel:
     @torch.no_grad()
     def generate_batch(self, prompt_ids: Sequence[int], steps: int, batch_size: int, cfg: SamplingConfig, *,
                        taps: Sequence[str] = (), generator: torch.Generator | None = None,
-                       tap_dtype=np.float32, edits=None, min_chars: int | None = None) -> Batch:
+                       tap_dtype=np.float32, edits=None, min_chars: int | None = None, on_step=None) -> Batch:
         """Batched sampling with the model's own KV cache, recording hidden states at each step.
 
         Beyond the model's context the window is cropped and recomputed (crop semantics).
         ``min_chars``: stop before ``steps`` tokens once every sample has generated at least this
         many decoded characters (spelling counts characters of sub-word text); the returned
-        arrays are then shorter.
+        arrays are then shorter. ``on_step(k, steps)``, when given, is called after each generated
+        token (progress within a batch).
         """
         if edits:
             raise GptwavesError("channel interventions are not supported for Hugging Face models")
@@ -344,6 +500,8 @@ class HFModel:
         for step in range(steps):
             lg = filter_logits(last.float() / cfg.temperature, cfg.top_k, cfg.top_p)
             seq[:, j + 1] = torch.multinomial(lg.softmax(-1).cpu(), 1, generator=generator).squeeze(-1).to(device)
+            if on_step is not None:
+                on_step(step + 1, steps)
             if min_chars is not None:
                 made += self._nchars[seq[:, j + 1].cpu().numpy()]
                 if made.min() >= min_chars:

@@ -110,6 +110,20 @@ def settings_hash(spec: RecordSpec, weights_sha256: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _step_progress(bar, size: int):
+    """An ``on_step(k, steps)`` callback that moves ``bar`` (counted in samples) through a batch of
+    ``size`` samples as its steps are generated (fractions of a sample, shown to 0.1)."""
+    start = bar.n
+
+    def on_step(k: int, steps: int) -> None:
+        target = round(start + size * k / steps, 1)
+        if target - bar.n >= 0.1 * size:
+            bar.n = target
+            bar.refresh()
+
+    return on_step
+
+
 def record(
     model: GPT,
     meta: dict,
@@ -161,9 +175,12 @@ def record(
                 continue
             if stop:
                 raise Interrupted(f"recording interrupted after {b} batches; re-run to resume")
+            # progress within a batch where the model reports it (Hugging Face adapter)
+            start = bar.n
+            within = {"on_step": _step_progress(bar, size)} if gen_fn is not None and progress else {}
             res = (gen_fn or partial(generate, model))(
                 prompt_ids, spec.steps, size, spec.sampling, taps=taps,
-                generator=batch_generator(spec.sampling.seed, b), tap_dtype=tap_dtype)
+                generator=batch_generator(spec.sampling.seed, b), tap_dtype=tap_dtype, **within)
             arrays = {"tokens": res.tokens.astype(np.int32), "entropy": res.entropy,
                       **{f"tap{i}": res.taps[t] for i, t in enumerate(taps)}}
             if single:
@@ -172,7 +189,11 @@ def record(
                 with atomic_path(part) as tmp, open(tmp, "wb") as fh:
                     np.savez(fh, **arrays)
             res = arrays = None  # type: ignore[assignment]  # one batch in memory at a time
-            bar.update(size)
+            if within:
+                bar.n = start + size
+                bar.refresh()
+            else:
+                bar.update(size)
     finally:
         bar.close()
     if d.enabled:  # rank 0 merges the parts written by every rank

@@ -207,6 +207,7 @@ def reproduce_hf(
     analysis: AnalysisSettings | None = None,
     device: str = "auto",
     progress: bool = True,
+    dtype: str = "float32",
 ) -> dict:
     """The whole analysis across the training revisions of a Hugging Face model suite.
 
@@ -218,22 +219,26 @@ def reproduce_hf(
     like `reproduce`; a revision that cannot be loaded stops the run with one line naming it,
     keeping what is finished. Under torchrun the samples of every revision are sharded across
     ranks (each on its own GPU) and rank 0 analyses and writes the summary and report.
+    Every revision is checked (config, weights file, tokenizer; the same architecture, width,
+    layer count and vocabulary) before the first is recorded. ``dtype``: the dtype the revisions
+    are loaded in (float32, bfloat16, float16); the recordings keep ``analysis.record_dtype``.
     Returns the summary dict (``{}`` on ranks other than 0).
     """
     from . import distributed as dd
-    from .hf import suite_revisions
+    from .hf import check_revisions, suite_revisions
     from .stages.recordings import record_run, record_variants
     from .stages.spelling import spelling_run
     from .stages.waves import waves_run
 
     revs = suite_revisions(hf_model, revisions)
+    check_revisions(revs)  # fail fast: every revision before the first is recorded
     an = analysis or HF_ANALYSIS
     rec, spl, wav = an.record_settings(), an.spelling_settings(), an.waves
     run_dir = check_run_dir(out)
-    source = ModelSource(device=device, hf_model=hf_model, hf_revision=revisions)
+    source = ModelSource(device=device, hf_model=hf_model, hf_revision=revisions, hf_dtype=dtype)
     _, d = dd.setup(device)
     clock = StageClock(HF_STAGE_WEIGHTS, quiet=not progress or not d.main, stages=HF_STAGES)
-    hf_info = {"model": hf_model, "revisions_spec": revisions,
+    hf_info = {"model": hf_model, "revisions_spec": revisions, "dtype": dtype,
                "revisions": [{"name": r.name, "model": r.model, "revision": r.revision, "step": r.step}
                              for r in revs],
                "iteration_axis": "training step of the revision"}

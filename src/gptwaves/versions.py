@@ -35,8 +35,8 @@ __all__ = ["STAGE_VERSIONS", "analysis_version", "stamp", "is_current", "reusabl
 STAGE_VERSIONS: dict[str, int] = {
     "recordings": 1,     # recordings/<name>.h5 (+ sidecar): generated tokens, entropies and waves
     "texts": 1,          # spelling/<name>.samples.json and interventions/baseline/*: generated texts
-    "waves": 1,          # waves/<name>/summary.json (+ arrays.npz): coherence analysis
-    "spelling": 1,       # spelling/<name>.json: counting statistics of spelling errors
+    "waves": 2,          # waves/<name>/summary.json (+ arrays.npz): coherence analysis (2: z, gain, probe)
+    "spelling": 2,       # spelling/<name>.json: counting statistics of spelling errors (2: position strata)
     "interventions": 1,  # interventions/<name>/result.json
     "calibration": 1,    # calibration outputs
 }
@@ -104,5 +104,8 @@ def package_versions() -> dict[str, str]:
 
     from . import __version__
 
+    import sklearn
+
     return {"gptwaves": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+            "h5py": h5py.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+            "python": platform.python_version()}

@@ -1,4 +1,4 @@
-"""Calibration of the verdict rules: their size and power at a run's own sizes (DESIGN 8).
+"""Calibration of the verdict rules: their size and power at a run's own sizes (docs/method.md, Calibration).
 
 Pure functions (numpy / scipy only, no I/O): the synthetic truths a rule is simulated on, built
 from a run's own tables, and the Monte Carlo summaries of the verdicts the rules give on them
@@ -297,6 +297,8 @@ def _pct(x) -> str:
     if x is None:
         return "n/a"
     v = 100.0 * float(x)
+    if 0 < v < 0.1:
+        return "under 0.1%"
     return f"{v:.0f}%" if v >= 1 or v == 0 else f"{v:.1f}%"
 
 
@@ -318,6 +320,8 @@ def calibration_text(level: dict, what: str, at: str = "") -> str:
         mde = level.get("min_detectable") or {}
         if mde.get("effect") is not None and mde.get("reason") is None:
             parts.append(f"80% power is reached at {mde['effect']:.3g}")
+        elif mde.get("effect") is not None:
+            parts.append(f"80% power already at the weakest simulated effect, {mde['effect']:.3g}")
         elif mde.get("reason"):
             parts.append(f"80% power: {mde['reason']}")
     w = level.get("worst_false_supported")

@@ -1,12 +1,12 @@
-"""Counting statistics of spelling errors in generated text (DESIGN section 5, revised).
+"""Counting statistics of spelling errors in generated text (docs/method.md, Spelling).
 
 Pure functions (numpy / scipy only, no file I/O): word extraction with the margin rule,
-lexicon scoring, dispersion (Fano factor, Mandel Q, index-of-dispersion test, BCa CI), the
-decomposition of a (sub-)Poissonian count (word total with its renewal reference,
-length-conditioned independent-error reference, stratified permutation null), the
-counting-window curve Q(w) with its null band, the cascade relative risk with its
-within-sample permutation null, and the crossing of F_correct through 1 across checkpoints
-with its bootstrap CI.
+lexicon scoring, dispersion (Fano factor, Mandel Q, index-of-dispersion test, BCa CI, SE of
+log F), the decomposition of a (sub-)Poissonian count (word total with its renewal reference,
+independent-error reference conditioned on word length and position, stratified permutation
+null, each excess with its CI and z), the counting-window curve Q(w) with its null band, the
+cascade relative risk with its within-sample, within-position permutation null, and the
+crossing of F_correct through 1 across checkpoints with its bootstrap CI.
 
 Conventions
 -----------
@@ -20,8 +20,11 @@ end of the text (its match reaches the end, or only one apostrophe follows it) i
 counted as *cut*.
 
 Word lengths are the number of characters of the matched word (apostrophes included); the
-length bins of the independent-error reference and of the permutation null are 1, 2, ...,
-11 and ">= 12" (`LENGTH_BINS` = 12 bins, the last pooled).
+length bins are 1, 2, ..., 11 and ">= 12" (`LENGTH_BINS` = 12 bins, the last pooled). Position
+bins come from a word's start character in the counted part (`position_bins`: [0, 8), [8, 16),
+[16, 32), then every `POSITION_WIDTH` characters). The strata of the independent-error reference
+and of the permutation null are length bin x position bin (`strata`); the cascade null shuffles
+within (sample, position bin) groups.
 
 Randomness: ``seed`` gives the BCa bootstrap of F_correct (``seed``), F_misspelled
 (``seed + 1``), the cascade RR (``seed + 2``) and the permutation nulls
@@ -33,7 +36,8 @@ Undefined values are ``None`` in JSON (never NaN), with a ``reason`` string next
 Functions
 ---------
 scan_words, extract_words, build_lexicon, load_word_list, score_samples, dispersion,
-fano_bca, length_bins, independent_reference, renewal_reference, stratified_null,
+fano_bca, log_fano_se, log_excess_se, residual_ratio, length_bins, position_bins, position_edges, strata,
+independent_reference, renewal_reference, stratified_null,
 window_counts, q_curve, default_windows, cascade, cascade_null, analyze_words, analyze,
 crossing_iteration, crossing
 """
@@ -54,6 +58,8 @@ from ..jsonable import jsonable
 __all__ = [
     "WORD_RE",
     "LENGTH_BINS",
+    "POSITION_WIDTH",
+    "position_edges",
     "ScoredSamples",
     "scan_words",
     "extract_words",
@@ -63,6 +69,11 @@ __all__ = [
     "dispersion",
     "fano_bca",
     "length_bins",
+    "position_bins",
+    "strata",
+    "log_fano_se",
+    "log_excess_se",
+    "residual_ratio",
     "independent_reference",
     "renewal_reference",
     "stratified_null",
@@ -83,6 +94,19 @@ WORD_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 
 #: Number of word-length bins: lengths 1..11 and a pooled ">= 12" bin.
 LENGTH_BINS = 12
+
+#: Position bins by the start character of a word in the counted part: [0, 8), [8, 16),
+#: [16, 32) and then every `POSITION_WIDTH` characters (docs/method.md, Spelling). A sample starts
+#: without context, so the error rate may depend on the position; the nulls compare words of one
+#: position bin.
+POSITION_WIDTH = 16
+
+
+def position_edges(length: int) -> list[int]:
+    """First character of each position bin for ``length`` counted characters."""
+    e = [0, 8, 16] + list(range(32, max(int(length), 33), POSITION_WIDTH))
+    return [x for x in e if x < max(int(length), 1)] or [0]
+
 
 
 # ---------------------------------------------------------------------------
@@ -372,8 +396,8 @@ def dispersion(counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
     dict
         ``n``; ``mean``; ``var`` (ddof=1); ``fano`` F = var/mean; ``q`` (Mandel
         Q = F - 1); ``fano_ci`` [lo, hi] (BCa bootstrap over samples,
-        `scipy.stats.bootstrap`); ``D`` = (N-1) var/mean; ``dof`` = N-1; ``p_value``
-        two-sided, ``min(1, 2 min(cdf(D), sf(D)))`` under chi2(N-1); ``verdict``:
+        `scipy.stats.bootstrap`); ``log_se`` (SE of log F, `log_fano_se`); ``D`` = (N-1)
+        var/mean; ``dof`` = N-1; ``p_value`` two-sided, ``min(1, 2 min(cdf(D), sf(D)))`` under chi2(N-1); ``verdict``:
         ``"sub-Poissonian"`` if p < alpha and F < 1, ``"super-Poissonian"`` if
         p < alpha and F > 1, else ``"Poissonian"``; ``reason``: None, or why a value is
         undefined.
@@ -400,7 +424,7 @@ def dispersion(counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
     dof = n - 1
     nan = math.nan
     if mean <= 0:
-        return dict(n=n, mean=mean, var=var, fano=nan, q=nan, fano_ci=[nan, nan],
+        return dict(n=n, mean=mean, var=var, fano=nan, q=nan, fano_ci=[nan, nan], log_se=nan,
                     D=nan, dof=dof, p_value=nan, verdict="undefined",
                     reason="zero mean: no such words in any sample")
     fano = var / mean
@@ -419,7 +443,8 @@ def dispersion(counts, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
         if not (math.isfinite(lo) and math.isfinite(hi)):
             reason = "BCa interval undefined: resamples or jackknife samples with zero mean"
     return dict(n=n, mean=mean, var=var, fano=float(fano), q=float(fano - 1.0),
-                fano_ci=[lo, hi], D=float(D), dof=dof, p_value=p, verdict=verdict, reason=reason)
+                fano_ci=[lo, hi], log_se=log_fano_se(x), D=float(D), dof=dof, p_value=p, verdict=verdict,
+                reason=reason)
 
 
 # ---------------------------------------------------------------------------
@@ -430,19 +455,160 @@ def length_bins(word_len) -> np.ndarray:
     return np.clip(np.asarray(word_len, dtype=np.int64), 1, LENGTH_BINS) - 1
 
 
-def _rate_by_bin(bins: np.ndarray, mis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n_b = np.bincount(bins, minlength=LENGTH_BINS)
-    m_b = np.bincount(bins[mis], minlength=LENGTH_BINS)
+def position_bins(word_start) -> np.ndarray:
+    """Position bin of each word from its start character in the counted part.
+
+    Bins: [0, 8) -> 0, [8, 16) -> 1, [16, 32) -> 2, then ``3 + (start - 32) // POSITION_WIDTH``
+    (`position_edges` lists the first character of each bin).
+
+    Examples
+    --------
+    >>> position_bins([0, 7, 8, 20, 31, 32, 63, 64, 100]).tolist()
+    [0, 0, 1, 2, 2, 3, 4, 5, 7]
+    """
+    x = np.asarray(word_start, dtype=np.int64).ravel()
+    return np.where(x < 8, 0, np.where(x < 16, 1, np.where(x < 32, 2, 3 + (x - 32) // POSITION_WIDTH)))
+
+
+def strata(word_start, word_len) -> np.ndarray:
+    """Stratum of each word for the independent-error reference and the permutation null:
+    ``position_bin * LENGTH_BINS + length_bin`` (`position_bins`, `length_bins`)."""
+    return position_bins(word_start) * LENGTH_BINS + length_bins(word_len)
+
+
+def _rate_by_bin(bins: np.ndarray, mis: np.ndarray, n_bins: int = LENGTH_BINS
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_b = np.bincount(bins, minlength=n_bins)
+    m_b = np.bincount(bins[mis], minlength=n_bins)
     with np.errstate(divide="ignore", invalid="ignore"):
         p_b = np.where(n_b > 0, m_b / np.maximum(n_b, 1), np.nan)
     return n_b, m_b, p_b
 
 
-def independent_reference(word_sample, word_len, word_mis, n_samples: int) -> dict:
-    """Fano factors expected if errors were independent given word length (closed form).
+def log_fano_se(k) -> float:
+    """Standard error of ``log F`` over samples (delta method, infinitesimal jackknife).
 
-    With p(l) the pooled error rate of the words of length bin l and ``p_ij = p(l_ij)`` for
-    word j of sample i, ``S_i = sum_j p_ij``, ``V_i = sum_j p_ij (1 - p_ij)``:
+    Each sample's influence on ``log F = log var(k) - log mean(k)`` is
+    ``((k_i - kbar)^2 - var k) / var k - (k_i - kbar) / kbar``; the SE is
+    ``sqrt(sum_i influence_i^2) / N`` (the large-sample limit of the bootstrap SE).
+
+    Parameters
+    ----------
+    k : array_like, shape (N,) or (R, N)
+        Per-sample counts (leading axes: independent data sets).
+
+    Returns
+    -------
+    float or ndarray
+        NaN where undefined (fewer than 2 samples, zero mean or zero variance).
+
+    Examples
+    --------
+    >>> round(log_fano_se([0, 1, 2, 3, 4, 5, 6, 7]), 3)
+    0.386
+    """
+    k = np.asarray(k, dtype=float)
+    if k.shape[-1] < 2:
+        return math.nan if k.ndim == 1 else np.full(k.shape[:-1], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dk = k - k.mean(axis=-1, keepdims=True)
+        vk = (dk * dk).mean(axis=-1, keepdims=True)
+        infl = (dk * dk - vk) / vk - dk / k.mean(axis=-1, keepdims=True)
+        se = np.sqrt((infl * infl).sum(axis=-1)) / k.shape[-1]
+    se = np.where(np.isfinite(se) & (se > 0), se, np.nan)
+    return float(se) if se.ndim == 0 else se
+
+
+def log_excess_se(k, S, V) -> float:
+    """Standard error of ``log(F / F_ref)`` over samples (delta method, infinitesimal jackknife).
+
+    ``F = var(k) / mean(k)`` is the observed Fano factor of the per-sample counts ``k`` and
+    ``F_ref = (mean(V) + var(S)) / mean(S)`` its independent-error reference from the per-sample
+    expected counts ``S`` and binomial variances ``V`` (`independent_reference`). Each sample's
+    influence on the log ratio is
+
+    ``((k_i - kbar)^2 - var k) / var k - (k_i - kbar) / kbar
+    - ((V_i - Vbar) + (S_i - Sbar)^2 - var S) / (Vbar + var S) + (S_i - Sbar) / Sbar``
+
+    and the SE is ``sqrt(sum_i influence_i^2) / N``: the large-sample limit of the bootstrap
+    SE over samples of F / F_ref (recomputing both). It is the uncertainty of the excess of one
+    checkpoint; two checkpoints' samples are independent, so their SEs add in quadrature.
+
+    Parameters
+    ----------
+    k, S, V : array_like of float, shape (N,) or (R, N)
+        Per-sample observed count, expected count and its variance (leading axes: independent
+        data sets).
+
+    Returns
+    -------
+    float or ndarray
+        NaN where undefined (fewer than 2 samples, zero mean or zero variance).
+    """
+    k, S, V = (np.asarray(a, dtype=float) for a in (k, S, V))
+    n = k.shape[-1]
+    if n < 2:
+        return math.nan if k.ndim == 1 else np.full(k.shape[:-1], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dk = k - k.mean(axis=-1, keepdims=True)
+        dS = S - S.mean(axis=-1, keepdims=True)
+        vk = (dk * dk).mean(axis=-1, keepdims=True)
+        vS = (dS * dS).mean(axis=-1, keepdims=True)
+        kb = k.mean(axis=-1, keepdims=True)
+        Sb = S.mean(axis=-1, keepdims=True)
+        Vb = V.mean(axis=-1, keepdims=True)
+        infl = ((dk * dk - vk) / vk - dk / kb
+                - ((V - Vb) + dS * dS - vS) / (Vb + vS) + dS / Sb)
+        se = np.sqrt((infl * infl).sum(axis=-1)) / n
+    se = np.where(np.isfinite(se) & (se > 0), se, np.nan)
+    return float(se) if se.ndim == 0 else se
+
+
+def residual_ratio(k, S, V) -> tuple:
+    """Variance of the count's deviation from its independent-error expectation, over the
+    binomial variance: ``r = var_i(k_i - S_i) / mean_i V_i``, with the SE of ``log r``.
+
+    Independent errors give r = 1 whatever the word total does (the deviation of a count from its
+    expectation does not see the word-total variance that F and F_ref both carry), so a clustering
+    that stays the same in the log-odds keeps r nearly the same as the error rate changes, while
+    F / F_ref moves with the share of the word-total variance in F. The correct count has the same
+    r as the misspelled one (its deviation is the negative). SE: delta method (infinitesimal
+    jackknife), influence ``((d_i - dbar)^2 - var d) / var d - (V_i - Vbar) / Vbar``.
+
+    Parameters
+    ----------
+    k, S, V : array_like, shape (N,) or (R, N)
+        Per-sample observed count, expected count and its variance (`independent_reference`).
+
+    Returns
+    -------
+    r, se : float or ndarray
+        NaN where undefined.
+    """
+    k, S, V = (np.asarray(a, dtype=float) for a in (k, S, V))
+    n = k.shape[-1]
+    if n < 2:
+        nan = math.nan if k.ndim == 1 else np.full(k.shape[:-1], np.nan)
+        return nan, nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = k - S
+        dd = d - d.mean(axis=-1, keepdims=True)
+        vd = (dd * dd).mean(axis=-1, keepdims=True)
+        Vb = V.mean(axis=-1, keepdims=True)
+        r = (dd * dd).sum(axis=-1) / (n - 1) / Vb[..., 0]
+        infl = (dd * dd - vd) / vd - (V - Vb) / Vb
+        se = np.sqrt((infl * infl).sum(axis=-1)) / n
+    r = np.where(np.isfinite(r) & (r > 0), r, np.nan)
+    se = np.where(np.isfinite(se) & (se > 0), se, np.nan)
+    return (float(r), float(se)) if r.ndim == 0 else (r, se)
+
+
+def independent_reference(word_sample, word_len, word_mis, n_samples: int, word_start=None) -> dict:
+    """Fano factors expected if errors were independent given word length and position.
+
+    With p(s) the pooled error rate of the words of stratum s (`strata`: length bin x position
+    bin; the length bin only when ``word_start`` is not given) and ``p_ij = p(s_ij)`` for word j of sample
+    i, ``S_i = sum_j p_ij``, ``V_i = sum_j p_ij (1 - p_ij)``:
     ``F_ref_mis = (mean_i V_i + var_i S_i) / mean_i S_i`` and
     ``F_ref_cor = (mean_i V_i + var_i (n_i - S_i)) / mean_i (n_i - S_i)`` (variances with
     ddof 1, like the observed F).
@@ -450,27 +616,40 @@ def independent_reference(word_sample, word_len, word_mis, n_samples: int) -> di
     Parameters
     ----------
     word_sample : array_like of int, shape (W,)
-        Sample index of every counted word.
+        Sample index of every counted word (non-decreasing, words of a sample in text order).
     word_len : array_like of int, shape (W,)
         Word lengths in characters.
     word_mis : array_like of bool, shape (W,)
         Misspelling flags.
     n_samples : int
+    word_start : array_like of int, shape (W,), optional
+        Start character of every word in the counted part: condition on the position bin too
+        (docs/method.md, Spelling). None: on the length bin only.
 
     Returns
     -------
     dict
         ``error_rate``; ``fano_words``, ``fano_correct``, ``fano_misspelled`` (observed);
         ``fano_ref_correct``, ``fano_ref_misspelled``; ``excess_correct`` = F_cor /
-        F_ref_cor, ``excess_misspelled`` = F_mis / F_ref_mis; ``rate_by_length``:
-        ``{"lengths": [1..12], "n_words", "n_misspelled", "rate"}`` (12 = ">= 12").
-        Undefined values are NaN.
+        F_ref_cor, ``excess_misspelled`` = F_mis / F_ref_mis; ``log_se_correct``,
+        ``log_se_misspelled`` (`log_excess_se`); ``residual_ratio`` (r, SE of log r) of
+        `residual_ratio`; ``rate_by_length``:
+        ``{"lengths": [1..12], "n_words", "n_misspelled", "rate"}`` (12 = ">= 12");
+        ``rate_by_position``: ``{"first_character": [...], "n_words", "n_misspelled", "rate"}``
+        per position bin (absent without ``word_start``). Undefined values are NaN.
     """
     samp = np.asarray(word_sample, dtype=np.int64)
     mis = np.asarray(word_mis, dtype=bool)
     bins = length_bins(word_len)
     n_b, m_b, p_b = _rate_by_bin(bins, mis)
-    pij = np.nan_to_num(p_b)[bins]
+    if word_start is not None:
+        pbins = position_bins(word_start)
+        n_p, m_p, p_p = _rate_by_bin(pbins, mis, int(pbins.max(initial=0)) + 1)
+        st = pbins * LENGTH_BINS + bins
+        p_s = _rate_by_bin(st, mis, int(st.max(initial=0)) + 1)[2]
+        pij = np.nan_to_num(p_s)[st]
+    else:
+        pij = np.nan_to_num(p_b)[bins]
     n_i = np.bincount(samp, minlength=n_samples).astype(float)
     k_i = np.bincount(samp[mis], minlength=n_samples).astype(float)
     S = np.bincount(samp, weights=pij, minlength=n_samples)
@@ -490,9 +669,14 @@ def independent_reference(word_sample, word_len, word_mis, n_samples: int) -> di
         fano_ref_correct=float(f_ref_c), fano_ref_misspelled=float(f_ref_m),
         excess_correct=fc / f_ref_c if f_ref_c > 0 else nan,
         excess_misspelled=fm / f_ref_m if f_ref_m > 0 else nan,
+        log_se_correct=log_excess_se(n_i - k_i, n_i - S, V),
+        log_se_misspelled=log_excess_se(k_i, S, V),
+        residual_ratio=residual_ratio(k_i, S, V),
         rate_by_length=dict(lengths=list(range(1, LENGTH_BINS + 1)), n_words=n_b.tolist(),
                             n_misspelled=m_b.tolist(), rate=p_b.tolist()),
-    )
+    ) | ({} if word_start is None else dict(rate_by_position=dict(
+        first_character=[0, 8, 16, *range(32, 32 + POSITION_WIDTH * max(0, len(n_p) - 3), POSITION_WIDTH)],
+        n_words=n_p.tolist(), n_misspelled=m_p.tolist(), rate=p_p.tolist())))
 
 
 def renewal_reference(word_sample, word_start) -> dict:
@@ -545,10 +729,11 @@ def _cells(word_sample, word_start, n_samples: int, length: int, w: int | None,
 def stratified_null(word_sample, word_start, word_len, word_mis, n_samples: int, length: int,
                     windows: Sequence[int] = (), n_perm: int = 1000, seed: int = 0,
                     sample_length=None, max_chunk_elems: int = 8_000_000) -> dict:
-    """Stratified permutation null of the Fano factors (errors independent given length).
+    """Stratified permutation null of the Fano factors (errors independent given length and
+    position).
 
-    The misspelled flags are shuffled among all words of the same length bin across all
-    samples (`length_bins`), ``n_perm`` times, and F of the per-sample correct and
+    The misspelled flags are shuffled among all words of the same stratum (`strata`: length
+    bin x position bin) across all samples, ``n_perm`` times, and F of the per-sample correct and
     misspelled counts (and of the per-window counts of every width in ``windows``) is
     recomputed. Vectorised: per bin one shuffle of all permutations at once
     (``Generator.permuted`` along the permutation rows); only the minority side of a bin is
@@ -557,7 +742,8 @@ def stratified_null(word_sample, word_start, word_len, word_mis, n_samples: int,
     Parameters
     ----------
     word_sample, word_start, word_len, word_mis : array_like, shape (W,)
-        Per word: sample index, start offset in the counted part, length, flag.
+        Per word: sample index (non-decreasing, words of a sample in text order), start offset
+        in the counted part, length, flag.
     n_samples, length : int
         N and the counted characters L.
     windows : sequence of int
@@ -579,7 +765,7 @@ def stratified_null(word_sample, word_start, word_len, word_mis, n_samples: int,
     samp = np.asarray(word_sample, dtype=np.int64)
     start = np.asarray(word_start, dtype=np.int64)
     mis = np.asarray(word_mis, dtype=bool)
-    bins = length_bins(word_len)
+    bins = strata(start, word_len)
     rng = np.random.default_rng([int(seed), 1])
     L = int(length)
     windows = [int(w) for w in windows]
@@ -591,8 +777,9 @@ def stratified_null(word_sample, word_start, word_len, word_mis, n_samples: int,
     tot = np.bincount(fine, minlength=nc).astype(np.int64)
     base = np.zeros(nc, dtype=np.int64)
     varying = []  # (fine cells of the bin's words, k drawn, sign)
-    for b in range(LENGTH_BINS):
-        idx = np.flatnonzero(bins == b)
+    order = np.argsort(bins, kind="stable")
+    cuts = np.flatnonzero(np.diff(bins[order])) + 1
+    for idx in np.split(order, cuts) if bins.size else []:
         n_b, m_b = idx.size, int(mis[idx].sum())
         if n_b == 0 or m_b == 0:
             continue
@@ -673,7 +860,11 @@ def perm_p_value(obs: float, null: np.ndarray) -> tuple[float, int]:
     return float(min(1.0, 2.0 * min(ge, le))), int(null.size)
 
 
-def _null_summary(obs: float, null: np.ndarray, ref: float, alpha: float, up: str, down: str) -> dict:
+def _null_summary(obs: float, null: np.ndarray, ref: float, alpha: float, up: str, down: str,
+                  log_se: float = math.nan) -> dict:
+    """A statistic against its permutation null: median, band, two-sided p, the excess over the
+    median with its CI (``log_se``: SE of the log excess) and z of the log statistic against
+    the null (``(log obs - log median) / SD of the log null values``)."""
     fin = np.asarray(null, dtype=float)
     fin = fin[np.isfinite(fin)]
     p, n_ok = perm_p_value(obs, fin)
@@ -686,9 +877,18 @@ def _null_summary(obs: float, null: np.ndarray, ref: float, alpha: float, up: st
     else:
         verdict = (up if obs > med else down) if p < alpha else "independent"
         reason = None
+    pos = fin[fin > 0]
+    sd = float(np.std(np.log(pos), ddof=1)) if pos.size > 2 else math.nan
+    ex = obs / med if med > 0 else math.nan
+    log_ex = math.log(ex) if ex > 0 and math.isfinite(ex) else math.nan
+    z = log_ex / sd if sd > 0 else math.nan
+    zc = stats.norm.isf(alpha / 2)
+    ci = ([math.exp(log_ex - zc * log_se), math.exp(log_ex + zc * log_se)]
+          if math.isfinite(log_ex) and log_se > 0 else [math.nan, math.nan])
     return dict(fano=obs, fano_ref=ref, excess=obs / ref if ref and ref > 0 else math.nan,
                 null_median=med, null_band=[lo, hi],
-                excess_null=obs / med if med > 0 else math.nan, p_value=p, n_null=n_ok,
+                excess_null=ex, excess_null_ci=ci, log_excess_se=log_se,
+                log_null_sd=sd, z=z, p_value=p, n_null=n_ok,
                 verdict=verdict, reason=reason)
 
 
@@ -841,64 +1041,110 @@ def cascade(word_sample, word_mis, n_samples: int, n_boot: int = 2000, seed: int
 
 
 def cascade_null(word_sample, word_mis, n_samples: int, n_perm: int = 1000, seed: int = 0,
-                 max_chunk_elems: int = 4_000_000) -> np.ndarray:
-    """RR under the within-sample permutation null (flags shuffled inside each sample).
+                 max_chunk_elems: int = 4_000_000, word_start=None, block=None) -> np.ndarray:
+    """RR under the within-sample, within-position permutation null.
 
-    Each permutation keeps every sample's word count n_i and misspelled count k_i and places
-    the k_i flags uniformly at random among its n_i words. Vectorised over all samples and
-    permutations: the flags are drawn position by position by sequential sampling without
-    replacement (P(flag at position j) = remaining flags / remaining positions), a loop over
-    the position index (at most max n_i steps), never over words.
+    Each permutation shuffles the flags among the words of the same sample and the same
+    position bin (`position_bins`; among all words of the sample when ``word_start`` is None):
+    every sample keeps its word count n_i and misspelled count k_i, and every position bin of
+    it keeps its own count, so neither per-sample heterogeneity nor an error rate that depends
+    on the position looks like a cascade. Vectorised over groups and permutations: within each
+    (sample, position bin) group the flags are drawn word by word by sequential sampling without
+    replacement (P(flag) = remaining flags / remaining words), a loop over the index within the
+    group, never over words or samples.
 
     Parameters
     ----------
     word_sample, word_mis : array_like, shape (W,)
-        Sample index (sorted) and flag of every counted word.
+        Sample index (non-decreasing, words of a sample in text order) and flag of every word.
     n_samples, n_perm : int
     seed : int
         The generator is ``numpy.random.default_rng([seed, 2])``.
+    max_chunk_elems : int
+        Memory bound: permutations are processed in chunks of about this many flags.
+    word_start : array_like of int, shape (W,), optional
+        Start character of every word in the counted part: respect the position bins
+        (docs/method.md, Spelling). None: shuffle within samples only.
+    block : array_like of int, shape (n_samples,), optional
+        Independent data sets in one call (non-decreasing data-set index of every sample, e.g.
+        simulated replicates): one RR per data set and permutation.
 
     Returns
     -------
-    ndarray, shape (n_perm,)
+    ndarray, shape (n_perm,) or (n_perm, n_blocks)
         Null RR values (NaN where undefined in a permutation).
     """
-    s = np.asarray(word_sample, dtype=np.int64)
-    m = np.asarray(word_mis, dtype=bool)
-    n_i = np.bincount(s, minlength=n_samples)
-    k_i = np.bincount(s[m], minlength=n_samples)
-    order = np.argsort(-n_i, kind="stable")
-    n_i, k_i = n_i[order], k_i[order]
-    act = n_i > 1  # samples with at least one pair (others contribute nothing)
-    n_i, k_i = n_i[act], k_i[act]
+    s = np.asarray(word_sample, dtype=np.int64).ravel()
+    m = np.asarray(word_mis, dtype=bool).ravel()
     rng = np.random.default_rng([int(seed), 2])
-    out = np.full(int(n_perm), np.nan)
-    if n_i.size == 0:
-        return out
-    a_j = [int(np.count_nonzero(n_i > j)) for j in range(int(n_i[0]))]
-    n_pairs = float((n_i - 1).sum())
-    chunk = max(1, min(int(n_perm), max_chunk_elems // max(1, n_i.size)))
+    W = s.size
+    same = s[1:] == s[:-1] if W else np.zeros(0, bool)
+    n_blocks = 1 if block is None else (int(np.max(block)) + 1 if np.size(block) else 0)
+    out = np.full((int(n_perm), n_blocks), np.nan)
+    if not same.any():
+        return out[:, 0] if block is None else out
+    if block is not None:  # rows of the (pair, permutation) arrays that start each data set
+        row_block = np.asarray(block, dtype=np.int64).ravel()[s[:-1]]
+        bounds = np.searchsorted(row_block, np.arange(n_blocks + 1))
+        n_pairs = np.add.reduceat(same.astype(float), np.minimum(bounds[:-1], W - 2))
+        n_pairs[np.diff(bounds) == 0] = 0.0
+    else:
+        n_pairs = np.array([float(np.count_nonzero(same))])
+    same_col = same[:, None]
+    done = 0
+    for flags in _group_shuffles(s, m, n_perm, rng, word_start, max_chunk_elems):
+        bc = flags.shape[1]
+        prev = flags[:-1] & same_col  # pair rows: (word i, word i + 1) of the same sample
+        nxt = flags[1:]
+        both = prev & nxt
+        after_cor = ~flags[:-1] & same_col & nxt
+        if block is None:
+            pm, mm, cm = (np.count_nonzero(x, axis=0)[None, :].astype(float) for x in (prev, both, after_cor))
+        else:
+            def per_block(x):
+                r = np.add.reduceat(x.view(np.uint8), np.minimum(bounds[:-1], W - 2), axis=0, dtype=np.int64)
+                r[np.diff(bounds) == 0] = 0
+                return r.astype(float)
+
+            pm, mm, cm = per_block(prev), per_block(both), per_block(after_cor)
+        out[done:done + bc] = _rr(mm, pm, cm, n_pairs[:, None] - pm).T
+        done += bc
+    return out[:, 0] if block is None else out
+
+
+def _group_shuffles(s: np.ndarray, m: np.ndarray, n_perm: int, rng, word_start, max_chunk_elems: int):
+    """Yield the flags of ``n_perm`` within-(sample, position bin) permutations in chunks of shape
+    (W, chunk) (a word's flags are one row), by sequential sampling without replacement inside
+    each group (see `cascade_null`). The groups are sorted by size, so the groups still drawing at
+    step j (the j-th word of every group) are a prefix and every step works on contiguous rows."""
+    W = s.size
+    key = s if word_start is None else s * (int(position_bins(word_start).max()) + 1) + position_bins(word_start)
+    new_group = np.r_[True, key[1:] != key[:-1]]
+    gid = np.cumsum(new_group) - 1
+    g_start = np.flatnonzero(new_group)
+    n_g = np.diff(np.r_[g_start, W])
+    k_g = np.bincount(gid[m], minlength=n_g.size)
+    j_w = np.arange(W) - g_start[gid]  # index of each word within its group
+    order = np.argsort(-n_g, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    size_sorted = n_g[order]
+    a_j = [int(np.count_nonzero(size_sorted > j)) for j in range(int(size_sorted[0]))]
+    offsets = np.r_[0, np.cumsum(a_j)]
+    pos = offsets[j_w] + rank[gid]  # row of each word in the step-major layout
+    left0 = size_sorted.astype(np.float32)
+    chunk = max(1, min(int(n_perm), max_chunk_elems // max(1, W)))
     done = 0
     while done < n_perm:
         bc = min(chunk, n_perm - done)
-        rem = np.broadcast_to(k_i.astype(np.float32), (bc, n_i.size)).copy()
-        prev = np.zeros((bc, n_i.size), dtype=bool)
-        mm = np.zeros(bc)
-        pm = np.zeros(bc)
-        cmc = np.zeros(bc)
+        rem = np.broadcast_to(k_g[order].astype(np.float32)[:, None], (n_g.size, bc)).copy()
+        step_major = np.empty((W, bc), dtype=bool)
         for j, a in enumerate(a_j):
-            u = rng.random((bc, a), dtype=np.float32)
-            cur = u * (n_i[:a] - j).astype(np.float32) < rem[:, :a]
-            rem[:, :a] -= cur
-            if j:
-                p = prev[:, :a]
-                mm += np.count_nonzero(p & cur, axis=1)
-                pm += np.count_nonzero(p, axis=1)
-                cmc += np.count_nonzero(~p & cur, axis=1)
-            prev[:, :a] = cur
-        out[done:done + bc] = _rr(mm, pm, cmc, n_pairs - pm)
+            cur = rng.random((a, bc), dtype=np.float32) * (left0[:a] - j)[:, None] < rem[:a]
+            rem[:a] -= cur
+            step_major[offsets[j]:offsets[j] + a] = cur
+        yield step_major[pos]
         done += bc
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -908,7 +1154,7 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
                   margin: int | None = None, n_cut=0, prompt_len: int = 0, alpha: float = 0.05,
                   n_boot: int = 2000, n_perm: int = 1000, seed: int = 0,
                   windows: Sequence[int] | None = None, sample_length=None) -> dict:
-    """All spelling statistics of one checkpoint from its word table (DESIGN 5).
+    """All spelling statistics of one checkpoint from its word table (docs/method.md, Spelling).
 
     The array-level entry point behind `analyze` (which extracts and scores the words of
     the texts first); the null-model tests call it directly.
@@ -981,10 +1227,10 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
     d_cor = dispersion(n_cor, alpha=alpha, n_boot=n_boot, seed=seed)
     d_mis = dispersion(n_mis, alpha=alpha, n_boot=n_boot, seed=seed + 1)
     d_words = dispersion(n_words, alpha=alpha, n_boot=0)
-    ref = independent_reference(samp, wlen, mis, N)
+    ref = independent_reference(samp, wlen, mis, N, word_start=start)
     ren = renewal_reference(samp, start)
 
-    # permutation null (stratified by length)
+    # permutation null (stratified by length and position)
     if n_perm and n_perm > 0 and W:
         null = stratified_null(samp, start, wlen, mis, N, L, windows, n_perm, seed, sample_length)
     else:
@@ -996,13 +1242,16 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
     for name, fobs, fref in (("correct", d_cor["fano"], ref["fano_ref_correct"]),
                              ("misspelled", d_mis["fano"], ref["fano_ref_misspelled"])):
         arr = null[f"fano_{name}"] if null is not None else empty
-        decomp[name] = _null_summary(fobs, arr, fref, alpha, "clustered", "anti-clustered")
+        decomp[name] = _null_summary(fobs, arr, fref, alpha, "clustered", "anti-clustered",
+                                     ref[f"log_se_{name}"])
+        decomp[name].update(residual_ratio=ref["residual_ratio"][0], log_residual_se=ref["residual_ratio"][1])
         if null is None:
             decomp[name].update(verdict="undefined",
                                 reason="no words" if not W else "permutation null disabled (n_perm = 0)")
         elif decomp[name]["reason"] is None and fobs == fobs and not fref > 0:
             decomp[name]["reason"] = "closed-form reference undefined"
-    decomp.update(n_perm=int(n_perm), perm_seed=[int(seed), 1], length_bins=LENGTH_BINS)
+    decomp.update(n_perm=int(n_perm), perm_seed=[int(seed), 1], length_bins=LENGTH_BINS,
+                  position_edges=position_edges(L))
 
     # Q(w) with the null band
     qc = q_curve(samp, start, mis, N, L, windows, sample_length)
@@ -1024,15 +1273,15 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
     # cascade RR with the within-sample null
     cas = cascade(samp, mis, N, n_boot=n_boot, seed=seed + 2)
     if cas["reason"] is None and n_perm and n_perm > 0:
-        rr_null = cascade_null(samp, mis, N, n_perm, seed)
+        rr_null = cascade_null(samp, mis, N, n_perm, seed, word_start=start)
         s = _null_summary(cas["rr"], rr_null, math.nan, alpha, "cascade", "anti-cascade")
         cas.update(null_median=s["null_median"], null_band=s["null_band"], p_value=s["p_value"],
-                   n_null=s["n_null"], verdict=s["verdict"])
+                   n_null=s["n_null"], verdict=s["verdict"], log_null_sd=s["log_null_sd"], z=s["z"])
         if s["reason"]:
             cas["reason"] = s["reason"]
     else:
         cas.update(null_median=math.nan, null_band=[math.nan, math.nan], p_value=math.nan,
-                   n_null=0, verdict="undefined")
+                   n_null=0, verdict="undefined", log_null_sd=math.nan, z=math.nan)
         if cas["reason"] is None:
             cas["reason"] = "permutation null disabled (n_perm = 0)"
     cas["perm_seed"] = [int(seed), 2]
@@ -1045,7 +1294,7 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
         correct=d_cor, misspelled=d_mis, words=d_words,
         error_rate=ref["error_rate"],
         error_rate_reason=None if W else "no words",
-        rate_by_length=ref["rate_by_length"],
+        rate_by_length=ref["rate_by_length"], rate_by_position=ref["rate_by_position"],
         excess_correct=decomp["correct"]["excess"],
         excess_misspelled=decomp["misspelled"]["excess"],
         cascade_rr=cas["rr"],
@@ -1058,7 +1307,7 @@ def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, l
 def analyze(texts: Sequence[str], lexicon, prompt_len: int, length: int, margin: int = 16,
             alpha: float = 0.05, n_boot: int = 2000, n_perm: int = 1000, seed: int = 0,
             windows: Sequence[int] | None = None) -> dict:
-    """All spelling statistics of one checkpoint's samples (DESIGN section 5).
+    """All spelling statistics of one checkpoint's samples (docs/method.md, Spelling).
 
     Parameters
     ----------
@@ -1083,22 +1332,27 @@ def analyze(texts: Sequence[str], lexicon, prompt_len: int, length: int, margin:
         ``n_perm``, ``seed``, ``n_words_total``, ``n_cut``, ``cut_fraction``,
         ``n_short_texts`` (texts shorter than prompt + L + M);
         ``correct``, ``misspelled``, ``words``: `dispersion` dicts of the per-sample counts;
-        ``error_rate`` (+ ``error_rate_reason``); ``rate_by_length`` (see
+        ``error_rate`` (+ ``error_rate_reason``); ``rate_by_length``, ``rate_by_position`` (see
         `independent_reference`); ``excess_correct``, ``excess_misspelled`` (F / F_ref,
         closed form); ``cascade_rr``;
         ``decomposition``: ``words`` {``fano``, ``renewal_reference`` (CV^2 of the word-start
         spacing), ``mean_spacing``, ``n_spacings``, ``verdict``, ``p_value``}, and for
         ``correct`` / ``misspelled`` {``fano``, ``fano_ref`` (closed form), ``excess`` =
         F / F_ref, ``null_median``, ``null_band`` [alpha/2, 1 - alpha/2 quantiles],
-        ``excess_null`` = F / null median, ``p_value`` (two-sided permutation), ``n_null``,
-        ``verdict`` ("clustered" / "anti-clustered" / "independent" / "undefined"),
-        ``reason``}, ``n_perm``, ``perm_seed``, ``length_bins``;
+        ``excess_null`` = F / null median with ``excess_null_ci`` (exp(log excess +- z SE)) and
+        ``log_excess_se`` (`log_excess_se`), ``log_null_sd`` (SD of log F over the
+        permutations), ``z`` = log excess / log_null_sd, ``p_value`` (two-sided permutation),
+        ``n_null``, ``verdict`` ("clustered" / "anti-clustered" / "independent" / "undefined"),
+        ``reason``, ``residual_ratio`` and ``log_residual_se`` (`residual_ratio`)}, ``n_perm``,
+        ``perm_seed``, ``length_bins``, ``position_edges``;
         ``q_curve``: columns ``windows``, ``q_correct``, ``q_misspelled``,
         ``fano_correct``, ``fano_misspelled``, ``n_windows`` and ``null_q_correct`` /
         ``null_q_misspelled`` = {``lo``, ``median``, ``hi``} (the permutation null's band of
         Q, aligned with ``windows``);
         ``cascade``: `cascade` dict plus ``null_median``, ``null_band``, ``p_value``
-        (two-sided, within-sample permutation), ``n_null``, ``verdict`` ("cascade" /
+        (two-sided, within-sample, within-position permutation), ``log_null_sd`` (SD of log RR
+        over the permutations), ``z`` = log(RR / null median) / log_null_sd, ``n_null``,
+        ``verdict`` ("cascade" /
         "anti-cascade" / "independent" / "undefined"), ``perm_seed``;
         ``counts``: ``{"correct": [...], "misspelled": [...]}`` per sample.
 

@@ -72,6 +72,8 @@ __all__ = [
     "coherence_with_nulls",
     "oscillations",
     "tap_summary",
+    "coherence_summary",
+    "probe_summary",
     "WavesInputError",
 ]
 
@@ -1098,9 +1100,48 @@ def _gated_clustering(R_kept, kept, C, k, k_range, null_best, coherent=True) -> 
     }
 
 
+def _induced_units(xc0, mask, var, n):
+    """Induced part of centred waves as unit columns: (Z, P, R_induced of the kept ones, ok mask, evoked dict)."""
+    ev = _nulls.split_evoked(xc0, mask)
+    ind = ev.pop("induced")
+    # a channel that is purely evoked has no induced variance: 0 correlations, like constant channels
+    ivar = np.square(ind).sum(axis=(0, 1))
+    ind_ok = ivar > (_CONST_RTOL**2) * var * n
+    Zk = _nulls.unit_columns(ind[:, :, ind_ok] if not ind_ok.all() else ind, mask, dtype=np.float32)
+    del ind
+    P = _nulls.sample_products(Zk) if Zk.size else None  # (S, C, C); their sum is R
+    Ri_k = P.sum(axis=0, dtype=np.float64) if Zk.size else np.zeros((0, 0))
+    np.clip(Ri_k, -1, 1, out=Ri_k)
+    np.fill_diagonal(Ri_k, 1.0)
+    return Zk, P, Ri_k, ind_ok, ev
+
+
+def _empty_surrogate(op_ind, alpha):
+    return {"n_surrogates": 0, "n_boot": 0, "n_ci_surrogates": 0, "alpha": alpha, "min_p_value": 1.0,
+            **{kk: {"observed": float(op_ind[kk]), "surrogate_mean": float("nan"), "surrogate_sd": float("nan"),
+                    "surrogate_q95": float("nan"), "excess": float("nan"), "z": float("nan"), "ci": None,
+                    "se": None, "loo": None, "p_value": float("nan"), "p_rank": float("nan"), "significant": False}
+                for kk, _ in _nulls.ORDER_KEYS}}
+
+
+def _surrogate_test(Zk, P, Ri_k, op_ind, rng, mask, n_surrogates, n_ci_surrogates, n_boot, alpha, ci_method,
+                    k, k_range, silhouettes=True):
+    B = int(n_surrogates)
+    if B > 0 and Zk.shape[0] >= 3 and mask.any(axis=1).sum() >= 2:
+        sur = _nulls.surrogate_order_parameters(Zk, B, rng, n_keep_slots=min(int(n_ci_surrogates), B))
+        v0 = np.linalg.eigh(Ri_k)[1][:, -1].astype(np.float32)  # signed: |v| converges badly (mixed signs)
+        surrogate = _nulls.excess_with_ci(Zk, op_ind, sur, rng, n_boot=n_boot, alpha=alpha, v0=v0, P=P,
+                                          method=ci_method)
+        null_sil = [best_silhouette(Rb, k_range)[0] for Rb in sur["R"]] if (k is None and silhouettes) else []
+        del sur
+    else:
+        surrogate, null_sil = _empty_surrogate(op_ind, alpha), []
+    surrogate["on"] = "induced"
+    return surrogate, null_sil
+
+
 def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
-                 ci_method="jackknife",
-                 seed=0, alpha=0.05) -> dict:
+                 ci_method="jackknife", seed=0, alpha=0.05, x_raw=None) -> dict:
     S, T, C = xc0.shape
     rng = np.random.default_rng(seed)
     n = max(int(mask.sum()), 1)
@@ -1112,19 +1153,9 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
     lam = np.linalg.eigvalsh(Rk)[::-1] if kept.size else np.zeros(0)
 
     # evoked vs induced
-    ev = _nulls.split_evoked(xc0[:, :, kept] if kept.size < C else xc0, mask)
-    ind = ev.pop("induced")
+    Zk, P, Ri_k, ind_ok, ev = _induced_units(xc0[:, :, kept] if kept.size < C else xc0, mask, var[kept], n)
     share = np.full(C, np.nan)
     share[kept] = ev["share"]
-    # a channel that is purely evoked has no induced variance: 0 correlations, like constant channels
-    ivar = np.square(ind).sum(axis=(0, 1))
-    ind_ok = ivar > (_CONST_RTOL**2) * var[kept] * n
-    Zk = _nulls.unit_columns(ind[:, :, ind_ok] if not ind_ok.all() else ind, mask, dtype=np.float32)
-    del ind
-    P = _nulls.sample_products(Zk) if Zk.size else None  # (S, C, C); their sum is R
-    Ri_k = P.sum(axis=0, dtype=np.float64) if Zk.size else np.zeros((0, 0))
-    np.clip(Ri_k, -1, 1, out=Ri_k)
-    np.fill_diagonal(Ri_k, 1.0)
     ki = kept[ind_ok]
     R_ind = np.zeros((C, C))
     R_ind[np.ix_(ki, ki)] = Ri_k
@@ -1132,23 +1163,38 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
     op_raw = order_parameters(Rk) if kept.size else order_parameters(np.eye(1))
     op_ind = order_parameters(Ri_k) if ki.size else order_parameters(np.eye(1))
 
-    # sample-shuffle surrogates of the induced waves (float32), excess with paired bootstrap CI
-    B = int(n_surrogates)
-    if B > 0 and ki.size >= 3 and mask.any(axis=1).sum() >= 2:
-        sur = _nulls.surrogate_order_parameters(Zk, B, rng, n_keep_slots=min(int(n_ci_surrogates), B))
-        v0 = np.abs(np.linalg.eigh(Ri_k)[1][:, -1]).astype(np.float32)
-        surrogate = _nulls.excess_with_ci(Zk, op_ind, sur, rng, n_boot=n_boot, alpha=alpha, v0=v0, P=P,
-                                          method=ci_method)
-        null_sil = [best_silhouette(Rb, k_range)[0] for Rb in sur["R"]] if k is None else []
-        del sur
-    else:
-        surrogate = {"n_surrogates": 0, "n_boot": 0, "n_ci_surrogates": 0, "alpha": alpha, "min_p_value": 1.0,
-                     **{kk: {"observed": float(op_ind[kk]), "surrogate_mean": float("nan"),
-                             "surrogate_sd": float("nan"), "surrogate_q95": float("nan"), "excess": float("nan"),
-                             "ci": None, "p_value": float("nan"), "significant": False}
-                        for kk, _ in _nulls.ORDER_KEYS}}
-        null_sil = []
-    surrogate["on"] = "induced"
+    # sample-shuffle surrogates of the induced waves (float32), excess with paired jackknife CI
+    surrogate, null_sil = _surrogate_test(Zk, P, Ri_k, op_ind, rng, mask, n_surrogates, n_ci_surrogates, n_boot,
+                                          alpha, ci_method, k, k_range)
+    del Zk, P
+
+    # the same after gain normalisation (docs/method.md, "Coherence against its floors": shared gain); kept channels only,
+    # since a constant channel divided by a varying gain would no longer be constant
+    gain = None
+    if x_raw is not None and kept.size >= 1:
+        xg = _nulls.gain_normalise(np.asarray(x_raw)[:, :, kept])
+        xg0 = _center0(xg, mask)
+        del xg
+        ng = np.square(xg0).sum(axis=(0, 1)) / n
+        okg = ng > 0
+        Rg = _corr_from_centered(xg0, _absmax(xg0, mask), n)[np.ix_(okg, okg)]
+        Zg, Pg, Rig, _, _ = _induced_units(xg0[:, :, okg], mask, ng[okg], n)
+        del xg0
+        op_g = order_parameters(Rg) if okg.any() else order_parameters(np.eye(1))
+        op_gi = order_parameters(Rig) if Rig.size else order_parameters(np.eye(1))
+        sur_g, _ = _surrogate_test(Zg, Pg, Rig, op_gi, np.random.default_rng([seed, 1]), mask, n_surrogates,
+                                   n_ci_surrogates, n_boot, alpha, ci_method, k, k_range, silhouettes=False)
+        del Zg, Pg
+        diff = {}
+        for kk, _ in _nulls.ORDER_KEYS:
+            a, b = surrogate[kk], sur_g[kk]
+            diff[kk] = _nulls.paired_difference(a["excess"], a.get("loo"), b["excess"], b.get("loo"))
+        gain = {"order_parameters": op_g, "order_parameters_induced": op_gi, "surrogate": sur_g,
+                "raw_minus_normalised": diff}
+    coherent = bool(surrogate["mean_abs_corr"]["significant"] or surrogate["lambda_max_share"]["significant"])
+    if gain is not None:  # a shared gain alone must not open the cluster gate
+        coherent = coherent and bool(gain["surrogate"]["mean_abs_corr"]["significant"]
+                                     or gain["surrogate"]["lambda_max_share"]["significant"])
     return {
         "constant": const,
         "n_constant": int(const.sum()),
@@ -1163,15 +1209,15 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
         "evoked_share_channels": share,
         "evoked_share_chance": ev["chance"],
         "surrogate": surrogate,
+        "gain_normalised": gain,
         "clustering": _gated_clustering(R_ind[np.ix_(kept, kept)], kept, C, k, k_range, null_sil,
-                                        coherent=bool(surrogate["mean_abs_corr"]["significant"]
-                                                      or surrogate["lambda_max_share"]["significant"])),
+                                        coherent=coherent),
     }
 
 
 def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
                          ci_method="jackknife",
-                         seed=0, alpha=0.05) -> dict:
+                         seed=0, alpha=0.05, gain=True) -> dict:
     """Correlation, order parameters, evoked share, surrogate excess and gated clustering (DESIGN 4, 4b).
 
     The coherence part of :func:`analyze_tap` (same parameters); see there
@@ -1179,7 +1225,8 @@ def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20,
     ``n_constant``, ``constant_channels``, ``kept_channels``, ``R``,
     ``R_induced``, ``eigenvalues``, ``order_parameters``,
     ``order_parameters_induced``, ``evoked_share``, ``evoked_share_channels``,
-    ``evoked_share_chance``, ``surrogate``, ``clustering``.
+    ``evoked_share_chance``, ``surrogate``, ``gain_normalised`` (None with
+    ``gain=False``), ``clustering``.
 
     Raises
     ------
@@ -1192,7 +1239,7 @@ def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20,
     _nulls.check_finite(x)
     return _coherence_c(_center0(x, mask), _absmax(x, mask), mask, k=k, k_range=k_range,
                         n_surrogates=n_surrogates, n_boot=n_boot, n_ci_surrogates=n_ci_surrogates, ci_method=ci_method, seed=seed,
-                        alpha=alpha)
+                        alpha=alpha, x_raw=x if gain else None)
 
 
 def oscillations(x, mask=None, nlags=64, nperseg=256, level=0.99, exclude=None) -> dict:
@@ -1256,6 +1303,9 @@ def analyze_tap(
     alpha=0.05,
     red_noise_level=0.99,
     min_events=30,
+    probe_folds=5,
+    probe_max_steps=64,
+    probe_null=20,
 ) -> dict:
     """Full coherence analysis of one tap with its null models (DESIGN.md sections 4 and 4b).
 
@@ -1294,6 +1344,9 @@ def analyze_tap(
         Confidence level of the red-noise test (maximum over frequencies).
     min_events : int, optional
         Steps needed inside and outside a class for labels.
+    probe_folds, probe_max_steps, probe_null : int, optional
+        The space probe (:func:`gptwaves.analysis.probe.space_probe`): ``GroupKFold`` splits,
+        training steps per sample, AR(1) red-noise replicates (0: none).
 
     Returns
     -------
@@ -1322,7 +1375,10 @@ def analyze_tap(
         indices in leaf order), ``structure``, ``best_k``,
         ``best_silhouette``, ``null_silhouette_q95``, ...); ``function`` (dict
         of :func:`channel_function` with ``min_events``); ``eta``,
-        ``eta_counts``, ``eta_classes``, ``eta_lags``; ``settings``.
+        ``eta_counts``, ``eta_classes``, ``eta_lags``; ``gain_normalised`` (the order
+        parameters, induced ones, their surrogate test and the paired jackknife CI of raw minus
+        gain-normalised excess, after dividing each (sample, step) vector by its RMS over
+        channels); ``probe`` (:func:`gptwaves.analysis.probe.space_probe`); ``settings``.
 
     Raises
     ------
@@ -1340,7 +1396,8 @@ def analyze_tap(
     C = x.shape[2]
     xc0 = _center0(x, mask)
     coh = _coherence_c(xc0, _absmax(x, mask), mask, k=k, k_range=k_range, n_surrogates=n_surrogates,
-                       n_boot=n_boot, n_ci_surrogates=n_ci_surrogates, ci_method=ci_method, seed=seed, alpha=alpha)
+                       n_boot=n_boot, n_ci_surrogates=n_ci_surrogates, ci_method=ci_method, seed=seed, alpha=alpha,
+                       x_raw=x)
     const = coh["constant"]
     osc = oscillations(x, mask=mask, nlags=nlags, nperseg=nperseg, level=red_noise_level, exclude=const)
     acf, phi = osc["acf"], osc["acf"][:, 1] if osc["acf"].shape[1] > 1 else np.zeros(C)
@@ -1350,6 +1407,10 @@ def analyze_tap(
     ar1 = np.clip(np.nan_to_num(phi), -0.999, 0.999)[:, None] ** lags[None, :]
     space_sim_ar1 = np.where(np.isnan(space_sim), np.nan, acf_similarity(ar1, space_acf))
 
+    from .probe import space_probe
+
+    probe = space_probe(x, next_chars, mask=mask, n_folds=probe_folds, max_steps=probe_max_steps,
+                        n_null=probe_null, nlags=min(int(nlags), 32), seed=seed)
     func = _channel_function_c(xc0, chars, next_chars, mask, threshold, min_events)
     classes = func["classes"]
     eta, counts = _eta(xc0, class_indicators(chars, classes), mask, window)
@@ -1359,7 +1420,8 @@ def analyze_tap(
         "n_channels": int(C),
         **{kk: coh[kk] for kk in ("n_constant", "constant_channels", "kept_channels", "R", "R_induced",
                                    "eigenvalues", "order_parameters", "order_parameters_induced", "evoked_share",
-                                   "evoked_share_channels", "evoked_share_chance", "surrogate")},
+                                   "evoked_share_channels", "evoked_share_chance", "surrogate",
+                                   "gain_normalised")},
         "acf": acf,
         "period_acf": osc["period_acf"],
         "period_acf_all": osc["period_acf_all"],
@@ -1379,11 +1441,14 @@ def analyze_tap(
         "eta_counts": counts,
         "eta_classes": classes,
         "eta_lags": np.arange(-int(window), int(window) + 1),
+        "probe": probe,
         "settings": {"nlags": int(nlags), "k": None if k is None else int(k), "window": int(window),
                      "k_range": [int(k_range[0]), int(k_range[1])], "nperseg": int(nperseg),
                      "threshold": float(threshold), "n_surrogates": int(n_surrogates), "n_boot": int(n_boot), "ci_method": ci_method,
                      "n_ci_surrogates": int(n_ci_surrogates), "seed": int(seed), "alpha": float(alpha),
-                     "red_noise_level": float(red_noise_level), "min_events": int(min_events)},
+                     "red_noise_level": float(red_noise_level), "min_events": int(min_events),
+                     "probe_folds": int(probe_folds), "probe_max_steps": int(probe_max_steps),
+                     "probe_null": int(probe_null)},
     }
 
 
@@ -1395,17 +1460,65 @@ def analyze_tap(
 _num = finite_or_none
 
 
+def _list(v, nd=6):
+    return None if v is None else [_num(round(float(a), nd)) for a in np.asarray(v, dtype=float).ravel()]
+
+
 def _surrogate_json(sur: dict) -> dict:
-    out = {k: sur.get(k) for k in ("on", "n_surrogates", "n_boot", "n_ci_surrogates", "alpha", "min_p_value")}
+    out = {k: sur.get(k) for k in ("on", "n_surrogates", "n_boot", "n_ci_surrogates", "alpha")}
+    # the bound of the rank p-value, named for what it is (docs/method.md, "Coherence against its floors")
+    out["p_rank_bound"] = sur.get("min_p_value")
     for k, _ in _nulls.ORDER_KEYS:
         d = sur.get(k, {})
         ci = d.get("ci")
         out[k] = {"observed": _num(d.get("observed")), "surrogate_mean": _num(d.get("surrogate_mean")),
                   "surrogate_sd": _num(d.get("surrogate_sd")), "surrogate_q95": _num(d.get("surrogate_q95")),
-                  "excess": _num(d.get("excess")),
+                  "excess": _num(d.get("excess")), "z": _num(d.get("z")),
                   "ci": None if ci is None else [_num(ci[0]), _num(ci[1])], "ci_method": d.get("ci_method"),
-                  "p_value": _num(d.get("p_value")), "significant": bool(d.get("significant", False))}
+                  "se": _num(d.get("se")), "p_value": _num(d.get("p_value")), "p_rank": _num(d.get("p_rank")),
+                  "significant": bool(d.get("significant", False)),
+                  "loo": _list(d.get("loo"), 8) if k == "mean_abs_corr" else None}
     return out
+
+
+def _gain_json(g: dict | None) -> dict | None:
+    if not g:
+        return None
+    diff = {}
+    for k, _ in _nulls.ORDER_KEYS:
+        d = g["raw_minus_normalised"].get(k, {})
+        ci = d.get("ci")
+        diff[k] = {"difference": _num(d.get("difference")), "se": _num(d.get("se")),
+                   "ci": None if ci is None else [_num(ci[0]), _num(ci[1])]}
+    return {**{k: _num(v) for k, v in g["order_parameters"].items()},
+            "induced": {k: _num(v) for k, v in g["order_parameters_induced"].items()},
+            "surrogate": _surrogate_json(g["surrogate"]), "raw_minus_normalised": diff}
+
+
+def probe_summary(p: dict | None) -> dict | None:
+    """JSON-ready summary of :func:`gptwaves.analysis.probe.space_probe` output (the ``probe`` entry
+    of :func:`tap_summary`)."""
+    if not p:
+        return None
+    ci = p.get("ci")
+    return {"r2": _num(p.get("r2")), "ci": None if ci is None else [_num(ci[0]), _num(ci[1])],
+            "se": _num(p.get("se")), "loo": _list(p.get("loo"), 8),
+            "rhythm_similarity": _num(p.get("rhythm_similarity")),
+            "null_r2_q95": _num(p.get("null_r2_q95")), "null_rhythm_q95": _num(p.get("null_rhythm_q95")),
+            "null_r2": _list(p.get("null_r2")), "n_null": int(np.size(p.get("null_r2", []))),
+            "space_rate": _num(p.get("space_rate")), "ridge_penalty": _num(p.get("ridge_penalty")),
+            "n_folds": int(p.get("n_folds", 0)), "n_fit_rows": int(p.get("n_fit_rows", 0)),
+            "n_eval_steps": int(p.get("n_eval_steps", 0)), "metric": "out-of-fold R^2"}
+
+
+def coherence_summary(coh: dict) -> dict:
+    """JSON-ready coherence part of a tap summary from :func:`coherence_with_nulls` (or
+    :func:`analyze_tap`) output: raw order parameters, ``induced``, ``surrogate`` and
+    ``gain_normalised`` (see :func:`tap_summary`)."""
+    return {**{k: _num(v) for k, v in coh["order_parameters"].items()},
+            "induced": {k: _num(v) for k, v in coh.get("order_parameters_induced", {}).items()},
+            "surrogate": _surrogate_json(coh["surrogate"]) if "surrogate" in coh else None,
+            "gain_normalised": _gain_json(coh.get("gain_normalised"))}
 
 
 def tap_summary(r: dict) -> dict:
@@ -1419,8 +1532,12 @@ def tap_summary(r: dict) -> dict:
         ``induced`` (the same after removing the evoked component; claims use
         these); ``evoked_share``, ``evoked_share_chance``; ``surrogate``
         (induced: per order parameter ``observed``, ``surrogate_mean``,
-        ``surrogate_sd``, ``surrogate_q95``, ``excess``, ``ci``, ``p_value``,
-        ``significant``); ``n_constant``, ``constant_channels``;
+        ``surrogate_sd``, ``surrogate_q95``, ``excess``, ``z``, ``ci``, ``se``, ``p_value``
+        (unfloored Gaussian tail), ``p_rank`` (rank test, bounded by ``p_rank_bound``),
+        ``significant``, ``loo`` for mean |R|); ``gain_normalised`` (the same after gain
+        normalisation, plus ``raw_minus_normalised`` paired CIs); ``probe`` (space probe:
+        ``r2``, ``ci``, ``loo``, ``rhythm_similarity``, ``null_r2_q95``, ``null_rhythm_q95``, ...);
+        ``n_constant``, ``constant_channels``;
         ``n_clusters`` (gated: 1 = no cluster structure), ``silhouette``
         (None when k = 1), ``cluster_structure``, ``best_k``,
         ``best_silhouette``, ``null_silhouette_q95``; ``label_counts``,
@@ -1463,11 +1580,10 @@ def tap_summary(r: dict) -> dict:
     op, opi = r["order_parameters"], r.get("order_parameters_induced", {})
     red = r.get("red_noise", {})
     return {
-        **{k: _num(v) for k, v in op.items()},
-        "induced": {k: _num(v) for k, v in opi.items()},
+        **coherence_summary(r),
         "evoked_share": _num(r.get("evoked_share")),
         "evoked_share_chance": _num(r.get("evoked_share_chance")),
-        "surrogate": _surrogate_json(r["surrogate"]) if "surrogate" in r else None,
+        "probe": probe_summary(r.get("probe")),
         "n_constant": int(r.get("n_constant", 0)),
         "constant_channels": [int(c) for c in np.asarray(r.get("constant_channels", []))[:50]],
         "n_clusters": int(cl["k"]),

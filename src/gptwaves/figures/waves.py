@@ -644,7 +644,7 @@ def _arr(values) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
-def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *, input_tap: str = "hook_embed",
+def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *, input_tap: str | None = "hook_embed",
                           title=None) -> list[Path]:
     """Order parameters against iteration with their floors: raw (top) and induced (bottom).
 
@@ -657,18 +657,21 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
         The tap drawn (normally the focus tap).
     path_stem : str or Path
     input_tap : str, optional
-        The input floor, drawn dashed (default ``hook_embed``).
+        The input floor, drawn dashed (default ``hook_embed``; None: not recorded).
     title : str, optional
 
     Notes
     -----
     Bottom row: the induced values (evoked component removed) with the 95%
-    CI of the excess drawn around them (delete-one-sample jackknife by default), the band from the
+    CI of the excess (delete-one-sample jackknife by default) drawn around them (clipped to the quantity's range: [0, 1]
+    for mean |R| and lambda_max / C, [1, C] for PR), the gain-normalised induced
+    values (dotted), the band from the
     sample-shuffle surrogate mean to its 95th percentile (5th for PR), and the
     input floor. The top row shows the raw values (DESIGN 4), which have no
     surrogate band. The x axis is logarithmic in ``iteration + 1``.
     """
     it = _arr([c.get("iteration") for c in checkpoints]) + 1.0
+    floor_label = f"input floor {input_tap}" if input_tap else "no input floor recorded"
     with matplotlib.rc_context(_RC):
         fig = _new_figure((12, 6.6))
         axes = [[fig.add_subplot(2, 3, 3 * r + i + 1) for i in range(3)] for r in range(2)]
@@ -677,7 +680,7 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
             ax.plot(it, _arr([_get(c, "taps", tap, key) for c in checkpoints]), "o-", ms=3, lw=1.3, color="C0",
                     label=f"{tap} (raw)")
             ax.plot(it, _arr([_get(c, "taps", input_tap, key) for c in checkpoints]), "s--", ms=3, lw=1.0,
-                    color="0.4", label=f"input floor {input_tap}")
+                    color="0.4", label=floor_label)
             ax.set_title(f"raw {lab}")
             ax = axes[1][i]
             obs = _arr([_get(c, "taps", tap, "induced", key) for c in checkpoints])
@@ -686,6 +689,12 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
             cis = [_get(c, "taps", tap, "surrogate", key, "ci") for c in checkpoints]
             lo = np.array([np.nan if c is None or c[0] is None else c[0] for c in cis], dtype=float) + smean
             hi = np.array([np.nan if c is None or c[1] is None else c[1] for c in cis], dtype=float) + smean
+            # no interval leaves the quantity's range: [0, 1] for mean |R| and lambda_max / C, [1, C] for PR
+            ch = _arr([_get(c, "taps", tap, "n_channels") for c in checkpoints])
+            top = ch if key == "participation_ratio" else np.ones_like(ch)
+            bottom = 1.0 if key == "participation_ratio" else 0.0
+            lo = np.clip(lo, bottom, np.where(np.isfinite(top), top, np.inf))
+            hi = np.clip(hi, bottom, np.where(np.isfinite(top), top, np.inf))
             if np.isfinite(smean).any():
                 ax.fill_between(it, np.fmin(smean, sq), np.fmax(smean, sq), color="C1", alpha=0.3, lw=0,
                                 label="surrogate mean .. 95th pct")
@@ -694,8 +703,11 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
             ax.errorbar(it[ok], obs[ok], yerr=[np.maximum(obs[ok] - lo[ok], 0), np.maximum(hi[ok] - obs[ok], 0)],
                         fmt="none", ecolor="C0", elinewidth=0.8, capsize=2)
             ax.plot(it, obs, "o-", ms=3, lw=1.3, color="C0", label=f"{tap} (induced, 95% CI)")
+            gobs = _arr([_get(c, "taps", tap, "gain_normalised", "induced", key) for c in checkpoints])
+            if np.isfinite(gobs).any():
+                ax.plot(it, gobs, "^:", ms=3, lw=1.0, color="C2", label=f"{tap} (induced, gain-normalised)")
             ax.plot(it, _arr([_get(c, "taps", input_tap, "induced", key) for c in checkpoints]), "s--", ms=3,
-                    lw=1.0, color="0.4", label=f"input floor {input_tap}")
+                    lw=1.0, color="0.4", label=floor_label)
             ax.set_title(f"induced {lab}")
             for a in (axes[0][i], axes[1][i]):
                 a.set_xscale("log")

@@ -1,4 +1,4 @@
-"""Calibration stage: the size and power of every verdict rule at the run's own sizes (DESIGN 8)
+"""Calibration stage: the size and power of every verdict rule at the run's own sizes
 -> ``DIR/calibration/``.
 
 Synthetic truth is built from the run itself (its spelling word tables and error rates, its
@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,8 @@ from . import checks
 from .common import begin_stage
 
 __all__ = ["CalibrationSettings", "calibrate_run", "read_calibration", "make_spelling_template",
-           "make_waves_template", "spelling_chunk", "coherence_chunk", "summarise", "summary_entry", "SPELLING_SCENARIOS",
+           "make_waves_template", "spelling_chunk", "coherence_chunk", "summarise", "summary_entry",
+           "SPELLING_SCENARIOS",
            "COHERENCE_SCENARIOS", "CLAIM_PLAN", "spelling_findings", "waves_findings", "rules_fingerprint",
            "CALIBRATION_VERSION"]
 
@@ -55,7 +57,9 @@ class CalibrationSettings:
     scenario (each is a full wave analysis of every checkpoint, so they cost far more);
     ``engine``: ``"fast"`` (spelling permutation nulls shared across replicates, see the method
     page) or ``"exact"`` (every replicate analysed exactly as the spelling stage does);
-    ``chunk``: replicates per saved step; ``groups``: which claim groups to calibrate.
+    ``chunk``: replicates per saved step; ``groups``: which claim groups to calibrate;
+    ``scenarios``: only these scenarios (names of `SPELLING_SCENARIOS` / `COHERENCE_SCENARIOS`;
+    None: all), e.g. to bound the cost of the coherence rules at large sizes.
     """
 
     replicates: int = 100
@@ -64,6 +68,7 @@ class CalibrationSettings:
     seed: int = 0
     chunk: int = 10
     groups: tuple[str, ...] = ("spelling", "coherence")
+    scenarios: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         from ..config import check_choice, check_int
@@ -75,6 +80,8 @@ class CalibrationSettings:
         check_int("chunk", self.chunk, 1, 10**6)
         for g in self.groups:
             check_choice("group", g, ("spelling", "coherence"))
+        for name in self.scenarios or ():
+            check_choice("scenario", name, (*SPELLING_SCENARIOS, *COHERENCE_SCENARIOS))
 
     def replace(self, **kw) -> "CalibrationSettings":
         return dataclasses.replace(self, **kw)
@@ -125,7 +132,8 @@ CLAIM_PLAN: dict[int, dict] = {
     1: {"group": "coherence",
         "nulls": {"as_stated": ["independent", "shared gain"],
                   "beyond_null": ["independent", "shared gain", "factor 0.05 equal to input"]},
-        "effect": {"what": "excess of mean |R| over independent channels", "at": "at the last checkpoint, rising from 0",
+        "effect": {"what": "excess of mean |R| over independent channels",
+                   "at": "at the last checkpoint, rising from 0",
                    "stronger": "larger",
                    "scenarios": [(0.01, "factor 0.01 rise"), (0.02, "factor 0.02 rise"), (0.05, "factor 0.05 rise")]}},
     4: {"group": "coherence",
@@ -154,20 +162,16 @@ LEVELS = ("as_stated", "beyond_null")
 
 
 def rules_fingerprint() -> str:
-    """sha256 (16 hex) of the source of every module a verdict depends on: a changed rule or
-    statistic invalidates stored replicates."""
-    from ..analysis import calibration, claims, spelling, spelling_claims, waves, waves_claims
-    from . import summary
+    """sha256 (16 hex) of what a verdict depends on: every module of `gptwaves.analysis` (statistics,
+    nulls, rules, synthetic truth) and the summary's verdict entry point; a change to any of them
+    invalidates stored replicates and marks an old calibration as such in summary.json."""
+    from .. import analysis
+    from .summary import findings_from
 
     h = hashlib.sha256()
-    for m in (claims, spelling, spelling_claims, waves, waves_claims, calibration, summary):
-        h.update(Path(m.__file__).read_bytes())
-    try:
-        from ..analysis import coherence_nulls
-
-        h.update(Path(coherence_nulls.__file__).read_bytes())
-    except ImportError:  # pragma: no cover
-        pass
+    for f in sorted(Path(analysis.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    h.update(inspect.getsource(findings_from).encode())
     return h.hexdigest()[:16]
 
 
@@ -343,59 +347,94 @@ def make_waves_template(checkpoints: list[dict], focus: str, input_tap: str, set
 # ---------------------------------------------------------------------------
 # Engines
 # ---------------------------------------------------------------------------
-def _rr_null_centre(word_sample, mis, n_samples: int) -> float:
-    """RR expected under the within-sample permutation null from each sample's word and error counts
-    (pair counts of a uniformly random placement), used to move a shared null to a replicate."""
-    n = np.bincount(word_sample, minlength=n_samples).astype(float)
-    k = np.bincount(word_sample[mis], minlength=n_samples).astype(float)
-    ok = n > 1
-    n, k = n[ok], k[ok]
-    mm = (k * (k - 1) / n).sum()
-    pm = (k * (n - 1) / n).sum()
-    cur = (k * (n - 1) / n).sum()
-    pc = (n - 1).sum() - pm
-    cm = cur - mm
+def _rr_null_centre(word_sample, mis, n_samples: int, word_start=None) -> float:
+    """RR expected under the within-sample permutation null (within each sample's position bins when
+    ``word_start`` is given and the spelling module has position bins), from the expected pair counts
+    of a uniformly random placement of each group's errors; used to move a shared null to a replicate."""
+    from ..analysis import spelling as sp
+
+    s = np.asarray(word_sample, dtype=np.int64)
+    m = np.asarray(mis, dtype=bool)
+    if s.size < 2:
+        return float("nan")
+    pos = sp.position_bins(word_start) if word_start is not None and hasattr(sp, "position_bins") \
+        else np.zeros(s.size, np.int64)
+    g = s * (int(pos.max(initial=0)) + 1) + pos
+    _, gi = np.unique(g, return_inverse=True)
+    n_g = np.bincount(gi).astype(float)
+    k_g = np.bincount(gi, weights=m.astype(float))
+    p = k_g[gi] / n_g[gi]  # P(word is misspelled)
+    same_s = s[1:] == s[:-1]
+    a_, b_ = gi[:-1][same_s], gi[1:][same_s]
+    pa, pb = p[:-1][same_s], p[1:][same_s]
+    same_g = a_ == b_
+    ng, kg = n_g[a_], k_g[a_]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        both = np.where(same_g, np.where(ng > 1, kg * (kg - 1) / (ng * (ng - 1)), 0.0), pa * pb)
+    mm, pm = both.sum(), pa.sum()
+    cm, pc = (pb - both).sum(), (1 - pa).sum()
     if pm <= 0 or pc <= 0 or cm <= 0:
         return float("nan")
     return float((mm / pm) / (cm / pc))
 
 
+def _call(fn, *args, **kw):
+    """``fn(*args, **kw)`` with only the keywords ``fn`` accepts (the spelling functions gained a
+    ``word_start`` keyword for position strata; the calibration works with either signature)."""
+    params = inspect.signature(fn).parameters
+    return fn(*args, **{k: v for k, v in kw.items() if k in params})
+
+
 class _SharedNulls:
     """Permutation nulls of one checkpoint, computed once from an independent-error replicate and
-    moved to each replicate by its closed-form centre (the fast engine; docs/method.md, Calibration)."""
+    moved to each replicate by its closed-form centre (the fast engine; docs/method.md, Calibration).
+
+    `injected` swaps them in for the spelling module's `stratified_null` and `cascade_null` while a
+    replicate is analysed, so that `analyze_words` itself turns them into p-values, medians, z and
+    verdicts exactly as the spelling stage does: only the permutation draws are shared.
+    """
 
     def __init__(self, ck: dict, tpl: dict, flags: np.ndarray):
         from ..analysis import spelling as sp
 
         s, st, wl, N, L = ck["word_sample"], ck["word_start"], ck["word_len"], ck["n_samples"], ck["length"]
-        null = sp.stratified_null(s, st, wl, flags, N, L, [], tpl["n_perm"], tpl["seed"], None)
-        ref = sp.independent_reference(s, wl, flags, N)
+        self.n_perm = int(tpl["n_perm"])
+        null = sp.stratified_null(s, st, wl, flags, N, L, [], self.n_perm, tpl["seed"], None)
+        ref = _call(sp.independent_reference, s, wl, flags, N, word_start=st)
         self.fano = {"correct": np.asarray(null["fano_correct"], float),
                      "misspelled": np.asarray(null["fano_misspelled"], float)}
         self.ref = {"correct": ref["fano_ref_correct"], "misspelled": ref["fano_ref_misspelled"]}
-        self.rr = np.asarray(sp.cascade_null(s, flags, N, tpl["n_perm"], tpl["seed"]), float)
-        self.rr_centre = _rr_null_centre(s, flags, N)
+        self.rr = np.asarray(_call(sp.cascade_null, s, flags, N, self.n_perm, tpl["seed"], word_start=st), float)
+        self.positions = "word_start" in inspect.signature(sp.cascade_null).parameters
+        self.rr_centre = _rr_null_centre(s, flags, N, st if self.positions else None)
 
-    def patch(self, stats: dict, ck: dict, mis: np.ndarray, alpha: float) -> None:
+    def stratified(self, word_sample, word_start, word_len, word_mis, n_samples, length, windows=(), *a, **kw):
         from ..analysis import spelling as sp
-        from ..jsonable import jsonable
 
-        dec = stats["decomposition"]
+        ref = _call(sp.independent_reference, word_sample, word_len, word_mis, n_samples, word_start=word_start)
+        out = {}
         for name in ("correct", "misspelled"):
-            d = dec[name]
-            fobs, fref = d.get("fano"), d.get("fano_ref")
-            if fobs is None or not fref or not self.ref[name] or not np.isfinite(self.ref[name]):
-                continue
-            null = self.fano[name] * (fref / self.ref[name])
-            new = sp._null_summary(float(fobs), null, float(fref), alpha, "clustered", "anti-clustered")
-            dec[name] = jsonable(new)
-        cas = stats["cascade"]
-        if cas.get("rr") is not None and cas.get("reason") in (None, "permutation null disabled (n_perm = 0)"):
-            c = _rr_null_centre(ck["word_sample"], mis, ck["n_samples"])
-            null = self.rr * (c / self.rr_centre) if np.isfinite(c) and self.rr_centre > 0 else self.rr
-            s = sp._null_summary(float(cas["rr"]), null, float("nan"), alpha, "cascade", "anti-cascade")
-            cas.update(jsonable({k: s[k] for k in ("null_median", "null_band", "p_value", "n_null", "verdict")}))
-            cas["reason"] = s["reason"]
+            r0, r = self.ref[name], ref[f"fano_ref_{name}"]
+            ok = r0 and r and np.isfinite(r0) and np.isfinite(r) and r0 > 0
+            out[f"fano_{name}"] = self.fano[name] * (r / r0) if ok else self.fano[name]
+        out["windows"] = {int(w): {"fano_correct": np.full(self.n_perm, np.nan),
+                                   "fano_misspelled": np.full(self.n_perm, np.nan)} for w in windows}
+        return out
+
+    def cascade(self, word_sample, word_mis, n_samples, *a, word_start=None, **kw):
+        c = _rr_null_centre(word_sample, word_mis, int(n_samples), word_start if self.positions else None)
+        return self.rr * (c / self.rr_centre) if np.isfinite(c) and self.rr_centre > 0 else self.rr
+
+    @contextmanager
+    def injected(self):
+        from ..analysis import spelling as sp
+
+        orig = sp.stratified_null, sp.cascade_null
+        sp.stratified_null, sp.cascade_null = self.stratified, self.cascade
+        try:
+            yield
+        finally:
+            sp.stratified_null, sp.cascade_null = orig
 
 
 def spelling_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings,
@@ -425,8 +464,9 @@ def spelling_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: Calibra
             mis = flags[i][r]
             args = (ck["word_sample"], ck["word_start"], ck["word_len"], mis, ck["n_samples"], ck["length"])
             if fast:
-                st = sp.analyze_words(*args, alpha=alpha, n_boot=0, n_perm=0, seed=tpl["seed"], windows=[])
-                shared[i].patch(st, ck, mis, alpha)
+                with shared[i].injected():
+                    st = sp.analyze_words(*args, alpha=alpha, n_boot=0, n_perm=tpl["n_perm"], seed=tpl["seed"],
+                                          windows=[])
             else:
                 st = sp.analyze_words(*args, alpha=alpha, n_boot=tpl["n_boot"], n_perm=tpl["n_perm"],
                                       seed=tpl["seed"], windows=[])
@@ -461,48 +501,77 @@ def _bracketed(stats: list[dict], alpha: float, crossing: dict, ck: dict, mis: n
     return spelling_findings(stats, alpha, crossing)
 
 
-def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings) -> list[dict]:
+def coherence_truths(tpl: dict, scenario: str) -> dict:
+    """``{(checkpoint index, tap index (0 focus, 1 input)): truth}`` of one coherence scenario, the
+    truth a tuple of integers (planted gain SD, excess and space response, each x 1e6): taps with the
+    same truth are the same draw in every scenario."""
+    from ..analysis import calibration as ca
+
+    sc = COHERENCE_SCENARIOS[scenario]
+    its = [c["iteration"] for c in tpl["checkpoints"]]
+    exc = ca.strength_profile(its, sc["excess"], sc["shape"])
+    spc = ca.strength_profile(its, sc["space"], sc["shape"])
+    out = {}
+    for i in range(len(its)):
+        for ti in (0, 1):
+            planted = ti == 0 or sc["input"]
+            out[(i, ti)] = tuple(int(round(1e6 * v)) for v in
+                                 ((sc["gain"], exc[i], spc[i]) if planted else (0.0, 0.0, 0.0)))
+    return out
+
+
+def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings,
+                    cache: dict | None = None) -> list[dict]:
     """Verdicts of claims 1 and 4 on replicates ``r0 .. r1 - 1`` of one coherence scenario: every
     checkpoint's focus and input taps drawn and analysed by `analysis.waves.analyze_tap` with the
-    run's wave settings (the number of clusters fixed: no verdict reads it)."""
+    run's wave settings (the number of clusters fixed: no verdict reads it).
+
+    A tap's draw depends only on (checkpoint, replicate, tap, planted structure), so a tap with the
+    same truth in several scenarios (the input tap of most of them, every tap at a strength of 0) is
+    drawn and analysed once when the scenarios share ``cache`` (a dict kept across calls).
+    """
     from ..analysis import calibration as ca
     from ..analysis import waves as wv
+    from .waves import WavesSettings
 
     sc = COHERENCE_SCENARIOS[scenario]
     cks = tpl["checkpoints"]
     its = [c["iteration"] for c in cks]
     exc = ca.strength_profile(its, sc["excess"], sc["shape"])
     spc = ca.strength_profile(its, sc["space"], sc["shape"])
-    sidx = list(COHERENCE_SCENARIOS).index(scenario)
-    from .waves import WavesSettings
-
+    truths = coherence_truths(tpl, scenario)
     fields = WavesSettings.__dataclass_fields__
     wset = WavesSettings(**{k: v for k, v in tpl["settings"].items() if k in fields}).analysis_kwargs()
     # no verdict reads the clustering: a fixed k skips the surrogates' silhouette search (docs/method.md)
     wset["k"] = wset.get("k") or 2
     focus, inp = tpl["focus"], tpl["input"]
+    cache = {} if cache is None else cache
     out = []
     for r in range(r0, r1):
         rows = []
         for i, ck in enumerate(cks):
-            rng = np.random.default_rng([settings.seed, 2, sidx, i, r])
             S, T, C = ck["shape"]
             taps = {}
-            for t in (focus, inp):
+            for ti, t in enumerate((focus, inp)):
                 if t not in ck["phi"]:
                     continue
-                planted = t == focus or sc["input"]
-                x = ca.ar1_waves(S, T, ck["phi"][t], rng)
-                if planted and sc["gain"] > 0:
-                    ca.shared_gain(x, sc["gain"], rng)
-                if planted and exc[i] > 0:
-                    sigma = ca.floor_sigma(ck["phi"][t], int(ck["mask"].sum()))
-                    ca.add_factor(x, ca.rho_for_excess(float(exc[i]), sigma), rng)
-                if planted and spc[i] > 0:
-                    ch = np.random.default_rng([settings.seed, 3]).choice(C, min(SPACE_CHANNELS, C), replace=False)
-                    ca.add_space_response(x, ck["next_chars"] == " ", float(spc[i]), ch)
-                res = wv.analyze_tap(x, ck["chars"], ck["next_chars"], mask=ck["mask"], **wset)
-                taps[t] = wv.tap_summary(res)
+                truth = truths[(i, ti)]
+                key = (i, r, ti, truth)
+                if key not in cache:
+                    rng = np.random.default_rng([settings.seed, 2, i, r, ti, *truth])
+                    x = ca.ar1_waves(S, T, ck["phi"][t], rng)
+                    if truth[0]:
+                        ca.shared_gain(x, sc["gain"], rng)
+                    if truth[1]:
+                        sigma = ca.floor_sigma(ck["phi"][t], int(ck["mask"].sum()))
+                        ca.add_factor(x, ca.rho_for_excess(float(exc[i]), sigma), rng)
+                    if truth[2]:
+                        ch = np.random.default_rng([settings.seed, 3]).choice(C, min(SPACE_CHANNELS, C),
+                                                                              replace=False)
+                        ca.add_space_response(x, ck["next_chars"] == " ", float(spc[i]), ch)
+                    res = wv.analyze_tap(x, ck["chars"], ck["next_chars"], mask=ck["mask"], **wset)
+                    cache[key] = wv.tap_summary(res)
+                taps[t] = cache[key]
             rows.append({"iteration": ck["iteration"], "taps": taps})
         out.append(waves_findings(rows, focus))
     return out
@@ -556,11 +625,12 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
         for g, tpl in tpls.items():
             names = SPELLING_SCENARIOS if g == "spelling" else COHERENCE_SCENARIOS
             n = settings.replicates if g == "spelling" else settings.coherence_replicates
-            jobs += [(g, s, n) for s in names]
+            jobs += [(g, s, n) for s in names if settings.scenarios is None or s in settings.scenarios]
         total = sum(n for *_, n in jobs)
         bar = tqdm(total=total, desc="calibrate", unit="rep", disable=not progress, dynamic_ncols=True)
         replicates: dict[str, dict] = {}
         shared_cache: dict[int, list] = {}
+        coh_cache: dict = {}  # tap summaries shared by the coherence scenarios (same truth, same draw)
         for g, scen, n in jobs:
             tpl = tpls[g]
             key = _identity(tpl, g, settings)
@@ -585,10 +655,13 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
                         shared = shared_cache[0]
                     verdicts += spelling_chunk(tpl, scen, r0, r1, settings, shared)
                 else:
-                    verdicts += coherence_chunk(tpl, scen, r0, r1, settings)
+                    verdicts += coherence_chunk(tpl, scen, r0, r1, settings, coh_cache)
                 seconds += time.perf_counter() - t0
-                seeds = {"base": settings.seed, "rule": "numpy default_rng([seed, group (1 spelling, 2 coherence), "
-                                                        "scenario index, checkpoint index, replicate])"}
+                seeds = {"base": settings.seed, "rule": "spelling: numpy default_rng([seed, 1, scenario index, "
+                                                        "checkpoint index, replicate]); "
+                                                        "coherence: default_rng([seed, 2, checkpoint index, "
+                                                        "replicate, tap (0 focus, 1 input), planted gain, "
+                                                        "excess and space response x 1e6])"}
                 atomic_write_json(path, stamp("calibration", {"settings": key, **json_ready(inputs), "seeds": seeds,
                                                               "done": len(verdicts), "seconds": seconds,
                                                               "verdicts": verdicts}))

@@ -4,7 +4,8 @@
   file with its corpus, or a Hugging Face model) and on which device; built once by the CLI.
 - `select_checkpoints` / `load_selected`: ``ITER|all|first|last|PATH`` (or a Hugging Face model)
   into (name, reference) pairs and loaded models.
-- `focus_tap`: the one rule for the tap that per-checkpoint figures and claims look at.
+- `focus_tap`: the one rule for the tap that per-checkpoint figures and claims look at;
+  `input_floor`: the one rule for the input floor (the model's embedding tap).
 - Reuse of earlier outputs: :func:`gptwaves.versions.reusable` (one rule for every stage).
 - Checkpoint names: :mod:`gptwaves.names`.
 - `corpus_for_run`, `resolve_lexicon`: the run's corpus and the lexicon spelling is scored with.
@@ -25,14 +26,15 @@ from ..analysis.spelling import load_word_list
 from ..checkpoint import CheckpointInfo, list_checkpoints, load_checkpoint, load_external_checkpoint
 from ..corpus import Corpus
 from ..errors import GptwavesError
-from ..hf import HFModel, suite_revisions
+from ..hf import HFModel, check_revisions, suite_revisions
 from ..io import read_text_file, sweep_stale
 from ..names import ckpt_stem
 from ..runtime import pick_device
 from ..train import read_run_info
 
 __all__ = ["ModelSource", "HFRef", "run_checkpoints", "select_checkpoints", "load_selected", "resolve_taps",
-           "focus_tap", "corpus_for_run", "load_lexicon_file", "resolve_lexicon", "guarded", "begin_stage"]
+           "focus_tap", "floor_tap", "input_floor", "FLOOR_TAPS", "corpus_for_run", "load_lexicon_file",
+           "resolve_lexicon", "guarded", "begin_stage"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class ModelSource:
         ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     hf_model, hf_revision : str, optional
         A Hugging Face causal LM (name or local folder) in place of the run's checkpoints.
+    hf_dtype : str
+        The dtype a Hugging Face model is loaded in: float32, bfloat16 or float16.
     """
 
     corpus: str | os.PathLike | None = None
@@ -56,6 +60,7 @@ class ModelSource:
     device: str = "auto"
     hf_model: str | None = None
     hf_revision: str | None = None
+    hf_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ def select_checkpoints(run_dir: Path, which: str | int | None, source: ModelSour
             revs = [r for r in revs if r.step == int(w)]
             if not revs:
                 raise GptwavesError(f"no revision at step {w} of {source.hf_model}")
+        check_revisions(revs)  # all of them, before the first is loaded
         return [(r.name, HFRef(r.model, r.revision, r.step)) for r in revs]
     which = "all" if which is None else str(which)
     if which in ("all", "last", "first"):
@@ -123,7 +129,7 @@ def load_selected(ref: object, source: ModelSource = ModelSource(), device=None)
     """
     dev = device if device is not None else pick_device(source.device)
     if isinstance(ref, HFRef):
-        hf = HFModel(ref.name, dev, ref.revision, step=ref.step)
+        hf = HFModel(ref.name, dev, ref.revision, step=ref.step, dtype=source.hf_dtype)
         return hf, hf.meta()
     if isinstance(ref, CheckpointInfo):
         model, meta = load_checkpoint(ref)
@@ -148,14 +154,44 @@ def resolve_taps(model, taps: Sequence[str] | None) -> list[str]:
     return list(taps)
 
 
+def _depth(tap: str) -> tuple[int, int]:
+    """Where a tap sits in the model: (layer, preference); larger is deeper."""
+    if m := re.fullmatch(r"hidden\.(\d+)", tap):  # Hugging Face: hidden.0 = embeddings output
+        return int(m.group(1)), 1
+    if m := re.fullmatch(r"blocks\.(\d+)\.(\w+)", tap):  # the residual stream after the block first
+        return int(m.group(1)) + 1, 1 if m.group(2) == "hook_resid_post" else 0
+    if tap == "hook_embed":
+        return 0, 1
+    return -1, 0  # ln_final and anything else: only when nothing else was recorded
+
+
 def focus_tap(taps: Sequence[str]) -> str:
-    """The tap that per-checkpoint figures and the claims look at: the residual stream after the
-    last block (``blocks.{L-1}.hook_resid_post``; for Hugging Face models the last hidden state)."""
+    """The tap that per-checkpoint figures and the claims look at (docs/method.md, "Coherence"):
+    the residual stream after the deepest block recorded (``blocks.{i}.hook_resid_post``; for
+    Hugging Face models the deepest ``hidden.{i}``), whatever the order of ``taps``."""
     taps = list(taps)
     if not taps:
         raise ValueError("no taps")
-    blocks = [(int(m.group(1)), t) for t in taps if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", t))]
-    return max(blocks)[1] if blocks else taps[-1]
+    return max(taps, key=lambda t: (_depth(t), -taps.index(t)))
+
+
+#: The input floor of each kind of model: its embedding tap (docs/method.md, "Coherence against
+#: its floors"): ``hook_embed`` for gptwaves' own GPT, ``hidden.0`` for a Hugging Face model.
+FLOOR_TAPS = {"gptwaves": "hook_embed", "hf": "hidden.0"}
+
+
+def floor_tap(taps: Sequence[str]) -> str:
+    """The embedding tap the input floor of a model with these ``taps`` is (whether or not it was
+    recorded): ``hidden.0`` when the taps are Hugging Face hidden states, ``hook_embed`` otherwise."""
+    hf = any(re.fullmatch(r"hidden\.\d+", t) for t in taps)
+    return FLOOR_TAPS["hf" if hf else "gptwaves"]
+
+
+def input_floor(taps: Sequence[str]) -> str | None:
+    """The input floor among the recorded ``taps`` (see `floor_tap`), or None when it was not
+    recorded (the findings then say so in words)."""
+    t = floor_tap(taps)
+    return t if t in list(taps) else None
 
 
 def corpus_for_run(run_dir: Path, corpus: str | os.PathLike | None) -> Corpus:

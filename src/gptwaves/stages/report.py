@@ -37,7 +37,7 @@ from .. import __version__
 from ..errors import GptwavesError
 from ..io import atomic_write_text, read_json
 from ..names import NAME_PATTERN, figure_stem, is_main_name, iteration_in
-from .common import focus_tap, guarded
+from .common import focus_tap, guarded, input_floor
 
 __all__ = ["build_report", "sanitize_fragment", "caption_from_stem", "json_for_html"]
 
@@ -302,7 +302,7 @@ def _findings_section(summary: dict | None, why: str | None) -> str:
         if _num(ci) is not None:
             lo, hi = (cr.get("ci") or [None, None]) if isinstance(cr.get("ci"), list) else (None, None)
             h.append(f'<p class="crossing">F<sub>correct</sub> crosses 1 (Poissonian &rarr; sub-Poissonian) '
-                     f"near iteration <b>{fmt(ci, 4)}</b> (95% bootstrap CI {fmt(lo, 4) if lo is not None else 'open'}"
+                     f"near {_axis(summary)} <b>{fmt(ci, 4)}</b> (95% bootstrap CI {fmt(lo, 4) if lo is not None else 'open'}"
                      f" to {fmt(hi, 4) if hi is not None else 'open'}).</p>")
         else:
             reason = cr.get("reason") if isinstance(cr, dict) else None
@@ -310,6 +310,22 @@ def _findings_section(summary: dict | None, why: str | None) -> str:
                      + (f": {esc(reason)}" if reason else ".") + "</p>")
     h.append("</section>")
     return "".join(h)
+
+
+def _axis(summary) -> str:
+    """The training axis in words: "step" for a Hugging Face suite (its revisions' training
+    steps), "iteration" for a gptwaves run."""
+    return "step" if isinstance(summary, dict) and isinstance(summary.get("hf"), dict) else "iteration"
+
+
+def _subject(summary) -> str:
+    """What the report is about, for its subtitle."""
+    hf = summary.get("hf") if isinstance(summary, dict) else None
+    if isinstance(hf, dict) and hf.get("model"):
+        m = str(hf["model"])
+        return ("a Hugging Face model suite (local revisions)" if "," in m
+                else f"the Hugging Face model {m} across its training revisions")
+    return "a small character-level GPT"
 
 
 def _ci(d: dict) -> str:
@@ -326,16 +342,18 @@ def _checkpoint_table(summary: dict | None) -> str:
         h.append(_not_computed("Checkpoint table"))
         h.append("</section>")
         return "".join(h)
-    tap = None
+    tap = floor = None
     for c in cks:
         if isinstance(c, dict) and isinstance(c.get("waves"), dict) and c["waves"]:
-            tap = focus_tap(list(c["waves"]))
-    h.append('<div class="tablewrap"><table class="num"><thead><tr><th>iteration</th><th>train loss</th>'
+            tap, floor = focus_tap(list(c["waves"])), input_floor(list(c["waves"]))
+    h.append(f'<div class="tablewrap"><table class="num"><thead><tr><th>{_axis(summary)}</th><th>train loss</th>'
              "<th>val loss</th><th>F<sub>correct</sub> [95% CI]</th><th>verdict</th>"
              "<th>F<sub>misspelled</sub> [95% CI]</th><th>verdict</th><th>error rate</th>"
              f'<th>mean |R| raw{"<br><small>" + esc(tap) + "</small>" if tap else ""}</th>'
-             "<th>induced</th><th>surrogate</th><th>excess [95% CI]</th><th>input floor<br><small>hook_embed, "
-             "induced</small></th><th>evoked share</th></tr></thead><tbody>")
+             "<th>induced</th><th>surrogate</th><th>excess [95% CI]</th><th>z</th><th>excess, gain-normalised "
+             "[95% CI]</th><th>input floor<br><small>"
+             f"{esc(floor) + ', induced' if floor else 'not recorded'}</small></th><th>evoked share</th>"
+             "<th>space probe R<sup>2</sup> [95% CI]</th></tr></thead><tbody>")
     for c in cks:
         if not isinstance(c, dict):
             continue
@@ -348,11 +366,20 @@ def _checkpoint_table(summary: dict | None) -> str:
         ind = r.get("induced") if isinstance(r.get("induced"), dict) else {}
         sur = (r.get("surrogate") or {}).get("mean_abs_corr") if isinstance(r.get("surrogate"), dict) else None
         sur = sur if isinstance(sur, dict) else {}
-        emb = wv.get("hook_embed") if isinstance(wv.get("hook_embed"), dict) else {}
+        emb = wv.get(floor) if floor and isinstance(wv.get(floor), dict) else {}
         emb_ind = emb.get("induced") if isinstance(emb.get("induced"), dict) else {}
         sci = sur.get("ci") if isinstance(sur.get("ci"), list) and len(sur["ci"]) == 2 else [None, None]
         excess = (f"{fmt(sur.get('excess'))} <span class=\"ci\">[{fmt(sci[0])}, {fmt(sci[1])}]</span>"
                   + (" *" if sur.get("significant") else "")) if sur else "—"
+        gsur = (((r.get("gain_normalised") or {}).get("surrogate") or {}).get("mean_abs_corr")
+                if isinstance(r.get("gain_normalised"), dict) else None)
+        gsur = gsur if isinstance(gsur, dict) else {}
+        gci = gsur.get("ci") if isinstance(gsur.get("ci"), list) and len(gsur["ci"]) == 2 else [None, None]
+        gexcess = (f"{fmt(gsur.get('excess'))} <span class=\"ci\">[{fmt(gci[0])}, {fmt(gci[1])}]</span>"
+                   + (" *" if gsur.get("significant") else "")) if gsur else "—"
+        prb = r.get("probe") if isinstance(r.get("probe"), dict) else {}
+        pci = prb.get("ci") if isinstance(prb.get("ci"), list) and len(prb["ci"]) == 2 else [None, None]
+        probe = f"{fmt(prb.get('r2'))} <span class=\"ci\">[{fmt(pci[0])}, {fmt(pci[1])}]</span>" if prb else "—"
         h.append(
             f"<tr><td>{fmt(c.get('iteration'))}</td><td>{fmt(c.get('train_loss'), 4)}</td>"
             f"<td>{fmt(c.get('val_loss'), 4)}</td>"
@@ -360,15 +387,21 @@ def _checkpoint_table(summary: dict | None) -> str:
             f"<td>{fmt(mis.get('fano'))}{_ci(mis)}</td><td>{_badge(mis.get('verdict')) if mis else '—'}</td>"
             f"<td>{fmt(sp.get('error_rate'))}</td><td>{fmt(r.get('mean_abs_corr'))}</td>"
             f"<td>{fmt(ind.get('mean_abs_corr'))}</td><td>{fmt(sur.get('surrogate_mean'))}</td><td>{excess}</td>"
-            f"<td>{fmt(emb_ind.get('mean_abs_corr'))}</td><td>{fmt(r.get('evoked_share'))}</td></tr>")
+            f"<td>{fmt(sur.get('z'))}</td><td>{gexcess}</td>"
+            f"<td>{fmt(emb_ind.get('mean_abs_corr'))}</td><td>{fmt(r.get('evoked_share'))}</td><td>{probe}</td></tr>")
     h.append("</tbody></table></div>")
     h.append('<p class="note">F = variance / mean of per-sample word counts (Fano factor); F &lt; 1 is '
              "sub-Poissonian, F &gt; 1 super-Poissonian (index-of-dispersion test, two-sided). "
              "Mean |R| is the mean absolute cross-channel correlation of the last block's residual stream: raw, "
              "and <i>induced</i> (the evoked component, the across-sample mean at each step, removed), next to "
              "its floors: the sample-shuffle surrogate (same channels, within-sample coupling destroyed), the "
-             "excess over it with its 95% CI (delete-one-sample jackknife, or BCa bootstrap with <code>--ci-method bca</code>; * significant), and the input floor at <code>hook_embed</code>. "
-             "Claims are judged on the induced values.</p>")
+             "excess over it with its 95% CI (delete-one-sample jackknife, or BCa bootstrap with <code>--waves-ci bca</code>; "
+             "* significant: Gaussian-tail p &lt; 0.05 and CI above 0), its strength z = excess / surrogate SD, "
+             "the same excess after gain normalisation (each step's vector divided by its RMS over channels), "
+             "and the input floor, the model's embedding tap "
+             + (f"<code>{esc(floor)}</code>" if floor else "(not recorded: no floor)")
+             + ". Claims are judged on the induced values. The space probe is the out-of-fold R<sup>2</sup> of a "
+             "linear probe for &ldquo;the next character is a space&rdquo;.</p>")
     h.append("</section>")
     return "".join(h)
 
@@ -385,14 +418,19 @@ def _decomposition_table(summary: dict | None) -> str:
         h.append(_not_computed("Decomposition table", "no spelling statistics with null models in summary.json"))
         h.append("</section>")
         return "".join(h)
-    h.append('<div class="tablewrap"><table class="num"><thead><tr><th rowspan="2">iteration</th>'
-             '<th colspan="2">word total</th><th colspan="4">correct words</th><th colspan="4">misspelled words</th>'
-             '<th colspan="3">cascade</th></tr><tr><th>F</th><th>renewal ref.</th>'
-             + "<th>F</th><th>F<sub>ref</sub></th><th>F / F<sub>ref</sub></th><th>null p</th>" * 2
-             + "<th>RR</th><th>null median</th><th>p</th></tr></thead><tbody>")
+    h.append(f'<div class="tablewrap"><table class="num"><thead><tr><th rowspan="2">{_axis(summary)}</th>'
+             '<th colspan="2">word total</th><th colspan="6">correct words</th><th colspan="6">misspelled words</th>'
+             '<th colspan="4">cascade</th></tr><tr><th>F</th><th>renewal ref.</th>'
+             + ("<th>F</th><th>F<sub>ref</sub></th><th>F / F<sub>ref</sub></th><th>F / null median [95% CI]</th>"
+                "<th>z</th><th>null p</th>") * 2
+             + "<th>RR</th><th>null median</th><th>z</th><th>p</th></tr></thead><tbody>")
 
     def d(x):
         return x if isinstance(x, dict) else {}
+
+    def _ci(x, i):
+        ci = x.get("excess_null_ci")
+        return ci[i] if isinstance(ci, list) and len(ci) == 2 else None
 
     for c in rows:
         sp = c["spelling"]
@@ -401,17 +439,21 @@ def _decomposition_table(summary: dict | None) -> str:
         for x in (cor, mis):
             cells += [fmt(x.get("fano")), fmt(x.get("fano_ref")),
                       f"{fmt(x.get('excess'))} {_badge(x.get('excess_verdict')) if x.get('excess_verdict') else ''}",
-                      fmt(x.get("excess_p"))]
+                      f"{fmt(x.get('excess_null'))} <span class=\"ci\">[{fmt(_ci(x, 0))}, {fmt(_ci(x, 1))}]</span>",
+                      fmt(x.get("excess_z")), fmt(x.get("excess_p"))]
         cells += [f"{fmt(cas.get('rr'))} {_badge(cas.get('verdict')) if cas.get('verdict') else ''}",
-                  fmt(cas.get("null_median")), fmt(cas.get("p_value"))]
+                  fmt(cas.get("null_median")), fmt(cas.get("z")), fmt(cas.get("p_value"))]
         h.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
     h.append("</tbody></table></div>")
     h.append('<p class="note">A fixed-length sample holds a nearly fixed number of words, so the word total is '
              "sub-Poissonian by regular spacing alone (renewal reference: CV&sup2; of the spacing between word "
-             "starts). F<sub>ref</sub> is the Fano factor that errors independent given word length would give "
-             "(closed form); F / F<sub>ref</sub> &ne; 1 beyond the stratified permutation null (p) is what "
-             "the word length and the word total do not explain. RR = P(misspelled | previous misspelled) / "
-             "P(misspelled | previous correct) within samples, against a within-sample permutation null.</p>")
+             "starts). F<sub>ref</sub> is the Fano factor that errors independent given word length and "
+             "position would give (closed form); F / F<sub>ref</sub> &ne; 1 beyond the stratified permutation "
+             "null (p) is what the word length, the position and the word total do not explain. F / null "
+             "median comes with its 95% CI over samples, and z = log(F / null median) / the null's SD of log F. RR = "
+             "P(misspelled | previous misspelled) / P(misspelled | previous correct) within samples, against a "
+             "within-sample, within-position permutation null (z = log(RR / null median) / the null's SD of "
+             "log RR).</p>")
     h.append("</section>")
     return "".join(h)
 
@@ -777,6 +819,8 @@ def build_report(run_dir: Path, *, max_explorer_checkpoints: int = 6, explorer_s
         _text_section(run_dir),
         _provenance_section(summary, run_dir),
     ])
+    if _axis(summary) == "step":  # captions and labels of a suite's checkpoints: training steps
+        body = re.sub(r"\biteration (?=\d)", "step ", body)
     js = _asset("report.js")
     css = _asset("report.css")
     js_hash = base64.b64encode(hashlib.sha256(js.encode("utf-8")).digest()).decode("ascii")
@@ -805,7 +849,7 @@ def build_report(run_dir: Path, *, max_explorer_checkpoints: int = 6, explorer_s
         '<meta name="referrer" content="no-referrer">'
         f"<title>{esc(title)}</title><style>{css}</style></head><body>"
         f'<header><div class="wrap"><h1>{esc(title)}</h1>'
-        f'<p class="sub">Coherent wave dynamics and spelling-error statistics of a small character-level GPT. '
+        f'<p class="sub">Coherent wave dynamics and spelling-error statistics of {esc(_subject(summary))}. '
         f'{" · ".join(meta_bits)}</p><nav>{nav}</nav></div></header>'
         f'<main class="wrap">{body}</main>'
         f'<footer class="wrap">Self-contained report; works offline. Generated in {time.time() - t0:.1f} s.</footer>'

@@ -20,7 +20,7 @@ from . import checks
 from .checks import read_checked
 from ..names import is_main_name
 from ..versions import analysis_version, is_current, package_versions
-from .common import focus_tap
+from .common import focus_tap, input_floor
 
 __all__ = ["build_summary", "write_summary", "read_stage_results", "findings_from", "spelling_entry",
            "waves_entry", "SUMMARY_FORMAT", "SUMMARY_VERSION"]
@@ -152,7 +152,8 @@ def build_summary(run_dir: str | Path) -> dict:
         if s:
             entry["spelling"] = spelling_entry(s["stats"])
         cks.append(entry)
-    findings = findings_from(waves, spelling)
+    axis = "step" if isinstance((repro or {}).get("hf"), dict) else "iteration"  # a suite's revisions: steps
+    findings = findings_from(waves, spelling, axis=axis)
     metrics = read_metrics(run_dir)
     tps = [r["tokens_per_s"] for r in metrics if r.get("kind") == "train" and r.get("tokens_per_s")]
     repro = repro or {}
@@ -194,15 +195,28 @@ def write_summary(run_dir: str | Path) -> Path:
 
 def waves_entry(tap: dict) -> dict:
     """The per-tap coherence numbers of summary.json: raw order parameters, the induced ones
-    (evoked component removed), the evoked share, and the sample-shuffle surrogate's mean, excess
-    and CI for each induced order parameter (DESIGN 4b)."""
+    (evoked component removed), the evoked share, the sample-shuffle surrogate's mean, excess, CI,
+    z and unfloored p for each induced order parameter, the same after gain normalisation with the
+    paired CI of raw minus normalised, and the space probe (docs/method.md, "Coherence against its floors")."""
     keys = ("mean_abs_corr", "lambda_max_share", "participation_ratio")
-    sur = tap.get("surrogate") or {}
+    fields = ("surrogate_mean", "surrogate_sd", "excess", "z", "ci", "p_value", "p_rank", "significant")
+
+    def sur_of(d):
+        sur = (d or {}).get("surrogate") or {}
+        return {"p_rank_bound": sur.get("p_rank_bound"),
+                **{k: {q: (sur.get(k) or {}).get(q) for q in fields} for k in keys}}
+
+    g = tap.get("gain_normalised") or None
+    pr = tap.get("probe") or None
     return {**{k: tap.get(k) for k in keys},
             "induced": tap.get("induced"),
             "evoked_share": tap.get("evoked_share"), "evoked_share_chance": tap.get("evoked_share_chance"),
-            "surrogate": {k: {q: (sur.get(k) or {}).get(q) for q in ("surrogate_mean", "excess", "ci", "p_value",
-                                                                    "significant")} for k in keys},
+            "surrogate": sur_of(tap),
+            "gain_normalised": None if g is None else {
+                **{k: g.get(k) for k in keys}, "induced": g.get("induced"), "surrogate": sur_of(g),
+                "raw_minus_normalised": g.get("raw_minus_normalised")},
+            "probe": None if pr is None else {k: pr.get(k) for k in ("r2", "ci", "rhythm_similarity", "null_r2_q95",
+                                                                     "null_rhythm_q95", "n_null", "metric")},
             "n_constant": tap.get("n_constant"), "n_oscillating": tap.get("n_oscillating"),
             "cluster_structure": tap.get("cluster_structure"), "n_clusters": tap.get("n_clusters")}
 
@@ -219,14 +233,16 @@ def spelling_entry(st: dict) -> dict:
         out[which] = {**{k: st[which].get(k) for k in keep},
                       "fano_ref": e.get("fano_ref"), "excess": e.get("excess"), "null_median": e.get("null_median"),
                       "null_band": e.get("null_band"), "excess_p": e.get("p_value"),
-                      "excess_verdict": e.get("verdict")}
+                      "excess_verdict": e.get("verdict"), "excess_null": e.get("excess_null"),
+                      "excess_null_ci": e.get("excess_null_ci"), "excess_z": e.get("z"),
+                      "residual_ratio": e.get("residual_ratio")}
     w = dec.get("words") or {}
     cas = st.get("cascade") or {}
     out.update({
         "words": {"fano": w.get("fano"), "renewal_reference": w.get("renewal_reference"),
                   "verdict": w.get("verdict")},
         "error_rate": st.get("error_rate"),
-        "cascade": {k: cas.get(k) for k in ("rr", "rr_ci", "null_median", "p_value", "verdict")},
+        "cascade": {k: cas.get(k) for k in ("rr", "rr_ci", "null_median", "p_value", "verdict", "z")},
         "n_cut": st.get("n_cut"), "n_samples": st.get("n_samples"),
     })
     return out
@@ -239,16 +255,22 @@ def _inconclusive(number: int, why: str) -> dict:
     return cl.claim(number, CLAIM_TITLES[number], part, part)
 
 
-def findings_from(waves: dict, spelling: dict) -> dict:
-    """Two verdicts (as stated / beyond the null) with their numbers for each claim (DESIGN 7)."""
+def findings_from(waves: dict, spelling: dict, axis: str = "iteration") -> dict:
+    """Two verdicts (as stated / beyond the null) with their numbers for each claim (DESIGN 7).
+
+    Claims 1 and 4 are judged at the focus tap against the input floor, the model's embedding tap
+    (`input_floor`); ``axis`` names the training axis in the sentences ("step" for a Hugging Face
+    suite, docs/method.md, "Trends across checkpoints")."""
+    from ..analysis.claims import on_axis
     from ..analysis.spelling_claims import spelling_claims
     from ..analysis.waves_claims import waves_claims
 
     claims: list[dict] = []
     wres = [r for r in waves.get("checkpoints") or [] if r.get("iteration") is not None]
     if wres:
-        ft = wres[-1].get("focus_tap") or focus_tap(list(wres[-1]["taps"]))
-        claims += waves_claims([{"iteration": r["iteration"], "taps": r["taps"]} for r in wres], ft)
+        taps = list(wres[-1]["taps"])
+        claims += waves_claims([{"iteration": r["iteration"], "taps": r["taps"]} for r in wres], focus_tap(taps),
+                               input_floor(taps))
     else:
         claims += [_inconclusive(1, "No wave analysis."), _inconclusive(4, "No wave analysis.")]
     sres = [r for r in spelling.get("checkpoints") or [] if r.get("iteration") is not None]
@@ -260,6 +282,9 @@ def findings_from(waves: dict, spelling: dict) -> dict:
     else:
         claims += [_inconclusive(n, "No spelling statistics.") for n in (2, 3, 5)]
     claims.sort(key=lambda c: c["id"])
+    for c in claims:
+        for part in ("as_stated", "beyond_null"):
+            c[part]["text"] = on_axis(c[part]["text"], axis)
     return {"crossing": crossing,
             "crossing_iteration": finite_or_none((crossing or {}).get("iteration")),
             "claims": claims}

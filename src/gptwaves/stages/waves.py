@@ -30,7 +30,7 @@ from ..record import recording_is_current
 from ..runtime import progress_bar
 from ..versions import reusable, stamp
 from .checks import waves_summary
-from .common import ModelSource, begin_stage, focus_tap, guarded, select_checkpoints
+from .common import ModelSource, begin_stage, focus_tap, guarded, input_floor, select_checkpoints
 from .recordings import RecordSettings, record_run
 
 __all__ = ["WavesSettings", "analyze_recording", "waves_run", "repeatability", "load_array"]
@@ -43,7 +43,10 @@ class WavesSettings:
     ``k=None``: number of clusters by silhouette (gated by the surrogates); ``window``: half-width
     of event-triggered averages; ``n_surrogates``: sample-shuffle surrogates; ``n_boot``: bootstrap
     resamples of the excess CI when ``ci_method="bca"`` (default ``"jackknife"``: delete-one-sample
-    interval, see docs/method.md); ``min_events``: steps needed inside and outside a class for labels.
+    interval, see docs/method.md); ``min_events``: steps needed inside and outside a class for labels;
+    ``probe_folds``, ``probe_max_steps``, ``probe_null``: the space probe's GroupKFold splits, training
+    steps per sample and AR(1) red-noise replicates (the null is drawn at the focus tap and
+    the input floor only, the taps the verdict compares; docs/method.md, "Findings").
     """
 
     nlags: int = 64
@@ -55,6 +58,9 @@ class WavesSettings:
     min_events: int = 30
     seed: int = 0
     ci_method: str = "jackknife"
+    probe_folds: int = 5
+    probe_max_steps: int = 64
+    probe_null: int = 20
 
     def __post_init__(self) -> None:
         from ..config import check_choice, check_int, check_real
@@ -69,6 +75,9 @@ class WavesSettings:
         check_int("min-events", self.min_events, 0, 10**9)
         check_int("seed", self.seed, 0, 2**63 - 1)
         check_choice("ci-method", self.ci_method, ("jackknife", "bca"))
+        check_int("probe-folds", self.probe_folds, 2, 1000)
+        check_int("probe-max-steps", self.probe_max_steps, 2, 10**7)
+        check_int("probe-null", self.probe_null, 0, 100_000)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,12 +100,17 @@ def analyze_recording(path: Path, settings: WavesSettings = WavesSettings(),
         if not mask.any():
             raise GptwavesError(f"recording {path} has no generated steps")
         res = {}
-        for t in (taps or rec.taps):
+        all_taps = list(taps or rec.taps)
+        null_taps = {focus_tap(list(rec.taps)), input_floor(list(rec.taps))}
+        for t in all_taps:
             x = rec.waves(t).astype(np.float32, copy=False)
             if not np.isfinite(x).all():
                 raise CorruptArtefactError(f"recording {path}: waves/{t} holds NaN or infinite values")
+            kw = settings.analysis_kwargs()
+            if t not in null_taps:  # the probe's red-noise null is only needed where the verdict looks
+                kw["probe_null"] = 0
             try:
-                res[t] = analyze_tap(x, chars, nxt, mask=mask, **settings.analysis_kwargs())
+                res[t] = analyze_tap(x, chars, nxt, mask=mask, **kw)
             except ValueError as e:
                 raise GptwavesError(f"{path.name}, tap {t}: {e}") from None
         return res, dict(rec.meta)
@@ -215,9 +229,9 @@ def _across_checkpoint_figures(out_dir: Path, results: list[dict]) -> list[Path]
     guarded(figs, wf.order_parameters_figure, its, per_tap, fig_dir / "order_parameters",
             title="Coherence order parameters across training")
     first, last = results[0], results[-1]
-    ft = last["focus_tap"]
+    ft = focus_tap(taps)
     guarded(figs, wf.coherence_null_figure, [{"iteration": i, "taps": r["taps"]} for i, r in zip(its, results)],
-            ft, fig_dir / "coherence_nulls", title=f"Coherence at {ft} against its floors")
+            ft, fig_dir / "coherence_nulls", input_tap=input_floor(taps), title=f"Coherence at {ft} against its floors")
     Ra = load_array(out_dir / first["name"] / "arrays.npz", ft, "R")
     Rb = load_array(out_dir / last["name"] / "arrays.npz", ft, "R")
     order = load_array(out_dir / last["name"] / "arrays.npz", ft, "cluster_order")
