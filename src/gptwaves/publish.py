@@ -1,4 +1,4 @@
-"""Publish a finished run's results into the repository's docs (issue 15), generated, never typed.
+"""Publish a finished run's results into the repository's docs, generated, never typed.
 
     python -m gptwaves.publish run RUN_DIR docs/results/NAME [--readme README.md]
     python -m gptwaves.publish seeds docs/results/seeds.md RUN_DIR [RUN_DIR ...]

@@ -1,4 +1,4 @@
-"""Recording hidden-state waves to HDF5, and reading them back lazily (DESIGN 3).
+"""Recording hidden-state waves to HDF5, and reading them back lazily (docs/method.md, Recording waves).
 
 A recording is one HDF5 file per checkpoint, ``DIR/recordings/<name>.h5``, with
 
