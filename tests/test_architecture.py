@@ -182,3 +182,24 @@ def test_event_triggered_figure(tmp_path):
     paths = event_triggered_figure(eta, [10, 5, 0, 7], ["space", "newline", "punctuation", "vowel"],
                                    np.arange(-W, W + 1), d, tmp_path / "iter_0000010_event_triggered")
     assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in paths)
+
+
+# ------------------------------------------------------------------ citations of the method page
+
+def test_code_cites_method_sections_that_exist():
+    """Comments and docstrings cite ``docs/method.md, <section>`` by a heading that exists, and never
+    a file the repository does not hold ("DESIGN n") or an issue number."""
+    method = SRC.parent.parent / "docs" / "method.md"
+    if not method.is_file():
+        pytest.skip("docs/method.md is not next to this source tree (installed package)")
+    heads = [line[3:].strip() for line in method.read_text().splitlines() if line.startswith("## ")]
+    bad, stale = [], []
+    for p in sorted(SRC.rglob("*.py")):
+        text = p.read_text()
+        for m in re.finditer(r"docs/method\.md, \"?([^\n\"]+)", text):
+            cited = m.group(1).rstrip()
+            if not any(cited.startswith(h) or h.startswith(cited) for h in heads):
+                bad.append(f"{p.relative_to(SRC)}: {cited[:50]}")
+        stale += [f"{p.relative_to(SRC)}: {m.group(0)}"
+                  for m in re.finditer(r"DESIGN [0-9]|DESIGN\.md|[Ii]ssue [0-9]+", text)]
+    assert bad == [] and stale == []

@@ -296,7 +296,7 @@ def test_calibrate_without_results_is_one_line(tmp_path, capsys):
 def test_calibrate_bench_tiny():
     from gptwaves import bench
 
-    rows = bench.run("calibrate", n_samples=30, steps=30, channels=6, spelling_replicates=2, iterations=(0, 10, 100),
+    rows = bench.run("calibrate", n_samples=30, steps=30, channels=6, spelling_replicates=2, iterations=(0, 100),
                      raise_errors=True)
     assert len(rows) == 3
     for r in rows:
@@ -311,7 +311,8 @@ def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_pat
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
-    settings = cs.CalibrationSettings(replicates=4, chunk=2, groups=("spelling",))
+    settings = cs.CalibrationSettings(replicates=4, chunk=2, groups=("spelling",),
+                                      scenarios=("independent", "propensity 0.3", "markov 1 rise"))
 
     class StopAfter:
         def __init__(self, n):
@@ -337,3 +338,18 @@ def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_pat
     shutil.copytree(tiny_run, fresh_dir, ignore=shutil.ignore_patterns(".lock"))
     fresh = cs.calibrate_run(fresh_dir, settings, progress=False)
     assert resumed["claims"] == fresh["claims"]
+
+
+def test_coherence_scenarios_share_taps_of_equal_truth():
+    from gptwaves.bench.calibrate import waves_checkpoints
+    from gptwaves.stages.waves import WavesSettings
+
+    tpl = cs.make_waves_template(waves_checkpoints(4, 40, 6, iterations=(0, 100)), "blocks.5.hook_resid_post",
+                                 "hook_embed", WavesSettings(nlags=8, window=3, min_events=5).to_dict())
+    settings = cs.CalibrationSettings()
+    cache: dict = {}
+    a = cs.coherence_chunk(tpl, "independent", 0, 1, settings, cache)
+    assert len(cache) == 4  # 2 checkpoints x (focus, input)
+    cs.coherence_chunk(tpl, "factor 0.05 rise", 0, 1, settings, cache)
+    assert len(cache) == 5  # only the focus tap after the first checkpoint differs
+    assert cs.coherence_chunk(tpl, "independent", 0, 1, settings) == a  # the same draws without the cache

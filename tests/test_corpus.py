@@ -1,4 +1,4 @@
-"""Corpus lookup, validation, tokenizer, split and lexicon (DESIGN 1)."""
+"""Corpus lookup, validation, tokenizer, split and lexicon (docs/method.md, Corpus)."""
 
 from __future__ import annotations
 

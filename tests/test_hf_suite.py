@@ -285,8 +285,9 @@ def test_input_floor_is_hidden0_and_the_beyond_verdict_is_decided(neox_run, caps
     assert b1["numbers"]["tap"] == "hidden.2" and b1["numbers"]["input_tap"] == "hidden.0"
     floor = b1["numbers"]["input_floor"]
     assert floor and floor["ci"] and floor["excess"] is not None
-    assert b1["numbers"]["above_input_floor"] in (True, False)  # compared, not missing
-    assert b4["numbers"]["n_space_labelled_input"] is not None
+    assert b1["numbers"]["parts"]["above_input_floor"] in (True, False)  # compared, not missing
+    assert b1["numbers"]["focus_minus_input"]["ci"][0] is not None
+    assert b1["verdict"] != "inconclusive" and "at the input floor hidden.0" in b4["text"]
     last = s["checkpoints"][-1]["waves"]
     floor_row = [c["waves"]["hidden.0"]["induced"]["mean_abs_corr"] for c in s["checkpoints"]]
     with capsys.disabled():
@@ -449,6 +450,20 @@ def test_progress_moves_within_a_batch(neox_suite):
     m.generate_batch(m.encode("\n"), 7, 2, api.SamplingConfig(seed=0), taps=["hidden.0"],
                      generator=torch.Generator().manual_seed(0), on_step=lambda k, n: seen.append((k, n)))
     assert seen == [(k, 7) for k in range(1, 8)]
+    from gptwaves.record import _step_progress
+
+    class Bar:  # the part of tqdm / LineProgress the recorder uses
+        n, shown = 8, []
+
+        def update(self, k):
+            self.n += k
+            self.shown.append(self.n)
+
+    bar = Bar()
+    step = _step_progress(bar, 4)  # a batch of 4 samples after 8 finished ones
+    for k in range(1, 21):
+        step(k, 20)
+    assert bar.shown == [8.4, 8.8, 9.2, 9.6, 10.0, 10.4, 10.8, 11.2, 11.6, 12.0]
 
 
 def _free_port() -> int:

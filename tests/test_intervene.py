@@ -1,4 +1,4 @@
-"""Channel interventions (DESIGN 6): spec/mode parsing, the edit itself, paired seeds, the
+"""Channel interventions (docs/method.md, Interventions): spec/mode parsing, the edit itself, paired seeds, the
 statistics against direct scipy computations, result.json, reuse, control channels, errors."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""GPT forward pass against an explicit reference, taps, KV cache, weight tying (DESIGN 2-3)."""
+"""GPT forward pass against an explicit reference, taps, KV cache, weight tying.
+
+docs/method.md, Model and Recording waves."""
 
 from __future__ import annotations
 

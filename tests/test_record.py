@@ -156,7 +156,7 @@ def test_content_equals_batched_generation(mm, tmp_path):
 
 @torch.no_grad()
 def test_recorded_waves_exact_against_full_forward(mm, tmp_path):
-    """The file holds what a full, uncached forward over the cropped context gives (DESIGN 3)."""
+    """The file holds what a full, uncached forward over the cropped context gives (docs/method.md, Recording waves)."""
     model, _ = mm
     sp = spec(samples=3, steps=2 * BS + 3, taps=tuple(model.tap_names))
     path = do_record(mm, tmp_path / "r.h5", sp)

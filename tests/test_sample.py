@@ -1,5 +1,5 @@
 """Generation with the KV cache (gptwaves.sample): exactness against full uncached forwards,
-crop and stride context policies, prompt handling and the sampling filters (DESIGN 3)."""
+crop and stride context policies, prompt handling and the sampling filters (docs/method.md, Recording waves)."""
 
 from __future__ import annotations
 

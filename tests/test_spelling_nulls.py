@@ -1,4 +1,4 @@
-"""Null-model suite of the spelling statistics (issue 12, DESIGN 5 and 7).
+"""Null-model suite of the spelling statistics (docs/method.md, Spelling and Findings).
 
 Synthetic checkpoints with known truth go through the same analysis (`analyze_words`, and
 `analyze` on synthetic text) and findings code (`spelling_claims`) as real runs.

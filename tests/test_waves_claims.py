@@ -1,4 +1,4 @@
-"""Verdict rules of claims 1 and 4 (DESIGN 7) on synthetic checkpoints where the truth is known.
+"""Verdict rules of claims 1 and 4 (docs/method.md, Findings) on synthetic checkpoints where the truth is known.
 
 Every scenario goes the same way as a real run: synthetic waves of two taps per checkpoint
 (``hook_embed`` and the focus tap) -> ``analyze_tap`` -> ``tap_summary`` -> ``waves_claims``.

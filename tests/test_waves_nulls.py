@@ -1,4 +1,5 @@
-"""Null-model suite of the coherence analysis (DESIGN 4b): no coherence must not look like coherence.
+"""Null-model suite of the coherence analysis (docs/method.md, Coherence against its floors): no
+coherence must not look like coherence.
 
 Sizes follow the issue: S x T x C = 64 x 500 x 192 for independent channels (white and AR(1)
 phi = 0.97), 20 seeds each (``>= 95%`` is read as ``>= 19/20``), through the coherence and

@@ -1,4 +1,4 @@
-"""Training presets (DESIGN 2). Every field can be overridden from the CLI or the API.
+"""Training presets (docs/method.md, Model). Every field can be overridden from the CLI or the API.
 
 Settings are validated when a config object is made (type, range, finiteness), so an invalid
 value is refused with one line before anything is written. The ``check_*`` helpers are reusable

@@ -1,4 +1,4 @@
-"""Corpus lookup, validation, character tokenizer, train/val split and word lexicon (DESIGN 1).
+"""Corpus lookup, validation, character tokenizer, train/val split and word lexicon (docs/method.md, Corpus).
 
 Lookup order for the corpus: explicit path -> ``GPTWAVES_CORPUS`` -> user cache -> download
 (sha256 verified; a mismatch is an error and the file is never used).
@@ -140,8 +140,8 @@ class CharTokenizer:
 
 
 def words_of(text: str) -> list[str]:
-    """Lower-cased words of ``text`` under the DESIGN 5 rule."""
-    from .analysis.spelling import WORD_RE  # the one word rule (DESIGN 5)
+    """Lower-cased words of ``text`` under the word rule of docs/method.md, Spelling."""
+    from .analysis.spelling import WORD_RE  # the one word rule (docs/method.md, Spelling)
 
     return [m.group(0).lower() for m in WORD_RE.finditer(text)]
 

@@ -1,6 +1,6 @@
 """The default English lexicon for models without a training split here (Hugging Face models).
 
-A gptwaves run scores spelling against the words of its own training split (DESIGN 5). A
+A gptwaves run scores spelling against the words of its own training split (docs/method.md, Spelling). A
 Hugging Face model was trained elsewhere, on a corpus that is not at hand, so its samples are
 scored against a maintained English word list instead: the English dictionary of
 `pyspellchecker <https://pypi.org/project/pyspellchecker/>`_ (optional extra ``gptwaves[hf]``).
@@ -13,7 +13,8 @@ inflections and archaic forms (``thou``, ``hath``) are in, common misspellings (
 ``recieve``) are out. ``english-words`` (pickled data) and ``wordfreq`` (no longer updated by its
 author, several dependencies) were the alternatives.
 
-Only entries that are words by the rule of DESIGN 5 (``[a-z]+('[a-z]+)*``, lowercased) are kept.
+Only entries that are words by the rule of docs/method.md, Spelling
+(``[a-z]+('[a-z]+)*``, lowercased) are kept.
 ``--lexicon FILE`` overrides the default everywhere.
 """
 
@@ -44,7 +45,7 @@ def default_lexicon(min_count: int = 0) -> tuple[frozenset[str], str, str]:
     Returns
     -------
     words : frozenset of str
-        Lowercase words matching DESIGN 5's word rule.
+        Lowercase words matching the word rule of docs/method.md, Spelling.
     name : str
         A name for the record, with the package version (e.g. ``pyspellchecker-0.9.1:en``).
     digest : str

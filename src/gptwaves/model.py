@@ -1,4 +1,4 @@
-"""A readable decoder-only GPT with nanoGPT/minGPT parameter names (DESIGN 2).
+"""A readable decoder-only GPT with nanoGPT/minGPT parameter names (docs/method.md, Model).
 
 Parameter names are exactly those of nanoGPT and minGPT (``transformer.wte``, ``transformer.wpe``,
 ``transformer.h.{i}.ln_1``, ``.attn.c_attn``, ``.attn.c_proj``, ``.ln_2``, ``.mlp.c_fc``,
@@ -6,7 +6,7 @@ Parameter names are exactly those of nanoGPT and minGPT (``transformer.wte``, ``
 
 The forward pass can return the hidden states of the recording taps without global hooks. Their
 names follow TransformerLens's style; two meanings differ from TransformerLens's and are kept as
-the method specification (DESIGN 3) defines them (decision and reasons: docs/method.md):
+docs/method.md, Recording waves, defines them (the decision and its reasons are stated there):
 
 - ``hook_embed``: token **+ position** embedding (TransformerLens: token only; its
   ``blocks.0.hook_resid_pre`` is this sum),
@@ -245,7 +245,7 @@ class GPT(nn.Module):
             last position only (values unchanged up to float rounding; tested to 1e-5).
         edits : dict, optional
             Tap name -> function ``f(h) -> h`` applied to the hidden state at that tap (all
-            positions) before the computation continues: channel interventions (DESIGN 6).
+            positions) before the computation continues: channel interventions (docs/method.md, Interventions).
             Recorded tap values are the edited ones.
 
         Returns

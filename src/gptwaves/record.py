@@ -1,4 +1,4 @@
-"""Recording hidden-state waves to HDF5, and reading them back lazily (DESIGN 3).
+"""Recording hidden-state waves to HDF5, and reading them back lazily (docs/method.md, Recording waves).
 
 A recording is one HDF5 file per checkpoint, ``DIR/recordings/<name>.h5``, with
 
@@ -117,9 +117,9 @@ def _step_progress(bar, size: int):
 
     def on_step(k: int, steps: int) -> None:
         target = round(start + size * k / steps, 1)
-        if target - bar.n >= 0.1 * size:
-            bar.n = target
-            bar.refresh()
+        if target - bar.n >= 0.1 * size - 1e-9:
+            bar.n = target  # tqdm and LineProgress both show n on their next update
+            bar.update(0)
 
     return on_step
 
@@ -189,11 +189,8 @@ def record(
                 with atomic_path(part) as tmp, open(tmp, "wb") as fh:
                     np.savez(fh, **arrays)
             res = arrays = None  # type: ignore[assignment]  # one batch in memory at a time
-            if within:
-                bar.n = start + size
-                bar.refresh()
-            else:
-                bar.update(size)
+            bar.n = start  # the fractions within the batch give way to the whole batch
+            bar.update(size)
     finally:
         bar.close()
     if d.enabled:  # rank 0 merges the parts written by every rank

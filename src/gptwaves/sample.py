@@ -1,4 +1,6 @@
-"""Batched generation with a key/value cache that can record every hidden-state channel (DESIGN 3).
+"""Batched generation with a key/value cache that can record every hidden-state channel.
+
+docs/method.md, Recording waves.
 
 Positions and steps
 -------------------

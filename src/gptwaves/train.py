@@ -1,4 +1,4 @@
-"""Training with checkpoints across training, resumable bit-identically (DESIGN 2).
+"""Training with checkpoints across training, resumable bit-identically (docs/method.md, Model).
 
 Layout of a run directory::
 

@@ -1,4 +1,4 @@
-"""Null models and floors for the coherence of waves (DESIGN.md section 4b).
+"""Null models and floors for the coherence of waves (docs/method.md, Coherence against its floors).
 
 Pure functions on numpy arrays; numpy and scipy only (no torch, no file I/O).
 They work on the per-sample centred, zero-filled waves ``xc0`` of

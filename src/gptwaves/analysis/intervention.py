@@ -1,4 +1,4 @@
-"""Statistics of channel interventions (DESIGN section 6).
+"""Statistics of channel interventions (docs/method.md, Interventions).
 
 Pure functions (numpy / scipy only, no file I/O, no torch): parsing of channel
 sets and edit modes, word lengths of generated samples, and comparisons of an
@@ -528,7 +528,7 @@ def compare_rates(k_a, n_a, k_b, n_b, *, paired: bool = True, n_boot: int = 2000
         samples) and ``p_permutation``; ``z_test``: the two-proportion z-test
         on pooled words, ``{"z", "p"}`` with the pooled-variance standard error
         (treats words as independent, which they are not: errors cluster, see
-        DESIGN 5; the sample-level tests do not assume it);
+        docs/method.md, Spelling; the sample-level tests do not assume it);
         ``misspelled_per_sample`` and ``words_per_sample``: `compare_counts`
         of the per-sample counts (Mann-Whitney U); ``significant``:
         ``p_permutation < alpha``.

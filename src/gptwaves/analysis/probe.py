@@ -1,4 +1,4 @@
-"""Basis-free test of "space channels": a cross-validated linear probe (DESIGN.md section 7, claim 4).
+"""Basis-free test of "space channels": a cross-validated linear probe (docs/method.md, Findings, claim 4).
 
 The residual stream has no privileged basis, so "channels that stand out" is measured by what a
 *linear read-out of all channels* can tell, not by per-channel labels (docs/method.md, "Findings",

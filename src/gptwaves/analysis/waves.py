@@ -1,4 +1,4 @@
-"""Coherence analysis of hidden-state waves (DESIGN.md section 4).
+"""Coherence analysis of hidden-state waves (docs/method.md, Coherence).
 
 Pure functions on numpy arrays; numpy and scipy only (no torch, no file I/O).
 
@@ -18,7 +18,7 @@ Conventions decided here (the caller should know)
 -------------------------------------------------
 * All statistics use values centred per sample and channel (the mean over that
   sample's masked steps is subtracted), pooled over the masked steps of all
-  samples, as DESIGN.md section 4 prescribes.
+  samples (docs/method.md, Coherence).
 * A channel is *constant* when its centred pooled standard deviation is at most
   ``1e-10`` times its largest absolute raw value (or exactly zero). Its
   correlation with other channels is defined as 0 and with itself as 1.
@@ -786,7 +786,7 @@ def channel_function(x, chars, next_chars, mask=None, threshold=1.0, min_events=
         A channel is labelled when its strongest ``|d|`` is at least this.
     min_events : int, optional
         A class (current or next) takes part in the labels only with at least
-        this many masked steps inside and outside it (DESIGN 4b; default 30).
+        this many masked steps inside and outside it (docs/method.md, Coherence against its floors; default 30).
 
     Returns
     -------
@@ -937,7 +937,9 @@ def acf_profile_similarity(acf_a, acf_b, max_lag=None) -> tuple[float, np.ndarra
 
 def compare_recordings(recordings: Sequence, names: Sequence[str] | None = None, n_perm: int = 20,
                        seed: int = 0) -> dict:
-    """Pairwise similarity of several recordings of the same tap, with baselines (DESIGN 4b).
+    """Pairwise similarity of several recordings of the same tap, with baselines.
+
+    docs/method.md, Coherence against its floors.
 
     Parameters
     ----------
@@ -1059,7 +1061,9 @@ def best_silhouette(R, k_range=(2, 20)) -> tuple[float, int]:
 
 
 def _gated_clustering(R_kept, kept, C, k, k_range, null_best, coherent=True) -> dict:
-    """Clustering of the kept channels, gated by the surrogates' best silhouettes (DESIGN 4b).
+    """Clustering of the kept channels, gated by the surrogates' best silhouettes.
+
+    docs/method.md, Coherence against its floors.
 
     Cluster structure is reported when the best silhouette exceeds the 95th percentile of the
     surrogates' best silhouettes *and* the tap is coherent beyond the surrogate (``coherent``:
@@ -1218,7 +1222,9 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
 def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
                          ci_method="jackknife",
                          seed=0, alpha=0.05, gain=True) -> dict:
-    """Correlation, order parameters, evoked share, surrogate excess and gated clustering (DESIGN 4, 4b).
+    """Correlation, order parameters, evoked share, surrogate excess and gated clustering.
+
+    docs/method.md, Coherence and Coherence against its floors.
 
     The coherence part of :func:`analyze_tap` (same parameters); see there
     for the meaning of the returned keys ``constant`` (C,) bool,
@@ -1243,7 +1249,9 @@ def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20,
 
 
 def oscillations(x, mask=None, nlags=64, nperseg=256, level=0.99, exclude=None) -> dict:
-    """ACF periods, Welch PSD and their red-noise (AR(1)) significance (DESIGN 4, 4b).
+    """ACF periods, Welch PSD and their red-noise (AR(1)) significance.
+
+    docs/method.md, Coherence and Coherence against its floors.
 
     Parameters
     ----------
@@ -1307,7 +1315,9 @@ def analyze_tap(
     probe_max_steps=64,
     probe_null=20,
 ) -> dict:
-    """Full coherence analysis of one tap with its null models (DESIGN.md sections 4 and 4b).
+    """Full coherence analysis of one tap with its null models.
+
+    docs/method.md, Coherence and Coherence against its floors.
 
     Parameters
     ----------
@@ -1528,7 +1538,7 @@ def tap_summary(r: dict) -> dict:
     -------
     dict
         Raw order parameters ``mean_abs_corr``, ``lambda_max_share``,
-        ``participation_ratio`` (kept channels, as in DESIGN 4);
+        ``participation_ratio`` (kept channels, as in docs/method.md, Coherence);
         ``induced`` (the same after removing the evoked component; claims use
         these); ``evoked_share``, ``evoked_share_chance``; ``surrogate``
         (induced: per order parameter ``observed``, ``surrogate_mean``,

@@ -1,4 +1,4 @@
-"""Verdicts on the wave claims 1 and 4 of the abstract (DESIGN.md section 7).
+"""Verdicts on the wave claims 1 and 4 of the abstract (docs/method.md, Findings).
 
 Pure functions on the per-checkpoint tap summaries of
 :func:`gptwaves.analysis.waves.tap_summary`; numpy / scipy only. The rules are stated in
@@ -437,7 +437,7 @@ def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_t
 def waves_claims(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str | None = "hook_embed",
                  alpha: float = 0.05, margin_excess: float = MARGIN_EXCESS,
                  margin_probe: float = MARGIN_PROBE) -> list[dict]:
-    """Claims 1 and 4 of DESIGN section 7 from per-checkpoint tap summaries.
+    """Claims 1 and 4 (docs/method.md, Findings) from per-checkpoint tap summaries.
 
     Parameters
     ----------
@@ -464,7 +464,7 @@ def waves_claims(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str 
 
 
 def relative_to_input(taps: Mapping[str, Mapping], input_tap: str = "hook_embed") -> dict:
-    """Every tap of one checkpoint relative to its input floor (DESIGN 4b).
+    """Every tap of one checkpoint relative to its input floor (docs/method.md, Coherence against its floors).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Where a finished run's time went, next to the physical limit (issue 15): ``gptwaves bench budget --run DIR``.
+"""Where a finished run's time went, next to the physical limit: ``gptwaves bench budget --run DIR``.
 
 For each stage of a ``gptwaves reproduce`` run, the arithmetic it had to do (FLOPs, counted from
 the run's own settings and files) over the matmul peak measured now on this machine gives the time

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-#: Figures of the paper model (DESIGN 2): minGPT gpt-mini with a 65-character vocabulary.
+#: Figures of the paper model (docs/method.md, Model): minGPT gpt-mini with a 65-character vocabulary.
 PAPER_VOCAB = 65
 
 

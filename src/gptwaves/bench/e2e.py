@@ -1,4 +1,4 @@
-"""End-to-end time of ``gptwaves reproduce --preset smoke`` (issue 8).
+"""End-to-end time of ``gptwaves reproduce --preset smoke``.
 
 A fresh interpreter (``python -m gptwaves``) runs the whole pipeline (corpus, training, recordings,
 waves, spelling, summary, report) into a temporary folder; the wall-clock time includes the

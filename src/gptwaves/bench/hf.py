@@ -1,4 +1,4 @@
-"""Recording a Hugging Face model against ``transformers``' own generate, and memory at width (issue 16).
+"""Recording a Hugging Face model against ``transformers``' own generate, and memory at width.
 
 What is measured (random-init GPT-NeoX, Pythia's architecture, with a character tokenizer built
 here: no download; speed and memory do not depend on training; prompt "\\n")

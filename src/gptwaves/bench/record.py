@@ -1,4 +1,4 @@
-"""Recording speed and memory on the ``paper`` model, all taps (issue 3).
+"""Recording speed and memory on the ``paper`` model, all taps.
 
 What is measured (random-init paper-size model: speed does not depend on training; prompt "\\n")
 ------------------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""Speed of the spelling statistics for one checkpoint (issue 5).
+"""Speed of the spelling statistics for one checkpoint.
 
-(i) 1000 samples x 128 characters (DESIGN 5 default: L = 112 counted characters + a margin of
-M = 16, the whole sample inside the context) of the ``paper`` model: sampling
+(i) 1000 samples x 128 characters (the default of docs/method.md, Spelling: L = 112
+counted characters + a margin of M = 16, the whole sample inside the context) of the ``paper`` model: sampling
 (:func:`gptwaves.sample.sample_texts`, batch 250, prompt "\\n") plus the count statistics
 (:func:`gptwaves.analysis.spelling.analyze` against the Tiny Shakespeare training lexicon, 2000
 BCa resamples, 1000 permutations of both nulls). Target: <= 30 s in total, and the statistics
-alone <= 2 s (issue 12), against a baseline measured in the same run: the two permutation nulls
+alone <= 2 s, against a baseline measured in the same run: the two permutation nulls
 written as a per-word Python loop, timed on a few permutations and scaled to ``n_perm``.
 (ii) 200 x 500 characters (crop beyond the context): reported.
 The statistics' own time is reported separately in both.

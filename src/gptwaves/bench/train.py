@@ -1,4 +1,4 @@
-"""Training throughput of the ``paper`` preset against a plain nanoGPT-style baseline (issue 2).
+"""Training throughput of the ``paper`` preset against a plain nanoGPT-style baseline.
 
 What is measured
 ----------------

@@ -1,14 +1,15 @@
-"""Speed of the coherence analysis (issue 4).
+"""Speed of the coherence analysis.
 
 * A paper-scale recording (8 taps x 192 channels x 64 samples x 500 steps) of synthetic waves
   (AR(1) noise, a common mode and a per-channel oscillation; float32), written as a gptwaves
   HDF5 recording and analysed completely with :func:`gptwaves.api.analyze_recording` (every tap
   through :func:`gptwaves.analysis.waves.analyze_tap`: correlation, eigenvalues, ACF, periods,
   Welch PSD, space reference, clustering with silhouette, channel function, event-triggered
-  averages, and the null models of DESIGN 4b: evoked/induced split, 20 sample-shuffle surrogates
-  (syrk Gram matrices of the shuffled float32 waves), the paired BCa bootstrap CI of the excess
-  (200 resamples), the silhouette gate and the red-noise test). Target: < 10 s (median of
-  repeats), reading the file included (issue 13: 4.6 s before the null models).
+  averages, and the null models of docs/method.md, Coherence against its floors: evoked/induced
+  split, 20 sample-shuffle surrogates (syrk Gram matrices of the shuffled float32 waves), the
+  paired BCa bootstrap CI of the excess (200 resamples), the silhouette gate and the red-noise
+  test). Target: < 10 s (median of repeats), reading the file included (4.6 s before the null
+  models were added).
 * The cost of the null models on one tap: ``analyze_tap`` with the defaults against
   ``n_surrogates=0, n_boot=0`` on the same (S, T, C) waves.
 * The ACF of all channels by FFT (:func:`gptwaves.analysis.waves.autocorrelation`) against a
@@ -126,7 +127,8 @@ def run(quick: bool = False, corpus=None, *, taps: int | None = None, samples: i
     t_plain = median([_timed(lambda: analyze_tap(xw, cur, nxt, nlags=nlags, n_surrogates=0, n_boot=0))
                       for _ in range(repeats)])
     t_null = median([_timed(lambda: analyze_tap(xw, cur, nxt, nlags=nlags)) for _ in range(repeats)])
-    rows.append(make_row(f"waves null models (DESIGN 4b) on one tap {C} ch x {S} samples x {T} steps", t_null, "s",
+    rows.append(make_row(f"waves null models (coherence floors) on one tap {C} ch x {S} samples x {T} steps",
+                         t_null, "s",
                          baseline=t_plain, notes=f"analyze_tap with 20 surrogates, 200 bootstrap resamples, "
                                                  f"red-noise test vs without surrogates/bootstrap ({t_plain:.2f} s); "
                                                  f"median of {repeats}"))

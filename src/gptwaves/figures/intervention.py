@@ -1,4 +1,4 @@
-"""Figures of a channel intervention (DESIGN section 6).
+"""Figures of a channel intervention (docs/method.md, Interventions).
 
 Every ``plot_*`` function takes the ``result.json`` dict written by
 :func:`gptwaves.intervene.intervene_run` and a path *stem*, writes ``<stem>.png``

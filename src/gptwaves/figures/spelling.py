@@ -1,4 +1,4 @@
-"""Figures and an HTML text page for the spelling statistics (DESIGN section 5).
+"""Figures and an HTML text page for the spelling statistics (docs/method.md, Spelling).
 
 Every ``plot_*`` function takes a path *stem* (``Path("out/fano")``), writes
 ``<stem>.png`` (dpi 130) and ``<stem>.svg`` and returns ``[png_path, svg_path]``.

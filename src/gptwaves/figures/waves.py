@@ -1,4 +1,4 @@
-"""Figures of hidden-state waves and their coherence (DESIGN.md section 4).
+"""Figures of hidden-state waves and their coherence (docs/method.md, Coherence).
 
 Every plotting function takes plain arrays or dicts (outputs of
 :mod:`gptwaves.analysis.waves`), draws one figure with the object API of
@@ -667,7 +667,7 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
     for mean |R| and lambda_max / C, [1, C] for PR), the gain-normalised induced
     values (dotted), the band from the
     sample-shuffle surrogate mean to its 95th percentile (5th for PR), and the
-    input floor. The top row shows the raw values (DESIGN 4), which have no
+    input floor. The top row shows the raw values (docs/method.md, Coherence), which have no
     surrogate band. The x axis is logarithmic in ``iteration + 1``.
     """
     it = _arr([c.get("iteration") for c in checkpoints]) + 1.0
@@ -803,7 +803,7 @@ def repeatability_plasticity_figure(seeds: Mapping, prompts: Mapping, path_stem,
 
 def event_triggered_figure(eta, counts, classes, lags, d_current, path_stem, *, top=3, title=None) -> list[Path]:
     """Event-triggered average waveforms: one panel per character class, the ``top`` channels
-    with the largest |d| for that class (docs/method.md, Channel function).
+    with the largest |d| for that class (docs/method.md, Coherence).
 
     Parameters
     ----------

@@ -501,48 +501,77 @@ def _bracketed(stats: list[dict], alpha: float, crossing: dict, ck: dict, mis: n
     return spelling_findings(stats, alpha, crossing)
 
 
-def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings) -> list[dict]:
+def coherence_truths(tpl: dict, scenario: str) -> dict:
+    """``{(checkpoint index, tap index (0 focus, 1 input)): truth}`` of one coherence scenario, the
+    truth a tuple of integers (planted gain SD, excess and space response, each x 1e6): taps with the
+    same truth are the same draw in every scenario."""
+    from ..analysis import calibration as ca
+
+    sc = COHERENCE_SCENARIOS[scenario]
+    its = [c["iteration"] for c in tpl["checkpoints"]]
+    exc = ca.strength_profile(its, sc["excess"], sc["shape"])
+    spc = ca.strength_profile(its, sc["space"], sc["shape"])
+    out = {}
+    for i in range(len(its)):
+        for ti in (0, 1):
+            planted = ti == 0 or sc["input"]
+            out[(i, ti)] = tuple(int(round(1e6 * v)) for v in
+                                 ((sc["gain"], exc[i], spc[i]) if planted else (0.0, 0.0, 0.0)))
+    return out
+
+
+def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings,
+                    cache: dict | None = None) -> list[dict]:
     """Verdicts of claims 1 and 4 on replicates ``r0 .. r1 - 1`` of one coherence scenario: every
     checkpoint's focus and input taps drawn and analysed by `analysis.waves.analyze_tap` with the
-    run's wave settings (the number of clusters fixed: no verdict reads it)."""
+    run's wave settings (the number of clusters fixed: no verdict reads it).
+
+    A tap's draw depends only on (checkpoint, replicate, tap, planted structure), so a tap with the
+    same truth in several scenarios (the input tap of most of them, every tap at a strength of 0) is
+    drawn and analysed once when the scenarios share ``cache`` (a dict kept across calls).
+    """
     from ..analysis import calibration as ca
     from ..analysis import waves as wv
+    from .waves import WavesSettings
 
     sc = COHERENCE_SCENARIOS[scenario]
     cks = tpl["checkpoints"]
     its = [c["iteration"] for c in cks]
     exc = ca.strength_profile(its, sc["excess"], sc["shape"])
     spc = ca.strength_profile(its, sc["space"], sc["shape"])
-    sidx = list(COHERENCE_SCENARIOS).index(scenario)
-    from .waves import WavesSettings
-
+    truths = coherence_truths(tpl, scenario)
     fields = WavesSettings.__dataclass_fields__
     wset = WavesSettings(**{k: v for k, v in tpl["settings"].items() if k in fields}).analysis_kwargs()
     # no verdict reads the clustering: a fixed k skips the surrogates' silhouette search (docs/method.md)
     wset["k"] = wset.get("k") or 2
     focus, inp = tpl["focus"], tpl["input"]
+    cache = {} if cache is None else cache
     out = []
     for r in range(r0, r1):
         rows = []
         for i, ck in enumerate(cks):
-            rng = np.random.default_rng([settings.seed, 2, sidx, i, r])
             S, T, C = ck["shape"]
             taps = {}
-            for t in (focus, inp):
+            for ti, t in enumerate((focus, inp)):
                 if t not in ck["phi"]:
                     continue
-                planted = t == focus or sc["input"]
-                x = ca.ar1_waves(S, T, ck["phi"][t], rng)
-                if planted and sc["gain"] > 0:
-                    ca.shared_gain(x, sc["gain"], rng)
-                if planted and exc[i] > 0:
-                    sigma = ca.floor_sigma(ck["phi"][t], int(ck["mask"].sum()))
-                    ca.add_factor(x, ca.rho_for_excess(float(exc[i]), sigma), rng)
-                if planted and spc[i] > 0:
-                    ch = np.random.default_rng([settings.seed, 3]).choice(C, min(SPACE_CHANNELS, C), replace=False)
-                    ca.add_space_response(x, ck["next_chars"] == " ", float(spc[i]), ch)
-                res = wv.analyze_tap(x, ck["chars"], ck["next_chars"], mask=ck["mask"], **wset)
-                taps[t] = wv.tap_summary(res)
+                truth = truths[(i, ti)]
+                key = (i, r, ti, truth)
+                if key not in cache:
+                    rng = np.random.default_rng([settings.seed, 2, i, r, ti, *truth])
+                    x = ca.ar1_waves(S, T, ck["phi"][t], rng)
+                    if truth[0]:
+                        ca.shared_gain(x, sc["gain"], rng)
+                    if truth[1]:
+                        sigma = ca.floor_sigma(ck["phi"][t], int(ck["mask"].sum()))
+                        ca.add_factor(x, ca.rho_for_excess(float(exc[i]), sigma), rng)
+                    if truth[2]:
+                        ch = np.random.default_rng([settings.seed, 3]).choice(C, min(SPACE_CHANNELS, C),
+                                                                              replace=False)
+                        ca.add_space_response(x, ck["next_chars"] == " ", float(spc[i]), ch)
+                    res = wv.analyze_tap(x, ck["chars"], ck["next_chars"], mask=ck["mask"], **wset)
+                    cache[key] = wv.tap_summary(res)
+                taps[t] = cache[key]
             rows.append({"iteration": ck["iteration"], "taps": taps})
         out.append(waves_findings(rows, focus))
     return out
@@ -601,6 +630,7 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
         bar = tqdm(total=total, desc="calibrate", unit="rep", disable=not progress, dynamic_ncols=True)
         replicates: dict[str, dict] = {}
         shared_cache: dict[int, list] = {}
+        coh_cache: dict = {}  # tap summaries shared by the coherence scenarios (same truth, same draw)
         for g, scen, n in jobs:
             tpl = tpls[g]
             key = _identity(tpl, g, settings)
@@ -625,10 +655,13 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
                         shared = shared_cache[0]
                     verdicts += spelling_chunk(tpl, scen, r0, r1, settings, shared)
                 else:
-                    verdicts += coherence_chunk(tpl, scen, r0, r1, settings)
+                    verdicts += coherence_chunk(tpl, scen, r0, r1, settings, coh_cache)
                 seconds += time.perf_counter() - t0
-                seeds = {"base": settings.seed, "rule": "numpy default_rng([seed, group (1 spelling, 2 coherence), "
-                                                        "scenario index, checkpoint index, replicate])"}
+                seeds = {"base": settings.seed, "rule": "spelling: numpy default_rng([seed, 1, scenario index, "
+                                                        "checkpoint index, replicate]); "
+                                                        "coherence: default_rng([seed, 2, checkpoint index, "
+                                                        "replicate, tap (0 focus, 1 input), planted gain, "
+                                                        "excess and space response x 1e6])"}
                 atomic_write_json(path, stamp("calibration", {"settings": key, **json_ready(inputs), "seeds": seeds,
                                                               "done": len(verdicts), "seconds": seconds,
                                                               "verdicts": verdicts}))

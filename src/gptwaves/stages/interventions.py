@@ -1,5 +1,7 @@
-"""Intervention stage (DESIGN 6) -> ``DIR/interventions/``. Channel interventions: edit a channel set at one tap during generation and
-re-measure the spelling statistics (DESIGN 5) and word lengths.
+"""Intervention stage (docs/method.md, Interventions) -> ``DIR/interventions/``.
+
+Channel interventions: edit a channel set at one tap during generation and re-measure the spelling
+statistics (docs/method.md, Spelling) and word lengths.
 
     gptwaves waves     --run DIR --checkpoint ITER          # labels and clusters (for cluster:/label:)
     gptwaves intervene --run DIR --checkpoint ITER --tap blocks.5.hook_resid_post \
@@ -246,7 +248,7 @@ def intervene_run(
     progress: bool = True,
     figures: bool = True,
 ) -> dict:
-    """Edit a channel set at one tap during generation and measure the effect (DESIGN 6).
+    """Edit a channel set at one tap during generation and measure the effect (docs/method.md, Interventions).
 
     Parameters
     ----------

@@ -29,7 +29,7 @@ __all__ = ["RecordSettings", "PLASTICITY_PROMPTS", "record_run", "record_variant
 #: Steps recorded for a Hugging Face model when not given (its context is long).
 HF_DEFAULT_STEPS = 256
 
-# Prompts for context plasticity (DESIGN 4): verse, prose and a name list. Prompts with
+# Prompts for context plasticity (docs/method.md, Coherence): verse, prose and a name list. Prompts with
 # characters outside a model's vocabulary are skipped (other corpora).
 PLASTICITY_PROMPTS = {
     "verse": "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n",
@@ -40,7 +40,7 @@ PLASTICITY_PROMPTS = {
 
 @dataclass(frozen=True)
 class RecordSettings:
-    """What to record (DESIGN 3). ``steps=None``: 2 x block_size (crop beyond the context);
+    """What to record (docs/method.md, Recording waves). ``steps=None``: 2 x block_size (crop beyond the context);
     ``taps=None``: every tap."""
 
     samples: int = 64

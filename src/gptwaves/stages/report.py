@@ -418,9 +418,9 @@ def _checkpoint_table(summary: dict | None) -> str:
 
 
 def _decomposition_table(summary: dict | None) -> str:
-    """Per checkpoint: what a sub-Poissonian count is made of (DESIGN 5): the word total against its
-    renewal reference, each count against its length-conditioned reference and permutation null,
-    the cascade relative risk against its within-sample null."""
+    """Per checkpoint: what a sub-Poissonian count is made of (docs/method.md, Spelling):
+    the word total against its renewal reference, each count against its length-conditioned
+    reference and permutation null, the cascade relative risk against its within-sample null."""
     h = ['<section id="decomposition" class="card"><h2>Spelling counts against their references</h2>']
     cks = summary.get("checkpoints") if isinstance(summary, dict) else None
     rows = [c for c in cks if isinstance(c, dict) and isinstance(c.get("spelling"), dict)

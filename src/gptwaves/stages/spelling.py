@@ -1,11 +1,13 @@
-"""Spelling stage: counting statistics of spelling errors per checkpoint (DESIGN 5) -> ``DIR/spelling/``.
+"""Spelling stage: counting statistics of spelling errors per checkpoint -> ``DIR/spelling/``.
+
+docs/method.md, Spelling.
 
 - ``spelling/<name>.samples.json``: the generated texts, keyed by the settings that determine them
   (`SpellingSettings.texts_key`; the intervention stage reuses them as its baseline);
 - ``spelling/<name>.json``: statistics and settings (reused while the settings match);
 - ``spelling/<name>.text.html``: the texts with misspellings highlighted;
 - ``spelling/crossing.json``: the crossing of F_correct through 1 across all checkpoints, with its
-  bootstrap CI, or the reason it is not reported (DESIGN 5);
+  bootstrap CI, or the reason it is not reported (docs/method.md, Spelling);
 - ``spelling/spelling.csv`` and figures under ``spelling/figures/``.
 
 The numbers come from the pure functions of :mod:`gptwaves.analysis.spelling`.
@@ -40,7 +42,8 @@ HF_DEFAULT_LENGTH = 128
 
 @dataclass(frozen=True)
 class SpellingSettings:
-    """Settings of the spelling statistics (DESIGN 5); also the key of the generated-text cache.
+    """Settings of the spelling statistics (docs/method.md, Spelling); also the key of the
+    generated-text cache.
 
     Each sample has ``length`` counted characters followed by a margin of ``margin`` generated
     characters, so that no counted word is cut (a word counts where it starts).
@@ -119,7 +122,7 @@ def cached_texts(path: Path, key: dict, vocab: list[str] | None = None) -> list[
 def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
                  settings: SpellingSettings = SpellingSettings(), source: ModelSource = ModelSource(), *,
                  figures: bool = True, progress: bool = True) -> dict:
-    """Spelling-error counting statistics for each selected checkpoint (DESIGN 5).
+    """Spelling-error counting statistics for each selected checkpoint (docs/method.md, Spelling).
 
     Returns ``{"checkpoints": [per-checkpoint results, all main checkpoints analysed with these
     settings], "crossing": the `gptwaves.analysis.spelling.crossing` dict or None, "table": path,
@@ -167,7 +170,8 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
                     continue  # rank 0 writes
                 atomic_write_json(spath, stamp("texts", {"settings": key, "texts": texts}))
             plen, n_chars = len(settings.prompt), L
-            if source.hf_model:  # tokens decode to several characters: L and M count characters (DESIGN 5)
+            if source.hf_model:  # tokens decode to several characters: L and M count characters
+                # (docs/method.md, Hugging Face models and suites)
                 plen = len("".join(meta["vocab"][i] for i in model.encode(settings.prompt)))
             stats = settings.analyze(texts, lex, plen, n_chars)
             res = stamp("spelling", {"name": name, "iteration": meta.get("iteration"),

@@ -235,7 +235,7 @@ def waves_entry(tap: dict) -> dict:
 def spelling_entry(st: dict) -> dict:
     """The per-checkpoint spelling numbers of summary.json: each count's dispersion next to its
     length-conditioned reference and permutation null, the word-total renewal reference, the
-    cascade relative risk with its null (DESIGN 5)."""
+    cascade relative risk with its null (docs/method.md, Spelling)."""
     dec = st.get("decomposition") or {}
     keep = ("mean", "var", "fano", "q", "fano_ci", "p_value", "verdict")
     out = {}
@@ -267,7 +267,7 @@ def _inconclusive(number: int, why: str) -> dict:
 
 
 def findings_from(waves: dict, spelling: dict, axis: str = "iteration") -> dict:
-    """Two verdicts (as stated / beyond the null) with their numbers for each claim (DESIGN 7).
+    """Two verdicts (as stated / beyond the null) with their numbers for each claim (docs/method.md, Findings).
 
     Claims 1 and 4 are judged at the focus tap against the input floor, the model's embedding tap
     (`input_floor`); ``axis`` names the training axis in the sentences ("step" for a Hugging Face

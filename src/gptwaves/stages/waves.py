@@ -1,4 +1,6 @@
-"""Waves stage: coherence analysis of each checkpoint's recording (DESIGN 4, 4b) -> ``DIR/waves/``.
+"""Waves stage: coherence analysis of each checkpoint's recording -> ``DIR/waves/``.
+
+docs/method.md, Coherence and Coherence against its floors.
 
 - ``waves/<name>/summary.json``: per-tap scalars and labels (:func:`gptwaves.analysis.waves.tap_summary`),
   the settings and the recording's sha256 (reused while both match);
@@ -38,7 +40,8 @@ __all__ = ["WavesSettings", "analyze_recording", "waves_run", "repeatability", "
 
 @dataclass(frozen=True)
 class WavesSettings:
-    """Settings of the coherence analysis (DESIGN 4, 4b); all are recorded with each result.
+    """Settings of the coherence analysis (docs/method.md, Coherence and Coherence against its
+    floors); all are recorded with each result.
 
     ``k=None``: number of clusters by silhouette (gated by the surrogates); ``window``: half-width
     of event-triggered averages; ``n_surrogates``: sample-shuffle surrogates; ``n_boot``: bootstrap
