@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scipy import stats
+
 from ..errors import CorruptArtefactError
 from ..io import read_json
 from ..names import iteration_of_name
@@ -175,8 +177,6 @@ def _dispersion_consistent(d: dict, n: int, alpha: float, where: str) -> None:
     F = var / mean, q = F - 1, the two-sided index-of-dispersion p-value of F with n - 1 degrees of
     freedom, and the verdict of that p-value at ``alpha`` (an edited Fano factor or verdict is
     refused instead of reported)."""
-    from scipy import stats
-
     mean, var, fano, q, p, verdict = (d.get(k) for k in ("mean", "var", "fano", "q", "p_value", "verdict"))
     if fano is None or mean is None or var is None or mean <= 0:
         return
