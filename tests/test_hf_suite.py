@@ -377,7 +377,7 @@ def test_a_broken_revision_keeps_what_was_recorded(neox_suite, tmp_path, capsys)
 @pytest.mark.parametrize("args, words", [
     (["--preset", "quick"], "--preset applies"),
     (["--max-iters", "5", "--train-seed", "1"], "--max-iters, --train-seed apply"),
-    (["--corpus", "x.txt"], "--corpus applies"),
+    (["--corpus", __file__], "--corpus applies"),  # an existing file (a missing one is refused as missing)
     (["--precision", "bf16"], "--precision applies"),
     (["--waves-boot", "50"], "--waves-boot"),
 ])
