@@ -85,7 +85,7 @@ def test_bench_budget_of_the_finished_run(clean_run, capsys):
     assert main(["bench", "waves", "--run", str(clean_run)]) != 0  # --run is budget's only
     assert main(["bench", "budget", "--run", str(clean_run / "missing")]) > 0  # one line, no table
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("gptwaves: error: reproduce record not found:")
+    assert err[-1].startswith("gptwaves: error: ") and "not found" in err[-1] and "missing" in err[-1]
 
 
 def test_reproduce_smoke_summary_and_report(clean_run):

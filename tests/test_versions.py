@@ -121,13 +121,15 @@ def test_spelling_result_of_an_older_version_is_recomputed(run, old, monkeypatch
     first = _spelling(run)
     assert first["analysis_version"] == analysis_version("spelling")
     path = run / "spelling" / "iter_0000020.json"
-    true_p = first["stats"]["correct"]["p_value"]
-    assert true_p != SENTINEL
-    _edit(path, lambda o: o["stats"]["correct"].__setitem__("p_value", SENTINEL))
-    assert _spelling(run)["stats"]["correct"]["p_value"] == SENTINEL  # current version: reused
+    # the planted number is one the loader does not cross-check (a p-value is recomputed from the
+    # stored mean and variance on load, so a planted p would be refused, not reused)
+    true_v = first["stats"]["cut_fraction"]
+    assert true_v != SENTINEL
+    _edit(path, lambda o: o["stats"].__setitem__("cut_fraction", SENTINEL))
+    assert _spelling(run)["stats"]["cut_fraction"] == SENTINEL  # current version: reused
     _apply_old(path, old, "spelling", monkeypatch)
     again = _spelling(run)
-    assert again["stats"]["correct"]["p_value"] == true_p  # recomputed, not the stale number
+    assert again["stats"]["cut_fraction"] == true_v  # recomputed, not the stale number
     assert json.loads(path.read_text())["analysis_version"] == analysis_version("spelling")
 
 
