@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 __all__ = ["Field", "Column", "Cell", "Table", "RULES", "ORDER_PARAMETERS", "CLAIM_TITLES", "TAP_FIELDS",
            "SPELLING_FIELDS", "CHECKPOINT_FIELDS", "COLUMNS", "PLACES", "summary_entry", "check_fields",
-           "names_with_rule", "declared_paths", "result_paths", "checkpoint_table", "fmt_number", "get_path"]
+           "names_with_rule", "declared_paths", "TAP_GROUPS", "GENERIC_NAMES", "result_paths", "checkpoint_table", "fmt_number", "get_path"]
 
 # ------------------------------------------------------------------------------ names declared once
 
@@ -38,7 +38,7 @@ __all__ = ["Field", "Column", "Cell", "Table", "RULES", "ORDER_PARAMETERS", "CLA
 #: direction in which coherence grows (+1: larger is more coherent).
 ORDER_PARAMETERS: tuple[tuple[str, str, str, int], ...] = (
     ("mean_abs_corr", "mean |R|", "probability", +1),
-    ("lambda_max_share", "λ_max / C", "probability", +1),
+    ("lambda_max_share", "lambda_max / C", "probability", +1),
     ("participation_ratio", "participation ratio", "nonnegative", -1),
 )
 ORDER_KEYS = tuple(k for k, *_ in ORDER_PARAMETERS)
@@ -163,9 +163,11 @@ def _surrogate_fields(prefix: str, what: str, to_summary: bool) -> list[Field]:
 def _tap_fields() -> tuple[Field, ...]:
     out: list[Field] = []
     for op, label, rule, _ in ORDER_PARAMETERS:
-        out.append(_f(op, f"{label}, raw", rule, True, required=op != "participation_ratio"))
+        out.append(_f(op, f"{label}, raw", rule, True, required=True))
     for op, label, rule, _ in ORDER_PARAMETERS:
         out.append(_f(f"induced.{op}", f"{label}, induced", rule, True))
+    out += [_f("evoked_share", "evoked share", "probability", True, required=True),
+            _f("evoked_share_chance", "evoked share at chance", "probability", True)]
     out += _surrogate_fields("surrogate", "surrogate", True)
     for op, label, rule, _ in ORDER_PARAMETERS:
         out.append(_f(f"gain_normalised.{op}", f"{label}, gain-normalised", rule, True))
@@ -178,16 +180,14 @@ def _tap_fields() -> tuple[Field, ...]:
                 _f(f"{p}.se", f"{label}: SE of raw minus gain-normalised", "nonnegative", True),
                 _f(f"{p}.ci", f"{label}: 95% CI of raw minus gain-normalised", "interval", True)]
     out += [
-        _f("evoked_share", "evoked share", "probability", True, required=True),
-        _f("evoked_share_chance", "evoked share at chance", "probability", True),
-        _f("probe.r2", "space probe R² (out of fold)", "any", True),
-        _f("probe.ci", "space probe R², 95% CI", "interval", True),
-        _f("probe.se", "space probe R², standard error", "nonnegative"),
-        _f("probe.loo", "space probe R², leave-one-sample-out", "list"),
+        _f("probe.r2", "space probe R^2 (out of fold)", "any", True),
+        _f("probe.ci", "space probe R^2, 95% CI", "interval", True),
+        _f("probe.se", "space probe R^2, standard error", "nonnegative"),
+        _f("probe.loo", "space probe R^2, leave-one-sample-out", "list"),
         _f("probe.rhythm_similarity", "space probe rhythm similarity", "any", True),
-        _f("probe.null_r2_q95", "space probe R², null 95th percentile", "any", True),
+        _f("probe.null_r2_q95", "space probe R^2, null 95th percentile", "any", True),
         _f("probe.null_rhythm_q95", "space probe rhythm similarity, null 95th percentile", "any", True),
-        _f("probe.null_r2", "space probe R² of the null", "list"),
+        _f("probe.null_r2", "space probe R^2 of the null", "list"),
         _f("probe.n_null", "space probe null size", "count", True),
         _f("probe.space_rate", "share of steps before a space", "probability"),
         _f("probe.ridge_penalty", "space probe ridge penalty", "nonnegative"),
@@ -196,10 +196,11 @@ def _tap_fields() -> tuple[Field, ...]:
         _f("probe.n_eval_steps", "space probe steps evaluated", "count"),
         _f("probe.metric", "space probe metric", "text", True),
         _f("n_constant", "constant channels", "count", True),
-        _f("constant_channels", "constant channels (first 50)", "list"),
-        _f("n_clusters", "clusters", "at_least_one", True, required=True, nullable=False),
-        _f("silhouette", "silhouette", "any"),
+        _f("n_oscillating", "oscillating channels (beyond red noise)", "count", True),
         _f("cluster_structure", "cluster structure beyond the surrogate", "flag", True),
+        _f("n_clusters", "clusters (1: no cluster structure)", "count", True, required=True, nullable=False),
+        _f("constant_channels", "constant channels (first 50)", "list"),
+        _f("silhouette", "silhouette", "any"),
         _f("best_k", "best number of clusters", "at_least_one"),
         _f("best_silhouette", "best silhouette", "any"),
         _f("null_silhouette_q95", "silhouette, surrogate 95th percentile", "any"),
@@ -214,7 +215,6 @@ def _tap_fields() -> tuple[Field, ...]:
         _f("top_channels", "most selective channels", "list"),
         _f("median_period_acf", "median period (auto-correlation)", "nonnegative"),
         _f("median_period_psd", "median period (power spectrum)", "nonnegative"),
-        _f("n_oscillating", "oscillating channels (beyond red noise)", "count", True),
         _f("n_period_acf_unfiltered", "channels with an auto-correlation period", "count"),
         _f("red_noise_threshold", "red-noise threshold", "any"),
         _f("red_noise_dof", "red-noise degrees of freedom", "nonnegative"),
@@ -230,7 +230,6 @@ def _tap_fields() -> tuple[Field, ...]:
 
 def _spelling_fields() -> tuple[Field, ...]:
     out = [
-        _f("n_samples", "samples", "count", True, required=True, nullable=False),
         _f("prompt_len", "prompt length", "count"),
         _f("length", "counted characters per sample", "count"),
         _f("margin", "margin characters", "count"),
@@ -239,7 +238,6 @@ def _spelling_fields() -> tuple[Field, ...]:
         _f("n_perm", "permutations", "count"),
         _f("seed", "seed", "count"),
         _f("n_words_total", "words counted", "count"),
-        _f("n_cut", "words cut at the end of a sample", "count", True),
         _f("cut_fraction", "share of words cut", "probability"),
         _f("n_short_texts", "texts shorter than prompt + length + margin", "count"),
     ]
@@ -258,7 +256,6 @@ def _spelling_fields() -> tuple[Field, ...]:
                 _f(f"{which}.verdict", f"{what}: dispersion verdict", "text", to, required=to, nullable=False),
                 _f(f"{which}.reason", f"{what}: why undefined", "text")]
     out += [
-        _f("error_rate", "error rate", "probability", True, required=True),
         _f("error_rate_reason", "why the error rate is undefined", "text"),
         _f("rate_by_length", "error rate by word length", "object"),
         _f("rate_by_position", "error rate by position", "object"),
@@ -280,19 +277,20 @@ def _spelling_fields() -> tuple[Field, ...]:
                 _f(f"{p}.excess", f"{what}: F / F_ref", "nonnegative", f"{which}.excess"),
                 _f(f"{p}.null_median", f"{what}: permutation null median of F", "nonnegative", f"{which}.null_median"),
                 _f(f"{p}.null_band", f"{what}: permutation null band of F", "interval", f"{which}.null_band"),
+                _f(f"{p}.p_value", f"{what}: permutation p-value", "probability", f"{which}.excess_p"),
+                _f(f"{p}.verdict", f"{what}: against the null", "text", f"{which}.excess_verdict"),
                 _f(f"{p}.excess_null", f"{what}: F / null median", "nonnegative", f"{which}.excess_null"),
                 _f(f"{p}.excess_null_ci", f"{what}: 95% CI of F / null median", "interval",
                    f"{which}.excess_null_ci"),
                 _f(f"{p}.log_excess_se", f"{what}: SE of log(F / null median)", "nonnegative"),
                 _f(f"{p}.log_null_sd", f"{what}: SD of log F over the null", "nonnegative"),
                 _f(f"{p}.z", f"{what}: z against the null", "any", f"{which}.excess_z"),
-                _f(f"{p}.p_value", f"{what}: permutation p-value", "probability", f"{which}.excess_p"),
                 _f(f"{p}.n_null", f"{what}: permutations", "count"),
-                _f(f"{p}.verdict", f"{what}: against the null", "text", f"{which}.excess_verdict"),
                 _f(f"{p}.reason", f"{what}: why undefined", "text"),
                 _f(f"{p}.residual_ratio", f"{what}: residual ratio", "any", f"{which}.residual_ratio"),
                 _f(f"{p}.log_residual_se", f"{what}: SE of the log residual ratio", "nonnegative")]
     out += [
+        _f("error_rate", "error rate", "probability", True, required=True),
         _f("decomposition.n_perm", "permutations", "count"),
         _f("decomposition.perm_seed", "permutation seed", "list"),
         _f("decomposition.length_bins", "word-length bins", "count"),
@@ -314,6 +312,8 @@ def _spelling_fields() -> tuple[Field, ...]:
         _f("cascade.z", "RR, z against the null", "any", True),
         _f("cascade.perm_seed", "RR permutation seed", "list"),
         _f("counts", "per-sample counts", "object", required=True, nullable=False),
+        _f("n_cut", "words cut at the end of a sample", "count", True),
+        _f("n_samples", "samples", "count", True, required=True, nullable=False),
     ]
     return tuple(out)
 
@@ -328,6 +328,15 @@ CHECKPOINT_FIELDS = (
     _f("train_loss", "train loss", "nonnegative", True, required=True),
     _f("val_loss", "val loss", "nonnegative", True, required=True),
 )
+
+#: Groups a tap result must hold (an object, or null when not computed).
+TAP_GROUPS = ("induced", "surrogate")
+
+#: Key names too common to mean one thing in every file (a seed, a mean, a length, in the
+#: settings or in a claim's numbers): their rules apply by path only (:func:`check_fields`),
+#: never by name (:func:`names_with_rule`).
+GENERIC_NAMES = frozenset({"mean", "n", "se", "D", "dof", "seed", "length", "margin", "on", "metric", "iteration",
+                           "train_loss", "val_loss"})
 
 #: Groups of a summary entry that are null when the result has none (the others are written
 #: with null numbers): the gain-normalised analysis and the space probe are optional.
@@ -347,7 +356,7 @@ def get_path(obj: Any, path: str, default: Any = None) -> Any:
 def summary_entry(result: dict, fields: Iterable[Field]) -> dict:
     """The summary.json entry of an analysis result: every field with a ``summary`` path, in
     declaration order; a missing number is null, and a missing optional group
-    (:data:`_NULL_GROUPS`) is null as a whole."""
+    (:data:`_NULL_GROUPS`, of fields kept at the same path) is null as a whole."""
     out: dict = {}
     for f in fields:
         if f.summary is None:
@@ -357,7 +366,7 @@ def summary_entry(result: dict, fields: Iterable[Field]) -> dict:
         node, skip = out, False
         for i, k in enumerate(parts[:-1]):
             group = ".".join(parts[: i + 1])
-            if group in _NULL_GROUPS and get_path(result, ".".join(src_parts[: i + 1])) is None:
+            if f.summary == f.path and group in _NULL_GROUPS and get_path(result, ".".join(src_parts[: i + 1])) is None:
                 node[k] = None
                 skip = True
                 break
@@ -386,10 +395,18 @@ def result_paths(result: dict, fields: Iterable[Field], prefix: str = "") -> set
     return out
 
 
-def check_fields(obj: Any, fields: Iterable[Field], where: str = "") -> str | None:
-    """What is wrong with ``obj`` against the fields (one line), or None: a required field
-    missing, a value of the wrong type or out of its range rule, a group that is not an object."""
+def check_fields(obj: Any, fields: Iterable[Field], where: str = "", groups: Iterable[str] = ()) -> str | None:
+    """What is wrong with ``obj`` against the fields (one line), or None: a required field or
+    group (``groups``) missing, a value of the wrong type or out of its range rule, a group that
+    is not an object."""
     at = (where + ".") if where else ""
+    if not isinstance(obj, dict):
+        return f"{where or 'it'} is not an object"
+    for g in groups:
+        if g not in obj:
+            return f"{at}{g} is missing"
+        if obj[g] is not None and not isinstance(obj[g], dict):
+            return f"{at}{g} is not an object"
     for f in fields:
         parts = f.path.split(".")
         node, ok = obj, True
@@ -424,14 +441,15 @@ def check_fields(obj: Any, fields: Iterable[Field], where: str = "") -> str | No
 
 
 def names_with_rule(rule: str, *field_sets: Iterable[Field]) -> set[str]:
-    """Key names whose every declared field (in summary.json or in a result) has ``rule``: the
-    key-name range rules :func:`gptwaves.stages.checks.check_values` applies anywhere."""
+    """Key names whose every declared field (in summary.json or in a result) has ``rule``, less
+    :data:`GENERIC_NAMES`: the key-name range rules :func:`gptwaves.stages.checks.check_values`
+    applies in any file."""
     seen: dict[str, set[str]] = {}
     for fields in field_sets or (TAP_FIELDS, SPELLING_FIELDS, CHECKPOINT_FIELDS):
         for f in fields:
             for name in {f.name, (f.summary or f.path).rsplit(".", 1)[-1]}:
                 seen.setdefault(name, set()).add(f.rule)
-    return {n for n, rules in seen.items() if rules == {rule}}
+    return {n for n, rules in seen.items() if rules == {rule} and n not in GENERIC_NAMES}
 
 
 # ------------------------------------------------------------------------------ the checkpoint table
@@ -490,7 +508,7 @@ COLUMNS = (
     _c("cascade_rr", "RR (p)", "claims cli-spelling", value="spelling.cascade.rr", p="spelling.cascade.p_value"),
     _c("z_rr", "z_RR", "cli-spelling", value="spelling.cascade.z"),
     _c("mean_abs_corr", "mean |R| raw", "report cli-waves", value=_W + "mean_abs_corr", note="{tap}"),
-    _c("lambda_max_share", "λ_max / C", "cli-waves", value=_W + "lambda_max_share"),
+    _c("lambda_max_share", "lambda_max / C", "cli-waves", value=_W + "lambda_max_share"),
     _c("participation_ratio", "PR", "cli-waves", value=_W + "participation_ratio"),
     _c("induced", "induced mean |R|", "report claims", value=_W + "induced.mean_abs_corr"),
     _c("surrogate", "surrogate", "report", value=_MR + "surrogate_mean"),
@@ -502,7 +520,7 @@ COLUMNS = (
     _c("input_floor", "input floor", "report", value="waves.{floor}.induced.mean_abs_corr",
        note="{floor}, induced"),
     _c("evoked_share", "evoked share", "report", value=_W + "evoked_share"),
-    _c("probe", "space probe R² [95% CI]", "report cli-waves", value=_W + "probe.r2", ci=_W + "probe.ci"),
+    _c("probe", "space probe R^2 [95% CI]", "report cli-waves", value=_W + "probe.r2", ci=_W + "probe.ci"),
     _c("n_clusters", "clusters", "cli-waves", value=_W + "n_clusters"),
     _c("space_channels", "space channels", "cli-waves", value=_W + "n_space_labelled"),
 )
