@@ -277,3 +277,21 @@ def test_cells():
     assert c.text == "0.3 [0.2, 0.4] * (p 0.01)" and schema.Cell(verdict="Poissonian").text == "Poissonian"
     with pytest.raises(ValueError):
         schema.checkpoint_table([], "nowhere")
+
+
+def test_publish_checks_summary_entries_by_the_schema(tap_result, spelling_stats):
+    """A published summary's checkpoint entries are held to the declared rules at their summary
+    paths (a p-value of 2 deep in a tap's surrogate is refused, naming it)."""
+    from gptwaves.publish import check_summary
+    from gptwaves.stages.summary import SUMMARY_FORMAT, SUMMARY_VERSION
+
+    s = {"format": SUMMARY_FORMAT, "format_version": SUMMARY_VERSION, **_summary(_results(tap_result, spelling_stats)),
+         "findings": {"claims": [], "crossing": None}}
+    check_summary(copy.deepcopy(s))
+    s["checkpoints"][1]["waves"][TAP]["surrogate"]["lambda_max_share"]["p_rank"] = 2.0
+    with pytest.raises(CorruptArtefactError, match=r"surrogate\.lambda_max_share\.p_rank"):
+        check_summary(s)
+    s["checkpoints"][1]["waves"][TAP]["surrogate"]["lambda_max_share"]["p_rank"] = 0.5
+    s["checkpoints"][0]["spelling"]["correct"]["excess_null_ci"] = [2.0, 1.0]
+    with pytest.raises(CorruptArtefactError, match="excess_null_ci"):
+        check_summary(s)

@@ -34,6 +34,7 @@ from .errors import CorruptArtefactError, GptwavesError
 from .io import (atomic_write_bytes, atomic_write_text, check_run_dir, confine_reads, read_bytes_bounded, read_json,
                  read_text_file)
 from .results_page import headline
+from . import schema
 from .schema import checkpoint_table
 
 __all__ = ["publish_run", "seeds_table", "claims_markdown", "readme_block", "md_escape", "check_summary",
@@ -63,6 +64,9 @@ KEY_FIGURES = (
     ("waves/figures/{last}_channel_table.png", "channel_function.png"),
     ("figures/training_curves.png", "training_curves.png"),
 )
+
+_SPELLING_SUMMARY = schema.in_summary(schema.SPELLING_FIELDS)
+_TAP_SUMMARY = schema.in_summary(schema.TAP_FIELDS)
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
@@ -139,6 +143,9 @@ def _check(s) -> None:
         _bounded(_need(c, "iteration", (int, None), w), w + "iteration", 0, MAX_ITERATION)
         _need(c, "val_loss", (float, None), w)
         sp = _need(c, "spelling", (dict, None), w) or {}
+        why = schema.check_fields(sp, _SPELLING_SUMMARY, w + "spelling") if sp else None
+        if why:  # every number at its declared range (gptwaves.schema)
+            raise _Bad(why)
         for k in ("correct", "misspelled", "cascade"):
             d = _need(sp, k, (dict, None), w + "spelling.") or {}
             for q, v in d.items():
@@ -149,6 +156,9 @@ def _check(s) -> None:
             _name(tap, f"{w}waves tap")
             if not isinstance(v, dict):
                 raise _Bad(f"{w}waves.{tap} is not a JSON object")
+            why = schema.check_fields(v, _TAP_SUMMARY, f"{w}waves.{tap}")
+            if why:
+                raise _Bad(why)
             _need(v, "induced", (dict, None), f"{w}waves.{tap}.")
             sur = _need(v, "surrogate", (dict, None), f"{w}waves.{tap}.") or {}
             _need(sur, "mean_abs_corr", (dict, None), f"{w}waves.{tap}.surrogate.")

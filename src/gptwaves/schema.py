@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 __all__ = ["Field", "Column", "Cell", "Table", "RULES", "ORDER_PARAMETERS", "CLAIM_TITLES", "TAP_FIELDS",
            "SPELLING_FIELDS", "CHECKPOINT_FIELDS", "COLUMNS", "PLACES", "summary_entry", "check_fields",
-           "names_with_rule", "declared_paths", "TAP_GROUPS", "GENERIC_NAMES", "result_paths", "checkpoint_table", "fmt_number", "get_path"]
+           "names_with_rule", "declared_paths", "TAP_GROUPS", "GENERIC_NAMES", "result_paths", "checkpoint_table", "fmt_number", "get_path", "in_summary"]
 
 # ------------------------------------------------------------------------------ names declared once
 
@@ -342,6 +342,12 @@ GENERIC_NAMES = frozenset({"mean", "n", "se", "D", "dof", "seed", "length", "mar
 #: with null numbers): the gain-normalised analysis and the space probe are optional.
 _NULL_GROUPS = {"induced", "gain_normalised", "gain_normalised.induced", "gain_normalised.raw_minus_normalised",
                 "probe"}
+
+
+def in_summary(fields: Iterable[Field]) -> tuple[Field, ...]:
+    """The fields as summary.json holds them: at their summary path, none required (a summary
+    entry may have been written by hand or by an older format), each with its range rule."""
+    return tuple(Field(f.summary, f.label, f.rule) for f in fields if f.summary)
 
 
 def get_path(obj: Any, path: str, default: Any = None) -> Any:

@@ -151,8 +151,8 @@ def _build_summary(run_dir: Path) -> dict:
     cks = []
     for it in its:
         w, s = wv.get(it), sp.get(it)
-        entry = {"iteration": it,
-                 "train_loss": (s or {}).get("train_loss"), "val_loss": (s or {}).get("val_loss"),
+        entry = {"iteration": it,  # the losses: gptwaves.schema.CHECKPOINT_FIELDS, from the spelling result
+                 **{f.summary: (s or {}).get(f.path) for f in schema.CHECKPOINT_FIELDS if f.path != "iteration"},
                  "waves": None, "spelling": None}
         if w:
             entry["waves"] = {t: waves_entry(v) for t, v in w["taps"].items()}
