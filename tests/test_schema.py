@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gptwaves import schema
+from gptwaves import schema, tables
 from gptwaves.errors import CorruptArtefactError
 from gptwaves.stages import checks
 from gptwaves.stages.summary import spelling_entry, waves_entry
@@ -219,7 +219,7 @@ def test_the_three_renderings_show_the_declared_columns_and_the_same_cells(tap_r
 
     results = _results(tap_result, spelling_stats)
     s = _summary(results)
-    expect = {p: schema.checkpoint_table(s["checkpoints"], p, tap=TAP, floor=FLOOR) for p in schema.PLACES}
+    expect = {p: tables.checkpoint_table(s["checkpoints"], p, tap=TAP, floor=FLOOR) for p in schema.PLACES}
     for p, t in expect.items():
         assert t.labels == [c.label for c in schema.COLUMNS if p in c.places]
         assert len(t.rows) == (4 if p == "cli-waves" else 2)  # the waves command: a row per tap
@@ -270,13 +270,13 @@ def test_the_three_renderings_show_the_declared_columns_and_the_same_cells(tap_r
 
 
 def test_cells():
-    assert schema.fmt_number(None) == "—" and schema.fmt_number(float("nan")) == "—"
-    assert schema.fmt_number(0.123456) == "0.123" and schema.fmt_number(12345) == "12345"
-    assert schema.fmt_number(2.5e-5) == "2.50e-05" and schema.fmt_number(True) == "—"
-    c = schema.Cell(value="0.3", ci=("0.2", "0.4"), mark=True, p="0.01")
-    assert c.text == "0.3 [0.2, 0.4] * (p 0.01)" and schema.Cell(verdict="Poissonian").text == "Poissonian"
+    assert tables.fmt_number(None) == "—" and tables.fmt_number(float("nan")) == "—"
+    assert tables.fmt_number(0.123456) == "0.123" and tables.fmt_number(12345) == "12345"
+    assert tables.fmt_number(2.5e-5) == "2.50e-05" and tables.fmt_number(True) == "—"
+    c = tables.Cell(value="0.3", ci=("0.2", "0.4"), mark=True, p="0.01")
+    assert c.text == "0.3 [0.2, 0.4] * (p 0.01)" and tables.Cell(verdict="Poissonian").text == "Poissonian"
     with pytest.raises(ValueError):
-        schema.checkpoint_table([], "nowhere")
+        tables.checkpoint_table([], "nowhere")
 
 
 def test_publish_checks_summary_entries_by_the_schema(tap_result, spelling_stats):

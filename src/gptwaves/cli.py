@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from .errors import GptwavesError
-from .schema import checkpoint_table, fmt_number
+from .tables import checkpoint_table, fmt_number
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

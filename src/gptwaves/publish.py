@@ -35,7 +35,7 @@ from .io import (atomic_write_bytes, atomic_write_text, check_run_dir, confine_r
                  read_text_file)
 from .results_page import headline
 from . import schema
-from .schema import checkpoint_table
+from .tables import checkpoint_table
 
 __all__ = ["publish_run", "seeds_table", "claims_markdown", "readme_block", "md_escape", "check_summary",
            "KEY_FIGURES", "BEGIN", "END"]
@@ -277,7 +277,7 @@ def claims_markdown(s: dict, *, with_text: bool = True) -> str:
 
 
 def checkpoint_table_markdown(table) -> str:
-    """A checkpoint table (:func:`gptwaves.schema.checkpoint_table`) as a Markdown table, every
+    """A checkpoint table (:func:`gptwaves.tables.checkpoint_table`) as a Markdown table, every
     cell escaped (the same cells as the report and the CLI)."""
     out = ["| " + " | ".join(md_escape(c) for c in table.labels) + " |", "|" + "---|" * len(table.columns)]
     out += ["| " + " | ".join(md_escape(c.text) for c in row) + " |" for row in table.rows]

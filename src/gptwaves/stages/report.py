@@ -4,7 +4,7 @@
 ``DIR/report/index.html``:
 
 - findings (each claim with its verdict and its sentence of numbers) and the crossing iteration;
-- the checkpoint table (:func:`gptwaves.schema.checkpoint_table`: losses, Fano factors with CI and
+- the checkpoint table (:func:`gptwaves.tables.checkpoint_table`: losses, Fano factors with CI and
   verdict, error rate, coherence against its floors) and the spelling decomposition table;
 - training curves (``figures/training_curves.png``, drawn from ``metrics.jsonl`` when missing or stale);
 - every PNG figure of the training, waves, spelling and intervention stages (base64 data URIs);
@@ -45,7 +45,7 @@ from ..errors import GptwavesError
 from ..html_fragment import sanitize_fragment
 from ..io import atomic_write_text, check_regular_file, confine_reads, read_bytes_bounded, read_json
 from ..names import NAME_PATTERN, figure_stem, is_main_name, iteration_in
-from ..schema import checkpoint_table, fmt_number
+from ..tables import checkpoint_table, fmt_number
 from .common import focus_tap, guarded, input_floor
 
 __all__ = ["build_report", "sanitize_fragment", "caption_from_stem", "json_for_html", "report_context",
@@ -77,7 +77,7 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-fmt = fmt_number  # one number format for every table (gptwaves.schema)
+fmt = fmt_number  # one number format for every table (gptwaves.tables)
 
 
 def _d(x: Any) -> dict:
@@ -249,7 +249,7 @@ def _subject(summary) -> str:
 
 
 def report_table(summary: dict | None):
-    """The report's checkpoint table (:func:`gptwaves.schema.checkpoint_table`), or None."""
+    """The report's checkpoint table (:func:`gptwaves.tables.checkpoint_table`), or None."""
     cks = summary.get("checkpoints") if isinstance(summary, dict) else None
     if not isinstance(cks, list) or not cks:
         return None
