@@ -132,9 +132,10 @@ def _stage_kill(out: Path, corpus: Path, stage: str, rng: random.Random, expecte
     """Start reproduce, wait for the event "`stage` announced", SIGKILL it a random moment into the stage,
     and check that the kill landed inside it. Returns the stage the process was in when killed.
 
-    The moment is a random share (2-40 %) of the stage's duration in the uninterrupted run, so the kill
-    lands inside the stage unless this run is more than 2.5 times faster; that it did is then checked
-    from the process's own stage announcements, not assumed."""
+    The moment is a random share (1-12 %) of the stage's duration in the uninterrupted run, so the kill
+    lands inside the stage unless this run is more than 8 times faster (the uninterrupted run may have
+    shared the two cores with another test worker while this one runs alone: a factor of 2.5 has been
+    seen); that it did is then checked from the process's own stage announcements, not assumed."""
     p = subprocess.Popen(_cmd(out, corpus, quiet=False), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True, env=_env(), start_new_session=True)
     lines = []
@@ -144,7 +145,7 @@ def _stage_kill(out: Path, corpus: Path, stage: str, rng: random.Random, expecte
             break
     assert lines and f"] {stage} (" in lines[-1], (
         f"reproduce never announced {stage} (rc {p.poll()}): {''.join(lines)[-2000:]}")
-    time.sleep(rng.uniform(0.02, 0.4) * expected_s)
+    time.sleep(rng.uniform(0.01, 0.12) * expected_s)
     os.killpg(p.pid, signal.SIGKILL)  # the group exists: the process cannot exit before it is reaped
     p.wait(timeout=120)  # a hang guard only
     lines += p.stderr.read().replace("\r", "\n").splitlines()  # what it printed before it died
