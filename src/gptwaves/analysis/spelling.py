@@ -107,6 +107,7 @@ __all__ = [
     "crossing",
 ]
 
+
 # long: the docstring documents every parameter; the parts are the helpers below it
 def analyze_words(word_sample, word_start, word_len, word_mis, n_samples: int, length: int, *,
                   margin: int | None = None, n_cut=0, prompt_len: int = 0, alpha: float = 0.05,
