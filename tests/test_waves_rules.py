@@ -375,3 +375,38 @@ def test_claim4_weak_planted_difference_is_not_called_absent():
     ci = b["numbers"]["focus_minus_input"]["ci"]
     if ci[0] < -0.02 or ci[1] > 0.02:
         assert b["verdict"] == K.INCONCLUSIVE, b["text"]
+
+
+# ----------------------------------------------------------------------------- one rule part each
+
+
+def test_coherence_of_one_sample_is_not_a_population_excess():
+    """A strong common factor in one sample of 12, the other 11 independent: the surrogate test alone
+    rejects (Gaussian-tail p < 0.05 in every replicate), but the paired jackknife interval over samples
+    reaches below 0, so the excess is not called significant (the rule needs both parts; measured with
+    seed bases 100 and 300: p < 1e-3 and CI low end below -0.04 in all 10 replicates)."""
+    for r in range(10):
+        rng = np.random.default_rng(100 + r)
+        x = independent(rng)
+        x[:1] += rng.standard_normal((1, T, 1)) * (1.5 * rng.choice([-1.0, 1.0], C))
+        sur = W.coherence_with_nulls(x, seed=r, k=1, gain=False)["surrogate"]["mean_abs_corr"]
+        assert sur["p_value"] < 0.05 and sur["ci"][0] < 0, sur
+        assert not sur["significant"]
+
+
+def _induced(mac, pr):
+    return [{"iteration": it, "taps": {FOCUS: {"induced": {"mean_abs_corr": m, "participation_ratio": p}}}}
+            for it, m, p in zip([0, 10, 100, 1000, 3000], mac, pr)]
+
+
+def test_claim1_as_stated_needs_a_significant_rise():
+    """Claim 1 as stated: PR falls at every checkpoint (exact Spearman p = 1/60) while mean |R| only
+    wanders upwards (rho 0.3, p above 0.6): a positive rho without significance is not a build-up, so
+    the verdict is inconclusive (one part of two), not supported. With a monotone rise it is supported."""
+    pr = [5.0, 4.5, 4.0, 3.5, 3.0]
+    wander = claim_coherence(_induced([0.2, 0.3, 0.1, 0.35, 0.25], pr), FOCUS)["as_stated"]
+    assert wander["numbers"]["trend_mean_abs_corr"]["rho"] > 0
+    assert wander["numbers"]["trend_mean_abs_corr"]["p_value"] > 0.05
+    assert wander["verdict"] == K.INCONCLUSIVE, wander["text"]
+    rise = claim_coherence(_induced([0.1, 0.15, 0.2, 0.25, 0.3], pr), FOCUS)["as_stated"]
+    assert rise["verdict"] == K.SUPPORTED, rise["text"]

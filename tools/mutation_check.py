@@ -119,7 +119,7 @@ MUTATIONS: list[Mutation] = [
     Mutation("surrogate-ci-ignored", "analysis/surrogates.py",
              "\"significant\": bool(B > 0 and p < alpha and ci_ok)}",
              "\"significant\": bool(B > 0 and p < alpha)}",
-             ("tests/test_waves_rules.py", "-k", "size or null_cases or shared_gain"),
+             ("tests/test_waves_rules.py", "-k", "size or null_cases or shared_gain or one_sample"),
              "an excess is significant without its confidence interval excluding zero"),
     Mutation("coherence-holm-skipped", "analysis/coherence_nulls.py",
              "adj = np.maximum.accumulate((m - np.arange(m)) * p[order])", "adj = p[order]",
@@ -127,7 +127,7 @@ MUTATIONS: list[Mutation] = [
              "the per-checkpoint surrogate p-values are not Holm-adjusted"),
     Mutation("coherence-up-ignores-p", "analysis/waves_claims.py",
              "t[\"rho\"] > 0 and t[\"p_value\"] < alpha", "t[\"rho\"] > 0",
-             ("tests/test_waves_claims.py", "tests/test_waves_rules.py", "-k", "claim1 or build_up or rise_then_fall"),
+             ("tests/test_waves_claims.py", "tests/test_waves_rules.py", "-k", "claim1 or build_up or rise_then_fall or significant_rise"),
              "claim 1 as stated counts any positive Spearman rho as a build-up"),
     # ---- the weak tests of the test-quality issue, now fixed (each mutation passed the old test)
     Mutation("quantise-zero-channel", "stages/report.py",
