@@ -213,6 +213,7 @@ class GPT(nn.Module):
     def tap_names(self) -> list[str]:
         return tap_names(self.config.n_layer)
 
+    # long: the docstring states every tap, cache and edit option; the body is one pass through the blocks
     def forward(
         self,
         idx: torch.Tensor,

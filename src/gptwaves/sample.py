@@ -122,6 +122,7 @@ class Batch:
         return self.tokens.shape[1] - 1
 
 
+# long: prompt, window and cached generation steps in one loop that shares the KV cache and tap buffers
 @torch.no_grad()
 def generate(
     model: GPT,

@@ -433,6 +433,7 @@ def train(cfg: TrainConfig, corpus: Corpus, run_dir: str | os.PathLike) -> Train
         return _train_locked(cfg, corpus, run_dir, device, d)
 
 
+# long: the training loop with its resume, evaluation, checkpoint and interrupt steps in the order they run
 def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch.device, d=None) -> TrainResult:
     from . import distributed as dd
 

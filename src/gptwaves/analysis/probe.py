@@ -225,18 +225,25 @@ def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64,
         tq = float(_stats.t.ppf(0.5 + confidence / 2, m - 1))
         out.update(se=se, ci=[r2 - tq * se, r2 + tq * se])
     if int(n_null) > 0:
-        rng = np.random.default_rng([int(seed), 4])
-        phi = _lag1(x, mask)
-        nr, nh = [], []
-        for _ in range(int(n_null)):
-            xn = _ar1_like(x.shape, rng, phi)[ms, mt]
-            (r, _), h = r2_and_rhythm(_cv_predict(xn, yv, ms, fit, folds, out["ridge_penalty"])[0])
-            nr.append(r)
-            nh.append(h)
-        nr, nh = np.asarray(nr), np.asarray(nh)
-        out.update(null_r2=nr, null_rhythm=nh,
-                   null_r2_q95=float(np.quantile(nr[np.isfinite(nr)], 0.95, method="higher"))
-                   if np.isfinite(nr).any() else float("nan"),
-                   null_rhythm_q95=float(np.quantile(nh[np.isfinite(nh)], 0.95, method="higher"))
-                   if np.isfinite(nh).any() else float("nan"))
+        out.update(_red_noise_null(x, mask, ms, mt, yv, fit, folds, out["ridge_penalty"], int(n_null), seed,
+                                   r2_and_rhythm))
     return out
+
+
+def _red_noise_null(x, mask, ms, mt, yv, fit, folds, penalty, n_null: int, seed: int, r2_and_rhythm) -> dict:
+    """The AR(1) red-noise null of :func:`space_probe`: the probe refitted (same folds, same penalty) on
+    ``n_null`` AR(1) twins of the waves; their R^2 and rhythm similarity and the 95th percentiles."""
+    rng = np.random.default_rng([int(seed), 4])
+    phi = _lag1(x, mask)
+    nr, nh = [], []
+    for _ in range(n_null):
+        xn = _ar1_like(x.shape, rng, phi)[ms, mt]
+        (r, _), h = r2_and_rhythm(_cv_predict(xn, yv, ms, fit, folds, penalty)[0])
+        nr.append(r)
+        nh.append(h)
+    nr, nh = np.asarray(nr), np.asarray(nh)
+    return dict(null_r2=nr, null_rhythm=nh,
+                null_r2_q95=float(np.quantile(nr[np.isfinite(nr)], 0.95, method="higher"))
+                if np.isfinite(nr).any() else float("nan"),
+                null_rhythm_q95=float(np.quantile(nh[np.isfinite(nh)], 0.95, method="higher"))
+                if np.isfinite(nh).any() else float("nan"))

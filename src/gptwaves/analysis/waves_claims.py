@@ -273,8 +273,27 @@ def _strip_loo(d):
 def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str | None = "hook_embed",
                     alpha: float = 0.05, margin: float = MARGIN_EXCESS) -> dict:
     """Claim 1 (coherence builds up), see the module docstring for the rules."""
-    v1, its, mac, pr, t_mac, t_pr, turn = _as_stated_coherence(checkpoints, focus_tap, alpha)
     gain_avail = any(_get(c, "taps", focus_tap, "gain_normalised") for c in checkpoints)
+    as_stated = _coherence_as_stated(checkpoints, focus_tap, alpha, gain_avail)
+    # beyond the null
+    if not checkpoints:
+        return _c.claim(1, CLAIM1, as_stated, {"verdict": _c.INCONCLUSIVE, "text": "No checkpoints.", "numbers": {}})
+    raw = _beyond_coherence(checkpoints, focus_tap, input_tap, alpha, margin)
+    gain = _beyond_coherence(checkpoints, focus_tap, input_tap, alpha, margin, ("gain_normalised",)) \
+        if gain_avail else None
+    v2 = raw["verdict"] if gain is None else min(raw["verdict"], gain["verdict"], key=_RANK.get)
+    holm_raw = coherence_significance(checkpoints, alpha)
+    first, last = checkpoints[0], checkpoints[-1]
+    beyond = {"verdict": v2,
+              "text": _coherence_beyond_text(raw, gain, v2, holm_raw, first, last, focus_tap, input_tap, margin),
+              "numbers": _coherence_beyond_numbers(raw, gain, holm_raw, last, focus_tap, input_tap, margin)}
+    return _c.claim(1, CLAIM1, as_stated, beyond)
+
+
+def _coherence_as_stated(checkpoints: Sequence[Mapping], focus_tap: str, alpha: float, gain_avail: bool) -> dict:
+    """Claim 1 as stated: the trends of the induced order parameters (and the same after gain
+    normalisation, when the checkpoints have it)."""
+    v1, its, mac, pr, t_mac, t_pr, turn = _as_stated_coherence(checkpoints, focus_tap, alpha)
     text1 = (f"At {focus_tap} (induced, evoked part removed): "
              + _c.trend_text("mean |R|", t_mac) + " " + _c.trend_text("Participation ratio", t_pr))
     if turn:
@@ -289,17 +308,13 @@ def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: s
                  "numbers": {"tap": focus_tap, "iterations": its, "mean_abs_corr_induced": mac,
                              "participation_ratio_induced": pr, "trend_mean_abs_corr": _slim(t_mac),
                              "trend_participation_ratio": _slim(t_pr), "verdict_gain_normalised": v1g}}
+    return as_stated
 
-    # beyond the null
-    if not checkpoints:
-        return _c.claim(1, CLAIM1, as_stated, {"verdict": _c.INCONCLUSIVE, "text": "No checkpoints.", "numbers": {}})
-    raw = _beyond_coherence(checkpoints, focus_tap, input_tap, alpha, margin)
-    gain = _beyond_coherence(checkpoints, focus_tap, input_tap, alpha, margin, ("gain_normalised",)) \
-        if gain_avail else None
-    v2 = raw["verdict"] if gain is None else min(raw["verdict"], gain["verdict"], key=_RANK.get)
-    holm_raw = coherence_significance(checkpoints, alpha)
-    first, last = checkpoints[0], checkpoints[-1]
-    sl, sf, si = raw["last"] or {}, raw["first"] or {}, raw["input_floor"] or {}
+
+def _coherence_beyond_text(raw: dict, gain: dict | None, v2: str, holm_raw: dict, first: Mapping, last: Mapping,
+                           focus_tap: str, input_tap: str | None, margin: float) -> str:
+    """The sentence of claim 1 beyond the null."""
+    sl, sf = raw["last"] or {}, raw["first"] or {}
     p = raw["parts"]
     text2 = (f"Excess of induced mean |R| over the sample-shuffle surrogate at {focus_tap}: "
              f"{_f(sl.get('excess'))} {_ci(sl.get('ci'))}, z = {_f(sl.get('z'))} surrogate SDs "
@@ -335,29 +350,33 @@ def claim_coherence(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: s
                   f"verdict {'survives' if gain['verdict'] == raw['verdict'] else 'does not survive'} normalisation"
                   + ("" if gain["verdict"] == raw["verdict"] else f"; the weaker verdict, \"{v2}\", is reported")
                   + ".")
+    return text2
+
+
+def _coherence_beyond_numbers(raw: dict, gain: dict | None, holm_raw: dict, last: Mapping, focus_tap: str,
+                              input_tap: str | None, margin: float) -> dict:
+    """The numbers of claim 1 beyond the null."""
     diff_last = _get(last, "taps", focus_tap, "gain_normalised", "raw_minus_normalised", "mean_abs_corr")
-    beyond = {"verdict": v2, "text": text2,
-              "numbers": {"tap": focus_tap, "input_tap": input_tap, "margin": margin,
-                          "last": _strip_loo(raw["last"]), "first": _strip_loo(raw["first"]),
-                          "input_floor": _strip_loo(raw["input_floor"]), "parts": raw["parts"],
-                          "significant": raw["parts"]["significant_last"], "change_first_to_last": raw["change"],
-                          "focus_minus_input": raw["vs_input"], "fall_after_peak": raw["fall_after_peak"],
-                          "excess_by_checkpoint": raw["excess_by_checkpoint"], "trend_excess": raw["trend_excess"],
-                          "verdict_raw": raw["verdict"],
-                          "verdict_gain_normalised": None if gain is None else gain["verdict"],
-                          "survives_gain_normalisation": None if gain is None else gain["verdict"] == raw["verdict"],
-                          "gain_normalised": None if gain is None else {
-                              "last": _strip_loo(gain["last"]), "parts": gain["parts"],
-                              "change_first_to_last": gain["change"], "focus_minus_input": gain["vs_input"],
-                              "trend_excess": gain["trend_excess"],
-                              "excess_by_checkpoint": gain["excess_by_checkpoint"]},
-                          "raw_minus_gain_normalised_last": diff_last,
-                          "holm": {k: v for k, v in holm_raw.items()},
-                          "participation_ratio_last": _strip_loo(_get(last, "taps", focus_tap, "surrogate",
-                                                                      "participation_ratio")),
-                          "lambda_max_share_last": _strip_loo(_get(last, "taps", focus_tap, "surrogate",
-                                                                   "lambda_max_share"))}}
-    return _c.claim(1, CLAIM1, as_stated, beyond)
+    return {"tap": focus_tap, "input_tap": input_tap, "margin": margin,
+            "last": _strip_loo(raw["last"]), "first": _strip_loo(raw["first"]),
+            "input_floor": _strip_loo(raw["input_floor"]), "parts": raw["parts"],
+            "significant": raw["parts"]["significant_last"], "change_first_to_last": raw["change"],
+            "focus_minus_input": raw["vs_input"], "fall_after_peak": raw["fall_after_peak"],
+            "excess_by_checkpoint": raw["excess_by_checkpoint"], "trend_excess": raw["trend_excess"],
+            "verdict_raw": raw["verdict"],
+            "verdict_gain_normalised": None if gain is None else gain["verdict"],
+            "survives_gain_normalisation": None if gain is None else gain["verdict"] == raw["verdict"],
+            "gain_normalised": None if gain is None else {
+                "last": _strip_loo(gain["last"]), "parts": gain["parts"],
+                "change_first_to_last": gain["change"], "focus_minus_input": gain["vs_input"],
+                "trend_excess": gain["trend_excess"],
+                "excess_by_checkpoint": gain["excess_by_checkpoint"]},
+            "raw_minus_gain_normalised_last": diff_last,
+            "holm": {k: v for k, v in holm_raw.items()},
+            "participation_ratio_last": _strip_loo(_get(last, "taps", focus_tap, "surrogate",
+                                                        "participation_ratio")),
+            "lambda_max_share_last": _strip_loo(_get(last, "taps", focus_tap, "surrogate",
+                                                     "lambda_max_share"))}
 
 
 def claim_space_channels(checkpoints: Sequence[Mapping], focus_tap: str, input_tap: str | None = "hook_embed",

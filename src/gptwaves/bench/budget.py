@@ -91,6 +91,7 @@ def stage_seconds(reproduce: dict) -> dict[str, float]:
     return out
 
 
+# long: one row per stage, each its few lines of FLOP arithmetic, read top to bottom
 def run(quick: bool = False, corpus=None, *, run_dir: str | Path | None = None, peak_n: int | None = None) -> list[dict]:
     """Rows: per stage, measured seconds against the seconds at the matmul peak (the gap)."""
     import torch

@@ -186,6 +186,7 @@ def newest_only_row(model, S: int, taps, repeats: int = 15) -> dict:
                           f"{diff:.1e} (exact to float rounding)")
 
 
+# long: one benchmark row after another, each a measured loop and its reference
 def run(quick: bool = False, corpus=None, *, samples: int | None = None, steps_in: int | None = None,
         steps_long: int | None = None, mem_samples: tuple[int, int] | None = None,
         mem_steps: int | None = None, stride: int = 64, repeats: int | None = None,

@@ -12,7 +12,7 @@
   models were added).
 * The cost of the null models on one tap: ``analyze_tap`` with the defaults against
   ``n_surrogates=0, n_boot=0`` on the same (S, T, C) waves.
-* The ACF of all channels by FFT (:func:`gptwaves.analysis.waves.autocorrelation`) against a
+* The ACF of all channels by FFT (:func:`gptwaves.analysis.oscillation.autocorrelation`) against a
   loop over statsmodels ``acf(adjusted=False)`` on the same subset (192 channels x 8 samples by
   default), reported as series per second and their ratio, with the largest difference of the
   two results as a correctness check.
@@ -87,7 +87,7 @@ def run(quick: bool = False, corpus=None, *, taps: int | None = None, samples: i
     Full: 8 taps x 192 x 64 x 500, 3 repeats; ACF on 192 channels x 8 samples. ``quick``: 8 taps x
     192 x 16 x 200, 1 repeat; ACF on 2 samples. ``corpus`` is unused.
     """
-    from ..analysis.waves import autocorrelation
+    from ..analysis.oscillation import autocorrelation
     from ..stages.waves import WavesSettings, analyze_recording
 
     taps = taps or 8

@@ -101,7 +101,7 @@ def make_edit(channels: Sequence[int], mode: dict, means: Sequence[float] | None
 
 def tap_labels(run_dir: Path, name: str, tap: str, checkpoint_hint: str | None = None) -> dict:
     """Cluster ids and function labels of a tap's channels, as the waves stage stored them in
-    ``DIR/waves/<name>/arrays.npz`` (labels follow :func:`gptwaves.analysis.waves.channel_function`,
+    ``DIR/waves/<name>/arrays.npz`` (labels follow :func:`gptwaves.analysis.channel_labels.channel_function`,
     classes with too few events unlabelled). Raises a one-line GptwavesError when the waves analysis
     (or that tap in it) is missing or predates stored labels.
     """
@@ -280,11 +280,45 @@ def intervene_run(
         The content of ``result.json`` plus ``path`` (its location), ``out_dir`` and ``reused``.
     """
     from ..corpus import CharTokenizer
-    from ..io import RunLock, atomic_write_json, check_run_dir
-    from ..model import GPT
+    from ..io import RunLock, atomic_write_json
     from ..runtime import graceful_stop
-    from .common import load_selected, resolve_lexicon, select_checkpoints
+    from .common import resolve_lexicon
 
+    parsed_mode, mode_c, control_seed = _checked_request(mode, control_seed, tap, channels)
+    prompt = settings.prompt
+    run_dir, name, model, meta, ch = _model_and_channels(run_dir, checkpoint, source, tap, channels, control_seed)
+    L = settings.resolved_length(model)
+    vocab = list(meta["vocab"])
+    prompt_ids = CharTokenizer(vocab).encode(prompt, what="prompt")
+    lex, lex_name, lex_hash = resolve_lexicon(run_dir, settings.lexicon, source.corpus)
+    stored = _stored_settings(run_dir, name, meta, tap, ch, parsed_mode, mode_c, control_seed, L, settings,
+                              lex_name, lex_hash)
+    mean_source = stored["mean_source"]
+    out_dir = run_dir / "interventions" / intervention_dir_name(name, tap, ch["spec"], mode_c)
+    rpath = out_dir / "result.json"
+    old = reusable(rpath, "interventions", stored, validate=intervention_result)
+    if old is not None:
+        if figures and not all((out_dir / f).is_file() for f in old.get("figures", [])):
+            _figures(out_dir, old)
+        return {**old, "path": rpath, "out_dir": out_dir, "reused": True}
+
+    with RunLock(run_dir), graceful_stop() as stop:
+        texts, base_from, means_all = _generate(run_dir, name, model, meta, tap, ch, parsed_mode, mean_source,
+                                                prompt_ids, L, settings, stop, progress)
+        result = _result(out_dir.name, stored, ch, means_all, base_from,
+                         *_conditions(texts, lex, len(prompt), L, settings))
+        atomic_write_json(out_dir / "samples.json", {"settings": stored, "edited": texts["edited"],
+                                                     "control": texts["control"]})
+        if figures:
+            result["figures"] = _figures(out_dir, result)
+        atomic_write_json(rpath, result)  # last: its presence means the intervention is done
+    result = read_json(rpath, "intervention result", dict)
+    return {**result, "path": rpath, "out_dir": out_dir, "reused": False}
+
+
+def _checked_request(mode: str, control_seed: int, tap: str, channels: str) -> tuple[dict, str, int]:
+    """The parsed edit mode, its canonical text and the checked control seed of :func:`intervene_run`;
+    refuses an empty tap or channel spec."""
     from ..config import check_int
     from ..sample import MAX_SAMPLING_SEED
 
@@ -295,8 +329,16 @@ def intervene_run(
         raise GptwavesError("--tap is empty: give a tap name, e.g. blocks.0.hook_resid_post")
     if not isinstance(channels, str) or not channels.strip():
         raise GptwavesError("--channels is empty: give channels like '3,17,40' or '10-20', 'cluster:K' or 'label:NAME'")
-    samples, prompt, sampling, batch_size = settings.samples, settings.prompt, settings.sampling, settings.batch_size
-    n_boot, alpha, seed = settings.n_boot, settings.alpha, settings.sampling.seed
+    return parsed_mode, mode_c, control_seed
+
+
+def _model_and_channels(run_dir, checkpoint, source: ModelSource, tap: str, channels: str, control_seed: int):
+    """The one checkpoint of :func:`intervene_run` loaded, and its channel sets: ``(run_dir, name, model,
+    meta, {"target", "control", "spec" (canonical), "C", "info" (labels and clusters or None)})``."""
+    from ..io import check_run_dir
+    from ..model import GPT
+    from .common import load_selected, select_checkpoints
+
     run_dir = check_run_dir(run_dir)
     if not run_dir.is_dir():
         raise GptwavesError(f"run directory not found: {run_dir}")
@@ -319,89 +361,98 @@ def intervene_run(
                                    clusters=info["clusters"] if info else None)
     spec_c = ia.channel_spec_canonical(spec_s)
     control = ia.control_channels(target, C, control_seed)
-    L = settings.resolved_length(model)
-    vocab = list(meta["vocab"])
-    prompt_ids = CharTokenizer(vocab).encode(prompt, what="prompt")
-    P = len(prompt)
-    lex, lex_name, lex_hash = resolve_lexicon(run_dir, settings.lexicon, source.corpus)
+    return run_dir, name, model, meta, {"target": target, "control": control, "spec": spec_c, "C": C, "info": info}
+
+
+def _stored_settings(run_dir: Path, name: str, meta: dict, tap: str, ch: dict, parsed_mode: dict, mode_c: str,
+                     control_seed: int, L: int, settings: SpellingSettings, lex_name, lex_hash) -> dict:
+    """The settings an intervention's result is stored and reused under (with where the channel means
+    of a ``mean`` edit come from)."""
+    samples, prompt, sampling = settings.samples, settings.prompt, settings.sampling
     mean_source = None
     if parsed_mode["kind"] == "mean":
         mean_source = _recording_source(run_dir, name, tap, meta.get("weights_sha256")) or {
-            "kind": "generation", "samples": min(MEAN_SAMPLES, samples), "seed": seed, "batch": 0}
+            "kind": "generation", "samples": min(MEAN_SAMPLES, samples), "seed": sampling.seed, "batch": 0}
     stored = {
         "checkpoint": name, "iteration": meta.get("iteration"), "weights_sha256": meta.get("weights_sha256"),
-        "tap": tap, "spec": spec_c, "channels": target.tolist(), "n_channels_tap": C, "mode": mode_c,
-        "mode_parsed": parsed_mode, "mean_source": mean_source, "control_seed": control_seed,
-        "control_channels": None if control is None else control.tolist(),
+        "tap": tap, "spec": ch["spec"], "channels": ch["target"].tolist(), "n_channels_tap": ch["C"],
+        "mode": mode_c, "mode_parsed": parsed_mode, "mean_source": mean_source, "control_seed": control_seed,
+        "control_channels": None if ch["control"] is None else ch["control"].tolist(),
         "samples": samples, "length": L, "margin": settings.margin, "prompt": prompt,
-        "sampling": sampling.to_dict(), "batch_size": batch_size, "lexicon": lex_name, "lexicon_hash": lex_hash,
-        "n_boot": n_boot, "n_perm": settings.n_perm, "alpha": alpha,
+        "sampling": sampling.to_dict(), "batch_size": settings.batch_size, "lexicon": lex_name,
+        "lexicon_hash": lex_hash, "n_boot": settings.n_boot, "n_perm": settings.n_perm, "alpha": settings.alpha,
     }
-    out_dir = run_dir / "interventions" / intervention_dir_name(name, tap, spec_c, mode_c)
-    rpath = out_dir / "result.json"
-    old = reusable(rpath, "interventions", stored, validate=intervention_result)
-    if old is not None:
-        if figures and not all((out_dir / f).is_file() for f in old.get("figures", [])):
-            _figures(out_dir, old)
-        return {**old, "path": rpath, "out_dir": out_dir, "reused": True}
+    return stored
 
-    with RunLock(run_dir), graceful_stop() as stop:
-        def gen(edits=None):
-            return sample_texts(model, vocab, samples, L + settings.margin, prompt, sampling,
-                                batch_size=batch_size, stop=stop, progress=progress, edits=edits)
 
-        key = settings.texts_key(L, meta.get("weights_sha256"))
-        base_texts, base_from = _baseline_texts(run_dir, name, key, gen, vocab)
-        means_all = None
-        if parsed_mode["kind"] == "mean":
-            means_all = channel_means(run_dir=run_dir, source=mean_source if mean_source["kind"] == "recording"
-                                      else None, tap=tap, model=model, prompt_ids=prompt_ids, length=L,
-                                      sampling=sampling, n_samples=min(MEAN_SAMPLES, samples))
+def _generate(run_dir: Path, name: str, model, meta: dict, tap: str, ch: dict, parsed_mode: dict, mean_source,
+              prompt_ids, L: int, settings: SpellingSettings, stop, progress: bool) -> tuple[dict, str, object]:
+    """The texts of :func:`intervene_run`'s conditions (``{"baseline", "edited", "control"}``, control
+    None without control channels), where the baseline came from, and the channel means of a
+    ``mean`` edit (None otherwise)."""
+    samples, prompt, sampling = settings.samples, settings.prompt, settings.sampling
+    vocab = list(meta["vocab"])
 
-        def edit_for(ch):
-            return {tap: make_edit(ch, parsed_mode, None if means_all is None else means_all[ch])}
+    def gen(edits=None):
+        return sample_texts(model, vocab, samples, L + settings.margin, prompt, sampling,
+                            batch_size=settings.batch_size, stop=stop, progress=progress, edits=edits)
 
-        edited_texts = gen(edit_for(target))
-        control_texts = gen(edit_for(control)) if control is not None else None
+    key = settings.texts_key(L, meta.get("weights_sha256"))
+    base_texts, base_from = _baseline_texts(run_dir, name, key, gen, vocab)
+    means_all = None
+    if parsed_mode["kind"] == "mean":
+        means_all = channel_means(run_dir=run_dir, source=mean_source if mean_source["kind"] == "recording"
+                                  else None, tap=tap, model=model, prompt_ids=prompt_ids, length=L,
+                                  sampling=sampling, n_samples=min(MEAN_SAMPLES, samples))
 
-        conds, raw = {}, {}
-        for i, (cname, texts) in enumerate((("baseline", base_texts), ("edited", edited_texts),
-                                            ("control", control_texts))):
-            if texts is None:
-                continue
-            conds[cname], raw[cname] = _condition(texts, lex, P, L, settings)
-        comparisons = {"edited_vs_baseline": _compare(raw["baseline"], raw["edited"], P, n_boot, alpha, seed)}
-        if "control" in raw:
-            comparisons["control_vs_baseline"] = _compare(raw["baseline"], raw["control"], P, n_boot, alpha, seed)
-        labels = info["labels"] if info else None
-        result = stamp("interventions", {
-            "kind": "gptwaves-intervention",
-            "name": out_dir.name,
-            "settings": stored,
-            "channels": {
-                "target": target.tolist(),
-                "control": None if control is None else control.tolist(),
-                "control_note": None if control is not None else
-                "no control: fewer channels outside the target set than in it",
-                "target_labels": None if labels is None else [labels[c] for c in target.tolist()],
-                "target_clusters": None if info is None else [int(info["clusters"][c]) for c in target.tolist()],
-                "means": None if means_all is None else {
-                    "target": means_all[target].tolist(),
-                    "control": None if control is None else means_all[control].tolist()},
-            },
-            "baseline_texts": base_from,
-            "conditions": conds,
-            "comparisons": comparisons,
-            "packages": package_versions(),
-            "figures": [],
-        })
-        atomic_write_json(out_dir / "samples.json", {"settings": stored, "edited": edited_texts,
-                                                     "control": control_texts})
-        if figures:
-            result["figures"] = _figures(out_dir, result)
-        atomic_write_json(rpath, result)  # last: its presence means the intervention is done
-    result = read_json(rpath, "intervention result", dict)
-    return {**result, "path": rpath, "out_dir": out_dir, "reused": False}
+    def edit_for(c):
+        return {tap: make_edit(c, parsed_mode, None if means_all is None else means_all[c])}
+
+    edited_texts = gen(edit_for(ch["target"]))
+    control_texts = gen(edit_for(ch["control"])) if ch["control"] is not None else None
+    return {"baseline": base_texts, "edited": edited_texts, "control": control_texts}, base_from, means_all
+
+
+def _conditions(texts: dict, lex, P: int, L: int, settings: SpellingSettings) -> tuple[dict, dict]:
+    """Per condition (baseline, edited, control when there is one) its statistics, and the comparisons
+    of the edited and control conditions with the baseline."""
+    conds, raw = {}, {}
+    for cname, tx in texts.items():
+        if tx is None:
+            continue
+        conds[cname], raw[cname] = _condition(tx, lex, P, L, settings)
+    n_boot, alpha, seed = settings.n_boot, settings.alpha, settings.sampling.seed
+    comparisons = {"edited_vs_baseline": _compare(raw["baseline"], raw["edited"], P, n_boot, alpha, seed)}
+    if "control" in raw:
+        comparisons["control_vs_baseline"] = _compare(raw["baseline"], raw["control"], P, n_boot, alpha, seed)
+    return conds, comparisons
+
+
+def _result(name: str, stored: dict, ch: dict, means_all, base_from: str, conds: dict, comparisons: dict) -> dict:
+    """The content of an intervention's ``result.json`` (figures filled in later)."""
+    target, control, info = ch["target"], ch["control"], ch["info"]
+    labels = info["labels"] if info else None
+    return stamp("interventions", {
+        "kind": "gptwaves-intervention",
+        "name": name,
+        "settings": stored,
+        "channels": {
+            "target": target.tolist(),
+            "control": None if control is None else control.tolist(),
+            "control_note": None if control is not None else
+            "no control: fewer channels outside the target set than in it",
+            "target_labels": None if labels is None else [labels[c] for c in target.tolist()],
+            "target_clusters": None if info is None else [int(info["clusters"][c]) for c in target.tolist()],
+            "means": None if means_all is None else {
+                "target": means_all[target].tolist(),
+                "control": None if control is None else means_all[control].tolist()},
+        },
+        "baseline_texts": base_from,
+        "conditions": conds,
+        "comparisons": comparisons,
+        "packages": package_versions(),
+        "figures": [],
+    })
 
 
 def _figures(out_dir: Path, result: dict) -> list[str]:

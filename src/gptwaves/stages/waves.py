@@ -2,7 +2,7 @@
 
 docs/method.md, Coherence and Coherence against its floors.
 
-- ``waves/<name>/summary.json``: per-tap scalars and labels (:func:`gptwaves.analysis.waves.tap_summary`),
+- ``waves/<name>/summary.json``: per-tap scalars and labels (:func:`gptwaves.analysis.waves_summary.tap_summary`),
   the settings and the recording's sha256 (reused while both match);
 - ``waves/<name>/arrays.npz``: R, ACFs, periods, clustering, effect sizes, event-triggered averages;
 - ``waves/<name>/channel_function.csv``; figures under ``waves/figures/``;
@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import CorruptArtefactError, GptwavesError
 from ..io import RunLock, atomic_write_bytes, atomic_write_json, check_run_dir, sha256_file
 from ..io import write_csv
-from ..analysis.waves import tap_summary
+from ..analysis.waves_summary import tap_summary
 from ..names import iteration_of_name
 from ..record import recording_is_current
 from ..runtime import progress_bar
@@ -307,7 +307,9 @@ def repeatability(variants: dict, settings: WavesSettings = WavesSettings()) -> 
 
     Returns ``(JSON-ready result or None, raw comparison matrices for the figure)``.
     """
-    from ..analysis import waves as wa
+    from ..analysis.correlation import correlation_matrix
+    from ..analysis.oscillation import autocorrelation
+    from ..analysis.repeatability import compare_recordings
     from ..record import Recording
 
     def stats(path: Path, tap: str):
@@ -315,7 +317,7 @@ def repeatability(variants: dict, settings: WavesSettings = WavesSettings()) -> 
             chars = rec.input_chars()
             mask = np.broadcast_to(~rec.is_prompt, chars.shape)
             x = rec.waves(tap).astype(np.float32, copy=False)
-        return wa.correlation_matrix(x, mask), wa.autocorrelation(x, nlags=settings.nlags, mask=mask)
+        return correlation_matrix(x, mask), autocorrelation(x, nlags=settings.nlags, mask=mask)
 
     seeds, prompts = variants.get("seeds", {}), variants.get("prompts", {})
     if len(seeds) < 2 and len(prompts) < 2:
@@ -327,8 +329,7 @@ def repeatability(variants: dict, settings: WavesSettings = WavesSettings()) -> 
     raw: dict = {}
     for key, group in (("seeds", seeds), ("prompts", prompts)):
         if len(group) >= 2:
-            cmp = wa.compare_recordings([stats(Path(p), tap) for p in group.values()], list(group),
-                                        seed=settings.seed)
+            cmp = compare_recordings([stats(Path(p), tap) for p in group.values()], list(group), seed=settings.seed)
             raw[key] = cmp
             n = len(group)
             iu = np.triu_indices(n, 1)
