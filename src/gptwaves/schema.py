@@ -257,7 +257,12 @@ def _spelling_fields() -> tuple[Field, ...]:
                 _f(f"{which}.p_value", f"{what}: dispersion test p-value", "probability", to, required=to),
                 _f(f"{which}.verdict", f"{what}: dispersion verdict", "text", to, required=to, nullable=False),
                 _f(f"{which}.reason", f"{what}: why undefined", "text")]
-    out += [
+    return tuple(out) + _reference_fields()
+
+
+def _reference_fields() -> tuple[Field, ...]:
+    """The spelling counts against their references and nulls (docs/method.md, Spelling)."""
+    out = [
         _f("error_rate_reason", "why the error rate is undefined", "text"),
         _f("rate_by_length", "error rate by word length", "object"),
         _f("rate_by_position", "error rate by position", "object"),
