@@ -692,7 +692,7 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, scena
 
 @cli.command("bench")
 @click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget",
-                                                  "sweep", "calibrate"]),
+                                                  "sweep", "calibrate", "profile"]),  # = bench.BENCHES (a test checks)
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -704,7 +704,8 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, scena
 def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes: bool, run_dir: Path | None) -> None:
     """Performance figures as ratios against baselines measured in the same run.
 
-    WHICH: all (default), train, record, waves, spelling, e2e, hf, budget (needs --run) or calibrate. Progress goes to stderr, the
+    WHICH: all (default), train, record, waves, spelling, e2e, hf, budget (needs --run), sweep, calibrate or
+    profile (torch.profiler of one training, recording and sampling step). Progress goes to stderr, the
     table to stdout. Full sizes take long on a small CPU (see bench/README.md); use --quick to try.
     """
     from . import bench as gb
