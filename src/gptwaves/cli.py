@@ -738,11 +738,28 @@ def publish() -> None:
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--readme", type=click.Path(path_type=Path), default=None,
               help="Also replace this README's <!-- results:begin --> ... <!-- results:end --> block.")
-def publish_run_command(run_dir: Path, dest: Path, readme: Path | None) -> None:
-    """Copy RUN_DIR's summary.json and key figures into DEST and write DEST/claims.md."""
+@click.option("--no-peaks", is_flag=True, help="Do not measure the matmul peaks: budget.json then has no seconds at "
+              "the peak and no gaps, and says so (a fast publish).")
+@click.option("--peaks", "given", nargs=2, type=float, default=None, metavar="FP32 BF16",
+              help="Use these matmul peaks (GFLOP/s, measured elsewhere, e.g. by `gptwaves bench`) instead of "
+              "measuring them.")
+@click.option("--peak-n", type=click.IntRange(1, 16384), default=None,
+              help="Matrix size of the measured peaks (default: that of `gptwaves bench budget`).")
+@click.option("--peak-repeats", type=click.IntRange(1, 1000), default=None,
+              help="Repeats of the measured peaks, whose median is taken (default: those of `gptwaves bench`).")
+def publish_run_command(run_dir: Path, dest: Path, readme: Path | None, no_peaks: bool,
+                        given: tuple[float, float] | None, peak_n: int | None, peak_repeats: int | None) -> None:
+    """Copy RUN_DIR's summary.json and key figures into DEST, write its time budget to
+    DEST/budget.json (stage times, machine, matmul peaks, FLOPs per stage) and DEST/claims.md."""
+    from .bench.budget import given_peaks
     from .publish import publish_run
 
-    for p in publish_run(run_dir, dest, readme):
+    if no_peaks and (given or peak_n or peak_repeats):
+        raise GptwavesError("--no-peaks excludes --peaks, --peak-n and --peak-repeats")
+    if given and (peak_n or peak_repeats):
+        raise GptwavesError("--peaks (given peaks) excludes --peak-n and --peak-repeats (measured peaks)")
+    peaks = "none" if no_peaks else given_peaks(*given) if given else "measure"
+    for p in publish_run(run_dir, dest, readme, peaks=peaks, peak_n=peak_n, peak_repeats=peak_repeats):
         click.echo(str(p))
 
 
