@@ -209,3 +209,31 @@ def test_sweep_bench_row_is_per_member_over_plain_reproduce(monkeypatch):
     monkeypatch.setattr(sb, "_timed", lambda cmd, timeout: (1.0, "boom"))
     bad = sb.run(quick=True)[0]
     assert bad["ok"] is False and "boom" in bad["notes"]
+
+
+def test_profile_bench_quick(one_thread):
+    """Every profiled step gives its time, a matrix-product share in [0, 100] % and its top operators,
+    whose shares sum to at most 100 %; training's top list holds a matmul and an overhead operator."""
+    rows = check_rows(bench.run("profile", quick=True, raise_errors=True), "profile")
+    for step in ("train", "record", "sample"):
+        mine = [r for r in rows if r["figure"].startswith(f"profile {step}:")]
+        assert mine[0]["unit"] == "ms" and mine[0]["value"] > 0
+        assert 0 <= mine[1]["value"] <= 100
+        tops = mine[2:]
+        assert tops and sum(r["value"] for r in tops) <= 100 + 1e-6
+    train_notes = [r["notes"] for r in rows if r["figure"].startswith("profile train: aten")]
+    assert any("matmul" in n for n in train_notes) and any("overhead" in n for n in train_notes)
+
+
+def test_profile_classifies_matrix_products():
+    from gptwaves.bench.profile import is_matmul
+
+    assert is_matmul("aten::mm") and is_matmul("aten::addmm") and is_matmul("aten::bmm")
+    assert not is_matmul("aten::add_") and not is_matmul("aten::native_layer_norm") and not is_matmul("aten::copy_")
+
+
+def test_cli_offers_every_bench():
+    from gptwaves.cli import bench as bench_cmd
+
+    choices = next(p for p in bench_cmd.params if p.name == "which").type.choices
+    assert list(choices) == ["all", *bench.BENCHES]

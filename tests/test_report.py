@@ -309,3 +309,52 @@ def test_quantise_nan_and_constant_channels():
     d = _quantise(x)
     assert all(np.isfinite(d["lo"])) and all(v > 0 for v in d["scale"])
     assert json.loads(json_for_html(d)) == d
+
+
+# ------------------------------------------------------------------ the page from a template
+
+def test_the_template_escapes_every_field_of_the_summary(tmp_path):
+    """The page is a Jinja2 template with autoescaping on: markup in any field of summary.json
+    (preset, tap names, claim titles and texts, settings, versions, the crossing's reason) is text."""
+    run = tmp_path / "run"
+    run.mkdir()
+    bad = "<img src=x onerror=alert(1)>"
+    summary = {
+        "preset": bad, "corpus_sha256": bad, "hf": {"model": bad, "revisions": [{"step": 1, "revision": bad,
+                                                                               "model": bad}]},
+        "settings": {bad: bad}, "versions": {bad: bad}, "timings": {bad: 1.0},
+        "checkpoints": [{"iteration": 100, "val_loss": 1.0,
+                         "waves": {bad: {"mean_abs_corr": 0.5, "induced": {"mean_abs_corr": 0.4}}},
+                         "spelling": {"correct": {"fano": 0.9, "verdict": bad}, "words": {"fano": 0.5},
+                                      "cascade": {"verdict": bad}}}],
+        "findings": {"crossing": {"reason": bad}, "claims": [
+            {"id": 1, "claim": bad, "as_stated": {"verdict": bad, "text": bad + " iteration 100"},
+             "beyond_null": {"verdict": "supported", "text": bad}}]},
+        "calibration": {"claims": {"1": {"as_stated": {"text": bad}}}},
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = build_report(run).read_text()
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert html.count("&lt;img src=x onerror=alert(1)&gt;") >= 12
+    # a Hugging Face suite's checkpoints are training steps, in the claims' sentences too
+    assert "step 100" in html and "iteration 100" not in html and "<th>step</th>" in html
+
+
+def test_report_module_writes_no_html():
+    """stages/report.py prepares data; every tag of the page is in templates/report.html (no HTML
+    in Python strings), and the template ships in the package."""
+    import ast
+    from importlib import resources
+
+    import gptwaves.stages.report as rep
+
+    tree = ast.parse(Path(rep.__file__).read_text())
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    tags = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docs and re.search(r"<(/?[a-z][a-z0-9]*)(\s|>|/>)", n.value)]
+    assert tags == []
+    assert resources.files("gptwaves").joinpath("templates", "report.html").is_file()
+    env = rep._environment()
+    assert env.autoescape is True or env.autoescape("report.html")

@@ -319,7 +319,7 @@ def test_waves_stage(run_dir, capsys):
     before = mtimes(watched)
     out = cli(capsys, "waves", "--run", run_dir, "--checkpoint", "all", "--nlags", "8", "--window", "3", "--quiet")
     assert mtimes(watched) == before
-    assert "blocks.1.hook_resid_post" in out and "mean|R|" in out
+    assert "blocks.1.hook_resid_post" in out and "mean |R| raw" in out
     lines = [ln.split() for ln in out.splitlines() if "ln_final.hook_normalized" in ln]
     assert [int(ln[0]) for ln in lines] == list(ITERS)
     last = json.loads((wdir / names[-1] / "summary.json").read_text())["taps"]["ln_final.hook_normalized"]

@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .errors import GptwavesError
+from .tables import checkpoint_table, fmt_number
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -272,26 +273,18 @@ def spelling(run, checkpoint, corpus, samples, length, margin, lexicon, alpha, n
                                   _sampling(seed, temperature, top_k, top_p, context))
     res = spelling_run(run, checkpoint, settings, _source(corpus, n_head, device, hf_model, hf_revision, hf_dtype),
                        progress=not quiet)
-    click.echo(f"{'iter':>7} {'val':>6} {'F_corr':>7} {'verdict':>17} {'F/Fref':>6} {'F_miss':>7} {'verdict':>17} "
-               f"{'F/Fref':>6} {'err':>5} {'RR':>5} {'z_corr':>6} {'z_miss':>6} {'z_RR':>6}")
-    fmt = lambda v: "  n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    for r in res["checkpoints"]:
-        s = r["stats"]
-        dec = s.get("decomposition") or {}
-        click.echo(f"{str(r['iteration']):>7} {fmt(r['val_loss']):>6} {fmt(s['correct']['fano']):>7} "
-                   f"{s['correct']['verdict']:>17} {fmt((dec.get('correct') or {}).get('excess')):>6} "
-                   f"{fmt(s['misspelled']['fano']):>7} {s['misspelled']['verdict']:>17} "
-                   f"{fmt((dec.get('misspelled') or {}).get('excess')):>6} {fmt(s['error_rate']):>5} "
-                   f"{fmt(s.get('cascade_rr')):>5} {fmt((dec.get('correct') or {}).get('z')):>6} "
-                   f"{fmt((dec.get('misspelled') or {}).get('z')):>6} {fmt((s.get('cascade') or {}).get('z')):>6}")
+    _echo_table(spelling_table(res["checkpoints"]))
+    fmt = fmt_number
     c = res.get("crossing") or {}
     if c.get("iteration") is not None:
         ci = c.get("ci") or [None, None]
-        click.echo(f"F_correct crosses 1 near iteration {c['iteration']:.0f} (95% CI {fmt(ci[0])} to {fmt(ci[1])})")
+        click.echo(f"F_correct crosses 1 near iteration {c['iteration']:.0f} (95% CI {fmt(ci[0], 4)} to "
+                   f"{fmt(ci[1], 4)})")
     else:
         click.echo(f"no crossing of F_correct through 1 reported: {c.get('reason') or 'fewer than 2 checkpoints'}")
-    click.echo("z_corr, z_miss, z_RR: log(F / null median) and log(RR / null median) in standard deviations of "
-               "their permutation nulls")
+    click.echo("F/F_ref: F over its independent-error reference (p: stratified permutation null); RR: cascade "
+               "relative risk (p: within-sample permutation null); z_correct, z_misspelled, z_RR: log(F / null "
+               "median) and log(RR / null median) in standard deviations of their permutation nulls")
     click.echo(f"table: {res['table']}")
 
 
@@ -316,23 +309,37 @@ def waves(run, checkpoint, corpus, samples, steps, nlags, k, window, device, qui
     res = waves_run(run, checkpoint, settings, record=RecordSettings(samples=samples, steps=steps),
                     source=_source(corpus, None, device, hf_model, hf_revision, hf_dtype), progress=not quiet)
 
-    def num(v, spec):
-        return format(v, spec) if isinstance(v, (int, float)) else "n/a"
-
-    click.echo(f"{'iter':>7} {'tap':>28} {'mean|R|':>8} {'lam/C':>6} {'PR':>6} {'excess':>7} {'z':>7} "
-               f"{'exc/gain':>8} {'probeR2':>7} {'k':>3} {'space ch':>8}")
-    for r in res["checkpoints"]:
-        for tap, v in r["taps"].items():
-            sp = v["label_counts"].get("space", 0) + v["label_counts"].get("next:space", 0)
-            s = (v.get("surrogate") or {}).get("mean_abs_corr") or {}
-            g = ((v.get("gain_normalised") or {}).get("surrogate") or {}).get("mean_abs_corr") or {}
-            click.echo(f"{str(r['iteration']):>7} {tap:>28} {v['mean_abs_corr']:8.3f} {v['lambda_max_share']:6.3f} "
-                       f"{v['participation_ratio']:6.1f} {num(s.get('excess'), '7.4f')} {num(s.get('z'), '7.1f')} "
-                       f"{num(g.get('excess'), '8.4f')} {num((v.get('probe') or {}).get('r2'), '7.3f')} "
-                       f"{v['n_clusters']:3d} {sp:8d}")
-    click.echo("excess: induced mean |R| minus its sample-shuffle surrogate mean; z = excess / surrogate SD; "
-               "exc/gain: the excess after gain normalisation; probeR2: out-of-fold R^2 of the space probe.")
+    _echo_table(waves_table(res["checkpoints"]))
+    click.echo("excess: induced mean |R| minus its sample-shuffle surrogate mean, 95% CI, * significant; z = excess "
+               "/ surrogate SD; excess, gain-normalised: the same after gain normalisation; space probe R^2: "
+               "out-of-fold R^2 of the space probe; space channels: channels labelled space or next:space.")
     click.echo(f"results: {Path(run) / 'waves'}")
+
+
+def spelling_table(checkpoints: list[dict]):
+    """The `spelling` command's table: the checkpoint table (gptwaves.schema) of its results."""
+    from .stages.summary import spelling_entry
+
+    return checkpoint_table([{"iteration": r.get("iteration"), "val_loss": r.get("val_loss"),
+                              "spelling": spelling_entry(r["stats"])} for r in checkpoints], "cli-spelling")
+
+
+def waves_table(checkpoints: list[dict]):
+    """The `waves` command's table: the checkpoint table (gptwaves.schema), one row per tap."""
+    return checkpoint_table([{"iteration": r.get("iteration"), "waves": r["taps"]} for r in checkpoints],
+                            "cli-waves")
+
+
+def table_text(table) -> str:
+    """A checkpoint table as aligned plain text (the same cells as the report and the claims page)."""
+    rows = [table.labels] + [[c.text for c in r] for r in table.rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(table.columns))]
+    return "\n".join("  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in rows)
+
+
+def _echo_table(table) -> None:
+    click.echo(table_text(table))
 
 
 def _print_findings(summary: dict) -> None:
@@ -685,7 +692,7 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, scena
 
 @cli.command("bench")
 @click.argument("which", type=click.Choice(["all", "train", "record", "waves", "spelling", "e2e", "hf", "budget",
-                                                  "sweep", "calibrate"]),
+                                                  "sweep", "calibrate", "profile"]),  # = bench.BENCHES (a test checks)
                 default="all", required=False)
 @click.option("--quick", is_flag=True, help="Small sizes: the whole suite in about a minute (figures off target).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -697,7 +704,8 @@ def calibrate(run, corpus, replicates, coherence_replicates, engine, only, scena
 def bench(which: str, quick: bool, out: Path | None, corpus: Path | None, notes: bool, run_dir: Path | None) -> None:
     """Performance figures as ratios against baselines measured in the same run.
 
-    WHICH: all (default), train, record, waves, spelling, e2e, hf, budget (needs --run) or calibrate. Progress goes to stderr, the
+    WHICH: all (default), train, record, waves, spelling, e2e, hf, budget (needs --run), sweep, calibrate or
+    profile (torch.profiler of one training, recording and sampling step). Progress goes to stderr, the
     table to stdout. Full sizes take long on a small CPU (see bench/README.md); use --quick to try.
     """
     from . import bench as gb

@@ -34,6 +34,8 @@ from .errors import CorruptArtefactError, GptwavesError
 from .io import (atomic_write_bytes, atomic_write_text, check_run_dir, confine_reads, read_bytes_bounded, read_json,
                  read_text_file)
 from .results_page import headline
+from . import schema
+from .tables import checkpoint_table
 
 __all__ = ["publish_run", "seeds_table", "claims_markdown", "readme_block", "md_escape", "check_summary",
            "KEY_FIGURES", "BEGIN", "END"]
@@ -62,6 +64,9 @@ KEY_FIGURES = (
     ("waves/figures/{last}_channel_table.png", "channel_function.png"),
     ("figures/training_curves.png", "training_curves.png"),
 )
+
+_SPELLING_SUMMARY = schema.in_summary(schema.SPELLING_FIELDS)
+_TAP_SUMMARY = schema.in_summary(schema.TAP_FIELDS)
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
@@ -138,6 +143,9 @@ def _check(s) -> None:
         _bounded(_need(c, "iteration", (int, None), w), w + "iteration", 0, MAX_ITERATION)
         _need(c, "val_loss", (float, None), w)
         sp = _need(c, "spelling", (dict, None), w) or {}
+        why = schema.check_fields(sp, _SPELLING_SUMMARY, w + "spelling") if sp else None
+        if why:  # every number at its declared range (gptwaves.schema)
+            raise _Bad(why)
         for k in ("correct", "misspelled", "cascade"):
             d = _need(sp, k, (dict, None), w + "spelling.") or {}
             for q, v in d.items():
@@ -148,6 +156,9 @@ def _check(s) -> None:
             _name(tap, f"{w}waves tap")
             if not isinstance(v, dict):
                 raise _Bad(f"{w}waves.{tap} is not a JSON object")
+            why = schema.check_fields(v, _TAP_SUMMARY, f"{w}waves.{tap}")
+            if why:
+                raise _Bad(why)
             _need(v, "induced", (dict, None), f"{w}waves.{tap}.")
             sur = _need(v, "surrogate", (dict, None), f"{w}waves.{tap}.") or {}
             _need(sur, "mean_abs_corr", (dict, None), f"{w}waves.{tap}.surrogate.")
@@ -265,28 +276,22 @@ def claims_markdown(s: dict, *, with_text: bool = True) -> str:
     return "\n".join(out) + "\n"
 
 
+def checkpoint_table_markdown(table) -> str:
+    """A checkpoint table (:func:`gptwaves.tables.checkpoint_table`) as a Markdown table, every
+    cell escaped (the same cells as the report and the CLI)."""
+    out = ["| " + " | ".join(md_escape(c) for c in table.labels) + " |", "|" + "---|" * len(table.columns)]
+    out += ["| " + " | ".join(md_escape(c.text) for c in row) + " |" for row in table.rows]
+    return "\n".join(out) + "\n"
+
+
 def _checkpoint_markdown(s: dict) -> str:
-    from .stages.common import focus_tap
+    from .stages.common import focus_tap, input_floor
 
     cks = [c for c in s.get("checkpoints") or [] if isinstance(c, dict)]
-    tap = next((focus_tap(list(c["waves"])) for c in reversed(cks) if c.get("waves")), None)
-    out = ["| iteration | val loss | F correct (verdict) | F/F_ref correct (p) | F misspelled (verdict) | "
-           "F/F_ref misspelled (p) | error rate | RR (p) | induced mean abs R | excess over surrogate [CI] |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-    for c in cks:
-        sp = c.get("spelling") or {}
-        cor, mis, cas = sp.get("correct") or {}, sp.get("misspelled") or {}, sp.get("cascade") or {}
-        w = (c.get("waves") or {}).get(tap) or {}
-        sur = (w.get("surrogate") or {}).get("mean_abs_corr") or {}
-        ci = sur.get("ci") or [None, None]
-        out.append(
-            f"| {_fmt(c.get('iteration'))} | {_fmt(c.get('val_loss'), 4)} | {_fmt(cor.get('fano'))} "
-            f"({_fmt(cor.get('verdict', 'n/a'))}) | {_fmt(cor.get('excess'))} ({_fmt(cor.get('excess_p'), 2)}) "
-            f"| {_fmt(mis.get('fano'))} ({_fmt(mis.get('verdict', 'n/a'))}) | {_fmt(mis.get('excess'))} "
-            f"({_fmt(mis.get('excess_p'), 2)}) | {_fmt(sp.get('error_rate'))} | {_fmt(cas.get('rr'))} "
-            f"({_fmt(cas.get('p_value'), 2)}) | {_fmt((w.get('induced') or {}).get('mean_abs_corr'))} "
-            f"| {_fmt(sur.get('excess'))} [{_fmt(ci[0])}, {_fmt(ci[1])}] |")
-    return (f"Focus tap: `{tap}`.\n\n" if tap else "") + "\n".join(out) + "\n"
+    taps = next((list(c["waves"]) for c in reversed(cks) if c.get("waves")), None)
+    tap = focus_tap(taps) if taps else None
+    table = checkpoint_table(cks, "claims", tap=tap, floor=input_floor(taps) if taps else None)
+    return (f"Focus tap: `{tap}`.\n\n" if tap else "") + checkpoint_table_markdown(table)
 
 
 def _timings(run_dir: Path) -> tuple[dict, list[dict]] | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import GptwavesError
 from .common import log, machine_info
 
-BENCHES = ("train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep", "calibrate")
+BENCHES = ("train", "record", "waves", "spelling", "e2e", "hf", "budget", "sweep", "calibrate", "profile")
 
 __all__ = ["BENCHES", "format_table", "machine_info", "run", "run_bench", "write_json"]
 

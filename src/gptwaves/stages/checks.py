@@ -22,6 +22,7 @@ from typing import Any
 
 from scipy import stats
 
+from .. import schema
 from ..errors import CorruptArtefactError
 from ..io import read_json
 from ..names import iteration_of_name
@@ -34,13 +35,16 @@ MAX_INT = 2**53
 #: Tolerance of the range checks (floating-point round-off of a p-value just above 1).
 EPS = 1e-9
 
-_PROB = {"p_value", "p", "excess_p", "min_p_value", "alpha", "error_rate", "cut_fraction", "mean_abs_corr",
-         "lambda_max_share", "boot_not_crossed_fraction", "boot_below_fraction", "p_mis_given_prev_mis",
-         "p_mis_given_prev_correct", "p_permutation"}
-_NONNEG = {"fano", "var", "fano_ref", "rr", "participation_ratio", "n_samples", "n_steps", "n_channels",
-           "n_words", "n_words_total", "n_cut", "n_clusters", "samples", "steps", "n_boot", "n_perm"}
-_PAIR = {"ci", "fano_ci", "rr_ci", "null_band", "error_rate_ci"}
-_STR = {"verdict", "name", "focus_tap", "tap", "checkpoint", "reason"}
+# Range rules by key name, in any file: those of the result schema (gptwaves.schema: every key
+# whose declared fields share one rule, generic names aside), and those of the files the schema
+# does not describe (interventions, calibration, the crossing, settings, checkpoint names).
+_PROB = schema.names_with_rule("probability") | {"p", "p_permutation", "min_p_value", "boot_not_crossed_fraction",
+                                                  "boot_below_fraction"}
+_NONNEG = (schema.names_with_rule("nonnegative") | schema.names_with_rule("count")
+           | {"n_words", "samples", "steps"})
+_AT_LEAST_ONE = schema.names_with_rule("at_least_one")
+_PAIR = schema.names_with_rule("interval") | {"error_rate_ci"}
+_STR = schema.names_with_rule("text") | {"name", "focus_tap", "tap", "checkpoint"}
 
 
 class _Bad(CorruptArtefactError):
@@ -92,6 +96,9 @@ def _key_rule(k: str, v: Any, path: str) -> None:
     elif k in _NONNEG and not isinstance(v, dict):
         if not _is_num(v) or v < 0:
             raise _Bad(f"{path} = {v!r} is not a non-negative number")
+    elif k in _AT_LEAST_ONE and not isinstance(v, dict):
+        if not _is_num(v) or v < 1 - EPS:
+            raise _Bad(f"{path} = {v!r} is not a number >= 1")
     elif k in _PAIR:
         if not (isinstance(v, list) and len(v) == 2 and all(x is None or _is_num(x) for x in v)):
             raise _Bad(f"{path} = {v!r} is not an interval [low, high]")
@@ -133,28 +140,15 @@ def spelling_result(obj: Any, name: str | None = None) -> None:
     if not isinstance(obj, dict):
         raise _Bad(f"it holds a JSON {type(obj).__name__}, not an object")
     _name_and_iteration(obj, name)
-    for k in ("train_loss", "val_loss"):
-        _need(obj, k, (float, None), "")
+    _fields(obj, schema.CHECKPOINT_FIELDS[1:], "")  # the losses; the iteration is checked against the name
     settings = _need(obj, "settings", (dict,), "")
     for k, kinds in (("samples", (int,)), ("alpha", (float,)), ("n_boot", (int,)), ("sampling", (dict,))):
         _need(settings, k, kinds, "settings")
     _need(settings["sampling"], "seed", (int,), "settings.sampling")
     st = _need(obj, "stats", (dict,), "")
-    for which in ("correct", "misspelled"):
-        d = _need(st, which, (dict,), "stats")
-        for k in ("mean", "var", "fano", "q", "p_value"):
-            _need(d, k, (float, None), f"stats.{which}")
-        _need(d, "verdict", (str,), f"stats.{which}")
-        _need(d, "fano_ci", (list, None), f"stats.{which}")
-    for k in ("words", "decomposition", "cascade", "q_curve", "rate_by_length"):
-        if k in st:
-            _need(st, k, (dict, None), "stats")
-    for k in ("correct", "misspelled", "words"):
-        if isinstance(st.get("decomposition"), dict) and k in st["decomposition"]:
-            _need(st["decomposition"], k, (dict, None), "stats.decomposition")
-    _need(st, "error_rate", (float, None), "stats")
-    n = _need(st, "n_samples", (int,), "stats")
-    counts = _need(st, "counts", (dict,), "stats")
+    _fields(st, schema.SPELLING_FIELDS, "stats")  # keys, types and ranges of every declared number
+    n = st["n_samples"]
+    counts = st["counts"]
     if _is_int(settings.get("samples")) and n != settings["samples"]:
         raise _Bad(f"stats of {n} samples, the settings say {settings['samples']}")
     for which in ("correct", "misspelled"):
@@ -197,8 +191,12 @@ def _dispersion_consistent(d: dict, n: int, alpha: float, where: str) -> None:
                    f"({expect})")
 
 
-_TAP_NUMBERS = ("mean_abs_corr", "lambda_max_share", "participation_ratio", "evoked_share")
-_TAP_DICTS = ("induced", "surrogate", "class_events", "max_abs_d_by_class")
+def _fields(obj: Any, fields, where: str, groups=()) -> None:
+    """The declared fields of ``obj`` (gptwaves.schema): required ones present, each of its type
+    and in its range."""
+    why = schema.check_fields(obj, fields, where, groups)
+    if why:
+        raise _Bad(why)
 
 
 def waves_summary(obj: Any, name: str | None = None) -> None:
@@ -222,15 +220,10 @@ def waves_summary(obj: Any, name: str | None = None) -> None:
         where = f"taps.{t}"
         if not isinstance(v, dict):
             raise _Bad(f"{where} is not an object")
-        for k in _TAP_NUMBERS:
-            _need(v, k, (float, None), where)
-        for k in _TAP_DICTS:
-            _need(v, k, (dict, None), where)
-        _need(v, "n_clusters", (int,), where)
-        lc = _need(v, "label_counts", (dict,), where)
-        if not all(_is_int(x) and x >= 0 for x in lc.values()):
+        _fields(v, schema.TAP_FIELDS, where, schema.TAP_GROUPS)
+        if not all(_is_int(x) and x >= 0 for x in v["label_counts"].values()):
             raise _Bad(f"{where}.label_counts are not counts")
-        ns = _need(v, "n_samples", (int,), where)
+        ns = v["n_samples"]
         if _is_int(rs.get("samples")) and ns != rs["samples"]:
             raise _Bad(f"{where}: {ns} samples analysed, the recording settings say {rs['samples']}")
     check_values(obj)

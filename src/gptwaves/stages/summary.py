@@ -13,7 +13,7 @@ import os
 import platform
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, schema
 from ..errors import GptwavesError
 from ..jsonable import finite_or_none
 from ..io import atomic_write_json, check_run_dir, read_json
@@ -31,11 +31,7 @@ SUMMARY_FORMAT = "gptwaves-summary"
 #: every coherence and spelling number (docs/outputs.md). 1 (no field): one verdict per claim.
 SUMMARY_VERSION = 2
 
-CLAIM_TITLES = {1: "Coherence builds up with training",
-                2: "Correct spellings go from Poissonian to sub-Poissonian",
-                3: "Misspellings show the opposite trend",
-                4: "Space-associated channels stand out",
-                5: "No cascade of defects once trained"}
+CLAIM_TITLES = schema.CLAIM_TITLES  # declared once, in gptwaves.schema
 
 
 
@@ -155,8 +151,8 @@ def _build_summary(run_dir: Path) -> dict:
     cks = []
     for it in its:
         w, s = wv.get(it), sp.get(it)
-        entry = {"iteration": it,
-                 "train_loss": (s or {}).get("train_loss"), "val_loss": (s or {}).get("val_loss"),
+        entry = {"iteration": it,  # the losses: gptwaves.schema.CHECKPOINT_FIELDS, from the spelling result
+                 **{f.summary: (s or {}).get(f.path) for f in schema.CHECKPOINT_FIELDS if f.path != "iteration"},
                  "waves": None, "spelling": None}
         if w:
             entry["waves"] = {t: waves_entry(v) for t, v in w["taps"].items()}
@@ -208,55 +204,17 @@ def waves_entry(tap: dict) -> dict:
     """The per-tap coherence numbers of summary.json: raw order parameters, the induced ones
     (evoked component removed), the evoked share, the sample-shuffle surrogate's mean, excess, CI,
     z and unfloored p for each induced order parameter, the same after gain normalisation with the
-    paired CI of raw minus normalised, and the space probe (docs/method.md, "Coherence against its floors")."""
-    keys = ("mean_abs_corr", "lambda_max_share", "participation_ratio")
-    fields = ("surrogate_mean", "surrogate_sd", "excess", "z", "ci", "p_value", "p_rank", "significant")
-
-    def sur_of(d):
-        sur = (d or {}).get("surrogate") or {}
-        return {"p_rank_bound": sur.get("p_rank_bound"),
-                **{k: {q: (sur.get(k) or {}).get(q) for q in fields} for k in keys}}
-
-    g = tap.get("gain_normalised") or None
-    pr = tap.get("probe") or None
-    return {**{k: tap.get(k) for k in keys},
-            "induced": tap.get("induced"),
-            "evoked_share": tap.get("evoked_share"), "evoked_share_chance": tap.get("evoked_share_chance"),
-            "surrogate": sur_of(tap),
-            "gain_normalised": None if g is None else {
-                **{k: g.get(k) for k in keys}, "induced": g.get("induced"), "surrogate": sur_of(g),
-                "raw_minus_normalised": g.get("raw_minus_normalised")},
-            "probe": None if pr is None else {k: pr.get(k) for k in ("r2", "ci", "rhythm_similarity", "null_r2_q95",
-                                                                     "null_rhythm_q95", "n_null", "metric")},
-            "n_constant": tap.get("n_constant"), "n_oscillating": tap.get("n_oscillating"),
-            "cluster_structure": tap.get("cluster_structure"), "n_clusters": tap.get("n_clusters")}
+    paired CI of raw minus normalised, and the space probe (docs/method.md, "Coherence against its
+    floors"): the fields of :data:`gptwaves.schema.TAP_FIELDS` that declare a summary path."""
+    return schema.summary_entry(tap, schema.TAP_FIELDS)
 
 
 def spelling_entry(st: dict) -> dict:
     """The per-checkpoint spelling numbers of summary.json: each count's dispersion next to its
     length-conditioned reference and permutation null, the word-total renewal reference, the
-    cascade relative risk with its null (docs/method.md, Spelling)."""
-    dec = st.get("decomposition") or {}
-    keep = ("mean", "var", "fano", "q", "fano_ci", "p_value", "verdict")
-    out = {}
-    for which in ("correct", "misspelled"):
-        e = dec.get(which) or {}
-        out[which] = {**{k: st[which].get(k) for k in keep},
-                      "fano_ref": e.get("fano_ref"), "excess": e.get("excess"), "null_median": e.get("null_median"),
-                      "null_band": e.get("null_band"), "excess_p": e.get("p_value"),
-                      "excess_verdict": e.get("verdict"), "excess_null": e.get("excess_null"),
-                      "excess_null_ci": e.get("excess_null_ci"), "excess_z": e.get("z"),
-                      "residual_ratio": e.get("residual_ratio")}
-    w = dec.get("words") or {}
-    cas = st.get("cascade") or {}
-    out.update({
-        "words": {"fano": w.get("fano"), "renewal_reference": w.get("renewal_reference"),
-                  "verdict": w.get("verdict")},
-        "error_rate": st.get("error_rate"),
-        "cascade": {k: cas.get(k) for k in ("rr", "rr_ci", "null_median", "p_value", "verdict", "z")},
-        "n_cut": st.get("n_cut"), "n_samples": st.get("n_samples"),
-    })
-    return out
+    cascade relative risk with its null (docs/method.md, Spelling): the fields of
+    :data:`gptwaves.schema.SPELLING_FIELDS` that declare a summary path."""
+    return schema.summary_entry(st, schema.SPELLING_FIELDS)
 
 
 def _inconclusive(number: int, why: str) -> dict:
