@@ -173,7 +173,8 @@ def test_every_figure_has_a_caption():
     assert sorted(set(report._PHRASES) - stems) == []
 
 
-def test_event_triggered_figure(tmp_path):
+def test_event_triggered_figure(tmp_path, monkeypatch):
+    monkeypatch.delenv("GPTWAVES_FIGURES", raising=False)  # the default formats
     from gptwaves.figures.waves import event_triggered_figure
 
     rng = np.random.default_rng(0)

@@ -26,7 +26,15 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="gptwaves")
 def cli() -> None:
-    """Hidden-state waves and spelling-error statistics of a small character-level GPT."""
+    """Hidden-state waves and spelling-error statistics of a small character-level GPT.
+
+    Environment: GPTWAVES_CORPUS (the corpus file), GPTWAVES_FIGURES (figure formats: png, svg,
+    png,svg (default) or none), GPTWAVES_DEBUG (tracebacks of internal errors).
+    """
+    if os.environ.get("GPTWAVES_FIGURES"):  # a bad value is a one-line error now, not a warning per figure
+        from .figures.common import figure_formats
+
+        figure_formats()
 
 
 corpus_option = click.option(
