@@ -17,6 +17,21 @@ from gptwaves.config import TrainConfig
 from gptwaves.corpus import Corpus
 
 # in CI a skip is a failure unless tests/allowed_skips.py lists it with its reason
+#: The suite writes PNG figures only (drawing the SVG twin doubles the cost of every stage at test
+#: sizes, where drawing dominates); the modules that test the default formats ask for both with the
+#: ``all_figure_formats`` fixture. Subprocesses inherit it.
+os.environ.setdefault("GPTWAVES_FIGURES", "png")
+
+
+@pytest.fixture(scope="module")
+def all_figure_formats():
+    """The default figure formats (PNG and SVG) for a whole module."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("GPTWAVES_FIGURES", raising=False)
+    yield
+    mp.undo()
+
+
 from allowed_skips import (pytest_collectreport, pytest_runtest_makereport,  # noqa: E402,F401
                            pytest_sessionfinish, pytest_terminal_summary)
 
@@ -231,3 +246,18 @@ def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> torch
 @pytest.fixture(scope="session")
 def perturb():
     return perturb_
+
+
+#: Test modules by their measured cost, longest first (a suite run with ``--durations``,
+#: 2026-12-01). pytest-xdist's ``--dist loadfile`` hands out whole modules in collection order, so
+#: starting the longest first keeps both workers busy to the end instead of leaving one module
+#: running alone at the tail.
+LONGEST_FIRST = ("test_hf_suite.py", "test_fuzz.py", "test_reproduce.py", "test_stage_faults.py",
+                 "test_sweep.py", "test_spelling_nulls.py", "test_waves_nulls.py", "test_waves_rules.py",
+                 "test_stages.py", "test_distributed.py")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda it: rank.get(it.path.name, len(rank)))  # stable: the rest keep their order

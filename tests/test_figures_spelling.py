@@ -6,6 +6,11 @@ import pytest
 from gptwaves.analysis import spelling as sp
 from gptwaves.figures import spelling as fs
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _default_figure_formats(all_figure_formats):
+    """This module checks both default formats (the suite otherwise writes PNG only)."""
+
 LEXICON = frozenset({"the", "king", "good", "night", "sweet", "lord"})
 WORDS = sorted(LEXICON)
 

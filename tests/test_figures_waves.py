@@ -10,6 +10,11 @@ from gptwaves.analysis import waves as W
 from gptwaves.figures import waves as F
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _default_figure_formats(all_figure_formats):
+    """This module checks both default formats (the suite otherwise writes PNG only)."""
+
+
 @pytest.fixture(scope="module")
 def tap():
     rng = np.random.default_rng(0)
@@ -139,3 +144,25 @@ def test_gated_clustering_and_baselines_in_figures(tmp_path):
     comp = W.compare_recordings(recs, ["seed 0", "seed 1", "seed 2"])
     check(F.similarity_figure(comp, tmp_path / "rep"))
     check(F.repeatability_plasticity_figure(comp, comp, tmp_path / "repplast"))
+
+
+@pytest.mark.parametrize("value,formats", [("png", ("png",)), ("svg", ("svg",)), ("SVG, png", ("png", "svg")),
+                                           ("none", ())])
+def test_figure_formats_from_the_environment(monkeypatch, tmp_path, value, formats):
+    from gptwaves.figures.common import new_figure, save_figure
+
+    monkeypatch.setenv("GPTWAVES_FIGURES", value)
+    fig = new_figure(2, 2)
+    fig.add_subplot().plot([0, 1])
+    paths = save_figure(fig, tmp_path / "f")
+    assert [p.suffix[1:] for p in paths] == list(formats)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"f.{e}" for e in formats)
+
+
+def test_bad_figure_formats_are_one_line_errors(monkeypatch, capsys):
+    from gptwaves.cli import main
+
+    monkeypatch.setenv("GPTWAVES_FIGURES", "jpg")
+    assert main(["summary", "--run", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gptwaves: error: GPTWAVES_FIGURES") and len(err) == 1

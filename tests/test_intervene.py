@@ -16,6 +16,7 @@ from gptwaves.analysis.spelling import extract_words
 from gptwaves.errors import GptwavesError
 
 from conftest import tiny_config, torch_threads
+from gptwaves.figures.common import figure_formats
 
 TAP = "blocks.1.hook_resid_post"  # the last block of the tiny model
 C = 16
@@ -340,9 +341,9 @@ def test_result_json_contents_and_reuse(run):
         assert {"diff", "ci", "p_permutation", "z_test"} <= set(cmp["error_rate"])
         assert {"chi2", "diff", "ci", "mannwhitney"} <= set(cmp["word_length"])
     for f in ("error_rates", "word_lengths", "counts"):
-        assert (d / f"{f}.png").stat().st_size > 0 and (d / f"{f}.svg").stat().st_size > 0
+        assert all((d / f"{f}.{e}").stat().st_size > 0 for e in figure_formats())
     assert sorted(saved["figures"]) == sorted(f"{f}.{e}" for f in ("error_rates", "word_lengths", "counts")
-                                              for e in ("png", "svg"))
+                                              for e in figure_formats())
     # baseline texts are cached and shared; the same settings reuse result.json
     assert saved["baseline_texts"].startswith("interventions/baseline/")
     mtime = (d / "result.json").stat().st_mtime_ns

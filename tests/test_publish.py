@@ -20,6 +20,31 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = sorted((ROOT / "docs" / "results").glob("*/summary.json"))
 
 
+@pytest.fixture(autouse=True)
+def _cheap_peaks(monkeypatch):
+    """The matmul peaks publish measures by default: a constant here (a 2048-cubed torch.mm per
+    publish would make these tests slow); tests that measure for real pass tiny sizes."""
+    import gptwaves.bench.budget as budget
+
+    monkeypatch.setattr(budget, "matmul_peak", lambda dtype, n=2048, repeats=7: 100.0)
+
+
+def _reproduced(run: Path, timings: dict | None = None) -> Path:
+    """Give a hand-made run what publish's time budget reads: a reproduce record and one
+    checkpoint's metadata (its model shape; the weights are not read)."""
+    from dataclasses import asdict
+
+    from gptwaves.model import GPTConfig
+
+    (run / "reproduce.json").write_text(json.dumps({"train": {"max_iters": 100, "batch_size": 4, "precision": "fp32"},
+                                                    "timings": timings or {"train": 1.5, "spelling": 2.0}}))
+    (run / "checkpoints").mkdir(exist_ok=True)
+    cfg = asdict(GPTConfig(block_size=16, vocab_size=5, n_layer=2, n_head=2, n_embd=8))
+    (run / "checkpoints" / "iter_0000100.json").write_text(json.dumps(
+        {"iteration": 100, "config": cfg, "vocab": list("\n abc"), "weights_sha256": "0" * 64}))
+    return run
+
+
 @pytest.mark.parametrize("path", PUBLISHED, ids=[p.parent.name for p in PUBLISHED])
 def test_published_summary_is_readable_by_current_code(path):
     s = json.loads(path.read_text())
@@ -62,9 +87,10 @@ def test_publish_run_and_seeds_table(tmp_path):
     (run / "summary.json").write_text(json.dumps(summary))
     (run / "spelling" / "figures").mkdir(parents=True)
     (run / "spelling" / "figures" / "decomposition.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    _reproduced(run)
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{publish.BEGIN}\nold\n{publish.END}\n\nrest\n")
-    written = publish.publish_run(run, tmp_path / "docs" / "results" / "q", readme)
+    written = publish.publish_run(run, tmp_path / "docs" / "results" / "q", readme, peaks="none")
     dest = tmp_path / "docs" / "results" / "q"
     assert (dest / "summary.json").is_file() and (dest / "fano_reference_null.png").is_file()
     md = (dest / "claims.md").read_text()
@@ -126,7 +152,7 @@ def site(tmp_path):
     (run / "spelling" / "figures").mkdir(parents=True)
     (run / "summary.json").write_text(json.dumps(_summary()))
     (run / "spelling" / "figures" / "decomposition.png").write_bytes(PNG)
-    (run / "reproduce.json").write_text(json.dumps({"timings": {"train": 1.5, "spelling": 2.0}}))
+    _reproduced(run)
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "README.md").write_text(f"# x\n\n{publish.BEGIN}\nold\n{publish.END}\n\nrest\n")
@@ -319,9 +345,133 @@ def test_an_existing_publication_survives_a_file_size_limit(site, tmp_path):
     (run / "summary.json").write_text(json.dumps(s))
     code = (f"import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             f"resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); from gptwaves.cli import main; "
-            f"sys.exit(main(['publish', 'run', {str(run)!r}, {str(dest)!r}]))")
+            f"sys.exit(main(['publish', 'run', {str(run)!r}, {str(dest)!r}, '--no-peaks']))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
     assert p.returncode != 0
     assert p.stderr.strip().startswith("gptwaves: error: cannot write") and len(p.stderr.strip().splitlines()) == 1
     assert _snapshot(dest) == published and not list(dest.glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------ the time budget (budget.json)
+
+
+def _smoke_run(trained_run, tmp_path) -> Path:
+    """A copy of the session's tiny trained run, made publishable: a summary, a reproduce record
+    of two invocations (a resumed run), a recording and a spelling result."""
+    import shutil
+
+    src, cfg, _ = trained_run
+    run = tmp_path / "smoke"
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns(".lock"))
+    (run / "summary.json").write_text(json.dumps(_summary()))
+    (run / "reproduce.json").write_text(json.dumps({
+        "train": {"max_iters": cfg.max_iters, "batch_size": cfg.batch_size, "precision": "fp32"},
+        "timings": {"train": 0.75, "record": 0.5, "waves": 0.25, "spelling": 1.25, "total": 2.875},
+        "timings_history": [{"train": 2.5, "total": 2.625}]}))
+    (run / "recordings").mkdir(exist_ok=True)
+    (run / "recordings" / "iter_0000060.json").write_text(json.dumps({"samples": 2, "steps": 40, "prompt_len": 1}))
+    (run / "spelling").mkdir(exist_ok=True)
+    (run / "spelling" / "iter_0000060.json").write_text(json.dumps({"settings": {"samples": 4, "length": 8}}))
+    return run
+
+
+def test_budget_json_holds_the_rows_bench_budget_prints(trained_run, tmp_path, monkeypatch, capsys):
+    """On a smoke run: budget.json has the publishing machine, every invocation's stage times, the
+    peaks measured at publication (tiny sizes here), the FLOPs per stage; the rows `gptwaves bench
+    budget` prints are exactly those of the published file, and claims.md's time table is rendered
+    from it."""
+    import gptwaves.bench.budget as budget
+    from gptwaves import results_page
+    from gptwaves.bench.common import matmul_peak, train_flops_per_token
+    from gptwaves.model import GPT, GPTConfig
+
+    monkeypatch.setattr(budget, "matmul_peak", matmul_peak)  # measured for real, 32-cubed
+    run = _smoke_run(trained_run, tmp_path)
+    dest = tmp_path / "docs" / "results" / "smoke"
+    written = publish.publish_run(run, dest, peak_n=32, peak_repeats=2)
+    assert dest / "budget.json" in written
+    b = json.loads((dest / "budget.json").read_text())
+    assert b["format"] == budget.BUDGET_FORMAT and b["format_version"] == budget.BUDGET_VERSION
+    assert {"cpu", "cores", "torch", "threads", "date", "summary"} <= set(b["machine"])
+    assert b["invocations"] == [{"train": 2.5, "total": 2.625},
+                                {"train": 0.75, "record": 0.5, "waves": 0.25, "spelling": 1.25, "total": 2.875}]
+    pk = b["peaks"]
+    assert pk["status"] == "measured" and pk["n"] == 32 and pk["repeats"] == 2
+    assert pk["fp32_gflops"] > 0 and pk["bf16_gflops"] > 0
+    st = b["stages"]
+    assert list(st) == ["train", "record", "spelling", "waves"]
+    assert st["train"]["seconds"] == 3.25 and st["spelling"]["seconds"] == 1.25 and b["total"]["seconds"] == 5.25
+    cfg = trained_run[1]
+    model = GPT(GPTConfig(**{k: getattr(cfg, k) for k in ("block_size", "n_layer", "n_head", "n_embd", "dropout",
+                                                           "bias", "tie_weights", "gelu")},
+                          vocab_size=json.loads(sorted((run / "checkpoints").glob("iter_*.json"))[-1]
+                                                .read_text())["config"]["vocab_size"]))
+    tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
+    assert st["train"]["tokens"] == tokens
+    assert st["train"]["flops"] == pytest.approx(train_flops_per_token(model) * tokens, rel=1e-12)
+    assert st["train"]["seconds_at_peak"] == pytest.approx(st["train"]["flops"] / (pk["fp32_gflops"] * 1e9))
+    assert st["train"]["wall_gap"] == pytest.approx(3.25 / st["train"]["seconds_at_peak"])
+    assert st["record"]["gap"] == pytest.approx(0.5 / st["record"]["seconds_at_peak"])
+    assert st["waves"]["flops"] is None and st["waves"]["seconds"] == 0.25
+    assert b["run"]["preset"] == "quick"
+    # the bench, at the same peaks, prints the published rows
+    monkeypatch.setattr(budget, "matmul_peak", lambda dtype, n=2048, repeats=7:
+                        pk["fp32_gflops"] if str(dtype) == "torch.float32" else pk["bf16_gflops"])
+    keys = ("figure", "value", "baseline", "ratio", "notes")
+    printed = [{k: r[k] for k in keys} for r in budget.run(run_dir=run)]
+    assert printed == [{k: r[k] for k in keys} for r in budget.budget_rows(b)]
+    md = (dest / "claims.md").read_text()
+    assert results_page.budget_markdown(b) in md
+    assert "| train | 2.5 | 0.8 | 3.2 |" in md  # invocation 1, 2, all (0.75 shown to one decimal)
+    assert "measured at publication" in md
+
+
+def test_publish_without_peaks_or_with_given_peaks(site, capsys):
+    run, repo = site
+    out = repo / "docs" / "results" / "q"
+    assert _cli(capsys, "run", run, out, "--no-peaks")[0] == 0
+    b = json.loads((out / "budget.json").read_text())
+    assert b["peaks"]["status"] == "absent" and b["peaks"]["fp32_gflops"] is None
+    assert all(st["seconds_at_peak"] is None and st["gap"] is None for st in b["stages"].values())
+    assert b["stages"]["train"]["flops"] > 0  # the FLOP budget does not need the peaks
+    md = (out / "claims.md").read_text()
+    assert "not measured (published with `--no-peaks`)" in md and "None" not in md and "nan" not in md
+    assert _cli(capsys, "run", run, out, "--peaks", "150", "300")[0] == 0
+    b = json.loads((out / "budget.json").read_text())
+    assert b["peaks"] == {"status": "given", "n": None, "repeats": None, "fp32_gflops": 150.0, "bf16_gflops": 300.0}
+    assert b["stages"]["train"]["seconds_at_peak"] == pytest.approx(b["stages"]["train"]["flops"] / 150e9)
+    assert "fp32 150 GFLOP/s, bf16 300 GFLOP/s (given" in (out / "claims.md").read_text()
+    before = _snapshot(repo)
+    for argv in (("--no-peaks", "--peaks", "1", "2"), ("--peaks", "0", "2"), ("--peaks", "nan", "2"),
+                 ("--peaks", "1", "2", "--peak-n", "64"), ("--peak-n", "0")):
+        code, err = _cli(capsys, "run", run, out, *argv)
+        assert code != 0, argv
+    assert _snapshot(repo) == before
+
+
+REPRODUCE_DAMAGE = {
+    "missing": lambda run: (run / "reproduce.json").unlink(),
+    "truncated": lambda run: (run / "reproduce.json").write_text('{"train": {"max_iters": 2'),
+    "a-list": lambda run: (run / "reproduce.json").write_text("[1, 2]"),
+    "max_iters-huge": lambda run: (run / "reproduce.json").write_text(
+        json.dumps({"train": {"max_iters": 10**40, "batch_size": 4}, "timings": {}})),
+    "train-a-string": lambda run: (run / "reproduce.json").write_text(json.dumps({"train": "x", "timings": {}})),
+    "no-checkpoints": lambda run: (run / "checkpoints" / "iter_0000100.json").unlink(),
+    "recording-corrupt": lambda run: ((run / "recordings").mkdir(),
+                                      (run / "recordings" / "iter_0000100.json").write_text("{")),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(REPRODUCE_DAMAGE))
+def test_a_run_without_a_sound_reproduce_record_publishes_nothing(site, capsys, damage):
+    """No reproduce record, or a corrupt one (or what the budget reads besides): one line, and an
+    existing publication and the README are left exactly as they were."""
+    run, repo = site
+    out = repo / "docs" / "results" / "q"
+    assert _cli(capsys, "run", run, out, "--readme", repo / "README.md")[0] == 0
+    before = _snapshot(repo)
+    REPRODUCE_DAMAGE[damage](run)
+    code, err = _cli(capsys, "run", run, out, "--readme", repo / "README.md")
+    assert code != 0 and err.startswith("gptwaves: error:")
+    assert _snapshot(repo) == before and not list(out.glob(".*.tmp"))

@@ -210,3 +210,71 @@ def test_the_seed_table_agrees_with_the_published_summary_of_its_seed():
             assert cells[f"{c['id']}. {c['claim']} ({label})"] == c[key]["verdict"]
     assert rp._rounds_to(cells["crossing iteration of F_correct"], s["findings"]["crossing"]["iteration"])
     assert rp._rounds_to(cells["final val loss"], s["checkpoints"][-1]["val_loss"])
+
+
+# ------------------------------------------------------------------ a published time budget (budget.json)
+
+
+def _budget() -> dict:
+    """A budget.json as `gptwaves publish run` writes it (gptwaves.bench.budget.budget)."""
+    return {"format": "gptwaves-budget", "format_version": 1,
+            "machine": {"summary": "CPU X, 2 cores, torch 2, 2 threads", "cores": 2},
+            "invocations": [{"train": 3600.0, "total": 3601.5}, {"train": 1800.25, "record": 62.5, "total": 1900.0}],
+            "peaks": {"status": "measured", "n": 64, "repeats": 3, "fp32_gflops": 181.4, "bf16_gflops": 415.2},
+            "stages": {"train": {"flops": 2.5e15, "peak": "bf16", "seconds_at_peak": 6021.2, "seconds": 5400.25,
+                                 "gap": 0.8, "seconds_at_median_rate": 4817.0, "wall_gap": 0.8969,
+                                 "median_tokens_per_s": 2900.0},
+                       "record": {"flops": 1.2e12, "peak": "fp32", "seconds_at_peak": 6.615, "seconds": 62.5,
+                                  "gap": 9.448},
+                       "waves": {"flops": None, "peak": None, "seconds_at_peak": None, "seconds": 12.0, "gap": None}},
+            "total": {"seconds": 5474.75, "invocations": 2},
+            "run": {"preset": "t", "gptwaves_version": "0.1.0", "machine": {"platform": "Linux", "processor": "x86"}}}
+
+
+@pytest.fixture
+def budget_site(site):
+    (site / "results" / "t" / "budget.json").write_text(json.dumps(_budget()))
+    return site
+
+
+def test_numbers_quoted_from_a_published_budget_are_checked(budget_site):
+    """``NAME-budget:PATH`` quotes results/NAME/budget.json the way ``NAME:PATH`` quotes the
+    summary: a right number passes, a wrong one, a missing field or a missing file fails."""
+    ok = ("Training took 5400<!--=t-budget:stages/train/seconds--> s, 1.5<!--=t-budget:stages/train/seconds|hours--> "
+          "hours over 2<!--=t-budget:invocations|count--> invocations, against 6021<!--=t-budget:stages/train/"
+          "seconds_at_peak--> s at the bf16 peak of 415<!--=t-budget:peaks/bf16_gflops--> GFLOP/s "
+          "(2.5e15<!--=t-budget:stages/train/flops--> FLOP); the recordings ran 9.4<!--=t-budget:stages/record/gap--> "
+          "times their limit, at seed 1337<!--=t:settings/train/seed-->.\n")
+    assert check(budget_site, ok) == []
+    aliased = "<!-- alias B = t-budget:stages -->\nThe waves took 12<!--=B/waves/seconds--> s.\n"
+    assert check(budget_site, aliased) == []
+    for bad in ("5401<!--=t-budget:stages/train/seconds-->", "9.5<!--=t-budget:stages/record/gap-->",
+                "182<!--=t-budget:peaks/fp32_gflops-->", "3<!--=t-budget:invocations|count-->",
+                "5400<!--=t-budget:stages/report/seconds-->", "5400<!--=u-budget:stages/train/seconds-->"):
+        problems = check(budget_site, f"Training took {bad} s.\n")
+        assert problems and len(problems) <= 2, (bad, problems)  # a missing file: its load and the quote
+    problems = check(budget_site, "<!-- alias B = t-budget:stages -->\nThe waves took 13<!--=B/waves/seconds--> s.\n")
+    assert len(problems) == 1 and "13 quotes" in problems[0]
+    every = "Every invocation trained. <!--check t-budget:invocations/*/train all > 1000-->\n"
+    assert check(budget_site, every) == []
+    assert any("is false" in p for p in check(budget_site, every.replace("1000", "2000")))
+
+
+def test_the_budget_block_is_the_published_time_table(budget_site):
+    stale = "<!-- gen:budget:t:begin -->\n| old |\n<!-- gen:budget:t:end -->\n"
+    problems = check(budget_site, stale)
+    assert len(problems) == 1 and "stale" in problems[0]
+    fresh = rp.render_page(stale, budget_site)
+    assert check(budget_site, fresh) == []
+    assert rp.budget_markdown(_budget()).rstrip("\n") in fresh
+    assert "| train | 3600.0 | 1800.2 | 5400.2 |" in fresh and "| total | 3601.5 | 1900.0 | 5501.5 |" in fresh
+    assert "| record | 1.2e+12 | fp32 | 6.62 | 62.5 | 9.45 |" in fresh
+    assert "| train at the median logged rate (2900 tokens/s) | 2.5e+15 | bf16 | 6.02e+03 | 4817.0 | 0.8 |" in fresh
+    assert "| waves | no limit (numpy/scipy) | | | 12.0 | |" in fresh
+    assert "fp32 181 GFLOP/s, bf16 415 GFLOP/s (64-cubed `torch.mm`, median of 3, measured at publication" in fresh
+    b = _budget()
+    b["peaks"] = {"status": "absent", "n": None, "repeats": None, "fp32_gflops": None, "bf16_gflops": None}
+    b["run"]["machine"] = None
+    md = rp.budget_markdown(b)
+    assert "not measured (published with `--no-peaks`)" in md and "recorded no machine" in md
+    assert "None" not in md and "nan" not in md

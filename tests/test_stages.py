@@ -37,6 +37,7 @@ from gptwaves.config import TrainConfig
 from gptwaves.corpus import Corpus
 from gptwaves.model import GPT, GPTConfig
 from gptwaves.record import Recording
+from gptwaves.figures.common import figure_formats
 
 ITERS = (0, 20)
 
@@ -206,7 +207,7 @@ def test_spelling_stage(run_dir, stage_corpus):
     assert figs and all(Path(p).is_file() for p in res["figures"])
     stems = {Path(p).stem for p in res["figures"]}
     for stem in stems:
-        assert f"{stem}.png" in figs and f"{stem}.svg" in figs
+        assert all(f"{stem}.{e}" in figs for e in figure_formats())
     assert {"fano", "q_curves", "rates", "decomposition", "cascade"} <= stems
     # the crossing across checkpoints: reported with its CI, or the reason it is not
     crossing = json.loads((sdir / "crossing.json").read_text())
@@ -284,10 +285,9 @@ def test_waves_stage(run_dir, capsys):
         for f in ("summary.json", "arrays.npz", "channel_function.csv"):
             assert (wdir / name / f).is_file(), (name, f)
         for fig in ("wave_heatmap", "correlation", "acf", "periods", "channel_table", "space_channels"):
-            assert (wdir / "figures" / f"{name}_{fig}.png").is_file(), (name, fig)
-            assert (wdir / "figures" / f"{name}_{fig}.svg").is_file(), (name, fig)
+            assert all((wdir / "figures" / f"{name}_{fig}.{e}").is_file() for e in figure_formats()), (name, fig)
     for fig in ("order_parameters", "correlation_compare"):
-        assert (wdir / "figures" / f"{fig}.png").is_file() and (wdir / "figures" / f"{fig}.svg").is_file()
+        assert all((wdir / "figures" / f"{fig}.{e}").is_file() for e in figure_formats())
 
     for name in names:
         summary = json.loads((wdir / name / "summary.json").read_text())

@@ -6,8 +6,11 @@
 (``python -m gptwaves.publish run|seeds ...`` is the same command.)
 
 ``run`` copies ``summary.json`` and the key figures (small PNGs) of a run into
-``docs/results/NAME/``, writes ``claims.md`` there (both verdicts of every claim with their
-numbers, a per-checkpoint table, the time of each stage), and with ``--readme`` replaces the block
+``docs/results/NAME/``, writes the run's time budget to ``budget.json`` there (the stage times of
+every ``reproduce`` invocation, the machine, the matmul peaks measured now or given or left out
+with ``--no-peaks``, the FLOPs and gap per stage: ``gptwaves bench budget``'s rows as data), writes
+``claims.md`` (both verdicts of every claim with their numbers, a per-checkpoint table, the time
+table of ``budget.json``), and with ``--readme`` replaces the block
 between ``<!-- results:begin -->`` and ``<!-- results:end -->`` of the README with one figure and a
 short table. ``seeds`` tabulates the verdicts and the crossing iteration of several runs that differ
 only in their training seed, with mean and spread; a verdict that differs between seeds is marked
@@ -31,9 +34,9 @@ import sys
 from pathlib import Path
 
 from .errors import CorruptArtefactError, GptwavesError
-from .io import (atomic_write_bytes, atomic_write_text, check_run_dir, confine_reads, read_bytes_bounded, read_json,
-                 read_text_file)
-from .results_page import headline
+from .io import (atomic_write_bytes, atomic_write_json, atomic_write_text, check_run_dir, confine_reads,
+                 read_bytes_bounded, read_json, read_text_file)
+from .results_page import budget_markdown, headline
 from . import schema
 from .tables import checkpoint_table
 
@@ -294,11 +297,13 @@ def _checkpoint_markdown(s: dict) -> str:
     return (f"Focus tap: `{tap}`.\n\n" if tap else "") + checkpoint_table_markdown(table)
 
 
-def _timings(run_dir: Path) -> tuple[dict, list[dict]] | None:
-    """The stage timings of ``reproduce.json`` (checked: plain stage names, seconds in [0, 1e9])."""
+def _timings(run_dir: Path) -> tuple[dict, list[dict]]:
+    """The stage timings of ``reproduce.json`` (checked: plain stage names, seconds in [0, 1e9]).
+    A run without one was not made by ``gptwaves reproduce`` and has no time budget to publish."""
     p = run_dir / "reproduce.json"
     if not os.path.lexists(p):
-        return None
+        raise GptwavesError(f"{run_dir} has no reproduce.json: publish needs a run made by `gptwaves reproduce` "
+                            "(its stage times are published in budget.json)")
     with confine_reads(run_dir):
         r = read_json(p, "reproduce record", dict)
     try:
@@ -315,17 +320,23 @@ def _timings(run_dir: Path) -> tuple[dict, list[dict]] | None:
     return tm, hist
 
 
-def _timings_markdown(timings: tuple[dict, list[dict]] | None) -> str:
-    if timings is None:
-        return "Stage timings: not recorded (the run was not made by `gptwaves reproduce`).\n"
-    tm, hist = timings
-    rows = ["| stage | seconds (last invocation) | seconds (all invocations) |", "|---|---|---|"]
-    for k, v in tm.items():
-        if v is None:
-            continue
-        total = v + sum(h.get(k) or 0 for h in hist)
-        rows.append(f"| {md_escape(k)} | {v:.1f} | {total:.1f} |")
-    return "\n".join(rows) + "\n"
+def _budget(run_dir: Path, s: dict, peaks) -> dict:
+    """``budget.json``: the run's time budget (:func:`gptwaves.bench.budget.budget`) with the run it
+    belongs to; ``peaks`` is ``"measure"`` (with ``peak_n`` and ``peak_repeats`` bound by the
+    caller), ``"none"`` or a function or object of peaks (docs/method.md, "Publishing results")."""
+    from .bench import budget as bb
+    from .stages.checks import _Bad as ValuesBad
+    from .stages.checks import check_values
+
+    with confine_reads(run_dir):
+        b = bb.budget(run_dir, bb.NO_PEAKS if peaks == "none" else peaks)
+    b["run"] = {"preset": s.get("preset"), "gptwaves_version": s.get("gptwaves_version"),
+                "machine": s.get("machine")}
+    try:
+        check_values(b)
+    except ValuesBad as e:
+        raise CorruptArtefactError(f"the time budget of {run_dir} cannot be published: {e}") from None
+    return b
 
 
 def _read_figures(run_dir: Path, s: dict) -> list[tuple[bytes, str]]:
@@ -395,32 +406,48 @@ def _check_dest(dest: Path, run_dir: Path) -> Path:
     return d
 
 
-def publish_run(run_dir: str | Path, dest: str | Path, readme: str | Path | None = None) -> list[Path]:
-    """Copy a run's summary and key figures into ``dest`` and write ``dest/claims.md``; optionally
-    rewrite the README's results block. Returns the files written.
+def publish_run(run_dir: str | Path, dest: str | Path, readme: str | Path | None = None, *,
+                peaks="measure", peak_n: int | None = None, peak_repeats: int | None = None) -> list[Path]:
+    """Copy a run's summary and key figures into ``dest``, write its time budget to
+    ``dest/budget.json`` and ``dest/claims.md``; optionally rewrite the README's results block.
+    Returns the files written.
 
-    Everything is read and checked first (summary, reproduce record, figures, README, where the
-    README can link); only then is anything written, each file atomically."""
+    ``peaks``: ``"measure"`` (the fp32 and bf16 matmul peaks measured now on this machine, an
+    ``peak_n``-cubed ``torch.mm``, median of ``peak_repeats``), ``"none"`` (no peaks: the budget's
+    seconds at the peak and gaps are absent, and marked so), or a peaks object
+    (:func:`gptwaves.bench.budget.given_peaks`).
+
+    Everything is read and checked first (summary, reproduce record, checkpoints, recordings,
+    figures, README, where the README can link) and the peaks measured; only then is anything
+    written, each file atomically."""
+    from .bench import budget as bb
+
     run = _run_dir(run_dir)
     dest = Path(dest)
     _check_dest(dest, run)
     s = _summary(run)
     with confine_reads(run):
         summary_bytes = read_bytes_bounded(run / "summary.json", "summary")
-    timings = _timings(run)
+    _timings(run)
     figs = _read_figures(run, s)
-    version = md_escape(s.get("gptwaves_version") or "n/a")
-    md = [f"# Results of the `{s.get('preset') or 'n/a'}` run (generated)", "",
-          f"Generated by `gptwaves publish run` from `summary.json` in this folder (gptwaves {version}). "
-          "Do not edit by hand.", "",
-          "## Claims", "", claims_markdown(s), "## Checkpoints", "", _checkpoint_markdown(s),
-          "## Time of each stage", "", _timings_markdown(timings), "## Figures", ""]
-    md += [f"![{name}]({name})" for _, name in figs]
     new_readme = None
     if readme is not None:
         fig = next((n for _, n in figs if n == "fano_reference_null.png"), None)
         new_readme = _new_readme(Path(readme), dest, s, fig)
-    written = [atomic_write_bytes(dest / "summary.json", summary_bytes)]
+    if peaks == "measure":
+        n, r = peak_n or bb.PEAK_N, peak_repeats or bb.PEAK_REPEATS
+        peaks = lambda: bb.measure_peaks(n, r)  # noqa: E731 (after every file is checked)
+    elif not (peaks == "none" or isinstance(peaks, dict)):
+        raise GptwavesError(f"peaks must be 'measure', 'none' or given peaks, not {peaks!r}")
+    b = _budget(run, s, peaks)
+    version = md_escape(s.get("gptwaves_version") or "n/a")
+    md = [f"# Results of the `{s.get('preset') or 'n/a'}` run (generated)", "",
+          f"Generated by `gptwaves publish run` from `summary.json` and `budget.json` in this folder (gptwaves "
+          f"{version}). Do not edit by hand.", "",
+          "## Claims", "", claims_markdown(s), "## Checkpoints", "", _checkpoint_markdown(s),
+          "## Time of each stage", "", budget_markdown(b), "## Figures", ""]
+    md += [f"![{name}]({name})" for _, name in figs]
+    written = [atomic_write_bytes(dest / "summary.json", summary_bytes), atomic_write_json(dest / "budget.json", b)]
     written += [atomic_write_bytes(dest / name, data) for data, name in figs]
     written.append(atomic_write_text(dest / "claims.md", "\n".join(md) + "\n"))
     if new_readme is not None:

@@ -12,7 +12,8 @@ published file they come from. Three kinds of markers make that checkable:
   rendered from ``results/SOURCE/summary.json`` (relative to the page) by this module: ``claims``
   (the verdict table), ``setup`` (model and analysis sizes), ``times`` (the stage times, the
   machine and the versions the summary records), ``headline`` (one sentence on what the verdicts
-  mean); ``gen:diff:A,B`` lists the verdicts that differ between two runs; ``gen:include:FILE``
+  mean), ``budget`` (the time table of ``results/SOURCE/budget.json``, as in the published
+  ``claims.md``); ``gen:diff:A,B`` lists the verdicts that differ between two runs; ``gen:include:FILE``
   copies a published Markdown file (e.g. the seed table).
 * **Quoted numbers** carry the field they quote: ``0.126<!--=paper:PATH-->``. PATH walks the JSON
   with ``/``: a key, a list index (``-1`` is the last), ``key=value`` (the element of a list of
@@ -21,7 +22,9 @@ published file they come from. Three kinds of markers make that checkable:
   applied to each). ``|fn`` applies ``min``, ``max``, ``count``, ``sum``, ``abs``, ``minutes``,
   ``hours`` to the result. The quoted number must be the field's value rounded to the digits
   shown (``0.126`` matches 0.12633; ``2e-144`` matches 2.036e-144). ``NAME/...`` uses a path
-  declared once on the page with ``<!-- alias NAME = SOURCE:PATH -->``.
+  declared once on the page with ``<!-- alias NAME = SOURCE:PATH -->``. A SOURCE ``NAME-budget``
+  is the run's ``results/NAME/budget.json`` (stage times, machine, matmul peaks, FLOPs:
+  ``0.8<!--=paper-budget:stages/train/gap-->``); any other SOURCE is ``results/SOURCE/summary.json``.
 * **Checked words**: each "every", "all", "each", "steadily", "monotone", "always", "never",
   "none", "no checkpoint", "throughout" or "consistently" of a paragraph needs a
   ``<!--check SOURCE:PATH PREDICATE-->`` in that paragraph
@@ -50,7 +53,8 @@ from pathlib import Path
 from .errors import GptwavesError
 from .io import atomic_write_text, read_json
 
-__all__ = ["check_page", "render_page", "resolve", "headline", "render_block", "readme_refresh", "main"]
+__all__ = ["check_page", "render_page", "resolve", "headline", "render_block", "readme_refresh", "budget_markdown",
+           "main"]
 
 GEN_RE = re.compile(r"<!-- gen:(?P<spec>[^ ]+?):begin -->\n(?P<body>.*?)<!-- gen:(?P=spec):end -->", re.S)
 QUOTE_RE = re.compile(r"(?P<num>[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?)<!--=(?P<ref>[^\n]*?)-->")
@@ -279,6 +283,60 @@ def _times(s: dict) -> str:
     return "\n".join(rows)
 
 
+def _n(v, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def budget_markdown(b: dict) -> str:
+    """The time table of a published run from its ``budget.json`` (written by ``gptwaves publish
+    run``; the same numbers ``gptwaves bench budget`` prints): the stage times of every
+    ``reproduce`` invocation, and per stage the FLOPs, the seconds at the matmul peak, the measured
+    seconds and the gap, with the peaks and the machine they were measured on."""
+    from .publish import md_escape
+
+    inv = [t for t in b.get("invocations") or [] if isinstance(t, dict)]
+    names = list(dict.fromkeys(k for t in inv for k in t if k != "total"))
+    out = ["Stage times of every `gptwaves reproduce` invocation, earliest first (seconds):", "",
+           "| stage | " + " | ".join(f"invocation {i + 1}" for i in range(len(inv))) + " | all invocations |",
+           "|---|" + "---|" * len(inv) + "---|"]
+    for k in names + (["total"] if any("total" in t for t in inv) else []):
+        vals = [t.get(k) for t in inv]
+        out.append(f"| {md_escape(k)} | " + " | ".join(_n(v, ".1f") for v in vals)
+                   + f" | {sum(v for v in vals if v is not None):.1f} |")
+    pk = b.get("peaks") or {}
+    out += ["", "Time budget: the matmul FLOPs each stage had to do (counted from the run's settings and files), "
+            "the seconds they take at the matmul peak, the measured seconds (all invocations) and the gap "
+            "(measured / at the peak):", "",
+            "| stage | FLOP | peak | seconds at the peak | measured seconds | gap |", "|---|---|---|---|---|---|"]
+    for k, st in (b.get("stages") or {}).items():
+        if st.get("flops") is None:
+            out.append(f"| {md_escape(k)} | no limit (numpy/scipy) | | | {_n(st.get('seconds'), '.1f')} | |")
+            continue
+        gap = st.get("wall_gap") if "wall_gap" in st else st.get("gap")
+        out.append(f"| {md_escape(k)} | {st['flops']:.3g} | {md_escape(st.get('peak') or 'n/a')} | "
+                   f"{_n(st.get('seconds_at_peak'), '.3g')} | {_n(st.get('seconds'), '.1f')} | {_n(gap, '.3g')} |")
+        if st.get("seconds_at_median_rate") is not None:
+            out.append(f"| {md_escape(k)} at the median logged rate ({_n(st.get('median_tokens_per_s'), '.0f')} "
+                       f"tokens/s) | {st['flops']:.3g} | {md_escape(st.get('peak') or 'n/a')} | "
+                       f"{_n(st.get('seconds_at_peak'), '.3g')} | {_n(st.get('seconds_at_median_rate'), '.1f')} | "
+                       f"{_n(st.get('gap'), '.3g')} |")
+    m = b.get("machine") or {}
+    where = md_escape(m.get("summary") or "an unrecorded machine")
+    if pk.get("status") == "absent":
+        out += ["", "Matmul peaks: not measured (published with `--no-peaks`), so there are no seconds at the "
+                "peak and no gaps."]
+    else:
+        how = (f"{int(pk['n'])}-cubed `torch.mm`, median of {int(pk['repeats'])}, measured at publication on {where}"
+               if pk.get("status") == "measured" else "given to `gptwaves publish`, measured elsewhere")
+        out += ["", f"Matmul peaks: fp32 {_n(pk.get('fp32_gflops'), '.0f')} GFLOP/s, bf16 "
+                    f"{_n(pk.get('bf16_gflops'), '.0f')} GFLOP/s ({how})."]
+    run_m = ((b.get("run") or {}).get("machine")) or {}
+    out.append(f"The run itself recorded its machine as `{md_escape(run_m.get('platform'))}`, processor "
+               f"`{md_escape(run_m.get('processor') or 'not recorded')}`." if run_m.get("platform")
+               else "The run itself recorded no machine.")
+    return "\n".join(out) + "\n"
+
+
 def render_block(spec: str, page_dir: Path) -> str:
     """The body of the generated block ``gen:SPEC`` of a page in ``page_dir``."""
     kind, _, arg = spec.partition(":")
@@ -286,6 +344,8 @@ def render_block(spec: str, page_dir: Path) -> str:
         return (page_dir / arg).read_text(encoding="utf-8").rstrip("\n")
     if kind == "diff":
         return _diff(*[_load(page_dir, n) for n in arg.split(",", 1)])
+    if kind == "budget":
+        return budget_markdown(_load(page_dir, arg + BUDGET_SUFFIX)).rstrip("\n")
     s = _load(page_dir, arg)
     if kind == "claims":
         out = ["| # | claim | as stated | beyond the null |", "|---|---|---|---|"]
@@ -301,7 +361,14 @@ def render_block(spec: str, page_dir: Path) -> str:
     raise GptwavesError(f"unknown generated block 'gen:{spec}'")
 
 
+#: A source named ``NAME-budget`` is ``results/NAME/budget.json`` (the run's time budget); any
+#: other ``NAME`` is ``results/NAME/summary.json``.
+BUDGET_SUFFIX = "-budget"
+
+
 def _load(page_dir: Path, name: str) -> dict:
+    if name.endswith(BUDGET_SUFFIX):
+        return read_json(page_dir / "results" / name[:-len(BUDGET_SUFFIX)] / "budget.json", "published budget", dict)
     return read_json(page_dir / "results" / name / "summary.json", "published summary", dict)
 
 
@@ -340,8 +407,9 @@ def check_page(text: str, page_dir: Path) -> list[str]:
     their field says, false or unchecked quantified statements, numbers without a reference."""
     page_dir = Path(page_dir)
     problems = []
-    names = {m.split(":")[0] for m in re.findall(r"<!--(?:=|check )\s*(\w+):", text)}
-    names |= {n for m in re.findall(r"<!-- gen:(\w+:[^ ]+?):begin", text) if not m.startswith("include:")
+    names = {m.split(":")[0] for m in re.findall(r"<!--(?:=|check )\s*([\w.-]+):", text)}
+    names |= {n + (BUDGET_SUFFIX if m.startswith("budget:") else "")
+              for m in re.findall(r"<!-- gen:(\w+:[^ ]+?):begin", text) if not m.startswith("include:")
               for n in m.split(":", 1)[1].split(",")}
     names |= {a.split(":")[0] for a in ALIAS_RE.findall(text) for a in [a[1]]}
     sources = {}

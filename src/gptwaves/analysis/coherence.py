@@ -61,6 +61,9 @@ def _surrogate_test(Zk, P, Ri_k, op_ind, rng, mask, n_surrogates, n_ci_surrogate
 
 def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
                  ci_method="jackknife", seed=0, alpha=0.05, x_raw=None) -> dict:
+    """:func:`coherence_with_nulls` on centred, zero-filled waves ``xc0`` with the raw channels' largest
+    absolute values ``absmax`` (``analyze_tap`` centres once for every part); ``x_raw``: the raw
+    waves for the gain-normalised repeat (None: no repeat)."""
     S, T, C = xc0.shape
     rng = np.random.default_rng(seed)
     n = max(int(mask.sum()), 1)
@@ -87,29 +90,11 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
                                           alpha, ci_method, k, k_range)
     del Zk, P
 
-    # the same after gain normalisation (docs/method.md, "Coherence against its floors": shared gain); kept channels only,
-    # since a constant channel divided by a varying gain would no longer be constant
+    # the same after gain normalisation (docs/method.md, "Coherence against its floors": shared gain)
     gain = None
     if x_raw is not None and kept.size >= 1:
-        xg = _nulls.gain_normalise(np.asarray(x_raw)[:, :, kept])
-        xg0 = _center0(xg, mask)
-        del xg
-        ng = np.square(xg0).sum(axis=(0, 1)) / n
-        okg = ng > 0
-        Rg = _corr_from_centered(xg0, _absmax(xg0, mask), n)[np.ix_(okg, okg)]
-        Zg, Pg, Rig, _, _ = _induced_units(xg0[:, :, okg], mask, ng[okg], n)
-        del xg0
-        op_g = order_parameters(Rg) if okg.any() else order_parameters(np.eye(1))
-        op_gi = order_parameters(Rig) if Rig.size else order_parameters(np.eye(1))
-        sur_g, _ = _surrogate_test(Zg, Pg, Rig, op_gi, np.random.default_rng([seed, 1]), mask, n_surrogates,
-                                   n_ci_surrogates, n_boot, alpha, ci_method, k, k_range, silhouettes=False)
-        del Zg, Pg
-        diff = {}
-        for kk, _ in _nulls.ORDER_KEYS:
-            a, b = surrogate[kk], sur_g[kk]
-            diff[kk] = _nulls.paired_difference(a["excess"], a.get("loo"), b["excess"], b.get("loo"))
-        gain = {"order_parameters": op_g, "order_parameters_induced": op_gi, "surrogate": sur_g,
-                "raw_minus_normalised": diff}
+        gain = _gain_normalised(x_raw, kept, mask, n, surrogate, seed, n_surrogates, n_ci_surrogates, n_boot, alpha,
+                                ci_method, k, k_range)
     coherent = bool(surrogate["mean_abs_corr"]["significant"] or surrogate["lambda_max_share"]["significant"])
     if gain is not None:  # a shared gain alone must not open the cluster gate
         coherent = coherent and bool(gain["surrogate"]["mean_abs_corr"]["significant"]
@@ -133,6 +118,34 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
                                         coherent=coherent),
     }
 
+
+
+def _gain_normalised(x_raw, kept, mask, n, surrogate, seed, n_surrogates, n_ci_surrogates, n_boot, alpha, ci_method,
+                     k, k_range) -> dict:
+    """The order parameters and their surrogate test after gain normalisation, with the paired jackknife
+    CI of raw minus normalised excess (docs/method.md, "Coherence against its floors": shared gain).
+
+    Kept channels only, since a constant channel divided by a varying gain would no longer be constant.
+    """
+    xg = _nulls.gain_normalise(np.asarray(x_raw)[:, :, kept])
+    xg0 = _center0(xg, mask)
+    del xg
+    ng = np.square(xg0).sum(axis=(0, 1)) / n
+    okg = ng > 0
+    Rg = _corr_from_centered(xg0, _absmax(xg0, mask), n)[np.ix_(okg, okg)]
+    Zg, Pg, Rig, _, _ = _induced_units(xg0[:, :, okg], mask, ng[okg], n)
+    del xg0
+    op_g = order_parameters(Rg) if okg.any() else order_parameters(np.eye(1))
+    op_gi = order_parameters(Rig) if Rig.size else order_parameters(np.eye(1))
+    sur_g, _ = _surrogate_test(Zg, Pg, Rig, op_gi, np.random.default_rng([seed, 1]), mask, n_surrogates,
+                               n_ci_surrogates, n_boot, alpha, ci_method, k, k_range, silhouettes=False)
+    del Zg, Pg
+    diff = {}
+    for kk, _ in _nulls.ORDER_KEYS:
+        a, b = surrogate[kk], sur_g[kk]
+        diff[kk] = _nulls.paired_difference(a["excess"], a.get("loo"), b["excess"], b.get("loo"))
+    return {"order_parameters": op_g, "order_parameters_induced": op_gi, "surrogate": sur_g,
+            "raw_minus_normalised": diff}
 
 def coherence_with_nulls(x, mask=None, k=None, k_range=(2, 20), n_surrogates=20, n_boot=200, n_ci_surrogates=2,
                          ci_method="jackknife",

@@ -57,7 +57,7 @@ import numpy as np
 
 from . import coherence_nulls as _nulls
 from .channel_labels import (CHAR_CLASSES, _channel_function_c, _eta, channel_function, class_event_counts,
-                               class_indicators, cohens_d, event_triggered_average)
+                             class_indicators, cohens_d, event_triggered_average)
 from .clustering import best_silhouette, cluster_channels, silhouette_score
 from .coherence import _coherence_c, coherence_with_nulls
 from .coherence_nulls import WavesInputError

@@ -12,13 +12,17 @@ they are memory-bound):
   (:func:`cached_token_flops`), past it one window forward (:func:`window_forward_flops`, the last
   block for the newest position only, as gptwaves runs it); fp32.
 * spelling sampling: ``samples x (length + margin)`` cached tokens per checkpoint; fp32.
-* waves, spelling statistics, summary, report: numpy/scipy work on the recorded values and
-  counts, no FLOP limit is given (their measured time is listed).
+* waves, spelling statistics, calibration, summary, report: numpy/scipy work on the recorded values
+  and counts, no FLOP limit is given (their measured time is listed).
 
 Measured times: the last ``reproduce`` invocation's stage timings plus those of earlier invocations
 (``timings_history``). Training is also given at the run's median logged rate (``metrics.jsonl``:
 steps only, evaluations excluded), which is what an uninterrupted run on a quiet machine pays when
 the training was split over several invocations or ran under load.
+
+The same numbers as data: :func:`budget` returns them as one JSON object (``budget.json`` of a
+published run, docs/outputs.md), :func:`budget_rows` turns that object into the rows this bench
+prints, so the printed table and the published file cannot disagree.
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ import statistics
 from pathlib import Path
 
 from .common import cached_token_flops, log, make_row, matmul_peak, train_flops_per_token, window_forward_flops
+
+BUDGET_FORMAT = "gptwaves-budget"
+BUDGET_VERSION = 1
+#: Matmul peak sizes: an ``n``-cubed ``torch.mm``, median of ``repeats`` (``--quick``: n 512).
+PEAK_N = 2048
+PEAK_N_QUICK = 512
+PEAK_REPEATS = 7
+#: Stages with a FLOP limit, in the order they run; every other timed stage is listed after them.
+COUNTED = ("train", "record", "spelling")
 
 
 def _read(path: Path, what: str = "run file") -> dict:
@@ -62,6 +75,9 @@ def check_run(run_dir: str | Path) -> Path:
     run_dir = check_run_dir(run_dir)
     if not run_dir.is_dir():
         raise GptwavesError(f"run directory not found: {run_dir}")
+    if not (run_dir / "reproduce.json").exists():
+        raise GptwavesError(f"{run_dir} has no reproduce.json: not a run made by `gptwaves reproduce` "
+                            "(its stage times are what the budget is about)")
     checks.read_checked(run_dir / "reproduce.json", "reproduce record", checks.reproduce_file)
     if not list_checkpoints(run_dir / "checkpoints"):
         raise GptwavesError(f"{run_dir} has no checkpoints: not a finished gptwaves run")
@@ -81,34 +97,90 @@ def sampling_flops(model, samples: int, length: int) -> float:
     return samples * sum(cached_token_flops(model, j + 1) for j in range(min(length, model.config.block_size)))
 
 
+def _timed(t) -> dict[str, float]:
+    return {k: float(v) for k, v in (t if isinstance(t, dict) else {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def invocations(reproduce: dict) -> list[dict[str, float]]:
+    """The stage timings of every ``reproduce`` invocation of the run, earliest first (the last
+    invocation's ``timings`` after its ``timings_history``); ``total`` kept where recorded."""
+    return [_timed(t) for t in [*(reproduce.get("timings_history") or []), reproduce.get("timings") or {}]]
+
+
 def stage_seconds(reproduce: dict) -> dict[str, float]:
     """Seconds per stage over every ``reproduce`` invocation of the run."""
     out: dict[str, float] = {}
-    for t in [reproduce.get("timings") or {}, *(reproduce.get("timings_history") or [])]:
-        for k, v in (t if isinstance(t, dict) else {}).items():
-            if isinstance(v, (int, float)) and k != "total":
-                out[k] = out.get(k, 0.0) + float(v)
+    for t in invocations(reproduce):
+        for k, v in t.items():
+            if k != "total":
+                out[k] = out.get(k, 0.0) + v
     return out
 
 
-# long: one row per stage, each its few lines of FLOP arithmetic, read top to bottom
-def run(quick: bool = False, corpus=None, *, run_dir: str | Path | None = None, peak_n: int | None = None) -> list[dict]:
-    """Rows: per stage, measured seconds against the seconds at the matmul peak (the gap)."""
+# ------------------------------------------------------------------------------ matmul peaks
+
+
+def measure_peaks(n: int = PEAK_N, repeats: int = PEAK_REPEATS) -> dict:
+    """The fp32 and bf16 matmul peaks measured now (GFLOP/s, median of ``repeats`` ``n``-cubed
+    ``torch.mm``), as recorded in ``budget.json``."""
     import torch
 
-    from ..model import GPT, GPTConfig
+    from ..errors import GptwavesError
 
-    if run_dir is None:
-        return [make_row("budget: skipped", None, "", notes="needs a finished run: gptwaves bench budget --run DIR")]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 16384:
+        raise GptwavesError(f"the matmul peak size must be an integer in [1, 16384], not {n!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 1000:
+        raise GptwavesError(f"the matmul peak repeats must be an integer in [1, 1000], not {repeats!r}")
+    log(f"budget: matmul peaks ({n}^3, median of {repeats})")
+    return {"status": "measured", "n": n, "repeats": repeats,
+            "fp32_gflops": matmul_peak(torch.float32, n, repeats),
+            "bf16_gflops": matmul_peak(torch.bfloat16, n, repeats)}
+
+
+def given_peaks(fp32_gflops: float, bf16_gflops: float) -> dict:
+    """Peaks measured elsewhere (e.g. by an earlier ``gptwaves bench``), as recorded in ``budget.json``."""
+    import math
+
+    from ..errors import GptwavesError
+
+    for name, g in (("fp32", fp32_gflops), ("bf16", bf16_gflops)):
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not (math.isfinite(g) and 0 < g <= 1e9):
+            raise GptwavesError(f"the given {name} matmul peak must be a number of GFLOP/s in (0, 1e9], not {g!r}")
+    return {"status": "given", "n": None, "repeats": None, "fp32_gflops": float(fp32_gflops),
+            "bf16_gflops": float(bf16_gflops)}
+
+
+NO_PEAKS = {"status": "absent", "n": None, "repeats": None, "fp32_gflops": None, "bf16_gflops": None}
+
+
+# ------------------------------------------------------------------------------ the budget as data
+
+
+def _ratio(a, b):
+    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+# long: one block per counted stage, each its few lines of FLOP arithmetic, read top to bottom
+def budget(run_dir: str | Path, peaks) -> dict:
+    """The run's time budget as one JSON object (``budget.json``, docs/outputs.md): the machine
+    that counted it, every ``reproduce`` invocation's stage times, the matmul ``peaks``
+    (:func:`measure_peaks`, :func:`given_peaks` or :data:`NO_PEAKS`, or a function returning one,
+    called once every file of the run has been read and checked), and per stage its FLOPs, seconds
+    at the peak, measured seconds and their ratio (the gap)."""
     from ..checkpoint import list_checkpoints
     from ..errors import CorruptArtefactError
+    from ..model import GPT, GPTConfig
     from ..train import read_metrics
+    from .common import machine_info
 
     run_dir = check_run(run_dir)
     rpath = run_dir / "reproduce.json"
     rep = _read(rpath, "reproduce record")
     cfg = GPTConfig.from_dict(list_checkpoints(run_dir / "checkpoints")[-1].meta["config"])
     tr = rep.get("train") or {}
+    if not isinstance(tr, dict):
+        raise CorruptArtefactError(f"{rpath}: train is not an object")
     iters, batch = _size(tr, "max_iters", rpath, 0) or 0, _size(tr, "batch_size", rpath, 0) or 0
     if tr.get("precision") is not None and not isinstance(tr.get("precision"), str):
         raise CorruptArtefactError(f"{rpath}: train.precision is not a name")
@@ -127,53 +199,98 @@ def run(quick: bool = False, corpus=None, *, run_dir: str | Path | None = None, 
         st = st or {}
         if _size(st, "samples", p) is not None and _size(st, "length", p) is not None:
             spell.append((st["samples"], st["length"] + (_size(st, "margin", p, 0) or 0)))
-    model = GPT(cfg).eval()
-    peak_n = peak_n or (512 if quick else 2048)
-    log("budget: matmul peaks")
-    peak32 = matmul_peak(torch.float32, peak_n) * 1e9
-    peak16 = matmul_peak(torch.bfloat16, peak_n) * 1e9
-    bf16 = tr.get("precision") in ("bf16", "auto") and peak16 > peak32  # auto: bf16 where native (this CPU)
-    seconds = stage_seconds(rep)
-    rows = []
-
-    # training
-    tokens = iters * batch * cfg.block_size
-    f_train = train_flops_per_token(model) * tokens
-    peak_t = peak16 if bf16 else peak32
     rates = [r["tokens_per_s"] for r in read_metrics(run_dir)  # valid rows only (cut lines skipped)
              if r.get("kind") == "train" and isinstance(r.get("tokens_per_s"), (int, float))
              and not isinstance(r["tokens_per_s"], bool) and 0 < r["tokens_per_s"] < 1e15]
-    at_median = tokens / statistics.median(rates) if rates else None
-    rows.append(make_row(f"budget training: {iters} iterations x {tokens // max(iters, 1)} tokens, at the run's "
-                         f"median rate", at_median, "s", baseline=f_train / peak_t,
-                         notes=f"{f_train:.2e} FLOP at the {'bf16' if bf16 else 'fp32'} peak "
-                               f"{peak_t / 1e9:.0f} GFLOP/s; median of {len(rates)} logged rates "
-                               f"({statistics.median(rates) if rates else float('nan'):.0f} tok/s), evaluations "
-                               f"excluded; reproduce's wall time over its invocations "
-                               f"{seconds.get('train', float('nan')):.0f} s"))
+    model = GPT(cfg).eval()
+    peaks = dict(peaks() if callable(peaks) else peaks)
+    p32 = peaks.get("fp32_gflops")
+    p16 = peaks.get("bf16_gflops")
+    # bf16 autocast (or auto: bf16 where native) at the bf16 peak where it is the higher one; without
+    # peaks, bf16 for a bf16 run and undecided for auto
+    prec = tr.get("precision")
+    bf16 = prec in ("bf16", "auto") and (p16 > p32 if p32 is not None and p16 is not None else prec == "bf16")
+    seconds = stage_seconds(rep)
 
-    # recordings
-    f_rec, n_rec, n_win = 0.0, 0, 0
+    def at_peak(flops: float, gflops):
+        return flops / (gflops * 1e9) if gflops else None
+
+    stages = {}
+    tokens = iters * batch * cfg.block_size
+    f_train = train_flops_per_token(model) * tokens
+    median = statistics.median(rates) if rates else None
+    t_peak = at_peak(f_train, p16 if bf16 else p32)
+    at_median = tokens / median if median else None
+    undecided = prec == "auto" and p32 is None  # bf16 or fp32: only the peaks tell
+    stages["train"] = {"flops": f_train, "peak": None if undecided else "bf16" if bf16 else "fp32",
+                       "seconds_at_peak": t_peak,
+                       "seconds": seconds.get("train"), "gap": _ratio(at_median, t_peak),
+                       "seconds_at_median_rate": at_median, "wall_gap": _ratio(seconds.get("train"), t_peak),
+                       "iterations": iters, "tokens": tokens, "median_tokens_per_s": median,
+                       "logged_rates": len(rates), "precision": tr.get("precision")}
+    f_rec, n_win = 0.0, 0
     for samples, prompt_len, steps in recs:
         f_rec += recording_flops(model, samples, prompt_len, steps)
-        n_rec += 1
         n_win += samples * max(0, prompt_len - 1 + steps - cfg.block_size)
-    rows.append(make_row(f"budget recordings: {n_rec} files, {n_win} window forwards past the context",
-                         seconds.get("record"), "s", baseline=f_rec / peak32,
-                         notes=f"{f_rec:.2e} FLOP at the fp32 peak {peak32 / 1e9:.0f} GFLOP/s"))
+    t_peak = at_peak(f_rec, p32)
+    stages["record"] = {"flops": f_rec, "peak": "fp32", "seconds_at_peak": t_peak, "seconds": seconds.get("record"),
+                        "gap": _ratio(seconds.get("record"), t_peak), "files": len(recs), "window_forwards": n_win}
+    f_sp = sum(sampling_flops(model, samples, length) for samples, length in spell)
+    t_peak = at_peak(f_sp, p32)
+    stages["spelling"] = {"flops": f_sp, "peak": "fp32", "seconds_at_peak": t_peak,
+                          "seconds": seconds.get("spelling"), "gap": _ratio(seconds.get("spelling"), t_peak),
+                          "checkpoints": len(spell)}
+    for k, v in seconds.items():
+        if k not in stages:
+            stages[k] = {"flops": None, "peak": None, "seconds_at_peak": None, "seconds": v, "gap": None}
+    return {"format": BUDGET_FORMAT, "format_version": BUDGET_VERSION, "machine": machine_info(),
+            "invocations": invocations(rep), "peaks": peaks, "stages": stages,
+            "total": {"seconds": sum(seconds.values()), "invocations": len(invocations(rep))}}
 
-    # spelling sampling (+ statistics, not separable in the stage timing)
-    f_sp, n_sp = 0.0, 0
-    for samples, length in spell:
-        f_sp += sampling_flops(model, samples, length)
-        n_sp += 1
-    rows.append(make_row(f"budget spelling: {n_sp} checkpoints, sampling + statistics", seconds.get("spelling"),
-                         "s", baseline=f_sp / peak32,
-                         notes=f"{f_sp:.2e} FLOP of sampling at the fp32 peak; the statistics (permutation "
-                               f"nulls) are in the measured time, not in the limit"))
-    for k in ("waves", "summary", "report"):
-        rows.append(make_row(f"budget {k}", seconds.get(k), "s", notes="numpy/scipy on recorded values; no FLOP limit"))
-    total = sum(v for v in seconds.values())
-    rows.append(make_row("budget total (reproduce, every invocation)", total, "s",
-                         notes="training counted at its wall time here; see the training row for the median rate"))
+
+def _s(v, fmt: str = ".0f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def budget_rows(b: dict) -> list[dict]:
+    """The bench rows of a :func:`budget` object (what ``gptwaves bench budget`` prints)."""
+    st, pk = b["stages"], b["peaks"]
+    absent = pk.get("fp32_gflops") is None
+    peak_note = " (peaks not measured: no limit)" if absent else ""
+    tr = st["train"]
+    g = pk.get(f"{tr['peak']}_gflops") if tr["peak"] else None
+    rows = [make_row(f"budget training: {tr['iterations']} iterations x {tr['tokens'] // max(tr['iterations'], 1)} "
+                     f"tokens, at the run's median rate", tr["seconds_at_median_rate"], "s",
+                     baseline=tr["seconds_at_peak"], ratio=tr["gap"],
+                     notes=f"{tr['flops']:.2e} FLOP at the {tr['peak'] or 'bf16 or fp32'} peak {_s(g)} "
+                           f"GFLOP/s{peak_note}; median "
+                           f"of {tr['logged_rates']} logged rates ({_s(tr['median_tokens_per_s'])} tok/s), "
+                           f"evaluations excluded; reproduce's wall time over its invocations "
+                           f"{_s(tr['seconds'])} s")]
+    rec = st["record"]
+    rows.append(make_row(f"budget recordings: {rec['files']} files, {rec['window_forwards']} window forwards past "
+                         f"the context", rec["seconds"], "s", baseline=rec["seconds_at_peak"], ratio=rec["gap"],
+                         notes=f"{rec['flops']:.2e} FLOP at the fp32 peak {_s(pk.get('fp32_gflops'))} "
+                               f"GFLOP/s{peak_note}"))
+    sp = st["spelling"]
+    rows.append(make_row(f"budget spelling: {sp['checkpoints']} checkpoints, sampling + statistics", sp["seconds"],
+                         "s", baseline=sp["seconds_at_peak"], ratio=sp["gap"],
+                         notes=f"{sp['flops']:.2e} FLOP of sampling at the fp32 peak{peak_note}; the statistics "
+                               f"(permutation nulls) are in the measured time, not in the limit"))
+    for k in ("waves", *[k for k in st if k not in (*COUNTED, "waves", "summary", "report")], "summary", "report"):
+        rows.append(make_row(f"budget {k}", (st.get(k) or {}).get("seconds"), "s",
+                             notes="numpy/scipy on recorded values; no FLOP limit"))
+    n = b["total"]["invocations"]
+    rows.append(make_row(f"budget total (reproduce, {n} invocation{'' if n == 1 else 's'})", b["total"]["seconds"],
+                         "s", notes="training counted at its wall time here; see the training row for the median "
+                                    "rate"))
     return rows
+
+
+def run(quick: bool = False, corpus=None, *, run_dir: str | Path | None = None,
+        peak_n: int | None = None) -> list[dict]:
+    """Rows: per stage, measured seconds against the seconds at the matmul peak (the gap)."""
+    if run_dir is None:
+        return [make_row("budget: skipped", None, "", notes="needs a finished run: gptwaves bench budget --run DIR")]
+    b = budget(run_dir, lambda: measure_peaks(peak_n or (PEAK_N_QUICK if quick else PEAK_N)))
+    return budget_rows(b)
