@@ -4,9 +4,12 @@ docs/method.md, Model and Recording waves."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from gptwaves.errors import SettingsError
 from gptwaves.model import GPT, GPTConfig, KVCache, tap_names
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -217,3 +220,45 @@ def test_inference_gelu_in_place_equals_autograd_path(perturb, gelu):
     slow = mlp(x)
     assert slow.requires_grad and not fast.requires_grad
     assert torch.equal(fast, slow.detach())
+
+
+def test_packed16_dropout_masks():
+    """packed16 dropout (docs/method.md, Model): elements kept with probability t / 65536 (t =
+    round((1 - p) 65536)), kept ones scaled by 65536 / t so the output's expectation is the input;
+    neighbouring elements (quarters of one 64-bit draw) independent; masks follow torch's seed;
+    training only (identity in eval mode)."""
+    from gptwaves.model import Dropout, packed16_dropout
+
+    x = torch.ones(1 << 20)
+    torch.manual_seed(5)
+    y = packed16_dropout(x, 0.1)
+    t = round(0.9 * 65536)
+    kept = y != 0
+    assert torch.all(y[kept] == 65536.0 / t)
+    n = x.numel()
+    frac = kept.double().mean().item()
+    assert abs(frac - t / 65536) < 5 * math.sqrt(0.09 / n)  # 5 standard errors
+    assert abs(y.double().mean().item() - 1.0) < 5 * math.sqrt(0.09 / 0.81 / n)
+    k = kept.double().view(-1, 4)  # the four 16-bit quarters of each 64-bit draw
+    for a, b in ((0, 1), (1, 2), (2, 3), (0, 3)):
+        assert abs(torch.corrcoef(torch.stack([k[:, a], k[:, b]]))[0, 1].item()) < 5 / math.sqrt(n / 4)
+    torch.manual_seed(5)
+    assert torch.equal(packed16_dropout(x, 0.1), y)
+    assert packed16_dropout(torch.ones(3, 5, 7), 0.5).shape == (3, 5, 7)  # sizes not a multiple of 4
+    d = Dropout(0.1)
+    d.masks = "packed16"
+    assert torch.equal(d.eval()(x), x)
+
+
+def test_set_dropout_masks(perturb):
+    m = make_model(perturb, dropout=0.1).train()
+    idx = torch.randint(11, (2, 16), generator=torch.Generator().manual_seed(1))
+    outs = {}
+    for kind in ("bernoulli", "packed16", "bernoulli"):
+        m.set_dropout_masks(kind)
+        torch.manual_seed(3)
+        outs.setdefault(kind, []).append(m(idx)[0])
+    assert torch.equal(*outs["bernoulli"])  # switching back gives torch's own masks again
+    assert not torch.equal(outs["bernoulli"][0], outs["packed16"][0])
+    with pytest.raises(SettingsError):
+        m.set_dropout_masks("coin")

@@ -207,6 +207,31 @@ def test_extending_max_iters_is_bit_identical(train_tiny, tmp_path):
         train_tiny("B", **{**RESUME_KW, "max_iters": 30})
 
 
+def test_dropout_masks_of_new_and_older_runs(train_tiny, tmp_path, monkeypatch):
+    """A new run draws packed16 dropout masks and says so in run.json; a run.json without the entry
+    (written before packed16 existed) keeps torch's bernoulli masks, so an older run resumes
+    bit-identically (docs/method.md, Model)."""
+    kw = dict(RESUME_KW, max_iters=15)
+    train_tiny("new", **kw)
+    assert json.loads((tmp_path / "new" / "run.json").read_text())["dropout_masks"] == "packed16"
+    monkeypatch.setattr(train_mod, "NEW_RUN_DROPOUT_MASKS", "bernoulli")
+    train_tiny("old", **kw)  # an older run from start to end
+    train_tiny("resumed", **{**kw, "max_iters": 10})
+    monkeypatch.undo()
+    info = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    del info["dropout_masks"]  # as an older version wrote it
+    (tmp_path / "resumed" / "run.json").write_text(json.dumps(info))
+    assert train_tiny("resumed", **kw).resumed_from == 10
+    assert_same_run(tmp_path / "old", tmp_path / "resumed", 15)
+    # the two kinds of masks give different runs (the test above is not vacuous)
+    assert _final_weights(tmp_path / "new", 15)[0]["weights_sha256"] != \
+        _final_weights(tmp_path / "old", 15)[0]["weights_sha256"]
+    info["dropout_masks"] = "coin"
+    (tmp_path / "resumed" / "run.json").write_text(json.dumps(info))
+    with pytest.raises(GptwavesError, match="dropout_masks 'coin'"):
+        train_tiny("resumed", **{**kw, "max_iters": 20})
+
+
 def test_different_settings_refused(train_tiny, tmp_path):
     train_tiny("A", max_iters=10)
     before = (tmp_path / "A" / "run.json").read_bytes()

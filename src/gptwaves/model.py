@@ -83,6 +83,39 @@ class KVCache:
         self.max_len = max_len
 
 
+#: Dropout mask kinds (docs/method.md, Model, "Dropout masks"): ``bernoulli`` is torch's own ``nn.Dropout`` (one
+#: random number per element); ``packed16`` draws 64-bit random integers and uses each 16-bit quarter
+#: for one mask element, which is about four times cheaper on a CPU (``bernoulli_`` was the largest
+#: single cost of a training iteration). The two give different masks, so a run keeps the kind it
+#: started with (train.py records it in run.json).
+DROPOUT_MASKS = ("bernoulli", "packed16")
+
+
+def packed16_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout with masks drawn 16 bits per element from torch's global generator.
+
+    Each element is kept when its 16-bit draw is below ``t = round((1 - p) * 65536)``, so it is
+    kept with probability ``t / 65536`` (within 1/65536 of ``1 - p``), and kept elements are scaled
+    by ``65536 / t``: the expectation of the output equals ``x`` exactly.
+    """
+    t = round((1.0 - p) * 65536)
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    drop = bits.view(torch.int16)[:n].view(x.shape) >= t - 32768  # int16 draw + 32768 is uniform on 0..65535
+    return x.mul(65536.0 / t).masked_fill_(drop, 0)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose masks can be drawn the ``packed16`` way (see :data:`DROPOUT_MASKS`)."""
+
+    masks: str = "bernoulli"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.masks == "packed16" and self.training and self.p > 0:
+            return packed16_dropout(x, self.p)
+        return super().forward(x)
+
+
 class CausalSelfAttention(nn.Module):
     #: On a CPU, training with attention dropout is faster written out (q k^T, mask, softmax,
     #: dropout, att v) than through scaled_dot_product_attention's math kernel, clearly so under
@@ -95,7 +128,8 @@ class CausalSelfAttention(nn.Module):
         self.register_buffer("causal_mask", mask, persistent=False)  # not in the state dict
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
+        self.attn_dropout = Dropout(cfg.dropout)  # the written-out training attention's
         self.n_head = cfg.n_head
         self.n_embd = cfg.n_embd
         self.dropout = cfg.dropout
@@ -115,7 +149,7 @@ class CausalSelfAttention(nn.Module):
                     and self.explicit_train_attention):
                 att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
                 att = att.masked_fill(~self.causal_mask[:T, :T], float("-inf")).softmax(dim=-1).to(v.dtype)
-                y = F.dropout(att, self.dropout, training=True) @ v
+                y = self.attn_dropout(att) @ v
             else:
                 y = F.scaled_dot_product_attention(
                     q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
@@ -153,7 +187,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.gelu = nn.GELU(approximate="tanh" if cfg.gelu == "tanh" else "none")
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
@@ -192,7 +226,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
                 wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
-                drop=nn.Dropout(cfg.dropout),
+                drop=Dropout(cfg.dropout),
                 h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
                 ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
             )
@@ -204,6 +238,15 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def set_dropout_masks(self, kind: str) -> "GPT":
+        """Draw every dropout mask of this model the ``kind`` way (one of :data:`DROPOUT_MASKS`)."""
+        if kind not in DROPOUT_MASKS:
+            raise SettingsError(f"dropout masks must be one of {', '.join(DROPOUT_MASKS)}, not {kind!r}")
+        for m in self.modules():
+            if isinstance(m, Dropout):
+                m.masks = kind
+        return self
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

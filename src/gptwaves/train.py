@@ -44,10 +44,14 @@ from .corpus import Corpus
 from .errors import CorruptArtefactError, GptwavesError, SettingsError
 from .io import (RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text, check_regular_file, confined_file,
                  physical_memory, read_json, sha256_bytes, sweep_stale, write_guard)
-from .model import GPT
+from .model import DROPOUT_MASKS, GPT
 from .runtime import Interrupted, graceful_stop, pick_device, progress_bar
 
 RUN_FORMAT = "gptwaves-run"
+#: How a new run draws its dropout masks (docs/method.md, Model, "Dropout masks"). A run keeps the kind it started
+#: with: run.json records it, and a run.json without the entry (written before ``packed16``
+#: existed) resumes with torch's ``bernoulli`` masks, bit-identically.
+NEW_RUN_DROPOUT_MASKS = "packed16"
 STATE_RE = re.compile(r"^state_(\d{7})\.safetensors$")
 
 
@@ -67,7 +71,7 @@ def read_run_info(run_dir: str | os.PathLike) -> dict:
     """Read and validate ``DIR/run.json``; one-line errors name the file.
 
     Returns the dict (keys ``format``, ``corpus_sha256``, ``train``, and from most versions
-    ``vocab``, ``corpus_path``, ``created_by``). ``corpus_path`` is returned as written; it is a
+    ``vocab``, ``corpus_path``, ``created_by``, ``dropout_masks``). ``corpus_path`` is returned as written; it is a
     user path, checked when the corpus is loaded (a regular file of bounded size).
     """
     path = Path(run_dir) / "run.json"
@@ -80,6 +84,9 @@ def read_run_info(run_dir: str | os.PathLike) -> dict:
         raise CorruptArtefactError(f"run file {path}: 'train' settings are not an object")
     if "vocab" in info:
         check_vocab(info["vocab"], f"run file {path}")
+    if info.get("dropout_masks", "bernoulli") not in DROPOUT_MASKS:
+        raise CorruptArtefactError(f"run file {path}: dropout_masks {info['dropout_masks']!r} is not one of "
+                                   f"{', '.join(DROPOUT_MASKS)}")
     cp = info.get("corpus_path")
     if cp is not None and (not isinstance(cp, str) or not cp or "\x00" in cp):
         raise CorruptArtefactError(f"run file {path}: corpus_path {cp!r} is not a file path")
@@ -108,7 +115,13 @@ def check_or_create_run(run_dir: Path, cfg: TrainConfig, corpus: Corpus) -> None
     refuse_foreign_dir(run_dir)
     cpath = str(Path(corpus.path).resolve()) if corpus.path else None  # works from any folder later
     atomic_write_json(path, {**ident, "created_by": f"gptwaves {__version__}",
-                             "vocab": corpus.tokenizer.chars, "corpus_path": cpath})
+                             "vocab": corpus.tokenizer.chars, "corpus_path": cpath,
+                             "dropout_masks": NEW_RUN_DROPOUT_MASKS})
+
+
+def run_dropout_masks(info: dict) -> str:
+    """The dropout mask kind of a run from its run.json (``bernoulli`` for runs that predate the entry)."""
+    return info.get("dropout_masks", "bernoulli")
 
 
 def estimate_training_bytes(cfg: TrainConfig, vocab_size: int) -> int:
@@ -441,7 +454,7 @@ def _train_locked(cfg: TrainConfig, corpus: Corpus, run_dir: Path, device: torch
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     mcfg = cfg.model_config(corpus.tokenizer.vocab_size)
-    model = GPT(mcfg).to(device)
+    model = GPT(mcfg).to(device).set_dropout_masks(run_dropout_masks(read_run_info(run_dir)))
     opt = make_optimizer(model, cfg, device)
     fwd = model
     if d.enabled:

@@ -5,7 +5,8 @@ training), three steps a run repeats thousands of times:
 
 ``train``
     One training iteration exactly as :func:`gptwaves.train.train` runs it (64 x 128 characters,
-    the preset's resolved precision under :func:`gptwaves.train.autocast_ctx`, forward, backward,
+    the preset's resolved precision under :func:`gptwaves.train.autocast_ctx`, the dropout masks
+    of a new run (:data:`gptwaves.train.NEW_RUN_DROPOUT_MASKS`), forward, backward,
     gradient clipping, fused AdamW step, ``zero_grad``).
 ``record``
     Recording steps past the context with every tap: :func:`gptwaves.sample.generate` after a
@@ -74,11 +75,11 @@ def profile_step(fn, repeats: int = 3, warmup: int = 1) -> dict:
 
 def _train_step(quick: bool):
     from ..runtime import resolve_precision
-    from ..train import autocast_ctx, make_optimizer
+    from ..train import NEW_RUN_DROPOUT_MASKS, autocast_ctx, make_optimizer
 
     cfg = paper_train_config(**({"n_layer": 2, "n_embd": 48, "n_head": 2, "batch_size": 8, "block_size": 32}
                                 if quick else {}))
-    model, device = make_model(cfg), torch.device("cpu")
+    model, device = make_model(cfg).set_dropout_masks(NEW_RUN_DROPOUT_MASKS), torch.device("cpu")
     model.train()
     opt = make_optimizer(model, cfg, device)
     g = torch.Generator().manual_seed(0)
