@@ -213,7 +213,6 @@ def test_code_cites_method_sections_that_exist():
 #: Modules allowed over MAX_MODULE_LINES, each with the reason it still is. The list only shrinks.
 OVER_SIZE = {
     "record.py": "recording and its HDF5 reader in one module; not yet split",
-    "cli.py": "every command's options (its tables come from gptwaves.tables)",
 }
 MAX_MODULE_LINES = 650
 MAX_FUNCTION_LINES = 80
@@ -248,9 +247,10 @@ def test_long_functions_say_why():
 
 def test_analysis_is_pure():
     """gptwaves.analysis imports numpy, scipy, scikit-learn, ruptures and the standard library only,
-    besides its own modules, gptwaves.jsonable and gptwaves.errors: no torch, no files, no CLI."""
+    besides its own modules, gptwaves.jsonable, gptwaves.errors and the declarations of gptwaves.schema:
+    no torch, no files, no CLI."""
     allowed_top = {"numpy", "scipy", "sklearn", "ruptures"}
-    allowed_own = {"gptwaves.jsonable", "gptwaves.errors"}
+    allowed_own = {"gptwaves.jsonable", "gptwaves.errors", "gptwaves.schema"}  # schema: declarations only
     bad = []
     for p in sorted((SRC / "analysis").glob("*.py")):
         for mod, line, _ in _imports(p):

@@ -203,3 +203,17 @@ def test_newest_position_shortcut_equals_full_forward(perturb, bias):
         m(idx, taps=m.tap_names, tap_positions=slice(-1, None), logits_last_only=True,
           edits={"blocks.2.hook_resid_post": edit})
     assert seen == [32]  # the edit saw every position: no shortcut
+
+
+@pytest.mark.parametrize("gelu", ["tanh", "exact"])
+def test_inference_gelu_in_place_equals_autograd_path(perturb, gelu):
+    """Without autograd the MLP applies GELU in place (a speed-up of recording and sampling): the
+    output is bit-identical to the out-of-place path that training takes."""
+    m = make_model(perturb, gelu=gelu)
+    x = torch.randn(3, 7, 16, generator=torch.Generator().manual_seed(4))
+    mlp = m.transformer.h[0].mlp
+    with torch.no_grad():
+        fast = mlp(x)
+    slow = mlp(x)
+    assert slow.requires_grad and not fast.requires_grad
+    assert torch.equal(fast, slow.detach())

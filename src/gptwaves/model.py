@@ -156,7 +156,12 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        if h.requires_grad:  # autograd needs the input of GELU: out of place
+            h = self.gelu(h)
+        else:  # inference: in place, the same values without a second (B, T, 4C) buffer
+            torch.ops.aten.gelu_(h, approximate=self.gelu.approximate)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
