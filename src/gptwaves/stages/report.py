@@ -229,7 +229,9 @@ def _findings(summary: dict | None, why: str | None, axis: str = "iteration") ->
         lo, hi = cr.get("ci") if isinstance(cr.get("ci"), list) and len(cr["ci"]) == 2 else (None, None)
         crossing = {"at": fmt(ci, 4), "lo": fmt(lo, 4) if lo is not None else "open",
                     "hi": fmt(hi, 4) if hi is not None else "open"}
-    return {"missing": None, "claims": claims, "crossing": crossing, "no_crossing_reason": cr.get("reason")}
+    reason = cr.get("reason")
+    return {"missing": None, "claims": claims, "crossing": crossing,
+            "no_crossing_reason": _on_axis(reason, axis) if isinstance(reason, str) else reason}
 
 
 def _axis(summary) -> str:
