@@ -449,7 +449,8 @@ def _texts(run_dir: Path, axis: str) -> list[dict]:
         raw = _read_bytes(p, "generated text", 64 << 20)  # a FIFO or a link out of the run is not read
         out.append({"name": name, "label": f"{axis} {it}" if it is not None else name,
                     # rebuilt from a whitelist, every piece of text escaped: the one fragment of markup
-                    "fragment": None if raw is None else Markup(sanitize_fragment(raw.decode("utf-8", "replace")))})
+                    "fragment": None if raw is None else Markup(_on_axis(sanitize_fragment(raw.decode("utf-8", "replace")),
+                                                                        axis))})
     return out
 
 
