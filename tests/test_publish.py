@@ -57,6 +57,14 @@ def test_published_summary_is_readable_by_current_code(path):
     assert md.count("\n| ") == 5  # one row per claim
     claims_md = (path.parent / "claims.md").read_text()
     assert publish.claims_markdown(s) in claims_md  # claims.md was generated from this summary
+    budget = path.parent / "budget.json"
+    if budget.is_file():  # publications since budget.json: its time table is the one in claims.md
+        from gptwaves.bench.budget import BUDGET_FORMAT, BUDGET_VERSION
+        from gptwaves.results_page import budget_markdown
+
+        b = json.loads(budget.read_text())
+        assert b["format"] == BUDGET_FORMAT and b["format_version"] == BUDGET_VERSION
+        assert budget_markdown(b) in claims_md
 
 
 def test_readme_block_is_generated_from_the_published_summary():

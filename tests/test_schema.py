@@ -177,8 +177,8 @@ def test_names_declared_once():
     assert summary.CLAIM_TITLES is schema.CLAIM_TITLES
     assert (waves_claims.CLAIM1, waves_claims.CLAIM4) == (schema.CLAIM_TITLES[1], schema.CLAIM_TITLES[4])
     src = "".join(p.read_text() for p in Path(waves_claims.__file__).parent.glob("*.py"))
-    for n in (2, 3, 5):
-        assert f'"{schema.CLAIM_TITLES[n]}"' in src
+    for n in (1, 2, 3, 4, 5):  # the titles are written nowhere in the analysis: they come from the schema
+        assert f'"{schema.CLAIM_TITLES[n]}"' not in src
 
 
 # ------------------------------------------------------------------ one table, three renderings

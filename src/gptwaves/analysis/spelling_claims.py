@@ -77,6 +77,7 @@ from statistics import NormalDist
 
 from scipy import stats
 
+from ..schema import CLAIM_TITLES
 from . import claims as cl
 from . import spelling as sp
 
@@ -340,7 +341,7 @@ def _excess_beyond(rows: Sequence[Mapping], alpha: float, want: str, name: str) 
 def claim_correct(checkpoints: Sequence[Mapping], alpha: float = 0.05,
                   crossing: Mapping | None = None) -> dict:
     """Claim 2 (see the module docstring)."""
-    title = "Correct spellings go from Poissonian to sub-Poissonian"
+    title = CLAIM_TITLES[2]
     cks = [c for c in checkpoints if _get(c, "stats", "correct", "fano") is not None]
     beyond = _excess_beyond(excess_rows(checkpoints, "correct"), alpha, "fall", "correct-word")
     if len(cks) < 2:
@@ -399,7 +400,7 @@ def claim_correct(checkpoints: Sequence[Mapping], alpha: float = 0.05,
 
 def claim_misspelled(checkpoints: Sequence[Mapping], alpha: float = 0.05) -> dict:
     """Claim 3 (see the module docstring)."""
-    title = "Misspellings show the opposite trend"
+    title = CLAIM_TITLES[3]
     its = [c["iteration"] for c in checkpoints]
     fm = [_get(c, "stats", "misspelled", "fano") for c in checkpoints]
     t = cl.trend(its, fm, alpha)
@@ -438,7 +439,7 @@ def claim_misspelled(checkpoints: Sequence[Mapping], alpha: float = 0.05) -> dic
 
 def claim_cascade(checkpoints: Sequence[Mapping], alpha: float = 0.05) -> dict:
     """Claim 5 (see the module docstring)."""
-    title = "No cascade of defects once trained"
+    title = CLAIM_TITLES[5]
     rows = cascade_rows(checkpoints)
     zc = _zc(alpha)
     # as stated: |z| of log RR falls towards 0

@@ -14,11 +14,13 @@ import numpy as np
 from scipy import stats as _stats
 from scipy.linalg import blas as _blas
 
+from ..schema import ORDER_PARAMETERS
+
 __all__ = ["ORDER_KEYS", "unit_columns", "gram", "sample_products", "stats_from_gram", "surrogate_order_parameters",
            "excess_with_ci", "gaussian_tail"]
 
 #: Order parameters handled by the surrogate test, with the sign of "more coherent".
-ORDER_KEYS = (("mean_abs_corr", +1), ("lambda_max_share", +1), ("participation_ratio", -1))
+ORDER_KEYS = tuple((key, sign) for key, _label, _rule, sign in ORDER_PARAMETERS)  # declared in gptwaves.schema
 
 
 def unit_columns(xc0: np.ndarray, mask: np.ndarray, dtype=np.float32) -> np.ndarray:

@@ -54,6 +54,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..schema import CLAIM_TITLES
 from . import claims as _c
 from .coherence_nulls import holm, independent_difference, paired_difference
 
@@ -66,8 +67,7 @@ _TOL = 1e-9
 MARGIN_EXCESS = 0.02
 MARGIN_PROBE = 0.02
 
-CLAIM1 = "Coherence builds up with training"
-CLAIM4 = "Space-associated channels stand out"
+CLAIM1, CLAIM4 = CLAIM_TITLES[1], CLAIM_TITLES[4]  # declared in gptwaves.schema
 
 _RANK = {_c.NOT_SUPPORTED: 0, _c.INCONCLUSIVE: 1, _c.SUPPORTED: 2}
 

@@ -229,7 +229,9 @@ def _findings(summary: dict | None, why: str | None, axis: str = "iteration") ->
         lo, hi = cr.get("ci") if isinstance(cr.get("ci"), list) and len(cr["ci"]) == 2 else (None, None)
         crossing = {"at": fmt(ci, 4), "lo": fmt(lo, 4) if lo is not None else "open",
                     "hi": fmt(hi, 4) if hi is not None else "open"}
-    return {"missing": None, "claims": claims, "crossing": crossing, "no_crossing_reason": cr.get("reason")}
+    reason = cr.get("reason")
+    return {"missing": None, "claims": claims, "crossing": crossing,
+            "no_crossing_reason": _on_axis(reason, axis) if isinstance(reason, str) else reason}
 
 
 def _axis(summary) -> str:
@@ -447,7 +449,8 @@ def _texts(run_dir: Path, axis: str) -> list[dict]:
         raw = _read_bytes(p, "generated text", 64 << 20)  # a FIFO or a link out of the run is not read
         out.append({"name": name, "label": f"{axis} {it}" if it is not None else name,
                     # rebuilt from a whitelist, every piece of text escaped: the one fragment of markup
-                    "fragment": None if raw is None else Markup(sanitize_fragment(raw.decode("utf-8", "replace")))})
+                    "fragment": None if raw is None else Markup(_on_axis(sanitize_fragment(raw.decode("utf-8", "replace")),
+                                                                        axis))})
     return out
 
 
