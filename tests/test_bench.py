@@ -89,8 +89,10 @@ def test_record_bench_tiny(one_thread):
                       "record")
     f = " | ".join(figures(rows))
     for part in ("recording (a) vs naive (c)", "recording (a) vs plain sampling (b)",
-                 "full-window step rate", "newest position only", "stride=8 vs crop", "peak RSS"):
+                 "full-window step rate", "newest position only", "GELU in place", "stride=8 vs crop", "peak RSS"):
         assert part in f
+    gelu = next(r for r in rows if "GELU in place" in r["figure"])
+    assert "difference of any tap or logit 0.0e+00" in gelu["notes"]  # bit-identical
     mem = next(r for r in rows if "peak RSS" in r["figure"])
     assert mem["value"] > 0 and mem["baseline"] > 0
 

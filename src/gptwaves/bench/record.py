@@ -13,7 +13,9 @@ What is measured (random-init paper-size model: speed does not depend on trainin
 
 Targets, as ratios in one run: (i) (a)/(c) >= 5; (a)/(b) >= 0.85 in both (a within 15% of b);
 (ii) the full-window steps (past the context, one uncached forward of the 128-character window
-for all samples at once) run at >= 50% of the fp32 matmul peak measured in the same run. That
+for all samples at once) run within :data:`RECORD_LIMIT_GAP` (1.2x) of the fp32 matmul peak
+measured in the same run, i.e. at >= 83% of it (it was >= 50% before recordings were asked to come
+within 1.2x of their limit). That
 rate is the FLOPs of one window forward (2 x block weights x tokens + attention, see
 :func:`gptwaves.bench.common.window_forward_flops`) over the median interval between successive
 full-window forwards during recording (store and sampling included), timed by forward hooks.
@@ -45,6 +47,9 @@ from .common import (
 )
 
 REDUCED = "; reduced sizes: target not applied"
+#: Recordings past the context within this factor of their fp32 matmul limit (the target of
+#: ``bench budget``'s recordings row, applied here to the window forwards that make it up).
+RECORD_LIMIT_GAP = 1.2
 
 
 def _spec(samples: int, steps: int, taps, context: str = "crop", batch_size: int = 64):
@@ -186,6 +191,37 @@ def newest_only_row(model, S: int, taps, repeats: int = 15) -> dict:
                           f"{diff:.1e} (exact to float rounding)")
 
 
+def inplace_gelu_row(model, S: int, taps, repeats: int = 15) -> dict:
+    """Window forward past the context (as :func:`newest_only_row`) with the MLP's GELU applied in
+    place (:attr:`gptwaves.model.MLP.inplace_gelu`) against out of place; alternating pairs,
+    medians; the outputs must be bit-identical (largest difference reported)."""
+    bs = model.config.block_size
+    idx = torch.randint(model.config.vocab_size, (S, bs), generator=torch.Generator().manual_seed(0))
+    mlps = [b.mlp for b in model.transformer.h]
+    fast, slow, outs = [], [], {}
+    with torch.no_grad():
+        try:
+            for i in range(repeats + 1):  # the first pair warms up
+                for flag, out in ((True, fast), (False, slow)) if i % 2 else ((False, slow), (True, fast)):
+                    for m in mlps:
+                        m.inplace_gelu = flag  # these modules only (instance attributes)
+                    t0 = time.perf_counter()
+                    logits, _, tv = model(idx, taps=taps, tap_positions=slice(-1, None), logits_last_only=True)
+                    dt = time.perf_counter() - t0
+                    if i:
+                        out.append(dt)
+                    else:
+                        outs[flag] = {"logits": logits, **tv}
+        finally:
+            for m in mlps:
+                del m.inplace_gelu  # back to the class default
+    diff = max(float((outs[True][k] - v).abs().max()) for k, v in outs[False].items())
+    return make_row(f"record (ii) window forward {S}x{bs}, GELU in place vs out of place",
+                    S / median(fast), "windows/s", baseline=S / median(slow),
+                    notes=f"medians of {repeats} alternating pairs; largest difference of any tap or logit "
+                          f"{diff:.1e} (bit-identical: 0)")
+
+
 # long: one benchmark row after another, each a measured loop and its reference
 def run(quick: bool = False, corpus=None, *, samples: int | None = None, steps_in: int | None = None,
         steps_long: int | None = None, mem_samples: tuple[int, int] | None = None,
@@ -271,12 +307,13 @@ def run(quick: bool = False, corpus=None, *, samples: int | None = None, steps_i
                 rate = flops / step / 1e9
                 spec = not overrides and S == 64
                 rows.append(make_row(f"record (ii) full-window step rate, {S} samples batched", rate, "GFLOP/s",
-                                     baseline=peak, target=">= 0.5x fp32 peak" if spec else None,
-                                     ok=check(rate / peak, ">=", 0.5) if spec else None,
+                                     baseline=peak, target=f">= {1 / RECORD_LIMIT_GAP:.2f}x fp32 peak" if spec else None,
+                                     ok=check(rate / peak, ">=", 1 / RECORD_LIMIT_GAP) if spec else None,
                                      notes=f"median of {len(timer.starts) - 1} step intervals (forward, taps, "
                                            f"sampling); forward alone {flops / fwd / 1e9:.1f} GFLOP/s; "
                                            f"{flops / 1e9:.1f} GFLOP per window forward" + ("" if spec else REDUCED)))
             rows.append(newest_only_row(model, S, taps, repeats=5 if quick else 15))
+            rows.append(inplace_gelu_row(model, S, taps, repeats=5 if quick else 15))
             log(f"record (ii) {S} x {steps_long}: stride={stride}")
             if stride <= bs:
                 ts = _record_once(model, vocab, S, steps_long, taps, tmp, "stride", context=f"stride={stride}")

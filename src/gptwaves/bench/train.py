@@ -31,7 +31,7 @@ implementations that draw them in the same order are identical):
 
 Figures: tokens/s (median step time after warm-up), ratio to the baseline (target >= 1.3x), MFU
 against the fp32 and bf16 matmul peaks measured in the same run (FLOPs per token: nanoGPT's
-6 N + 12 L C T), and the loss-curve agreement: the largest |loss difference| to the baseline over
+6 N + 12 L C T; the shipped step's target: within :data:`TRAIN_LIMIT_GAP` of its limit), and the loss-curve agreement: the largest |loss difference| to the baseline over
 all steps and the mean difference over the last steps (target: max |diff| <= 0.05).
 """
 
@@ -60,6 +60,8 @@ DEFAULT_VARIANTS = ("baseline", "gptwaves-fp32", "gptwaves-bf16", "gptwaves-bf16
                     "gptwaves-bf16-packed16")
 ALL_VARIANTS = DEFAULT_VARIANTS + ("gptwaves-fp32-packed16", "gptwaves-bf16-compile")
 LOSS_TOL = 0.05
+#: The shipped training step within this factor of its matmul limit (MFU >= 1 / factor).
+TRAIN_LIMIT_GAP = 1.5
 
 
 # ------------------------------------------------------------------------------ baseline model
@@ -285,7 +287,11 @@ def run(quick: bool = False, corpus=None, *, steps: int | None = None, warmup: i
                                  notes=f"median of {len(v.times)} steps, interleaved with the baseline{reduced}"))
         own = "bf16" if "bf16" in v.name else "fp32"
         other = "fp32" if own == "bf16" else "bf16"
+        limit = v.shipped and spec  # the shipped step against its matmul limit: the target of the issue
         rows.append(make_row(f"train MFU {v.name} (vs {own} peak)", achieved / peaks[own], "fraction",
+                             target=f">= {1 / TRAIN_LIMIT_GAP:.2f} (within {TRAIN_LIMIT_GAP}x of the {own} limit)"
+                             if limit else None,
+                             ok=check(achieved / peaks[own], ">=", 1 / TRAIN_LIMIT_GAP) if limit else None,
                              notes=f"{achieved:.1f} GFLOP/s achieved ({flops_tok / 1e6:.2f} MFLOP/token); "
                                    f"vs {other} peak: {achieved / peaks[other]:.3f}"))
         if v is not base:
