@@ -312,3 +312,15 @@ def test_sigkill_and_rerun_is_bit_identical(tmp_path, corpus_path):
     for c in list_checkpoints(ref_dir / "checkpoints"):
         other = _final_weights(victim_dir, c.iteration)[0]
         assert other["weights_sha256"] == c.meta["weights_sha256"], c.iteration
+
+
+def test_openmp_threads_sleep_while_waiting():
+    """Importing gptwaves before torch makes OpenMP threads sleep at barriers (docs/method.md,
+    Model, "Threads"); a value the user set is kept."""
+    code = "import os, gptwaves, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "PASSIVE", out.stderr
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ACTIVE", out.stderr
