@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .config import TrainConfig, preset
 from .corpus import Corpus
-from .record import Recording, open_recording
+from .recording import Recording, open_recording
 from .reproduce import ANALYSIS_PRESETS, AnalysisSettings, reproduce
 from .sample import SamplingConfig
 from .stages.common import ModelSource, focus_tap, select_checkpoints

@@ -252,7 +252,7 @@ def _per_sample_curves(run: Path, iterations: list[int], seed: int, progress: bo
     from tqdm.auto import tqdm
 
     from .analysis.spelling import score_samples
-    from .record import open_recording
+    from .recording import open_recording
 
     coh, err = [], []
     lex = None

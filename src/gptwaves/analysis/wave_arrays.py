@@ -4,26 +4,8 @@ The helpers every wave analysis shares: checking the (S, T, C) shape, the mask o
 steps and its one contiguous block per sample, and the per-sample centring all coherence
 statistics start from. Pure functions on numpy arrays.
 
-Data conventions
-----------------
-x : float array, shape (S, T, C)
-    Waves of one tap: S samples, T generation steps, C channels.
-chars, next_chars : array of dtype '<U1', shape (S, T)
-    The current input character c_t and the sampled next character c_{t+1}.
-mask : bool array, shape (S, T), optional
-    True for the steps to analyse (generated steps). In every sample the True
-    steps must form one contiguous block (normally: False for the prompt, then
-    True to the end). A sample without True steps is ignored. ``None`` means
-    all steps.
-
-Conventions decided here (the caller should know)
--------------------------------------------------
-* All statistics use values centred per sample and channel (the mean over that
-  sample's masked steps is subtracted), pooled over the masked steps of all
-  samples (docs/method.md, Coherence).
-* A channel is *constant* when its centred pooled standard deviation is at most
-  ``1e-10`` times its largest absolute raw value (or exactly zero). Its
-  correlation with other channels is defined as 0 and with itself as 1.
+The data conventions (shapes of ``x``, ``chars``, ``next_chars``, ``mask``) and the conventions decided
+for centring and constant channels are those stated in :mod:`gptwaves.analysis.waves`.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def write_recording(path: Path, taps: int, S: int, T: int, C: int, seed: int = 0
     """A gptwaves recording file (prompt "\\n", no prompt positions) with synthetic waves."""
     import h5py
 
-    from ..record import FORMAT
+    from ..recording import FORMAT
 
     vocab = synthetic_vocab()
     names = ["hook_embed", *[f"blocks.{i}.hook_resid_post" for i in range(taps - 2)],

@@ -114,7 +114,7 @@ def waves_template(run_dir: Path) -> dict | None:
     focus and input taps' per-channel lag-1 autocorrelation, texts (current / next character) and
     mask; None when the run has no wave results."""
     from ..analysis.oscillation import autocorrelation
-    from ..record import Recording
+    from ..recording import Recording
     from .common import focus_tap
 
     wdir = run_dir / "waves"

@@ -152,7 +152,7 @@ def channel_means(*, run_dir: Path, source: dict | None, tap: str, model, prompt
     From the recording described by ``source`` (see :func:`_recording_source`), else from
     ``n_samples`` unedited samples generated with ``sampling`` (batch generator 0).
     """
-    from ..record import Recording
+    from ..recording import Recording
     from ..sample import batch_generator, generate
 
     if source is not None:

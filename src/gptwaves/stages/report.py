@@ -504,7 +504,7 @@ def _space_selective(run_dir: Path, name: str, tap: str) -> tuple[int | None, fl
 
 
 def _explorer_data(run_dir: Path, max_ckpts: int, steps: int) -> tuple[dict | None, list[str]]:
-    from ..record import Recording, list_recordings  # h5py and torch: only for the explorer
+    from ..recording import Recording, list_recordings  # h5py: only for the explorer
 
     notes: list[str] = []
     paths = list_recordings(run_dir)

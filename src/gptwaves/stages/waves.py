@@ -28,7 +28,7 @@ from ..io import RunLock, atomic_write_bytes, atomic_write_json, check_run_dir, 
 from ..io import write_csv
 from ..analysis.waves_summary import tap_summary
 from ..names import iteration_of_name
-from ..record import recording_is_current
+from ..recording import recording_is_current
 from ..runtime import progress_bar
 from ..versions import reusable, stamp
 from .checks import waves_summary
@@ -93,7 +93,7 @@ def analyze_recording(path: Path, settings: WavesSettings = WavesSettings(),
                       taps: Sequence[str] | None = None) -> tuple[dict, dict]:
     """Analyse every tap of a recording; returns ``({tap: analyze_tap result}, recording meta)``."""
     from ..analysis.waves import analyze_tap
-    from ..record import Recording
+    from ..recording import Recording
 
     with Recording.open(path) as rec:
         chars, nxt = rec.input_chars(), rec.next_chars()
@@ -183,7 +183,7 @@ def load_array(path: Path, tap: str, key: str) -> np.ndarray:
 
 def _checkpoint_figures(fig_dir: Path, name: str, rec_path: Path, res: dict, iteration) -> list[Path]:
     from ..figures import waves as wf
-    from ..record import Recording
+    from ..recording import Recording
 
     tap = focus_tap(list(res))
     r = res[tap]
@@ -310,7 +310,7 @@ def repeatability(variants: dict, settings: WavesSettings = WavesSettings()) -> 
     from ..analysis.correlation import correlation_matrix
     from ..analysis.oscillation import autocorrelation
     from ..analysis.repeatability import compare_recordings
-    from ..record import Recording
+    from ..recording import Recording
 
     def stats(path: Path, tap: str):
         with Recording.open(path) as rec:
