@@ -230,7 +230,8 @@ def sweep(preset_name, vary, out, corpus, member, collect_only, jobs, schedule, 
 @click.option("--coherence-replicates", type=int, default=None,
               help="Synthetic runs per coherence scenario (default 40; 0 skips the coherence rules).")
 @click.option("--engine", type=click.Choice(["fast", "exact"]), default=None,
-              help="Spelling: permutation nulls shared across replicates (fast, default) or per replicate (exact).")
+              help="fast (default): nulls shared across replicates, only what the verdicts read computed; "
+                   "exact: every replicate analysed as the stages do.")
 @click.option("--only", type=click.Choice(["spelling", "coherence"]), default=None,
               help="Calibrate one group of rules only.")
 @click.option("--scenario", "scenarios", multiple=True,

@@ -16,18 +16,35 @@ from .clustering import _gated_clustering, best_silhouette
 from .correlation import _corr_from_centered, order_parameters
 from .wave_arrays import _CONST_RTOL, _absmax, _as_mask, _as_waves, _bounds, _center0
 
-__all__ = ["coherence_with_nulls"]
+__all__ = ["coherence_with_nulls", "induced_columns", "gain_columns"]
 
 
-def _induced_units(xc0, mask, var, n):
-    """Induced part of centred waves as unit columns: (Z, P, R_induced of the kept ones, ok mask, evoked dict)."""
+def induced_columns(xc0, mask, var, n):
+    """Induced part of centred waves as float32 unit columns (C', S, T') of the channels that keep
+    induced variance: (Z, ok mask (C,), evoked dict of `split_evoked` without ``induced``).
+
+    Parameters
+    ----------
+    xc0 : ndarray (S, T, C)
+        Per-sample centred waves, zeros outside ``mask``.
+    mask : ndarray of bool (S, T)
+    var : ndarray (C,)
+        Each channel's variance over the masked steps.
+    n : int
+        Masked steps.
+    """
     ev = _nulls.split_evoked(xc0, mask)
     ind = ev.pop("induced")
     # a channel that is purely evoked has no induced variance: 0 correlations, like constant channels
     ivar = np.square(ind).sum(axis=(0, 1))
     ind_ok = ivar > (_CONST_RTOL**2) * var * n
     Zk = _nulls.unit_columns(ind[:, :, ind_ok] if not ind_ok.all() else ind, mask, dtype=np.float32)
-    del ind
+    return Zk, ind_ok, ev
+
+
+def _induced_units(xc0, mask, var, n):
+    """Induced part of centred waves as unit columns: (Z, P, R_induced of the kept ones, ok mask, evoked dict)."""
+    Zk, ind_ok, ev = induced_columns(xc0, mask, var, n)
     P = _nulls.sample_products(Zk) if Zk.size else None  # (S, C, C); their sum is R
     Ri_k = P.sum(axis=0, dtype=np.float64) if Zk.size else np.zeros((0, 0))
     np.clip(Ri_k, -1, 1, out=Ri_k)
@@ -120,6 +137,27 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
 
 
 
+def gain_columns(x_raw, kept, mask, n):
+    """The gain-normalised waves of the kept channels, centred per sample (docs/method.md, "Coherence
+    against its floors": shared gain): (xg0 (S, T, C_kept), variance of each over the masked steps,
+    mask of those with variance).
+
+    Parameters
+    ----------
+    x_raw : ndarray (S, T, C)
+    kept : ndarray of int
+        Channels that are not constant.
+    mask : ndarray of bool (S, T)
+    n : int
+        Masked steps.
+    """
+    xg = _nulls.gain_normalise(np.asarray(x_raw)[:, :, kept])
+    xg0 = _center0(xg, mask)
+    del xg
+    ng = np.square(xg0).sum(axis=(0, 1)) / n
+    return xg0, ng, ng > 0
+
+
 def _gain_normalised(x_raw, kept, mask, n, surrogate, seed, n_surrogates, n_ci_surrogates, n_boot, alpha, ci_method,
                      k, k_range) -> dict:
     """The order parameters and their surrogate test after gain normalisation, with the paired jackknife
@@ -127,11 +165,7 @@ def _gain_normalised(x_raw, kept, mask, n, surrogate, seed, n_surrogates, n_ci_s
 
     Kept channels only, since a constant channel divided by a varying gain would no longer be constant.
     """
-    xg = _nulls.gain_normalise(np.asarray(x_raw)[:, :, kept])
-    xg0 = _center0(xg, mask)
-    del xg
-    ng = np.square(xg0).sum(axis=(0, 1)) / n
-    okg = ng > 0
+    xg0, ng, okg = gain_columns(x_raw, kept, mask, n)
     Rg = _corr_from_centered(xg0, _absmax(xg0, mask), n)[np.ix_(okg, okg)]
     Zg, Pg, Rig, _, _ = _induced_units(xg0[:, :, okg], mask, ng[okg], n)
     del xg0

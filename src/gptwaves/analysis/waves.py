@@ -59,7 +59,7 @@ from . import coherence_nulls as _nulls
 from .channel_labels import (CHAR_CLASSES, _channel_function_c, _eta, channel_function, class_event_counts,
                              class_indicators, cohens_d, event_triggered_average)
 from .clustering import best_silhouette, cluster_channels, silhouette_score
-from .coherence import _coherence_c, coherence_with_nulls
+from .coherence import _coherence_c, coherence_with_nulls, gain_columns, induced_columns
 from .coherence_nulls import WavesInputError
 from .correlation import correlation_matrix, order_parameters
 from .oscillation import (acf_similarity, autocorrelation, dominant_period_acf, dominant_period_psd, oscillations,
@@ -94,6 +94,8 @@ __all__ = [
     "analyze_tap",
     "best_silhouette",
     "coherence_with_nulls",
+    "induced_columns",
+    "gain_columns",
     "oscillations",
     "tap_summary",
     "coherence_summary",

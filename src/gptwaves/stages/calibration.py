@@ -16,10 +16,11 @@ point reads (`spelling_findings`, `waves_findings`).
   minimum detectable effect at 80 % power (read into summary.json by the summary stage).
 
 docs/method.md, "Calibration", states the scenarios, the engines and the measured agreement of the
-fast spelling engine with the exact one.
+fast engines with the exact ones.
 
 The settings, scenarios and adapters live in `gptwaves.stages.calibration_plan`, the templates and
-engines in `gptwaves.stages.calibration_truth`; this module runs the stage and summarises, and every
+engines in `gptwaves.stages.calibration_truth` (the fast coherence engine in
+`gptwaves.stages.calibration_coherence`); this module runs the stage and summarises, and every
 name of the two stays importable from here.
 """
 
@@ -37,6 +38,7 @@ from .calibration_plan import (CLAIM_PLAN, COHERENCE_SCENARIOS, LEVELS, SPACE_CH
 # calibrate_run calls the engines through this module's names (the fault tests replace them here)
 from .calibration_truth import (_shared_nulls, coherence_chunk, coherence_truths, make_spelling_template,
                                 make_waves_template, spelling_chunk, spelling_template, waves_template)
+from .calibration_coherence import CoherenceNulls, coherence_chunk_fast, scenario_claims
 from .common import begin_stage
 
 __all__ = ["CalibrationSettings", "calibrate_run", "read_calibration", "make_spelling_template",
@@ -44,7 +46,7 @@ __all__ = ["CalibrationSettings", "calibrate_run", "read_calibration", "make_spe
            "SPELLING_SCENARIOS",
            "COHERENCE_SCENARIOS", "CLAIM_PLAN", "spelling_findings", "waves_findings", "rules_fingerprint",
            "CALIBRATION_VERSION", "SPACE_CHANNELS", "LEVELS", "coherence_truths", "spelling_template",
-           "waves_template"]
+           "waves_template", "CoherenceNulls", "coherence_chunk_fast", "scenario_claims"]
 
 #: Format of calibration.json (docs/outputs.md).
 CALIBRATION_VERSION = 1
@@ -60,7 +62,7 @@ def _file_name(group: str, scenario: str) -> str:
 def _identity(tpl: dict, group: str, settings: CalibrationSettings) -> dict:
     """The settings a replicates file is reused under (its inputs, the run's checkpoints and the
     rules fingerprint, are stored beside them: docs/method.md, Reuse of earlier results)."""
-    return {"group": group, "engine": settings.engine if group == "spelling" else "exact", "seed": settings.seed,
+    return {"group": group, "engine": settings.engine, "seed": settings.seed,
             "chunk": settings.chunk,
             "analysis": {k: tpl[k] for k in ("alpha", "n_boot", "n_perm", "seed") if k in tpl}
             if group == "spelling" else tpl["settings"]}
@@ -104,6 +106,7 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
         replicates: dict[str, dict] = {}
         shared_cache: dict[int, list] = {}
         coh_cache: dict = {}  # tap summaries shared by the coherence scenarios (same truth, same draw)
+        coh_nulls = None  # the fast coherence engine's shared nulls, built when first needed
         for g, scen, n in jobs:
             tpl = tpls[g]
             key = _identity(tpl, g, settings)
@@ -127,6 +130,11 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
                             shared_cache[0] = _shared_nulls(tpl, settings)
                         shared = shared_cache[0]
                     verdicts += spelling_chunk(tpl, scen, r0, r1, settings, shared)
+                elif settings.engine == "fast":
+                    if coh_nulls is None:
+                        bar.set_postfix_str("coherence: shared nulls")
+                        coh_nulls = CoherenceNulls(tpl, settings)
+                    verdicts += coherence_chunk_fast(tpl, scen, r0, r1, settings, coh_cache, coh_nulls)
                 else:
                     verdicts += coherence_chunk(tpl, scen, r0, r1, settings, coh_cache)
                 seconds += time.perf_counter() - t0

@@ -22,8 +22,9 @@ class CalibrationSettings:
 
     ``replicates``: synthetic runs per spelling scenario; ``coherence_replicates``: per coherence
     scenario (each is a full wave analysis of every checkpoint, so they cost far more);
-    ``engine``: ``"fast"`` (spelling permutation nulls shared across replicates, see the method
-    page) or ``"exact"`` (every replicate analysed exactly as the spelling stage does);
+    ``engine``: ``"fast"`` (the spelling permutation nulls and the coherence surrogate laws and
+    red-noise null shared across replicates, and only what the verdicts read computed; see the
+    method page) or ``"exact"`` (every replicate analysed exactly as the spelling and waves stages do);
     ``chunk``: replicates per saved step; ``groups``: which claim groups to calibrate;
     ``scenarios``: only these scenarios (names of `SPELLING_SCENARIOS` / `COHERENCE_SCENARIOS`;
     None: all), e.g. to bound the cost of the coherence rules at large sizes.

@@ -22,7 +22,7 @@ from .calibration_plan import (COHERENCE_SCENARIOS, SPACE_CHANNELS, SPELLING_SCE
                                spelling_findings, waves_findings)
 
 __all__ = ["spelling_template", "make_spelling_template", "waves_template", "make_waves_template",
-           "spelling_chunk", "coherence_truths", "coherence_chunk"]
+           "spelling_chunk", "coherence_truths", "coherence_chunk", "draw_tap", "wave_settings"]
 
 
 # ---------------------------------------------------------------------------
@@ -355,6 +355,40 @@ def coherence_truths(tpl: dict, scenario: str) -> dict:
     return out
 
 
+def wave_settings(tpl: dict) -> dict:
+    """The waves stage's analysis settings of a coherence template, with the number of clusters
+    fixed: no verdict reads the clustering, and a fixed k skips the surrogates' silhouette search
+    (docs/method.md, Calibration)."""
+    from .waves import WavesSettings
+
+    fields = WavesSettings.__dataclass_fields__
+    wset = WavesSettings(**{k: v for k, v in tpl["settings"].items() if k in fields}).analysis_kwargs()
+    wset["k"] = wset.get("k") or 2
+    return wset
+
+
+def draw_tap(ck: dict, tap: str, truth: tuple, seed: int, i: int, r: int, ti: int) -> np.ndarray:
+    """One synthetic tap of checkpoint ``ck`` (index ``i``), replicate ``r``, tap index ``ti`` (0 focus,
+    1 input) with the planted ``truth`` of `coherence_truths`: stationary AR(1) channels with the
+    tap's lag-1 coefficients, then the planted gain, common factor and next-space response. Both
+    coherence engines draw their taps here, so they see the same data."""
+    from ..analysis import calibration as ca
+
+    S, T, C = ck["shape"]
+    gain, excess, space = (v / 1e6 for v in truth)
+    rng = np.random.default_rng([seed, 2, i, r, ti, *truth])
+    x = ca.ar1_waves(S, T, ck["phi"][tap], rng)
+    if truth[0]:
+        ca.shared_gain(x, gain, rng)
+    if truth[1]:
+        sigma = ca.floor_sigma(ck["phi"][tap], int(ck["mask"].sum()))
+        ca.add_factor(x, ca.rho_for_excess(excess, sigma), rng)
+    if truth[2]:
+        ch = np.random.default_rng([seed, 3]).choice(C, min(SPACE_CHANNELS, C), replace=False)
+        ca.add_space_response(x, ck["next_chars"] == " ", space, ch)
+    return x
+
+
 def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings,
                     cache: dict | None = None) -> list[dict]:
     """Verdicts of claims 1 and 4 on replicates ``r0 .. r1 - 1`` of one coherence scenario: every
@@ -365,28 +399,18 @@ def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: Calibr
     same truth in several scenarios (the input tap of most of them, every tap at a strength of 0) is
     drawn and analysed once when the scenarios share ``cache`` (a dict kept across calls).
     """
-    from ..analysis import calibration as ca
     from ..analysis.waves import analyze_tap
     from ..analysis.waves_summary import tap_summary
-    from .waves import WavesSettings
 
-    sc = COHERENCE_SCENARIOS[scenario]
     cks = tpl["checkpoints"]
-    its = [c["iteration"] for c in cks]
-    exc = ca.strength_profile(its, sc["excess"], sc["shape"])
-    spc = ca.strength_profile(its, sc["space"], sc["shape"])
     truths = coherence_truths(tpl, scenario)
-    fields = WavesSettings.__dataclass_fields__
-    wset = WavesSettings(**{k: v for k, v in tpl["settings"].items() if k in fields}).analysis_kwargs()
-    # no verdict reads the clustering: a fixed k skips the surrogates' silhouette search (docs/method.md)
-    wset["k"] = wset.get("k") or 2
+    wset = wave_settings(tpl)
     focus, inp = tpl["focus"], tpl["input"]
     cache = {} if cache is None else cache
     out = []
     for r in range(r0, r1):
         rows = []
         for i, ck in enumerate(cks):
-            S, T, C = ck["shape"]
             taps = {}
             for ti, t in enumerate((focus, inp)):
                 if t not in ck["phi"]:
@@ -394,17 +418,7 @@ def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: Calibr
                 truth = truths[(i, ti)]
                 key = (i, r, ti, truth)
                 if key not in cache:
-                    rng = np.random.default_rng([settings.seed, 2, i, r, ti, *truth])
-                    x = ca.ar1_waves(S, T, ck["phi"][t], rng)
-                    if truth[0]:
-                        ca.shared_gain(x, sc["gain"], rng)
-                    if truth[1]:
-                        sigma = ca.floor_sigma(ck["phi"][t], int(ck["mask"].sum()))
-                        ca.add_factor(x, ca.rho_for_excess(float(exc[i]), sigma), rng)
-                    if truth[2]:
-                        ch = np.random.default_rng([settings.seed, 3]).choice(C, min(SPACE_CHANNELS, C),
-                                                                              replace=False)
-                        ca.add_space_response(x, ck["next_chars"] == " ", float(spc[i]), ch)
+                    x = draw_tap(ck, t, truth, settings.seed, i, r, ti)
                     res = analyze_tap(x, ck["chars"], ck["next_chars"], mask=ck["mask"], **wset)
                     cache[key] = tap_summary(res)
                 taps[t] = cache[key]

@@ -1,0 +1,209 @@
+"""The statistics the coherence verdicts read, computed lean for the calibration's fast engine
+(docs/method.md, Calibration, "Fast coherence engine").
+
+Claims 1 and 4 read only a few numbers of a tap's summary: the induced mean |R| and participation
+ratio, the excess of induced mean |R| over its sample-shuffle surrogate (with its z, p-value and,
+at the checkpoints a rule compares, its jackknife CI and leave-one-out values), the same after
+gain normalisation, and the space probe's R^2 (with its jackknife and, at the last checkpoint, the
+95th percentile of its red-noise null). This module computes exactly those, with the waves stage's
+own functions (`coherence.induced_columns`, `coherence.gain_columns`, `surrogates.excess_with_ci`,
+`probe.space_probe`), in the layout of :func:`gptwaves.analysis.waves_summary.tap_summary`.
+
+One thing differs from the waves stage, and only here: the sample-shuffle surrogate *law* of mean
+|R| (its B values) is not drawn again for every synthetic tap. It is drawn once per checkpoint and
+tap from an independent twin (`surrogate_law`) and moved to each tap by the ratio of their
+closed-form surrogate floors (`surrogate_floor`: Bartlett's variance of the correlation of two
+independent series with the tap's own autocovariances). The two slots of surrogates inside the
+jackknife are drawn from the tap itself, as in the stage.
+
+Pure numpy / scipy; no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+
+from . import coherence_nulls as _nulls
+from .coherence import gain_columns, induced_columns
+from .probe import space_probe
+from .surrogates import ORDER_KEYS, excess_with_ci, gram, surrogate_order_parameters
+from .wave_arrays import _CONST_RTOL, _absmax, _as_mask, _center0
+from .waves_summary import _surrogate_json, probe_summary
+
+__all__ = ["surrogate_floor", "surrogate_law", "coherence_core", "coherence_jackknife", "probe_part",
+           "MAX_FLOOR_LAG", "VARIANTS", "LAW_FACTOR"]
+
+#: Lags summed by the closed-form surrogate floor (an AR(1) channel of coefficient 0.95 keeps 0.1 %
+#: of its autocorrelation at lag 128).
+MAX_FLOOR_LAG = 128
+#: The shared surrogate law holds this many times the run's number of surrogates (its mean then
+#: carries a third of the noise of one run's surrogate mean; each tap draws the run's number from it).
+LAW_FACTOR = 10
+#: The two variants every coherence rule runs on: the raw induced waves and the gain-normalised ones.
+VARIANTS = ("raw", "gain")
+
+
+def surrogate_floor(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> float:
+    """Closed-form expected mean |R| of the sample-shuffle surrogate of unit columns ``Z``.
+
+    In a surrogate every pair of channels comes from two different samples, i.e. two independent
+    series, so the variance of their correlation is Bartlett's ``sum_k (T - |k|) c_i(k) c_j(k)``
+    summed over the sample pairs, estimated here from each channel's lagged sums averaged over
+    samples (lags up to ``max_lag``); each correlation is near normal, so ``E|R_ij| = sqrt(2 / pi)
+    sd_ij``. Used as a ratio between two taps of the same shape, where the estimate's own biases cancel.
+
+    Parameters
+    ----------
+    Z : ndarray, shape (C, S, T)
+        :func:`gptwaves.analysis.surrogates.unit_columns` output (zeros outside the mask).
+    max_lag : int, optional
+
+    Returns
+    -------
+    float
+        Mean over channel pairs of ``sqrt(2 / pi) sd_ij`` (NaN with fewer than 2 channels).
+    """
+    C, S, T = Z.shape
+    if C < 2 or S < 1 or T < 2:
+        return float("nan")
+    K = int(min(max_lag, T - 1))
+    n = scipy.fft.next_fast_len(T + K, real=True)
+    F = scipy.fft.rfft(Z, n=n, axis=2)
+    pw = F.real * F.real + F.imag * F.imag
+    del F
+    L = scipy.fft.irfft(pw, n=n, axis=2)[:, :, : K + 1].mean(axis=1, dtype=np.float64)  # (C, K + 1)
+    lags = np.arange(K + 1)
+    w = S / (T - lags).astype(np.float64)
+    w[1:] *= 2.0  # lags -k and +k
+    V = (L * w) @ L.T
+    iu = np.triu_indices(C, 1)
+    return float(np.sqrt(2.0 / np.pi) * np.sqrt(np.maximum(V[iu], 0.0)).mean())
+
+
+def _columns(x: np.ndarray, mask: np.ndarray) -> dict:
+    """Induced unit columns of both variants of one tap: {"raw": Z, "gain": Z}."""
+    n = max(int(mask.sum()), 1)
+    xc0 = _center0(x, mask)
+    absmax = _absmax(x, mask)
+    var = np.square(xc0).sum(axis=(0, 1)) / n
+    const = (var <= 0) | (np.sqrt(np.maximum(var, 0)) <= _CONST_RTOL * absmax)
+    kept = np.flatnonzero(~const)
+    Z, _, _ = induced_columns(xc0[:, :, kept] if kept.size < x.shape[2] else xc0, mask, var[kept], n)
+    del xc0
+    xg0, ng, okg = gain_columns(x, kept, mask, n)
+    Zg, _, _ = induced_columns(xg0[:, :, okg], mask, ng[okg], n)
+    return {"raw": Z, "gain": Zg}
+
+
+def _observed(Z: np.ndarray) -> dict:
+    """Order parameters of the correlation matrix of unit columns, as the stage computes them
+    (mean |R| over i != j, participation ratio ``(tr R)^2 / sum R_ij^2``, the eigenvalue definition
+    for a symmetric matrix); the largest eigenvalue is not read by any verdict and is not computed."""
+    C = Z.shape[0]
+    R = gram(Z.reshape(C, -1)).astype(np.float64)
+    np.clip(R, -1, 1, out=R)
+    np.fill_diagonal(R, 1.0)
+    off = np.abs(R).sum() - C
+    return {"mean_abs_corr": float(off / (C * (C - 1))) if C > 1 else float("nan"), "lambda_max_share": None,
+            "participation_ratio": float(C * C / np.square(R).sum())}
+
+
+def surrogate_law(x, mask, n_surrogates: int, rng: np.random.Generator) -> dict:
+    """The sample-shuffle surrogate law of an (independent) tap, to be moved to others: ``n_surrogates``
+    surrogates (more than a run draws: `LAW_FACTOR` times as many in the calibration).
+
+    Returns
+    -------
+    dict
+        Per variant: ``values`` (dict of (B,) arrays per order parameter, the stage's surrogates)
+        and ``floor`` (:func:`surrogate_floor` of the tap).
+    """
+    mask = _as_mask(mask, np.shape(x)[:2])
+    out = {}
+    for v, Z in _columns(np.asarray(x), mask).items():
+        sur = surrogate_order_parameters(Z, int(n_surrogates), rng, 0)
+        out[v] = {"values": {k: np.asarray(a, np.float64) for k, a in sur["stats"].items()},
+                  "floor": surrogate_floor(Z)}
+    return out
+
+
+def _moved(law: dict, floor: float, n_surrogates: int, rng: np.random.Generator) -> dict:
+    """``n_surrogates`` of the law's values, drawn without replacement, moved to a tap whose floor is
+    ``floor`` (mean |R| only: the other order parameters are not read by any verdict and keep the
+    twin's values). The law holds more values than a run draws, so that its mean is precise while
+    each tap's surrogate mean keeps the noise of the run's own ``n_surrogates``."""
+    r = floor / law["floor"] if np.isfinite(floor) and law["floor"] > 0 else 1.0
+    n_law = law["values"]["mean_abs_corr"].size
+    pick = rng.choice(n_law, size=min(int(n_surrogates), n_law), replace=False)
+    vals = {k: np.asarray(v)[pick] for k, v in law["values"].items()}
+    vals["mean_abs_corr"] = vals["mean_abs_corr"] * r
+    return vals
+
+
+def _summary(observed: dict, sur: dict, alpha: float) -> dict:
+    """The ``induced`` and ``surrogate`` entries of a tap summary from the observed order parameters
+    and an `excess_with_ci` result."""
+    sur["on"] = "induced"
+    return {"induced": {k: (None if v is None else float(v)) for k, v in observed.items()},
+            "surrogate": _surrogate_json(sur)}
+
+
+def coherence_core(x, mask, law: dict, n_surrogates: int, alpha: float = 0.05,
+                   rng: np.random.Generator | None = None) -> dict:
+    """The coherence part of a tap summary without the jackknife: induced order parameters and the
+    excess of mean |R| over the moved surrogate law, with z and p-value (``ci``, ``se``, ``loo``
+    None and ``significant`` False until :func:`coherence_jackknife`).
+
+    Returns
+    -------
+    dict
+        ``{"induced", "surrogate", "gain_normalised": {"induced", "surrogate"}}``, the layout of
+        :func:`gptwaves.analysis.waves_summary.tap_summary`.
+    """
+    mask = _as_mask(mask, np.shape(x)[:2])
+    rng = np.random.default_rng(0) if rng is None else rng
+    parts = {}
+    for v, Z in _columns(np.asarray(x), mask).items():
+        obs = _observed(Z)
+        vals = _moved(law[v], surrogate_floor(Z), n_surrogates, rng)
+        B = vals["mean_abs_corr"].size
+        sur = excess_with_ci(Z, {k: (np.nan if obs[k] is None else obs[k]) for k, _ in ORDER_KEYS},
+                             {"R": np.empty((B, 0, 0)), "stats": vals, "slots": np.zeros((0,) + (Z.shape[1], 0, 0)),
+                              "v0": np.zeros((0, 0))}, None, n_boot=0, alpha=alpha)
+        parts[v] = _summary(obs, sur, alpha)
+    return {**parts["raw"], "gain_normalised": parts["gain"]}
+
+
+def coherence_jackknife(x, mask, law: dict, n_surrogates: int, alpha: float = 0.05, n_ci_surrogates: int = 2,
+                        rng: np.random.Generator | None = None, slot_rng: np.random.Generator | None = None) -> dict:
+    """:func:`coherence_core` with the stage's delete-one-sample jackknife of the paired excess
+    (``n_ci_surrogates`` surrogate slots drawn from the tap itself with ``slot_rng``): ``ci``, ``se``,
+    ``loo`` and ``significant`` filled in. With the same ``rng`` as :func:`coherence_core` the
+    surrogate values, and so the excess, z and p-value, are the same."""
+    mask = _as_mask(mask, np.shape(x)[:2])
+    rng = np.random.default_rng(0) if rng is None else rng
+    slot_rng = np.random.default_rng(1) if slot_rng is None else slot_rng
+    parts = {}
+    for v, Z in _columns(np.asarray(x), mask).items():
+        obs = _observed(Z)
+        vals = _moved(law[v], surrogate_floor(Z), n_surrogates, rng)
+        B = vals["mean_abs_corr"].size
+        slots = surrogate_order_parameters(Z, int(n_ci_surrogates), slot_rng, n_keep_slots=int(n_ci_surrogates))
+        sur = excess_with_ci(Z, {k: (np.nan if obs[k] is None else obs[k]) for k, _ in ORDER_KEYS},
+                             {"R": np.empty((B, 0, 0)), "stats": vals, "slots": slots["slots"], "v0": slots["v0"]},
+                             None, n_boot=0, alpha=alpha, P=_nulls.sample_products(Z))
+        parts[v] = _summary(obs, sur, alpha)
+    return {**parts["raw"], "gain_normalised": parts["gain"]}
+
+
+def probe_part(x, next_chars, mask, *, n_folds: int, max_steps: int, nlags: int, seed: int,
+               null_q95: float | None = None, n_null: int = 0) -> dict:
+    """The ``probe`` entry of a tap summary without its red-noise null; ``null_q95`` (and the number of
+    null replicates it came from) stands in for it where a verdict reads it."""
+    p = space_probe(x, next_chars, mask=mask, n_folds=n_folds, max_steps=max_steps, n_null=0,
+                    nlags=min(int(nlags), 32), seed=seed)
+    out = probe_summary(p)
+    if null_q95 is not None:
+        out.update(null_r2_q95=float(null_q95), n_null=int(n_null))
+    return out

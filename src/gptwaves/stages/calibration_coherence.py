@@ -1,0 +1,195 @@
+"""The fast coherence engine of the calibration (docs/method.md, Calibration, "Fast coherence
+engine"): the verdicts of claims 1 and 4 on synthetic taps, computing only what the rules read.
+
+What it leaves out, all of it unread by the verdicts, so the verdicts are those of the full
+analysis of the same draws:
+- per scenario, only the claims it calibrates (`scenario_claims`): the coherence statistics for
+  claim 1's scenarios, the space probe for claim 4's;
+- the input tap only at the last checkpoint (the rules compare with it there and nowhere else);
+- the jackknife of the excess only at the first and last checkpoints and at each variant's peak
+  (where a rule reads a standard error or an interval); the probe's red-noise null only at the
+  last checkpoint's focus tap;
+- oscillations, channel labels, clustering and event-triggered averages.
+
+What it approximates: the sample-shuffle surrogate law of mean |R| and the probe's red-noise null
+are drawn once per checkpoint and tap from an independent twin (`CoherenceNulls`) and shared by
+every replicate, the law moved to each tap by the ratio of closed-form surrogate floors
+(`gptwaves.analysis.calibration_waves`). tests/test_calibration.py measures the agreement with the
+exact engine (`calibration_truth.coherence_chunk`), which analyses every tap in full.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .calibration_plan import CLAIM_PLAN, CalibrationSettings, waves_findings
+from .calibration_truth import coherence_truths, draw_tap, wave_settings
+
+__all__ = ["scenario_claims", "CoherenceNulls", "coherence_chunk_fast"]
+
+
+def _defaults() -> dict:
+    import inspect
+
+    from ..analysis.waves import analyze_tap
+
+    return {k: p.default for k, p in inspect.signature(analyze_tap).parameters.items()}
+
+
+#: `analyze_tap`'s defaults, for the settings the waves stage does not set (declared there once).
+_ANALYZE_TAP_DEFAULTS = _defaults()
+
+
+def scenario_claims(scenario: str) -> tuple[int, ...]:
+    """The coherence claims whose calibration reads ``scenario`` (as a null or as a planted effect)."""
+    out = []
+    for cid, plan in CLAIM_PLAN.items():
+        if plan["group"] != "coherence":
+            continue
+        names = {s for lv in plan["nulls"].values() for s in lv} | {s for _, s in plan["effect"]["scenarios"]}
+        if scenario in names:
+            out.append(cid)
+    return tuple(out)
+
+
+class CoherenceNulls:
+    """The nulls shared by every replicate of a coherence template: per checkpoint the focus tap's
+    (and, at the last checkpoint, the input tap's) sample-shuffle surrogate law, drawn from an
+    independent AR(1) twin with the tap's lag-1 coefficients by the waves stage's surrogate code
+    (`LAW_FACTOR` times the run's number of surrogates), and the last focus tap's red-noise probe null (the run's
+    number of null replicates)."""
+
+    def __init__(self, tpl: dict, settings: CalibrationSettings):
+        from ..analysis import calibration as ca
+        from ..analysis import calibration_waves as cw
+        from ..analysis.probe import space_probe
+
+        wset = wave_settings(tpl)
+        cks = tpl["checkpoints"]
+        last = len(cks) - 1
+        jobs = [(i, ti, tap) for i, ck in enumerate(cks) for ti, tap in enumerate((tpl["focus"], tpl["input"]))
+                if tap in ck["phi"] and (ti == 0 or i == last)]
+
+        def one(job):
+            i, ti, tap = job
+            ck = cks[i]
+            S, T, _ = ck["shape"]
+            rng = np.random.default_rng([settings.seed, 5, i, ti])
+            x = ca.ar1_waves(S, T, ck["phi"][tap], rng)
+            law = cw.surrogate_law(x, ck["mask"], cw.LAW_FACTOR * int(wset["n_surrogates"]), rng)
+            probe = None
+            if ti == 0 and i == last:
+                probe = space_probe(x, ck["next_chars"], mask=ck["mask"], n_folds=wset["probe_folds"],
+                                    max_steps=wset["probe_max_steps"], n_null=wset["probe_null"],
+                                    nlags=min(int(wset["nlags"]), 32), seed=wset["seed"])
+            return law, probe
+
+        self.laws: dict = {}
+        self.probe_q95, self.probe_n_null = None, 0
+        for (i, ti, _), (law, probe) in _each(jobs, one):
+            self.laws[(i, ti)] = law
+            if probe is not None:
+                self.probe_q95, self.probe_n_null = probe["null_r2_q95"], int(np.size(probe["null_r2"]))
+
+
+def _each(items, fn):
+    """``[(item, fn(item))]`` with the checkpoints spread over one thread per core: the work is numpy,
+    scipy and BLAS calls that release the GIL, each checkpoint's taps are drawn from their own seeds
+    and written under their own cache keys, so the order of the work changes no number."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    n = min(len(items), _workers())
+    if n <= 1:
+        return [(i, fn(i)) for i in items]
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(zip(items, pool.map(fn, items)))
+
+
+def _workers() -> int:
+    """Threads of the fast engine: the cores this process may use."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _peak(values: list) -> int | None:
+    """Index of the largest non-missing value, the first of equal ones (as the claim-1 rule picks it)."""
+    vals = [(i, v) for i, v in enumerate(values) if v is not None]
+    return max(vals, key=lambda iv: iv[1])[0] if vals else None
+
+
+def coherence_chunk_fast(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings,
+                         cache: dict | None, nulls: CoherenceNulls) -> list[dict]:
+    """Verdicts of the claims `scenario_claims` names on replicates ``r0 .. r1 - 1`` of one coherence
+    scenario (the module docstring says what is computed); the taps are `draw_tap`'s, as in the
+    exact engine. ``cache`` (kept across calls) holds each tap's parts by (checkpoint, replicate,
+    tap, truth), so scenarios that share a truth share its analysis."""
+    from ..analysis import calibration_waves as cw
+
+    claims = scenario_claims(scenario)
+    cks = tpl["checkpoints"]
+    last = len(cks) - 1
+    truths = coherence_truths(tpl, scenario)
+    wset = wave_settings(tpl)
+    alpha = float(wset["alpha"])
+    n_ci = int(wset.get("n_ci_surrogates", _ANALYZE_TAP_DEFAULTS["n_ci_surrogates"]))
+    n_sur = int(wset["n_surrogates"])
+    focus, inp = tpl["focus"], tpl["input"]
+    cache = {} if cache is None else cache
+    out = []
+    for r in range(r0, r1):
+        drawn: dict = {}
+
+        def x_of(i, ti, tap, truth):
+            if (i, ti) not in drawn:
+                drawn[(i, ti)] = draw_tap(cks[i], tap, truth, settings.seed, i, r, ti)
+            return drawn[(i, ti)]
+
+        def part(kind, i, ti, tap):
+            truth = truths[(i, ti)]
+            key = (i, r, ti, truth, kind)
+            if key not in cache:
+                ck, x = cks[i], x_of(i, ti, tap, truth)
+                pick = np.random.default_rng([settings.seed, 7, i, r, ti, *truth])  # the same in both passes
+                if kind == "core":
+                    cache[key] = cw.coherence_core(x, ck["mask"], nulls.laws[(i, ti)], n_sur, alpha, pick)
+                elif kind == "jackknife":
+                    slot = np.random.default_rng([settings.seed, 6, i, r, ti, *truth])
+                    cache[key] = cw.coherence_jackknife(x, ck["mask"], nulls.laws[(i, ti)], n_sur, alpha, n_ci,
+                                                        pick, slot)
+                else:
+                    cache[key] = cw.probe_part(x, ck["next_chars"], ck["mask"], n_folds=wset["probe_folds"],
+                                               max_steps=wset["probe_max_steps"], nlags=wset["nlags"],
+                                               seed=wset["seed"])
+            return cache[key]
+
+        taps_at = [[(ti, t) for ti, t in enumerate((focus, inp)) if t in ck["phi"] and (ti == 0 or i == last)]
+                   for i, ck in enumerate(cks)]
+        rows = [{"iteration": ck["iteration"], "taps": {t: {} for _, t in taps_at[i]}} for i, ck in enumerate(cks)]
+        if 1 in claims:
+            for i, got in _each(range(len(cks)), lambda i: [(t, part("core", i, ti, t)) for ti, t in taps_at[i]]):
+                for t, d in got:
+                    rows[i]["taps"][t].update(d)
+            # the jackknife where a rule reads a standard error: first, last, each variant's peak
+            exc = [(row["taps"].get(focus) or {}).get("surrogate", {}).get("mean_abs_corr", {}).get("excess")
+                   for row in rows]
+            exc_g = [(((row["taps"].get(focus) or {}).get("gain_normalised") or {}).get("surrogate") or {})
+                     .get("mean_abs_corr", {}).get("excess") for row in rows]
+            at = sorted({0, last, _peak(exc), _peak(exc_g)} - {None})
+            for i, got in _each(at, lambda i: [(t, part("jackknife", i, ti, t)) for ti, t in taps_at[i]]):
+                for t, d in got:
+                    rows[i]["taps"][t].update(d)
+        if 4 in claims:
+            for i, got in _each(range(len(cks)), lambda i: [(ti, t, part("probe", i, ti, t)) for ti, t in taps_at[i]]):
+                for ti, t, d in got:
+                    p = dict(d)
+                    if ti == 0 and i == last:
+                        p.update(null_r2_q95=nulls.probe_q95, n_null=nulls.probe_n_null)
+                    rows[i]["taps"][t]["probe"] = p
+        v = waves_findings(rows, focus)
+        out.append({str(c): v[str(c)] for c in claims})
+    return out
