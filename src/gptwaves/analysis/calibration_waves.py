@@ -70,9 +70,9 @@ def surrogate_floor(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> float:
     K = int(min(max_lag, T - 1))
     n = scipy.fft.next_fast_len(T + K, real=True)
     F = scipy.fft.rfft(Z, n=n, axis=2)
-    pw = F.real * F.real + F.imag * F.imag
-    del F
-    L = scipy.fft.irfft(pw, n=n, axis=2)[:, :, : K + 1].mean(axis=1, dtype=np.float64)  # (C, K + 1)
+    pw = (F.real * F.real + F.imag * F.imag).sum(axis=1, dtype=np.float64)  # summed over samples first:
+    del F  # the inverse transform is linear, so one per channel gives the lagged sums summed over samples
+    L = scipy.fft.irfft(pw, n=n, axis=1)[:, : K + 1] / S  # (C, K + 1)
     lags = np.arange(K + 1)
     w = S / (T - lags).astype(np.float64)
     w[1:] *= 2.0  # lags -k and +k
