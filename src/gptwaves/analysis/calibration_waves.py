@@ -32,7 +32,7 @@ from .wave_arrays import _CONST_RTOL, _absmax, _as_mask, _center0
 from .waves_summary import _surrogate_json, probe_summary
 
 __all__ = ["surrogate_floor", "surrogate_law", "coherence_core", "coherence_jackknife", "probe_part",
-           "MAX_FLOOR_LAG", "VARIANTS", "LAW_FACTOR"]
+           "MAX_FLOOR_LAG", "VARIANTS", "LAW_FACTOR", "WORK_DTYPE"]
 
 #: Lags summed by the closed-form surrogate floor (an AR(1) channel of coefficient 0.95 keeps 0.1 %
 #: of its autocorrelation at lag 128).
@@ -40,6 +40,9 @@ MAX_FLOOR_LAG = 128
 #: The shared surrogate law holds this many times the run's number of surrogates (its mean then
 #: carries a third of the noise of one run's surrogate mean; each tap draws the run's number from it).
 LAW_FACTOR = 10
+#: The fast engine centres, splits and normalises the waves in float32 (the stages: float64); the
+#: correlations it reads differ by about 1e-7 (tests/test_calibration_coherence.py compares them).
+WORK_DTYPE = np.float32
 #: The two variants every coherence rule runs on: the raw induced waves and the gain-normalised ones.
 VARIANTS = ("raw", "gain")
 
@@ -84,14 +87,14 @@ def surrogate_floor(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> float:
 def _columns(x: np.ndarray, mask: np.ndarray) -> dict:
     """Induced unit columns of both variants of one tap: {"raw": Z, "gain": Z}."""
     n = max(int(mask.sum()), 1)
-    xc0 = _center0(x, mask)
+    xc0 = _center0(x, mask, WORK_DTYPE)
     absmax = _absmax(x, mask)
-    var = np.square(xc0).sum(axis=(0, 1)) / n
+    var = np.square(xc0).sum(axis=(0, 1), dtype=np.float64) / n
     const = (var <= 0) | (np.sqrt(np.maximum(var, 0)) <= _CONST_RTOL * absmax)
     kept = np.flatnonzero(~const)
     Z, _, _ = induced_columns(xc0[:, :, kept] if kept.size < x.shape[2] else xc0, mask, var[kept], n)
     del xc0
-    xg0, ng, okg = gain_columns(x, kept, mask, n)
+    xg0, ng, okg = gain_columns(x, kept, mask, n, WORK_DTYPE)
     Zg, _, _ = induced_columns(xg0[:, :, okg], mask, ng[okg], n)
     return {"raw": Z, "gain": Zg}
 

@@ -137,7 +137,7 @@ def _coherence_c(xc0, absmax, mask, k=None, k_range=(2, 20), n_surrogates=20, n_
 
 
 
-def gain_columns(x_raw, kept, mask, n):
+def gain_columns(x_raw, kept, mask, n, dtype=np.float64):
     """The gain-normalised waves of the kept channels, centred per sample (docs/method.md, "Coherence
     against its floors": shared gain): (xg0 (S, T, C_kept), variance of each over the masked steps,
     mask of those with variance).
@@ -150,9 +150,11 @@ def gain_columns(x_raw, kept, mask, n):
     mask : ndarray of bool (S, T)
     n : int
         Masked steps.
+    dtype : numpy dtype, optional
+        Of the centred waves (float64 in the stages).
     """
     xg = _nulls.gain_normalise(np.asarray(x_raw)[:, :, kept])
-    xg0 = _center0(xg, mask)
+    xg0 = _center0(xg, mask, dtype)
     del xg
     ng = np.square(xg0).sum(axis=(0, 1)) / n
     return xg0, ng, ng > 0

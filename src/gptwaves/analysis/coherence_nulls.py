@@ -126,8 +126,8 @@ def split_evoked(xc0: np.ndarray, mask: np.ndarray) -> dict:
 
     Parameters
     ----------
-    xc0 : ndarray of float64, shape (S, T, C)
-        Per-sample centred waves, zeros outside ``mask``.
+    xc0 : ndarray of float64 (the stages) or float32, shape (S, T, C)
+        Per-sample centred waves, zeros outside ``mask``; the parts are computed in its dtype.
     mask : ndarray of bool, shape (S, T)
 
     Returns
@@ -140,15 +140,16 @@ def split_evoked(xc0: np.ndarray, mask: np.ndarray) -> dict:
         ``chance``: expected share for independent samples (mean of 1/n_t).
     """
     S, T, C = xc0.shape
-    n_t = mask.sum(axis=0).astype(np.float64)
-    ev = xc0.sum(axis=0) / np.maximum(n_t, 1.0)[:, None]
+    dt = np.dtype(xc0.dtype if xc0.dtype in (np.float32, np.float64) else np.float64)  # float64 in the stages
+    n_t = mask.sum(axis=0).astype(dt)
+    ev = xc0.sum(axis=0) / np.maximum(n_t, dt.type(1))[:, None]
     ev[n_t < 2] = 0.0
     full = bool(mask.all())
     m = mask[:, :, None]
     ind = xc0 - ev[None]
     if not full:
         ind *= m
-    n_s = np.maximum(mask.sum(axis=1), 1).astype(np.float64)[:, None, None]
+    n_s = np.maximum(mask.sum(axis=1), 1).astype(dt)[:, None, None]
     mean = ind.sum(axis=1, keepdims=True) / n_s
     if full:
         ind -= mean
@@ -159,7 +160,7 @@ def split_evoked(xc0: np.ndarray, mask: np.ndarray) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(ss_tot > 0, 1.0 - ss_ind / np.where(ss_tot > 0, ss_tot, 1.0), np.nan)
     w = mask & (n_t[None, :] >= 2)
-    inv_n = 1.0 / np.maximum(n_t, 1.0)
+    inv_n = 1.0 / np.maximum(n_t.astype(np.float64), 1.0)
     chance = float(np.broadcast_to(inv_n[None, :], (S, T))[w].mean()) if w.any() else float("nan")
     return {"induced": ind, "evoked": ev, "share": share, "chance": chance}
 

@@ -53,11 +53,12 @@ def _groups(mask: np.ndarray):
             yield np.flatnonzero((start == a) & (stop == b)), int(a), int(b)
 
 
-def _center0(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-sample centred float64 waves with zeros outside the mask."""
+def _center0(x: np.ndarray, mask: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Per-sample centred waves with zeros outside the mask, in ``dtype`` (float64 for the stages;
+    the calibration's fast engine works in float32)."""
     m = mask[:, :, None]
-    xf = np.where(m, x, 0.0).astype(np.float64, copy=False)
-    n = np.maximum(mask.sum(axis=1), 1).astype(np.float64)[:, None, None]
+    xf = np.where(m, x, dtype(0)).astype(dtype, copy=False)
+    n = np.maximum(mask.sum(axis=1), 1).astype(dtype)[:, None, None]
     xf -= xf.sum(axis=1, keepdims=True) / n
     xf *= m
     return xf
