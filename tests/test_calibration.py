@@ -353,3 +353,36 @@ def test_coherence_scenarios_share_taps_of_equal_truth():
     cs.coherence_chunk(tpl, "factor 0.05 rise", 0, 1, settings, cache)
     assert len(cache) == 5  # only the focus tap after the first checkpoint differs
     assert cs.coherence_chunk(tpl, "independent", 0, 1, settings) == a  # the same draws without the cache
+
+
+@pytest.mark.parametrize("preset, args, groups, coherence", [
+    ("quick", [], ("spelling", "coherence"), 40),  # every rule where verdicts are read
+    ("paper", [], ("spelling", "coherence"), 40),
+    ("paper", ["--calibrate-coherence", "0"], ("spelling", "coherence"), 0),  # the stage then skips coherence
+    ("quick", ["--no-calibrate"], None, None),
+    ("smoke", [], None, None),
+    ("smoke", ["--calibrate"], ("spelling",), 40),
+    ("smoke", ["--calibrate-coherence", "5"], ("spelling", "coherence"), 5),
+])
+def test_reproduce_calibration_defaults_and_flags(preset, args, groups, coherence, monkeypatch, tmp_path):
+    """What `reproduce` calibrates by default (docs/method.md, Calibration, "Where it runs") and what
+    its flags change: the settings handed to the pipeline (no run)."""
+    from click.testing import CliRunner
+
+    from gptwaves import reproduce as rp
+    from gptwaves.cli import cli
+
+    seen = {}
+
+    def fake(preset_name, corpus, out, train_overrides=None, analysis=None, **kw):
+        seen["cal"] = analysis.calibration
+        return {"findings": {"claims": []}}
+
+    monkeypatch.setattr(rp, "reproduce", fake)
+    res = CliRunner().invoke(cli, ["reproduce", "--preset", preset, "--out", str(tmp_path / "r"), "--quiet", *args])
+    assert res.exit_code == 0, res.output
+    cal = seen["cal"]
+    if groups is None:
+        assert cal is None
+    else:
+        assert cal.groups == groups and cal.coherence_replicates == coherence

@@ -62,10 +62,12 @@ from .cli_options import (
 @click.option("--waves-boot", type=int, default=None, cls=_LazyHelp,
               help_fn=_waves_help("n_boot", "Bootstrap resamples of the coherence excess CI (--waves-ci bca only)."))
 @click.option("--calibrate/--no-calibrate", default=None,
-              help="Run the calibration stage (size and power of the spelling rules; default: on for quick and "
-                   "paper, off for smoke and Hugging Face suites).")
-@click.option("--calibrate-coherence", type=int, default=None, show_default="off",
-              help="Also calibrate the coherence rules with this many replicates per scenario (costly).")
+              help="Run the calibration stage (size and power of every verdict rule; default: on for quick and "
+                   "paper, off for smoke, shakespeare-char and Hugging Face suites, where --calibrate adds the "
+                   "spelling rules).")
+@click.option("--calibrate-coherence", type=int, default=None, show_default="40 where calibrating",
+              help="Replicates per coherence scenario (0: calibrate the spelling rules only; the coherence "
+                   "rules take most of the calibration's time).")
 @click.pass_context
 def reproduce(ctx, preset_name, corpus, out, max_iters, train_seed, record_samples, record_steps, spelling_samples,
               spelling_length, seed, device, precision, quiet, hf_model, revisions, dtype, lexicon, taps, record_dtype,
@@ -85,11 +87,11 @@ def reproduce(ctx, preset_name, corpus, out, max_iters, train_seed, record_sampl
         n_surrogates=surrogates, n_boot=waves_boot, ci_method=waves_ci).items() if v is not None}))
     if calibrate is False:
         an = dataclasses.replace(an, calibration=None)
-    elif calibrate or calibrate_coherence:
+    elif calibrate or calibrate_coherence is not None:
         from .stages.calibration import CalibrationSettings
 
         cal = an.calibration or CalibrationSettings(groups=("spelling",))
-        if calibrate_coherence:
+        if calibrate_coherence is not None:
             cal = cal.replace(groups=("spelling", "coherence"), coherence_replicates=calibrate_coherence)
         an = dataclasses.replace(an, calibration=cal)
     if hf_model:
