@@ -71,7 +71,7 @@ class AnalysisSettings:
 ANALYSIS_PRESETS = {
     "smoke": AnalysisSettings(record_samples=16, record_steps=96, spelling_samples=300, repeat_seeds=2),
     # calibration of every rule on by default where verdicts are read (docs/method.md, Calibration, "Where
-    # it runs": about 15 minutes against a one-hour quick run, 40 against a paper run of hours)
+    # it runs": about 15 minutes against a quick run of about an hour, 40 against a paper run of hours)
     "quick": AnalysisSettings(record_samples=64, record_steps=256, spelling_samples=1000,
                               calibration=CalibrationSettings()),
     "paper": AnalysisSettings(record_samples=64, record_steps=500, spelling_samples=1000,
