@@ -68,6 +68,10 @@ def test_fast_parts_equal_the_stage_analysis(small):
     x = draw_tap(ck, tpl["focus"], (0, 50000, 0), 0, 4, 0, 0)
     full = tap_summary(analyze_tap(x, ck["chars"], ck["next_chars"], mask=ck["mask"], **wset))
     fast = cw.coherence_jackknife(x, ck["mask"], nulls.laws[(4, 0)], 20)
+    core = cw.coherence_core(x, ck["mask"], nulls.laws[(4, 0)], 20)  # the same draw of the law: same excess
+    for k in ("excess", "z", "p_value"):
+        assert core["surrogate"]["mean_abs_corr"][k] == fast["surrogate"]["mean_abs_corr"][k]
+    assert core["surrogate"]["mean_abs_corr"]["ci"] is None and not core["surrogate"]["mean_abs_corr"]["significant"]
     for a, b in ((full, fast), (full["gain_normalised"], fast["gain_normalised"])):
         for k in ("mean_abs_corr", "participation_ratio"):
             assert b["induced"][k] == pytest.approx(a["induced"][k], rel=1e-5)

@@ -152,11 +152,36 @@ def _summary(observed: dict, sur: dict, alpha: float) -> dict:
             "surrogate": _surrogate_json(sur)}
 
 
+def _coherence(x, mask, law: dict, n_surrogates: int, alpha: float, rng: np.random.Generator | None,
+               n_ci_surrogates: int = 0, slot_rng: np.random.Generator | None = None) -> dict:
+    """Both variants of a tap against the moved law; with ``n_ci_surrogates`` > 0 the stage's
+    delete-one-sample jackknife of the paired excess too (its slots drawn from the tap with ``slot_rng``)."""
+    mask = _as_mask(mask, np.shape(x)[:2])
+    rng = np.random.default_rng(0) if rng is None else rng
+    parts = {}
+    for v, Z in _columns(np.asarray(x), mask).items():
+        obs = _observed(Z)
+        vals = _moved(law[v], surrogate_floor(Z), n_surrogates, rng)
+        sur = {"R": np.empty((vals["mean_abs_corr"].size, 0, 0)), "stats": vals,
+               "slots": np.zeros((0, Z.shape[1], 0, 0)), "v0": np.zeros((0, 0))}
+        P = None
+        if n_ci_surrogates > 0:
+            slots = surrogate_order_parameters(Z, int(n_ci_surrogates), slot_rng or np.random.default_rng(1),
+                                               n_keep_slots=int(n_ci_surrogates))
+            sur.update(slots=slots["slots"], v0=slots["v0"])
+            P = _nulls.sample_products(Z)
+        res = excess_with_ci(Z, {k: (np.nan if obs[k] is None else obs[k]) for k, _ in ORDER_KEYS}, sur, None,
+                             n_boot=0, alpha=alpha, P=P)
+        parts[v] = _summary(obs, res, alpha)
+    return {**parts["raw"], "gain_normalised": parts["gain"]}
+
+
 def coherence_core(x, mask, law: dict, n_surrogates: int, alpha: float = 0.05,
                    rng: np.random.Generator | None = None) -> dict:
     """The coherence part of a tap summary without the jackknife: induced order parameters and the
-    excess of mean |R| over the moved surrogate law, with z and p-value (``ci``, ``se``, ``loo``
-    None and ``significant`` False until :func:`coherence_jackknife`).
+    excess of mean |R| over the moved surrogate law (``n_surrogates`` of its values, drawn with
+    ``rng``), with z and p-value (``ci``, ``se``, ``loo`` None and ``significant`` False until
+    :func:`coherence_jackknife`).
 
     Returns
     -------
@@ -164,18 +189,7 @@ def coherence_core(x, mask, law: dict, n_surrogates: int, alpha: float = 0.05,
         ``{"induced", "surrogate", "gain_normalised": {"induced", "surrogate"}}``, the layout of
         :func:`gptwaves.analysis.waves_summary.tap_summary`.
     """
-    mask = _as_mask(mask, np.shape(x)[:2])
-    rng = np.random.default_rng(0) if rng is None else rng
-    parts = {}
-    for v, Z in _columns(np.asarray(x), mask).items():
-        obs = _observed(Z)
-        vals = _moved(law[v], surrogate_floor(Z), n_surrogates, rng)
-        B = vals["mean_abs_corr"].size
-        sur = excess_with_ci(Z, {k: (np.nan if obs[k] is None else obs[k]) for k, _ in ORDER_KEYS},
-                             {"R": np.empty((B, 0, 0)), "stats": vals, "slots": np.zeros((0,) + (Z.shape[1], 0, 0)),
-                              "v0": np.zeros((0, 0))}, None, n_boot=0, alpha=alpha)
-        parts[v] = _summary(obs, sur, alpha)
-    return {**parts["raw"], "gain_normalised": parts["gain"]}
+    return _coherence(x, mask, law, n_surrogates, alpha, rng)
 
 
 def coherence_jackknife(x, mask, law: dict, n_surrogates: int, alpha: float = 0.05, n_ci_surrogates: int = 2,
@@ -184,20 +198,7 @@ def coherence_jackknife(x, mask, law: dict, n_surrogates: int, alpha: float = 0.
     (``n_ci_surrogates`` surrogate slots drawn from the tap itself with ``slot_rng``): ``ci``, ``se``,
     ``loo`` and ``significant`` filled in. With the same ``rng`` as :func:`coherence_core` the
     surrogate values, and so the excess, z and p-value, are the same."""
-    mask = _as_mask(mask, np.shape(x)[:2])
-    rng = np.random.default_rng(0) if rng is None else rng
-    slot_rng = np.random.default_rng(1) if slot_rng is None else slot_rng
-    parts = {}
-    for v, Z in _columns(np.asarray(x), mask).items():
-        obs = _observed(Z)
-        vals = _moved(law[v], surrogate_floor(Z), n_surrogates, rng)
-        B = vals["mean_abs_corr"].size
-        slots = surrogate_order_parameters(Z, int(n_ci_surrogates), slot_rng, n_keep_slots=int(n_ci_surrogates))
-        sur = excess_with_ci(Z, {k: (np.nan if obs[k] is None else obs[k]) for k, _ in ORDER_KEYS},
-                             {"R": np.empty((B, 0, 0)), "stats": vals, "slots": slots["slots"], "v0": slots["v0"]},
-                             None, n_boot=0, alpha=alpha, P=_nulls.sample_products(Z))
-        parts[v] = _summary(obs, sur, alpha)
-    return {**parts["raw"], "gain_normalised": parts["gain"]}
+    return _coherence(x, mask, law, n_surrogates, alpha, rng, max(int(n_ci_surrogates), 1), slot_rng)
 
 
 def probe_part(x, next_chars, mask, *, n_folds: int, max_steps: int, nlags: int, seed: int,
