@@ -158,3 +158,16 @@ def test_fast_engine_size_power_and_a_broken_rule(small, monkeypatch):
     for cid in ("1", "4"):
         w = res["claims"][cid]["beyond_null"]["false_supported"][0]
         assert w["scenario"] == "independent" and w["rate"] == 1.0 and w["k"] == 5
+
+
+def test_threads_change_no_number(small, monkeypatch):
+    """The checkpoints spread over threads or not, and the cache shared or not: the same verdicts."""
+    from gptwaves.stages import calibration_coherence as cc
+
+    tpl, nulls = small
+    st = cs.CalibrationSettings()
+    runs = []
+    for workers, cache in ((1, None), (2, {}), (3, {})):
+        monkeypatch.setattr(cc, "_workers", lambda w=workers: w)
+        runs.append([coherence_chunk_fast(tpl, s, 0, 2, st, cache, nulls) for s in ("independent", "shared gain")])
+    assert runs[0] == runs[1] == runs[2]
