@@ -99,3 +99,33 @@ def test_text_page_html_escapes_and_marks():
     assert '<span class="unscored">night</span>' in margin
     one = fs.text_page_html(texts, LEXICON, 1, iteration=1, max_samples=1)
     assert one.count('<pre class="sample">') == 1
+
+
+def _texts_drawn(monkeypatch):
+    """Every axis label, title and legend label the figures set, recorded."""
+    from matplotlib.axes import Axes
+
+    seen: list[str] = []
+    for name in ("set_xlabel", "set_title"):
+        orig = getattr(Axes, name)
+        monkeypatch.setattr(Axes, name, lambda self, text, *a, _o=orig, **k: (seen.append(str(text)),
+                                                                               _o(self, text, *a, **k))[1])
+    orig_plot = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, _o=orig_plot, **k: (seen.append(str(k.get("label", ""))),
+                                                                            _o(self, *a, **k))[1])
+    return seen
+
+
+def test_a_suites_figures_say_step(tmp_path, series, monkeypatch):
+    """A Hugging Face suite's checkpoints are training steps: its figures say so (axis="step")."""
+    iters, results, vl = series
+    seen = _texts_drawn(monkeypatch)
+    cps = [(it, r["counts"]["correct"], r["counts"]["misspelled"]) for it, r in zip(iters, results)]
+    fs.plot_count_histograms(cps, tmp_path / "h", axis="step")
+    fs.plot_fano(iters, results, tmp_path / "f", val_losses=vl, axis="step")
+    fs.plot_decomposition(iters, results, tmp_path / "d", axis="step")
+    fs.plot_cascade(iters, results, tmp_path / "c", axis="step")
+    fs.plot_q_curves(iters, results, tmp_path / "q", axis="step")
+    fs.plot_rates(iters, results, tmp_path / "r", axis="step")
+    assert any("step" in t for t in seen)
+    assert not [t for t in seen if "iteration" in t]

@@ -166,3 +166,18 @@ def test_bad_figure_formats_are_one_line_errors(monkeypatch, capsys):
     assert main(["summary", "--run", "nowhere"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("gptwaves: error: GPTWAVES_FIGURES") and len(err) == 1
+
+
+def test_a_suites_wave_figures_say_step(tmp_path, monkeypatch):
+    """A Hugging Face suite's checkpoints are training steps: the figures across them say so."""
+    from matplotlib.axes import Axes
+
+    seen: list[str] = []
+    orig = Axes.set_xlabel
+    monkeypatch.setattr(Axes, "set_xlabel", lambda self, text, *a, **k: (seen.append(str(text)),
+                                                                          orig(self, text, *a, **k))[1])
+    cks = _summary_checkpoints()
+    F.coherence_null_figure(cks, "blocks.5.hook_resid_post", tmp_path / "nulls", axis="step")
+    per_tap = {t: [c["taps"][t] for c in cks] for t in cks[0]["taps"]}
+    F.order_parameters_figure([c["iteration"] for c in cks], per_tap, tmp_path / "order", axis="step")
+    assert seen and all("step" in t and "iteration" not in t for t in seen)

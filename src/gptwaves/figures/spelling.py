@@ -58,14 +58,14 @@ def _by_iteration(iterations, results):
     return it[order], [results[i] for i in order], order
 
 
-def _iter_axis(ax) -> None:
+def _iter_axis(ax, axis: str = "iteration") -> None:
     ax.set_xscale("symlog", linthresh=SYMLOG_LINTHRESH, linscale=0.5)
     ax.set_xlim(left=0)
-    ax.set_xlabel(f"training iteration (symlog: linear below {SYMLOG_LINTHRESH})")
+    ax.set_xlabel(f"training {axis} (symlog: linear below {SYMLOG_LINTHRESH})")
 
 
 # ---------------------------------------------------------------------------
-def plot_count_histograms(checkpoints: Sequence, stem, title: str | None = None) -> list[Path]:
+def plot_count_histograms(checkpoints: Sequence, stem, title: str | None = None, axis: str = "iteration") -> list[Path]:
     """Histograms of per-sample word counts with the Poisson pmf of equal mean.
 
     Parameters
@@ -75,6 +75,9 @@ def plot_count_histograms(checkpoints: Sequence, stem, title: str | None = None)
     stem : str or Path
         Output path without suffix.
     title : str, optional
+    axis : str, optional
+        The training axis in words: ``"iteration"`` (default) or ``"step"`` (a Hugging Face
+        suite's revisions).
 
     Returns
     -------
@@ -105,7 +108,7 @@ def plot_count_histograms(checkpoints: Sequence, stem, title: str | None = None)
             fano = var / mean if mean > 0 else math.nan
             ax.text(0.98, 0.95, f"F = {fano:.2f}", ha="right", va="top",
                     transform=ax.transAxes, fontsize=9)
-            ax.set_title(f"iteration {it}: {name} words", fontsize=9)
+            ax.set_title(f"{axis} {it}: {name} words", fontsize=9)
             ax.set_ylabel("fraction of samples", fontsize=8)
             ax.legend(fontsize=7, loc="best", framealpha=0.7)
             if r == rows - 1:
@@ -124,7 +127,7 @@ def _fano_series(results, which):
 
 def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
               val_losses: Sequence | None = None,
-              title: str | None = None, crossing: dict | None = None) -> list[Path]:
+              title: str | None = None, crossing: dict | None = None, axis: str = "iteration") -> list[Path]:
     """Fano factor of correct and misspelled counts across training.
 
     Left panel: F (95 % bootstrap CI band) against iteration on a symlog axis
@@ -143,6 +146,9 @@ def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
     title : str, optional
     crossing : dict, optional
         Drawn only when ``crossing["reported"]``.
+    axis : str, optional
+        The training axis in words: ``"iteration"`` (default) or ``"step"`` (a Hugging Face
+        suite's revisions).
 
     Returns
     -------
@@ -168,9 +174,9 @@ def plot_fano(iterations: Sequence, results: Sequence[dict], stem,
         if lo is not None or hi is not None:
             ax.axvspan(lo if lo is not None else max(it.min(), 0), hi if hi is not None else it.max(),
                        color=COLORS["correct"], alpha=0.1, lw=0, label="crossing 95% CI")
-    _iter_axis(ax)
+    _iter_axis(ax, axis)
     ax.set_ylabel("Fano factor F = var / mean")
-    ax.set_title("Fano factor vs iteration", fontsize=10)
+    ax.set_title(f"Fano factor vs {axis}", fontsize=10)
     ax.legend(fontsize=8)
 
     if vl is not None:
@@ -204,7 +210,7 @@ def _q_columns(qc) -> dict:
 
 def plot_q_curves(iterations: Sequence, results: Sequence[dict], stem,
                   which: Sequence[int] | None = None,
-                  title: str | None = None) -> list[Path]:
+                  title: str | None = None, axis: str = "iteration") -> list[Path]:
     """Mandel Q(w) against counting-window width, for selected checkpoints.
 
     Parameters
@@ -217,6 +223,9 @@ def plot_q_curves(iterations: Sequence, results: Sequence[dict], stem,
         Indices into `results` to draw; default early (first), middle and
         final checkpoint.
     title : str, optional
+    axis : str, optional
+        The training axis in words: ``"iteration"`` (default) or ``"step"`` (a Hugging Face
+        suite's revisions).
 
     Returns
     -------
@@ -236,7 +245,7 @@ def plot_q_curves(iterations: Sequence, results: Sequence[dict], stem,
             y = _arr(q[key])
             plotted |= bool(np.any(np.isfinite(y) & (w > 0))) if len(w) else False
             ax.plot(w, y, "o-", color=cmap[j % len(cmap)], ms=4,
-                    label=f"iteration {iterations[i]}")
+                    label=f"{axis} {iterations[i]}")
     for ax, name in zip(axes, ("correct", "misspelled")):
         ax.axhline(0.0, color="k", ls="--", lw=1, label="Poisson (Q = 0)")
         if not plotted:  # nothing finite to draw (too few words): keep a linear, empty axis
@@ -259,7 +268,7 @@ def _dec(res, name, key):
 
 
 def plot_rates(iterations: Sequence, results: Sequence[dict], stem,
-               title: str | None = None) -> list[Path]:
+               title: str | None = None, axis: str = "iteration") -> list[Path]:
     """Error rate, excess over the length-conditioned reference and cascade RR against iteration.
 
     Parameters
@@ -269,6 +278,9 @@ def plot_rates(iterations: Sequence, results: Sequence[dict], stem,
         `analyze` outputs.
     stem : str or Path
     title : str, optional
+    axis : str, optional
+        The training axis in words: ``"iteration"`` (default) or ``"step"`` (a Hugging Face
+        suite's revisions).
 
     Returns
     -------
@@ -294,13 +306,13 @@ def plot_rates(iterations: Sequence, results: Sequence[dict], stem,
     a2.set_title("cascade relative risk", fontsize=10)
     a2.legend(fontsize=8)
     for ax in (a0, a1, a2):
-        _iter_axis(ax)
+        _iter_axis(ax, axis)
     fig.suptitle(title or "Error rate, excess and cascades across training", fontsize=11)
     return save_figure(fig, stem)
 
 
 def plot_decomposition(iterations: Sequence, results: Sequence[dict], stem,
-                       title: str | None = None) -> list[Path]:
+                       title: str | None = None, axis: str = "iteration") -> list[Path]:
     """F with its independent-error reference and permutation null band, against iteration.
 
     One panel per count (correct, misspelled): observed F (with its BCa CI), the closed-form
@@ -315,6 +327,9 @@ def plot_decomposition(iterations: Sequence, results: Sequence[dict], stem,
         `analyze` outputs (their ``decomposition``).
     stem : str or Path
     title : str, optional
+    axis : str, optional
+        The training axis in words: ``"iteration"`` (default) or ``"step"`` (a Hugging Face
+        suite's revisions).
 
     Returns
     -------
@@ -341,7 +356,7 @@ def plot_decomposition(iterations: Sequence, results: Sequence[dict], stem,
             ax.plot(it, _arr([_dec(r, "words", "renewal_reference") for r in results]), "s--",
                     color=COLORS["words"], ms=3, lw=1, label="renewal CV² (word starts)")
         ax.axhline(1.0, color="k", lw=0.8, alpha=0.6)
-        _iter_axis(ax)
+        _iter_axis(ax, axis)
         ax.set_ylabel("Fano factor")
         ax.set_title(f"{name} words", fontsize=10)
         ax.legend(fontsize=7)
@@ -350,7 +365,7 @@ def plot_decomposition(iterations: Sequence, results: Sequence[dict], stem,
 
 
 def plot_cascade(iterations: Sequence, results: Sequence[dict], stem,
-                 title: str | None = None) -> list[Path]:
+                 title: str | None = None, axis: str = "iteration") -> list[Path]:
     """Cascade relative risk (with BCa CI) and its within-sample permutation null band.
 
     Parameters
@@ -360,6 +375,9 @@ def plot_cascade(iterations: Sequence, results: Sequence[dict], stem,
         `analyze` outputs (their ``cascade``).
     stem : str or Path
     title : str, optional
+    axis : str, optional
+        The training axis in words: ``"iteration"`` (default) or ``"step"`` (a Hugging Face
+        suite's revisions).
 
     Returns
     -------
@@ -383,7 +401,7 @@ def plot_cascade(iterations: Sequence, results: Sequence[dict], stem,
         p = c.get("p_value")
         if p is not None and p < 0.05 and np.isfinite(y):
             ax.annotate("*", (x, y), textcoords="offset points", xytext=(0, 4), ha="center")
-    _iter_axis(ax)
+    _iter_axis(ax, axis)
     ax.set_ylabel("P(mis | prev mis) / P(mis | prev correct)")
     ax.legend(fontsize=8)
     fig.suptitle(title or "Cascade relative risk across training (* p < 0.05)", fontsize=11)

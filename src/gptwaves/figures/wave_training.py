@@ -25,7 +25,7 @@ def _as_series(v) -> dict:
     return {k: np.array([np.nan if d.get(k) is None else float(d[k]) for d in v]) for k, _ in _ORDER_KEYS}
 
 
-def order_parameters_figure(iterations, per_tap: Mapping, path_stem, *, title=None) -> list[Path]:
+def order_parameters_figure(iterations, per_tap: Mapping, path_stem, *, title=None, axis: str = "iteration") -> list[Path]:
     """Coherence order parameters against training iteration, one line per tap.
 
     Parameters
@@ -38,6 +38,9 @@ def order_parameters_figure(iterations, per_tap: Mapping, path_stem, *, title=No
         :func:`~gptwaves.analysis.correlation.order_parameters` dicts.
     path_stem : str or Path
     title : str, optional
+    axis : str, optional
+        The training axis in words: ``"iteration"`` (default) or ``"step"`` (a Hugging Face
+        suite's revisions).
 
     Notes
     -----
@@ -58,7 +61,7 @@ def order_parameters_figure(iterations, per_tap: Mapping, path_stem, *, title=No
                     ax.plot(it, series[key], marker="o", ms=3, lw=1.2, color=color, label=tap)
         for ax, (key, lab) in zip(axes, _ORDER_KEYS):
             ax.set_xscale("log")
-            ax.set_xlabel("training iteration + 1 (log scale)")
+            ax.set_xlabel(f"training {axis} + 1 (log scale)")
             ax.set_ylabel(lab)
             ax.grid(alpha=0.3, which="both", lw=0.4)
         axes[0].set_title("mean |R|  (higher = more coherent)")
@@ -83,7 +86,7 @@ def _arr(values) -> np.ndarray:
 
 
 def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *, input_tap: str | None = "hook_embed",
-                          title=None) -> list[Path]:
+                          title=None, axis: str = "iteration") -> list[Path]:
     """Order parameters against iteration with their floors: raw (top) and induced (bottom).
 
     Parameters
@@ -97,6 +100,9 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
     input_tap : str, optional
         The input floor, drawn dashed (default ``hook_embed``; None: not recorded).
     title : str, optional
+    axis : str, optional
+        The training axis in words: ``"iteration"`` (default) or ``"step"`` (a Hugging Face
+        suite's revisions).
 
     Notes
     -----
@@ -150,7 +156,7 @@ def coherence_null_figure(checkpoints: Sequence[Mapping], tap: str, path_stem, *
             for a in (axes[0][i], axes[1][i]):
                 a.set_xscale("log")
                 a.grid(alpha=0.3, which="both", lw=0.4)
-            axes[1][i].set_xlabel("training iteration + 1 (log scale)")
+            axes[1][i].set_xlabel(f"training {axis} + 1 (log scale)")
         axes[0][0].legend(loc="best", frameon=False, fontsize=7)
         axes[1][0].legend(loc="best", frameon=False, fontsize=7)
         fig.suptitle(title or f"Coherence at {tap} against its floors (lower PR = more coherent)")

@@ -183,7 +183,8 @@ def spelling_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all
             results.append(res)
     if not d.main:
         return {"checkpoints": [], "crossing": None, "table": None, "figures": []}
-    results = across_checkpoints(out_dir, results, settings, figures=figures)
+    results = across_checkpoints(out_dir, results, settings, figures=figures,
+                                 axis="step" if source.hf_model else "iteration")
     return results
 
 
@@ -200,8 +201,9 @@ def _on_disk(out_dir: Path) -> list[dict]:
 
 
 def across_checkpoints(out_dir: Path, selected: list[dict], settings: SpellingSettings, *,
-                       figures: bool = True) -> dict:
-    """Table, crossing (with its CI) and figures over all checkpoints analysed so far.
+                       figures: bool = True, axis: str = "iteration") -> dict:
+    """Table, crossing (with its CI) and figures over all checkpoints analysed so far (``axis``: the
+    training axis in words, "step" for a Hugging Face suite).
 
     ``selected`` are the results of this invocation; the across-training statistics use every
     main checkpoint on disk with the same settings as the last of them (so a later run on one
@@ -225,7 +227,7 @@ def across_checkpoints(out_dir: Path, selected: list[dict], settings: SpellingSe
                                seed=settings.sampling.seed)
         atomic_write_json(out_dir / "crossing.json", stamp("spelling", {
             "settings": ref, "crossing": crossing, "checkpoints": [r["name"] for r in results]}))
-    figs = spelling_figures(out_dir / "figures", results, crossing) if figures and results else []
+    figs = spelling_figures(out_dir / "figures", results, crossing, axis=axis) if figures and results else []
     return {"checkpoints": results, "crossing": crossing, "table": table, "figures": figs}
 
 
@@ -263,7 +265,9 @@ def write_spelling_table(path: Path, results: list[dict]) -> Path:
     return write_csv(path, SPELLING_COLUMNS, rows)
 
 
-def spelling_figures(fig_dir: Path, results: list[dict], crossing: dict | None = None) -> list[Path]:
+def spelling_figures(fig_dir: Path, results: list[dict], crossing: dict | None = None,
+                     axis: str = "iteration") -> list[Path]:
+    """The spelling stage's figures; ``axis``: the training axis in words ("step" for a Hugging Face suite)."""
     from ..figures import spelling as spf
 
     rs = [r for r in results if r["iteration"] is not None] or results
@@ -275,11 +279,11 @@ def spelling_figures(fig_dir: Path, results: list[dict], crossing: dict | None =
     grid = rs if len(rs) <= 6 else [rs[i] for i in np.unique(np.linspace(0, len(rs) - 1, 6).round().astype(int))]
     guarded(out, spf.plot_count_histograms,
             [(r["iteration"], r["stats"]["counts"]["correct"], r["stats"]["counts"]["misspelled"]) for r in grid],
-            fig_dir / "count_histograms")
+            fig_dir / "count_histograms", axis=axis)
     guarded(out, spf.plot_fano, its, stats, fig_dir / "fano",
-            val_losses=vls if all(v is not None for v in vls) else None, crossing=crossing)
-    guarded(out, spf.plot_decomposition, its, stats, fig_dir / "decomposition")
-    guarded(out, spf.plot_cascade, its, stats, fig_dir / "cascade")
-    guarded(out, spf.plot_q_curves, its, stats, fig_dir / "q_curves")
-    guarded(out, spf.plot_rates, its, stats, fig_dir / "rates")
+            val_losses=vls if all(v is not None for v in vls) else None, crossing=crossing, axis=axis)
+    guarded(out, spf.plot_decomposition, its, stats, fig_dir / "decomposition", axis=axis)
+    guarded(out, spf.plot_cascade, its, stats, fig_dir / "cascade", axis=axis)
+    guarded(out, spf.plot_q_curves, its, stats, fig_dir / "q_curves", axis=axis)
+    guarded(out, spf.plot_rates, its, stats, fig_dir / "rates", axis=axis)
     return out

@@ -181,14 +181,15 @@ def load_array(path: Path, tap: str, key: str) -> np.ndarray:
         raise GptwavesError(f"cannot read {key} of {tap} from {path}: {e}") from None
 
 
-def _checkpoint_figures(fig_dir: Path, name: str, rec_path: Path, res: dict, iteration) -> list[Path]:
+def _checkpoint_figures(fig_dir: Path, name: str, rec_path: Path, res: dict, iteration,
+                        axis: str = "iteration") -> list[Path]:
     from ..figures import waves as wf
     from ..recording import Recording
 
     tap = focus_tap(list(res))
     r = res[tap]
     out: list[Path] = []
-    label = f"iteration {iteration}" if iteration is not None else name
+    label = f"{axis} {iteration}" if iteration is not None else name
     with Recording.open(rec_path, verify=False) as rec:
         x0 = rec.waves(tap, samples=0)
         c0 = rec.input_chars(samples=0)
@@ -219,7 +220,7 @@ def _checkpoint_figures(fig_dir: Path, name: str, rec_path: Path, res: dict, ite
     return out
 
 
-def _across_checkpoint_figures(out_dir: Path, results: list[dict]) -> list[Path]:
+def _across_checkpoint_figures(out_dir: Path, results: list[dict], axis: str = "iteration") -> list[Path]:
     from ..figures import waves as wf
 
     fig_dir = out_dir / "figures"
@@ -230,16 +231,17 @@ def _across_checkpoint_figures(out_dir: Path, results: list[dict]) -> list[Path]
     taps = list(results[0]["taps"])
     per_tap = {t: [r["taps"][t] for r in results] for t in taps}
     guarded(figs, wf.order_parameters_figure, its, per_tap, fig_dir / "order_parameters",
-            title="Coherence order parameters across training")
+            title="Coherence order parameters across training", axis=axis)
     first, last = results[0], results[-1]
     ft = focus_tap(taps)
     guarded(figs, wf.coherence_null_figure, [{"iteration": i, "taps": r["taps"]} for i, r in zip(its, results)],
-            ft, fig_dir / "coherence_nulls", input_tap=input_floor(taps), title=f"Coherence at {ft} against its floors")
+            ft, fig_dir / "coherence_nulls", input_tap=input_floor(taps), title=f"Coherence at {ft} against its floors",
+            axis=axis)
     Ra = load_array(out_dir / first["name"] / "arrays.npz", ft, "R")
     Rb = load_array(out_dir / last["name"] / "arrays.npz", ft, "R")
     order = load_array(out_dir / last["name"] / "arrays.npz", ft, "cluster_order")
     guarded(figs, wf.correlation_comparison, Ra, Rb, fig_dir / "correlation_compare", order=order,
-            names=(f"iteration {first['iteration']}", f"iteration {last['iteration']}"),
+            names=(f"{axis} {first['iteration']}", f"{axis} {last['iteration']}"),
             title=f"Cross-channel correlation at {ft}: before and after training")
     return figs
 
@@ -260,6 +262,7 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
     key = settings.to_dict()
     out_dir = run_dir / "waves"
     fig_dir = out_dir / "figures"
+    axis = "step" if source.hf_model else "iteration"  # the training axis in words (a suite's revisions: steps)
     results: list[dict] = []
     with RunLock(run_dir):
         begin_stage(run_dir, "waves")
@@ -285,11 +288,11 @@ def waves_run(run_dir: str | os.PathLike, checkpoint: str | int | None = "all",
                 "taps": {t: tap_summary(r) for t, r in res.items()}})
             _save_arrays(out_dir / name / "arrays.npz", res)
             if figures:
-                _checkpoint_figures(fig_dir, name, rec_path, res, meta.get("iteration"))
+                _checkpoint_figures(fig_dir, name, rec_path, res, meta.get("iteration"), axis)
             atomic_write_json(spath, summ)  # last: its presence means this checkpoint is done
             results.append(summ)
     results.sort(key=lambda r: (r["iteration"] is None, r["iteration"] or 0))
-    figs: list[Path] = _across_checkpoint_figures(out_dir, results) if figures else []
+    figs: list[Path] = _across_checkpoint_figures(out_dir, results, axis) if figures else []
     repeat = None
     if variants:
         repeat, raw = repeatability(variants, settings)
