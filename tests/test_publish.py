@@ -483,3 +483,22 @@ def test_a_run_without_a_sound_reproduce_record_publishes_nothing(site, capsys, 
     code, err = _cli(capsys, "run", run, out, "--readme", repo / "README.md")
     assert code != 0 and err.startswith("gptwaves: error:")
     assert _snapshot(repo) == before and not list(out.glob(".*.tmp"))
+
+
+def test_a_hugging_face_suite_publishes_its_stage_times(site, capsys):
+    """A suite (`reproduce --hf-model`) has no gptwaves checkpoints: its budget.json holds the stage
+    times and the machine, and no FLOPs or gaps (its models are not counted)."""
+    import shutil
+
+    run, repo = site
+    shutil.rmtree(run / "checkpoints")
+    (run / "reproduce.json").write_text(json.dumps({
+        "preset": None, "train": None, "hf": {"model": "EleutherAI/pythia-70m", "revisions": ["step0", "step1000"]},
+        "timings": {"record": 12.5, "waves": 3.0, "spelling": 4.0}}))
+    out = repo / "docs" / "results" / "hf"
+    code, err = _cli(capsys, "run", run, out)
+    assert code == 0, err
+    b = json.loads((out / "budget.json").read_text())
+    assert b["suite"] is True and b["stages"]["record"]["seconds"] == 12.5
+    assert all(st["flops"] is None and st["gap"] is None for st in b["stages"].values())
+    assert "| record | 12.5 |" in (out / "claims.md").read_text()

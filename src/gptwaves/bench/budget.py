@@ -64,6 +64,11 @@ def _size(obj: dict, key: str, where: Path, default=None):
     return v
 
 
+def _is_suite(reproduce: dict) -> bool:
+    """Whether a reproduce record is a Hugging Face suite's (`reproduce --hf-model`)."""
+    return isinstance(reproduce.get("hf"), dict)
+
+
 def check_run(run_dir: str | Path) -> Path:
     """The run directory of a finished ``gptwaves reproduce`` (one-line error otherwise): its
     reproduce record valid (stage timings non-negative numbers), its checkpoints valid."""
@@ -78,7 +83,9 @@ def check_run(run_dir: str | Path) -> Path:
     if not (run_dir / "reproduce.json").exists():
         raise GptwavesError(f"{run_dir} has no reproduce.json: not a run made by `gptwaves reproduce` "
                             "(its stage times are what the budget is about)")
-    checks.read_checked(run_dir / "reproduce.json", "reproduce record", checks.reproduce_file)
+    rec = checks.read_checked(run_dir / "reproduce.json", "reproduce record", checks.reproduce_file)
+    if _is_suite(rec):
+        return run_dir  # a Hugging Face suite: its revisions are not gptwaves checkpoints
     if not list_checkpoints(run_dir / "checkpoints"):
         raise GptwavesError(f"{run_dir} has no checkpoints: not a finished gptwaves run")
     return run_dir
@@ -177,6 +184,8 @@ def budget(run_dir: str | Path, peaks) -> dict:
     run_dir = check_run(run_dir)
     rpath = run_dir / "reproduce.json"
     rep = _read(rpath, "reproduce record")
+    if _is_suite(rep):
+        return _suite_budget(rep, peaks)
     cfg = GPTConfig.from_dict(list_checkpoints(run_dir / "checkpoints")[-1].meta["config"])
     tr = rep.get("train") or {}
     if not isinstance(tr, dict):
@@ -246,6 +255,21 @@ def budget(run_dir: str | Path, peaks) -> dict:
     return {"format": BUDGET_FORMAT, "format_version": BUDGET_VERSION, "machine": machine_info(),
             "invocations": invocations(rep), "peaks": peaks, "stages": stages,
             "total": {"seconds": sum(seconds.values()), "invocations": len(invocations(rep))}}
+
+
+def _suite_budget(rep: dict, peaks) -> dict:
+    """The time budget of a Hugging Face suite: its stage times and the machine; no FLOPs (the
+    models are not gptwaves models, their cost per token is not counted here), so no gaps."""
+    from .common import machine_info
+
+    peaks = dict(peaks() if callable(peaks) else peaks)
+    seconds = stage_seconds(rep)
+    stages = {k: {"flops": None, "peak": None, "seconds_at_peak": None, "seconds": v, "gap": None}
+              for k, v in seconds.items()}
+    return {"format": BUDGET_FORMAT, "format_version": BUDGET_VERSION, "machine": machine_info(),
+            "invocations": invocations(rep), "peaks": peaks, "stages": stages,
+            "total": {"seconds": sum(seconds.values()), "invocations": len(invocations(rep))},
+            "suite": True}
 
 
 def _s(v, fmt: str = ".0f") -> str:
