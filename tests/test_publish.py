@@ -502,3 +502,9 @@ def test_a_hugging_face_suite_publishes_its_stage_times(site, capsys):
     assert b["suite"] is True and b["stages"]["record"]["seconds"] == 12.5
     assert all(st["flops"] is None and st["gap"] is None for st in b["stages"].values())
     assert "| record | 12.5 |" in (out / "claims.md").read_text()
+    from gptwaves.bench import budget as bb  # `gptwaves bench budget --run` prints the same stage times
+
+    rows = bb.budget_rows(b)
+    assert [r["value"] for r in rows] == [12.5, 3.0, 4.0, 19.5]
+    code = __import__("gptwaves.cli", fromlist=["main"]).main(["bench", "budget", "--run", str(run), "--quick"])
+    assert code == 0 and "budget record" in capsys.readouterr().out

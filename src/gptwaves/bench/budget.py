@@ -279,6 +279,12 @@ def _s(v, fmt: str = ".0f") -> str:
 def budget_rows(b: dict) -> list[dict]:
     """The bench rows of a :func:`budget` object (what ``gptwaves bench budget`` prints)."""
     st, pk = b["stages"], b["peaks"]
+    n = b["total"]["invocations"]
+    total = make_row(f"budget total (reproduce, {n} invocation{'' if n == 1 else 's'})", b["total"]["seconds"],
+                     "s", notes="training counted at its wall time here; see the training row for the median rate")
+    if b.get("suite"):  # a Hugging Face suite: stage times only (its models' FLOPs are not counted)
+        return [*(make_row(f"budget {k}", v.get("seconds"), "s", notes="a Hugging Face suite: no FLOP limit")
+                  for k, v in st.items()), total]
     absent = pk.get("fp32_gflops") is None
     peak_note = " (peaks not measured: no limit)" if absent else ""
     tr = st["train"]
@@ -304,10 +310,7 @@ def budget_rows(b: dict) -> list[dict]:
     for k in ("waves", *[k for k in st if k not in (*COUNTED, "waves", "summary", "report")], "summary", "report"):
         rows.append(make_row(f"budget {k}", (st.get(k) or {}).get("seconds"), "s",
                              notes="numpy/scipy on recorded values; no FLOP limit"))
-    n = b["total"]["invocations"]
-    rows.append(make_row(f"budget total (reproduce, {n} invocation{'' if n == 1 else 's'})", b["total"]["seconds"],
-                         "s", notes="training counted at its wall time here; see the training row for the median "
-                                    "rate"))
+    rows.append(total)
     return rows
 
 
