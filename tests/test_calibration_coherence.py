@@ -112,36 +112,37 @@ def test_moved_law_agrees_with_each_taps_own_surrogates(small):
 
 
 def test_fast_engine_agrees_with_the_exact_engine():
-    """Same draws, both engines: the verdicts agree in at least 7 of 8 replicate-claims (measured at
-    16 x 150 x 24: 53 of 54 over the nine scenarios, with the stage's default settings; here fewer
-    lags and red-noise replicates keep the exact engine's full analyses short)."""
+    """Same draws, both engines: the verdicts agree in at least 4 of 6 replicate-claims (measured 5 of 6
+    at seeds 0, 1 and 2 at this tiny size; each time the one disagreement is claim 1 beyond the null,
+    "not supported" by the fast engine where the exact one says "inconclusive"; at 16 x 150 x 24 with the stage's default settings 53 of 54 over the nine
+    scenarios; here fewer lags and red-noise replicates keep the exact engine's full analyses short)."""
     tpl = template(10, 64, 8, nlags=8, window=3, min_events=5, probe_null=5)
     st = cs.CalibrationSettings()
     nulls = CoherenceNulls(tpl, st)
     agree = n = 0
     exact_cache: dict = {}  # the exact engine shares the taps of equal truth across scenarios, as the stage does
-    for scen in ("independent", "factor 0.05 rise", "space 2 equal to input"):
+    for scen in ("independent", "factor 0.05 rise"):  # both claims, no effect and a planted one
         fast = coherence_chunk_fast(tpl, scen, 0, 2, st, {}, nulls)
         exact = cs.coherence_chunk(tpl, scen, 0, 2, st, exact_cache)
         for f, e in zip(fast, exact):
             for c in f:
                 n += 1
                 agree += f[c] == e[c]
-    assert n == 8 and agree >= 7, (agree, n)
+    assert n == 6 and agree >= 4, (agree, n)
 
 
 def test_fast_engine_size_power_and_a_broken_rule(small, monkeypatch):
-    """No effect: claim 1 and claim 4 beyond the null say "supported" in at most 2 of 16 runs
-    (measured 0 and 0 of 24); a planted factor of excess 0.05 is found (claim 1 beyond the null) in at
-    least 13 of 16 (measured 24 of 24); a rule that always says "supported" comes out with size 100 %."""
+    """No effect: claim 1 and claim 4 beyond the null say "supported" in at most 2 of 12 runs
+    (measured 0 and 0 at seeds 0, 1, 2); a planted factor of excess 0.05 is found (claim 1 beyond the
+    null) in at least 10 of 12 (measured 12, 11, 11); a rule that always says "supported" comes out with size 100 %."""
     tpl, nulls = small
     st = cs.CalibrationSettings()
     cache: dict = {}
-    ind = coherence_chunk_fast(tpl, "independent", 0, 16, st, cache, nulls)
+    ind = coherence_chunk_fast(tpl, "independent", 0, 12, st, cache, nulls)
     for cid in ("1", "4"):
         assert sum(v[cid]["beyond_null"] == "supported" for v in ind) <= 2
-    fac = coherence_chunk_fast(tpl, "factor 0.05 rise", 0, 16, st, cache, nulls)
-    assert sum(v["1"]["beyond_null"] == "supported" for v in fac) >= 13
+    fac = coherence_chunk_fast(tpl, "factor 0.05 rise", 0, 12, st, cache, nulls)
+    assert sum(v["1"]["beyond_null"] == "supported" for v in fac) >= 10
     assert set(fac[0]) == {"1"}  # only the claim this scenario calibrates
 
     from gptwaves.analysis import claims as cl
