@@ -114,7 +114,8 @@ def test_moved_law_agrees_with_each_taps_own_surrogates(small):
 def test_fast_engine_agrees_with_the_exact_engine():
     """Same draws, both engines: the verdicts agree in at least 4 of 6 replicate-claims (measured 5 of 6
     at seeds 0, 1 and 2 at this tiny size; each time the one disagreement is claim 1 beyond the null,
-    "not supported" by the fast engine where the exact one says "inconclusive"; at 16 x 150 x 24 with the stage's default settings 53 of 54 over the nine
+    "not supported" by the fast engine where the exact one says "inconclusive" (an interval at the
+    edge of the equivalence margin: docs/method.md, Calibration); at 16 x 150 x 24 with the stage's default settings 53 of 54 over the nine
     scenarios; here fewer lags and red-noise replicates keep the exact engine's full analyses short)."""
     tpl = template(10, 64, 8, nlags=8, window=3, min_events=5, probe_null=5)
     st = cs.CalibrationSettings()
