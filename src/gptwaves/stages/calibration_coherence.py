@@ -1,8 +1,7 @@
 """The fast coherence engine of the calibration (docs/method.md, Calibration, "Fast coherence
 engine"): the verdicts of claims 1 and 4 on synthetic taps, computing only what the rules read.
 
-What it leaves out, all of it unread by the verdicts, so the verdicts are those of the full
-analysis of the same draws:
+What it leaves out, all of it unread by the verdicts (leaving it out changes no verdict):
 - per scenario, only the claims it calibrates (`scenario_claims`): the coherence statistics for
   claim 1's scenarios, the space probe for claim 4's;
 - the input tap only at the last checkpoint (the rules compare with it there and nowhere else);
@@ -11,11 +10,13 @@ analysis of the same draws:
   last checkpoint's focus tap;
 - oscillations, channel labels, clustering and event-triggered averages.
 
-What it approximates: the sample-shuffle surrogate law of mean |R| and the probe's red-noise null
-are drawn once per checkpoint and tap from an independent twin (`CoherenceNulls`) and shared by
-every replicate, the law moved to each tap by the ratio of closed-form surrogate floors
-(`gptwaves.analysis.calibration_waves`). tests/test_calibration.py measures the agreement with the
-exact engine (`calibration_truth.coherence_chunk`), which analyses every tap in full.
+What it approximates: the sample-shuffle surrogate law of mean |R| (per checkpoint and tap) and
+the probe's red-noise null (once, at the last focus tap) are drawn from an independent twin
+(`CoherenceNulls`) and shared by every replicate, the law moved to each tap by the ratio of
+closed-form surrogate floors; the waves are centred and split in float32
+(`gptwaves.analysis.calibration_waves`). tests/test_calibration_coherence.py measures the agreement
+with the exact engine (`calibration_truth.coherence_chunk`), which analyses every tap in full, and
+docs/method.md states it.
 """
 
 from __future__ import annotations
