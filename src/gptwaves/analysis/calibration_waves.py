@@ -9,8 +9,9 @@ gain normalisation, and the space probe's R^2 (with its jackknife and, at the la
 own functions (`coherence.induced_columns`, `coherence.gain_columns`, `surrogates.excess_with_ci`,
 `probe.space_probe`), in the layout of :func:`gptwaves.analysis.waves_summary.tap_summary`.
 
-One thing differs from the waves stage, and only here: the sample-shuffle surrogate *law* of mean
-|R| (its B values) is not drawn again for every synthetic tap. It is drawn once per checkpoint and
+Two things differ from the waves stage: the waves are centred and split in float32 (`WORK_DTYPE`),
+and the sample-shuffle surrogate *law* of mean |R| (its B values) is not drawn again for every
+synthetic tap. It is drawn once per checkpoint and
 tap from an independent twin (`surrogate_law`) and moved to each tap by the ratio of their
 closed-form surrogate floors (`surrogate_floor`: Bartlett's variance of the correlation of two
 independent series with the tap's own autocovariances). The two slots of surrogates inside the
