@@ -163,8 +163,7 @@ def _coherence(x, mask, law: dict, n_surrogates: int, alpha: float, rng: np.rand
     for v, Z in _columns(np.asarray(x), mask).items():
         obs = _observed(Z)
         vals = _moved(law[v], surrogate_floor(Z), n_surrogates, rng)
-        sur = {"R": np.empty((vals["mean_abs_corr"].size, 0, 0)), "stats": vals,
-               "slots": np.zeros((0, Z.shape[1], 0, 0)), "v0": np.zeros((0, 0))}
+        sur = {"stats": vals, "slots": np.zeros((0, Z.shape[1], 0, 0)), "v0": np.zeros((0, 0))}
         P = None
         if n_ci_surrogates > 0:
             slots = surrogate_order_parameters(Z, int(n_ci_surrogates), slot_rng or np.random.default_rng(1),

@@ -221,7 +221,7 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
         ``n_surrogates``, ``n_boot``, ``n_ci_surrogates``, ``min_p_value``.
     """
     C, S, T = Z.shape
-    B = surrogate["R"].shape[0]
+    B = int(np.size(surrogate["stats"]["mean_abs_corr"]))
     slots = surrogate["slots"]
     out: dict = {"n_surrogates": int(B), "n_boot": int(n_boot), "n_ci_surrogates": int(slots.shape[0]),
                  "confidence": confidence, "alpha": alpha, "min_p_value": 1.0 / (B + 1)}
