@@ -78,7 +78,7 @@ def smoke(tmp_path_factory):
     corpus = _corpus(tmp_path_factory)
     run = tmp_path_factory.mktemp("fuzz") / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONPATH=SRC,
-               GPTWAVES_CORPUS=str(corpus))
+               GPTWAVES_CORPUS=str(corpus), GPTWAVES_FIGURES="none")  # figures are never read here (NOT_READ)
     p = subprocess.run([sys.executable, "-m", "gptwaves", "reproduce", "--preset", "smoke", "--out", str(run),
                         "--max-iters", "20", "--record-samples", "4", "--record-steps", "40",
                         "--spelling-samples", "20", "--device", "cpu", "--quiet"],

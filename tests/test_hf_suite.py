@@ -250,7 +250,8 @@ def test_reproduce_over_revisions_end_to_end(neox_run):
 
 
 @pytest.mark.slow
-def test_gpt2_suite_reproduce_from_comma_separated_folders(gpt2_suite, tmp_path):
+def test_gpt2_suite_reproduce_from_comma_separated_folders(gpt2_suite, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTWAVES_FIGURES", "none")  # numbers only: the neox run's figures are tested
     from gptwaves.reproduce import AnalysisSettings, reproduce_hf
     from gptwaves.stages.waves import WavesSettings
 
@@ -473,7 +474,9 @@ def _free_port() -> int:
 
 
 def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+    """The subprocesses' environment: one thread, this checkout's sources, and no figures (these runs
+    are compared with the reference run by their numbers; its figures are tested with it)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GPTWAVES_FIGURES": "none", "PYTHONPATH": os.pathsep.join(
         [SRC, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])}
 
 
