@@ -130,11 +130,53 @@ def test_generated_blocks_are_rendered_and_checked_for_staleness(site):
 
 def test_headline_says_what_is_supported_not_supported_and_undecided():
     h = rp.headline(_summary())
+    assert h.startswith("Without a calibration at its sizes")
     assert "supports claim 1 as stated;" in h
     assert "does not support claims 1 and 2 beyond the null;" in h
-    assert "leaves claim 2 as stated inconclusive" in h and "pending" in h
+    assert "leaves claim 2 as stated inconclusive" in h
     for word in ("True", "None", "nan"):
         assert word not in h
+
+
+def _level(false_lo: float, powers: list[float], strengths=(0.5, 1.0)) -> dict:
+    """A calibration level: one no-effect scenario whose false-"supported" CI starts at ``false_lo``,
+    and the power at each planted strength (80% power reached where any is >= 0.8)."""
+    from gptwaves.analysis.calibration import min_detectable
+
+    return {"false_supported": [{"scenario": "independent", "rate": false_lo, "ci": [false_lo, min(1, false_lo + .1)],
+                                 "k": 0, "n": 100}],
+            "power": [{"scenario": f"e{x}", "strength": x, "rate": pw, "ci": [pw, pw], "k": 0, "n": 100}
+                      for x, pw in zip(strengths, powers)],
+            "min_detectable": min_detectable(list(strengths), powers)}
+
+
+def test_calibrated_headline_separates_absent_from_invisible_and_flags_uninformative_support():
+    """docs/method.md, Calibration: "not supported" means absent only where the test could have seen the
+    effect; a "supported" that the test also gives without the effect shows nothing."""
+    s = _summary()
+    s["findings"]["claims"] = [
+        {"id": 1, "claim": "A", "as_stated": {"verdict": "supported"}, "beyond_null": {"verdict": "not supported"}},
+        {"id": 2, "claim": "B", "as_stated": {"verdict": "supported"}, "beyond_null": {"verdict": "not supported"}},
+        {"id": 3, "claim": "C", "as_stated": {"verdict": "inconclusive"}, "beyond_null": {"verdict": "not supported"}}]
+    s["settings"] = {"analysis": {"waves": {"alpha": 0.05}}, "spelling": {"alpha": 0.05}}
+    s["calibration"] = {"claims": {
+        "1": {"as_stated": _level(0.0, [0.6, 0.95]), "beyond_null": _level(0.0, [0.9, 1.0])},
+        "2": {"as_stated": _level(0.9, [1.0, 1.0]), "beyond_null": _level(0.01, [0.1, 0.3])},
+        "3": {"as_stated": _level(0.0, [0.1, 0.2]), "beyond_null": _level(0.0, [0.5, 0.85])}}}
+    h = rp.headline(s)
+    assert h.startswith("Calibrated at its own sizes, the `t` run (3 checkpoints) supports claim 1 as stated;")
+    assert 'says "supported" for claim 2 as stated too, but' in h
+    assert "shows claims 1 and 3 beyond the null absent (not supported by a test that detects the planted effect " \
+           "in at least 80% of runs like this one)" in h
+    assert "leaves claim 3 as stated, claim 2 beyond the null invisible at this size" in h
+    assert h.count(".") == 1 and h.endswith(")."), h  # one sentence
+    del s["calibration"]["claims"]["3"]
+    assert "claims 3 as stated" not in rp.headline(s) and "were not calibrated" in rp.headline(s)
+    # the size flag reads the rule's own alpha: a false rate whose CI starts at 0.08 is within alpha 0.1
+    s["calibration"]["claims"]["2"]["as_stated"] = _level(0.08, [1.0, 1.0])
+    assert "too, but" in rp.headline(s)
+    s["settings"]["spelling"]["alpha"] = 0.1
+    assert "too, but" not in rp.headline(s) and "supports claims 1 and 2 as stated;" in rp.headline(s)
 
 
 @pytest.mark.parametrize("sentence, check_marker", [

@@ -211,27 +211,85 @@ def _claims(s: dict) -> list[dict]:
     return [c for c in (s.get("findings") or {}).get("claims", []) if isinstance(c, dict) and "as_stated" in c]
 
 
-def headline(s: dict) -> str:
-    """One sentence on what a summary's verdicts mean: what is supported, what is not, and what
-    the run cannot decide (docs/method.md, "Findings")."""
-    groups: dict[str, list[str]] = {}
-    for c in _claims(s):
-        for key, label in (("as_stated", "as stated"), ("beyond_null", "beyond the null")):
-            groups.setdefault(c[key]["verdict"], []).append((label, str(c["id"])))
+def _ids(xs: list[tuple[str, str]]) -> str:
+    """``claims 1 and 4 as stated, claim 2 beyond the null`` from (level label, claim id) pairs."""
+    parts = []
+    for label in ("as stated", "beyond the null"):
+        ids = [i for lb, i in xs if lb == label]
+        if ids:
+            parts.append(("claims " + ", ".join(ids[:-1]) + " and " + ids[-1] if len(ids) > 1 else f"claim {ids[0]}")
+                         + f" {label}")
+    return ", ".join(parts) if parts else "none"
 
-    def ids(verdict: str) -> str:
-        parts = []
-        for label in ("as stated", "beyond the null"):
-            xs = [i for lb, i in groups.get(verdict, []) if lb == label]
-            if xs:
-                parts.append(("claims " + ", ".join(xs[:-1]) + " and " + xs[-1] if len(xs) > 1 else f"claim {xs[0]}")
-                             + f" {label}")
-        return ", ".join(parts) if parts else "none"
+
+_LEVELS = (("as_stated", "as stated"), ("beyond_null", "beyond the null"))
+
+
+def _claim_alpha(s: dict, cid: int) -> float:
+    """The significance level of the rule of claim ``cid`` as the summary records it (the waves
+    stage's for claims 1 and 4, the spelling stage's for the others)."""
+    st = s.get("settings") or {}
+    a = (((st.get("analysis") or {}).get("waves") or {}).get("alpha") if cid in (1, 4)
+         else (st.get("spelling") or {}).get("alpha"))
+    return float(a) if isinstance(a, (int, float)) else 0.05
+
+
+def _calibrated_class(s: dict, cid: int, key: str, verdict: str) -> str:
+    """What a verdict means once calibrated (docs/method.md, Calibration): ``supported``; ``uninformative``
+    (supported, but the test also says so without the effect: the lower end of the CI of its worst
+    no-effect rate is above the rule's alpha); ``absent`` (not supported by a test that reaches 80%
+    power at a simulated effect); ``invisible`` (inconclusive, or not supported by a test that does
+    not); ``uncalibrated``."""
+    level = ((((s.get("calibration") or {}).get("claims") or {}).get(str(cid)) or {}).get(key)) or {}
+    if not level.get("power") and not level.get("false_supported"):
+        return "uncalibrated"
+    if verdict == "supported":
+        worst = max((f for f in level.get("false_supported") or [] if f.get("ci")),
+                    key=lambda f: f["ci"][0], default=None)
+        return "uninformative" if worst and worst["ci"][0] > _claim_alpha(s, cid) else "supported"
+    if verdict == "not supported" and (level.get("min_detectable") or {}).get("effect") is not None:
+        return "absent"
+    return "invisible"
+
+
+def headline(s: dict) -> str:
+    """One sentence on what a summary's verdicts mean (docs/method.md, "Findings"): with a calibration
+    entry, what is supported, what the test shows absent (where it could have seen the effect) and what
+    is invisible at this run's sizes; without one, the verdicts as they are, marked uncalibrated."""
     n = len(s.get("checkpoints") or [])
-    return (f"Under the rules as first published, the `{s.get('preset')}` run ({n} checkpoints) supports "
-            f"{ids('supported')}; it does not support {ids('not supported')}; it leaves {ids('inconclusive')} "
-            f"inconclusive (neither shown nor ruled out by these data). The republication under the revised "
-            f"rules is pending.")
+    run = f"the `{s.get('preset')}` run ({n} checkpoints)"
+    if not (s.get("calibration") or {}).get("claims"):
+        groups: dict[str, list] = {}
+        for c in _claims(s):
+            for key, label in _LEVELS:
+                groups.setdefault(c[key]["verdict"], []).append((label, str(c["id"])))
+        return (f"Without a calibration at its sizes, {run} supports {_ids(groups.get('supported', []))}; it does "
+                f"not support {_ids(groups.get('not supported', []))}; it leaves "
+                f"{_ids(groups.get('inconclusive', []))} inconclusive (neither shown nor ruled out by these data).")
+    cls: dict[str, list] = {}
+    for c in _claims(s):
+        for key, label in _LEVELS:
+            k = _calibrated_class(s, int(c["id"]), key, c[key]["verdict"])
+            cls.setdefault(k, []).append((label, str(c["id"])))
+    sup = cls.get("supported", [])
+    parts = [f"Calibrated at its own sizes, {run} supports {_ids(sup) if sup else 'no claim'}"]
+    if cls.get("uninformative"):
+        parts.append(f"it says \"supported\" for {_ids(cls['uninformative'])}{' too' if sup else ''}, but there "
+                     f"the test also says so in more runs without the effect than the rule's alpha allows, so that "
+                     f"verdict does not show the effect")
+    targets = [((lv.get("min_detectable") or {}).get("target")) for c in s["calibration"]["claims"].values()
+               if isinstance(c, dict) for lv in (c.get(k) for k, _ in _LEVELS) if isinstance(lv, dict)]
+    target = next((t for t in targets if isinstance(t, (int, float))), 0.8)
+    if cls.get("absent"):
+        parts.append(f"it shows {_ids(cls['absent'])} absent (not supported by a test that detects the planted "
+                     f"effect in at least {100 * target:.0f}% of runs like this one)")
+    if cls.get("invisible"):
+        parts.append(f"it leaves {_ids(cls['invisible'])} invisible at this size (inconclusive, or not supported "
+                     f"by a test with less than {100 * target:.0f}% power for the strongest planted effect)")
+    if cls.get("uncalibrated"):
+        parts.append(f"{_ids(cls['uncalibrated'])} {'were' if len(cls['uncalibrated']) > 1 else 'was'} not "
+                     f"calibrated")
+    return "; ".join(parts) + "."
 
 
 def _diff(a: dict, b: dict) -> str:
