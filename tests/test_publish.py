@@ -508,3 +508,24 @@ def test_a_hugging_face_suite_publishes_its_stage_times(site, capsys):
     assert [r["value"] for r in rows] == [12.5, 3.0, 4.0, 19.5]
     code = __import__("gptwaves.cli", fromlist=["main"]).main(["bench", "budget", "--run", str(run), "--quick"])
     assert code == 0 and "budget record" in capsys.readouterr().out
+
+
+def test_results_page_findings_block_is_the_claims_text_escaped(tmp_path):
+    """``gen:findings:NAME`` renders each claim's sentences (and calibration) as the published claims.md
+    does, escaped; the block is checked like every generated block."""
+    from gptwaves import results_page as rp
+
+    s = _summary(2)
+    s["findings"]["claims"][0]["as_stated"]["text"] = "F 0.25 <b>x</b> | y"
+    s["calibration"] = {"claims": {"1": {"as_stated": {"text": "calibrated 92%."}}}}
+    (tmp_path / "results" / "r").mkdir(parents=True)
+    (tmp_path / "results" / "r" / "summary.json").write_text(json.dumps(s))
+    page = rp.render_page("<!-- gen:findings:r:begin -->\n<!-- gen:findings:r:end -->\n", tmp_path)
+    body = page.split("begin -->\n")[1].split("<!-- gen:")[0]
+    assert "**1. claim 1.** *As stated (supported):* F 0.25 &lt;b&gt;x&lt;/b&gt; \\| y *Calibration:* calibrated 92%." \
+        in body
+    assert "*Beyond the null (not supported):* null." in body and "iteration 50 (95% bootstrap CI 10 to 90)" in body
+    assert body.strip() == publish.claims_text(s).strip()
+    assert publish.claims_text(s) in publish.claims_markdown(s)
+    assert rp.check_page(page, tmp_path) == []
+    assert rp.check_page(page.replace("calibrated 92%", "calibrated 93%"), tmp_path)  # stale block

@@ -40,7 +40,7 @@ from .results_page import budget_markdown, headline
 from . import schema
 from .tables import checkpoint_table
 
-__all__ = ["publish_run", "seeds_table", "claims_markdown", "readme_block", "md_escape", "check_summary",
+__all__ = ["publish_run", "seeds_table", "claims_markdown", "claims_text", "readme_block", "md_escape", "check_summary",
            "KEY_FIGURES", "BEGIN", "END"]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -248,26 +248,20 @@ def _claims(s: dict) -> list[dict]:
     return [c for c in (s.get("findings") or {}).get("claims", []) if isinstance(c, dict) and "as_stated" in c]
 
 
-def claims_markdown(s: dict, *, with_text: bool = True) -> str:
-    """The claims table of a (checked) summary: both verdicts, and their sentences of numbers."""
-    out = ["| # | claim | as stated | beyond the null |", "|---|---|---|---|"]
+def claims_text(s: dict) -> str:
+    """Each claim's two verdicts with their sentences of numbers and, where the run was calibrated,
+    the calibration sentence of each level; then the crossing of F_correct (Markdown, escaped)."""
+    out = []
     for c in _claims(s):
-        out.append(f"| {int(c['id'])} | {md_escape(c['claim'])} | **{md_escape(c['as_stated']['verdict'])}** | "
-                   f"**{md_escape(c['beyond_null']['verdict'])}** |")
-    if with_text:
+        a, b = c["as_stated"], c["beyond_null"]
+        cal = (((s.get("calibration") or {}).get("claims") or {}).get(str(c["id"])) or {})
+        extra = {k: f" *Calibration:* {md_escape(cal[k]['text'])}" if (cal.get(k) or {}).get("text") else ""
+                 for k in ("as_stated", "beyond_null")}
+        out.append(f"**{int(c['id'])}. {md_escape(c['claim'])}.** *As stated ({md_escape(a['verdict'])}):* "
+                   f"{md_escape(a['text'])}{extra['as_stated']} *Beyond the null ({md_escape(b['verdict'])}):* "
+                   f"{md_escape(b['text'])}{extra['beyond_null']}")
         out.append("")
-        for c in _claims(s):
-            a, b = c["as_stated"], c["beyond_null"]
-            cal = (((s.get("calibration") or {}).get("claims") or {}).get(str(c["id"])) or {})
-            extra = {k: f" *Calibration:* {md_escape(cal[k]['text'])}" if (cal.get(k) or {}).get("text") else ""
-                     for k in ("as_stated", "beyond_null")}
-            out.append(f"**{int(c['id'])}. {md_escape(c['claim'])}.** *As stated ({md_escape(a['verdict'])}):* "
-                       f"{md_escape(a['text'])}{extra['as_stated']} *Beyond the null ({md_escape(b['verdict'])}):* "
-                       f"{md_escape(b['text'])}{extra['beyond_null']}")
-            out.append("")
     cr = (s.get("findings") or {}).get("crossing") or {}
-    if not with_text:
-        out.append("")
     if cr.get("iteration") is not None:
         lo, hi = (cr.get("ci") or [None, None])
         out.append(f"Crossing of F_correct through 1: iteration {_fmt(cr['iteration'], 4)} "
@@ -276,6 +270,20 @@ def claims_markdown(s: dict, *, with_text: bool = True) -> str:
     else:
         out.append(f"Crossing of F_correct through 1: not reported "
                    f"({md_escape(cr.get('reason') or 'no spelling statistics')}).")
+    return "\n".join(out) + "\n"
+
+
+def claims_markdown(s: dict, *, with_text: bool = True) -> str:
+    """The claims table of a (checked) summary: both verdicts, and (``with_text``) `claims_text`."""
+    out = ["| # | claim | as stated | beyond the null |", "|---|---|---|---|"]
+    for c in _claims(s):
+        out.append(f"| {int(c['id'])} | {md_escape(c['claim'])} | **{md_escape(c['as_stated']['verdict'])}** | "
+                   f"**{md_escape(c['beyond_null']['verdict'])}** |")
+    if with_text:
+        return "\n".join(out) + "\n\n" + claims_text(s)
+    cr = (s.get("findings") or {}).get("crossing") or {}
+    out.append("")
+    out.append(claims_text({**s, "findings": {"claims": [], "crossing": cr}}).rstrip("\n"))
     return "\n".join(out) + "\n"
 
 

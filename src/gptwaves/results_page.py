@@ -12,7 +12,8 @@ published file they come from. Three kinds of markers make that checkable:
   rendered from ``results/SOURCE/summary.json`` (relative to the page) by this module: ``claims``
   (the verdict table), ``setup`` (model and analysis sizes), ``times`` (the stage times, the
   machine and the versions the summary records), ``headline`` (one sentence on what the verdicts
-  mean), ``budget`` (the time table of ``results/SOURCE/budget.json``, as in the published
+  mean), ``findings`` (each claim's verdicts with their sentences of numbers and calibration, as in
+  the published ``claims.md``), ``budget`` (the time table of ``results/SOURCE/budget.json``, as in the published
   ``claims.md``); ``gen:diff:A,B`` lists the verdicts that differ between two runs; ``gen:include:FILE``
   copies a published Markdown file (e.g. the seed table).
 * **Quoted numbers** carry the field they quote: ``0.126<!--=paper:PATH-->``. PATH walks the JSON
@@ -416,6 +417,11 @@ def render_block(spec: str, page_dir: Path) -> str:
         return _times(s)
     if kind == "headline":
         return headline(s)
+    if kind == "findings":
+        from .publish import check_summary, claims_text  # publish imports this module
+
+        check_summary(s, f"results/{arg}/summary.json")
+        return claims_text(s).rstrip("\n")
     raise GptwavesError(f"unknown generated block 'gen:{spec}'")
 
 
