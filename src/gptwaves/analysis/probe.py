@@ -8,8 +8,9 @@ Decisions taken here (the caller should know)
 ---------------------------------------------
 * Target: ``y = 1`` when the next character ``c_{t+1}`` is a space, at the analysed (masked) steps.
 * Probe: ridge regression of ``y`` on the tap's raw values (a linear-probability probe:
-  ``StandardScaler`` then ``RidgeCV`` over ``alphas``, penalty chosen inside each training fold by
-  efficient leave-one-out), cross-validated with ``GroupKFold`` by sample, so no sample is in the
+  ``StandardScaler`` then ridge over ``alphas``, penalty chosen inside each training fold by
+  efficient leave-one-out: scikit-learn's ``RidgeCV`` estimator, computed in closed form by
+  :func:`ridge_fit`), cross-validated with ``GroupKFold`` by sample, so no sample is in the
   training and the test fold at once. Metric: out-of-fold ``R^2 = 1 - SSE / SST`` over all
   analysed steps (SST about the pooled mean). Decided R^2 rather than AUC: it is the scale of the
   equivalence margin (0.02 in probe R^2), it is additive over samples (so the jackknife below is
@@ -35,9 +36,10 @@ Decisions taken here (the caller should know)
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 from scipy import stats as _stats
 
-__all__ = ["space_probe", "PROBE_ALPHAS"]
+__all__ = ["space_probe", "ridge_fit", "PROBE_ALPHAS"]
 
 #: Ridge penalties searched inside each training fold (on standardised channels).
 PROBE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 7))
@@ -104,27 +106,83 @@ def _r2_parts(y: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> tuple[float,
     return full, (loo if np.isfinite(loo).all() and used.size >= 3 else None)
 
 
-def _cv_predict(X, y, groups, fit, folds, alphas):
+def ridge_fit(Z, y, alphas):
+    """Ridge regression with an unpenalised intercept on standardised rows ``Z`` (n, C), the penalty
+    chosen among ``alphas`` by efficient leave-one-out, in closed form.
+
+    The same estimator as scikit-learn's ``RidgeCV(alphas=alphas)`` (default generalised
+    cross-validation: the penalty with the smallest mean squared leave-one-out error, the first of
+    equal ones) and, for one penalty, ``Ridge(alpha)``; tests/test_probe.py compares them. With the
+    centred rows ``Zc = V S^2 V'`` eigen-decomposed once (C x C), each penalty costs a matrix-vector
+    product: the hat matrix's diagonal is ``1/n + sum_k W_ik^2 / (s_k^2 + alpha)`` with ``W = Zc V``,
+    and the leave-one-out residual is ``e_i / (1 - h_ii)``. scikit-learn forms that diagonal
+    anew for every penalty, several times slower at the probe's sizes (docs/method.md, Findings, claim 4).
+
+    Parameters
+    ----------
+    Z : ndarray, shape (n, C)
+    y : ndarray, shape (n,)
+    alphas : float or sequence of float
+        One penalty (no search) or the penalties searched.
+
+    Returns
+    -------
+    coef : ndarray, shape (C,)
+    intercept : float
+    alpha : float
+        The penalty used.
+    """
+    Z = np.asarray(Z, np.float64)
+    y = np.asarray(y, np.float64)
+    n = Z.shape[0]
+    zm, ym = Z.mean(axis=0), float(y.mean())
+    Zc, yc = Z - zm, y - ym
+    G = Zc.T @ Zc
+    grid = np.atleast_1d(np.asarray(alphas, np.float64))
+    if grid.size == 1 and grid[0] > 0:  # one penalty: the normal equations, positive definite
+        coef = scipy.linalg.solve(G + grid[0] * np.eye(G.shape[0]), Zc.T @ yc, assume_a="pos")
+        return coef, ym - float(zm @ coef), float(grid[0])
+    s2, V = np.linalg.eigh(G)
+    s2 = np.maximum(s2, 0.0)
+    W = Zc @ V
+    Wy = W.T @ yc
+    if grid.size > 1:
+        D = 1.0 / (s2[:, None] + grid[None, :])  # (C, A)
+        h = 1.0 / n + np.square(W) @ D  # (n, A): diagonal of the hat matrix per penalty
+        resid = yc[:, None] - W @ (D * Wy[:, None])
+        loo = resid / (1.0 - h)
+        k = int(np.argmin(np.mean(np.square(loo), axis=0)))
+    else:
+        k = 0
+    coef = V @ (Wy / (s2 + grid[k]))
+    return coef, ym - float(zm @ coef), float(grid[k])
+
+
+def _fold_rows(groups, fit, folds) -> list[np.ndarray]:
+    """Per fold, the rows it predicts: every row of the samples in its test part."""
+    return [np.isin(groups, np.unique(groups[fit[test]])) for _, test in folds]
+
+
+def _cv_predict(X, y, groups, fit, folds, alphas, sels=None):
     """Out-of-fold predictions for every row of ``X`` (N, C) and the penalty chosen per fold.
 
-    ``fit`` indexes the training rows; ``folds`` are (train, test) positions into ``fit``.
+    ``fit`` indexes the training rows; ``folds`` are (train, test) positions into ``fit``; ``sels``
+    (optional, from `_fold_rows`) the rows each fold predicts. Each
+    training fold is standardised by scikit-learn's ``StandardScaler`` and fitted by `ridge_fit`
+    (``alphas`` a sequence: penalty searched; a number: fixed).
     """
-    from sklearn.linear_model import Ridge, RidgeCV
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     pred = np.zeros(X.shape[0])
     chosen = []
-    for train, test in folds:
-        if np.ndim(alphas) == 0:
-            model = make_pipeline(StandardScaler(), Ridge(alpha=float(alphas)))
-        else:
-            model = make_pipeline(StandardScaler(), RidgeCV(alphas=alphas))
-        model.fit(X[fit[train]], y[fit[train]])
+    sels = _fold_rows(groups, fit, folds) if sels is None else sels
+    for (train, _), sel in zip(folds, sels):
+        scaler = StandardScaler().fit(X[fit[train]])
+        coef, b0, alpha = ridge_fit(scaler.transform(X[fit[train]]), y[fit[train]], alphas)
         if np.ndim(alphas) != 0:
-            chosen.append(float(model[-1].alpha_))
-        sel = np.isin(groups, np.unique(groups[fit[test]]))
-        pred[sel] = model.predict(X[sel])
+            chosen.append(alpha)
+        w = coef / scaler.scale_  # prediction on the raw rows: one matrix-vector product
+        pred[sel] = X[sel] @ w + (b0 - float(scaler.mean_ @ w))
     return pred, chosen
 
 
@@ -216,7 +274,8 @@ def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64,
         return _r2_parts(y, P, mask), _similarity(_acf_mean(P, mask, nlags), ref)
 
     ref = _acf_mean(y, mask, nlags)
-    pred, chosen = _cv_predict(X, yv, ms, fit, folds, np.asarray(alphas, np.float64))
+    sels = _fold_rows(ms, fit, folds)
+    pred, chosen = _cv_predict(X, yv, ms, fit, folds, np.asarray(alphas, np.float64), sels)
     (r2, loo), rhythm = r2_and_rhythm(pred)
     out.update(r2=r2, loo=loo, rhythm_similarity=rhythm, ridge_penalty=float(np.median(chosen)), n_folds=k)
     if loo is not None:
@@ -226,11 +285,12 @@ def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64,
         out.update(se=se, ci=[r2 - tq * se, r2 + tq * se])
     if int(n_null) > 0:
         out.update(_red_noise_null(x, mask, ms, mt, yv, fit, folds, out["ridge_penalty"], int(n_null), seed,
-                                   r2_and_rhythm))
+                                   r2_and_rhythm, sels))
     return out
 
 
-def _red_noise_null(x, mask, ms, mt, yv, fit, folds, penalty, n_null: int, seed: int, r2_and_rhythm) -> dict:
+def _red_noise_null(x, mask, ms, mt, yv, fit, folds, penalty, n_null: int, seed: int, r2_and_rhythm,
+                    sels=None) -> dict:
     """The AR(1) red-noise null of :func:`space_probe`: the probe refitted (same folds, same penalty) on
     ``n_null`` AR(1) twins of the waves; their R^2 and rhythm similarity and the 95th percentiles."""
     rng = np.random.default_rng([int(seed), 4])
@@ -238,7 +298,7 @@ def _red_noise_null(x, mask, ms, mt, yv, fit, folds, penalty, n_null: int, seed:
     nr, nh = [], []
     for _ in range(n_null):
         xn = _ar1_like(x.shape, rng, phi)[ms, mt]
-        (r, _), h = r2_and_rhythm(_cv_predict(xn, yv, ms, fit, folds, penalty)[0])
+        (r, _), h = r2_and_rhythm(_cv_predict(xn, yv, ms, fit, folds, penalty, sels)[0])
         nr.append(r)
         nh.append(h)
     nr, nh = np.asarray(nr), np.asarray(nh)
