@@ -150,11 +150,9 @@ def split_evoked(xc0: np.ndarray, mask: np.ndarray) -> dict:
     if not full:
         ind *= m
     n_s = np.maximum(mask.sum(axis=1), 1).astype(dt)[:, None, None]
-    mean = ind.sum(axis=1, keepdims=True) / n_s
-    if full:
-        ind -= mean
-    else:
-        ind -= mean * m
+    ind -= ind.sum(axis=1, keepdims=True) / n_s
+    if not full:
+        ind *= m  # zeros outside the mask again (in place: no second (S, T, C) array)
     ss_tot = np.einsum("stc,stc->c", xc0, xc0)
     ss_ind = np.einsum("stc,stc->c", ind, ind)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -178,8 +176,13 @@ def gain_normalise(x: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(x)
     dt = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-    rms = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=2, keepdims=True))
-    return (x / np.where(rms > 0, rms, 1.0)).astype(dt, copy=False)
+    xf = x.astype(dt, copy=False)
+    if x.shape[2] == 0:
+        return xf.copy()
+    # the sum of squares accumulates in float64 without a float64 copy of the waves
+    rms = np.sqrt(np.einsum("stc,stc->st", xf, xf, dtype=np.float64) / x.shape[2])
+    rms[~(rms > 0)] = 1.0
+    return xf / rms.astype(dt)[:, :, None]
 
 
 # ----------------------------------------------------------------------------
