@@ -340,6 +340,46 @@ def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_pat
     assert resumed["claims"] == fresh["claims"]
 
 
+def test_interrupted_coherence_calibration_resumes_with_the_same_numbers(tiny_run, tmp_path, monkeypatch):
+    """The coherence scenarios run a replicate at a time, all of them on the same base draws; a stop in
+    the middle of a chunk keeps every scenario at its last finished chunk, and the resumed calibration
+    equals an uninterrupted one."""
+    import contextlib
+
+    from gptwaves import runtime
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    settings = cs.CalibrationSettings(coherence_replicates=3, chunk=2, groups=("coherence",),
+                                      scenarios=("independent", "factor 0.05 rise"))
+
+    class StopAfter:
+        def __init__(self, n):
+            self.n = n
+
+        def __bool__(self):
+            self.n -= 1
+            return self.n < 0
+
+    @contextlib.contextmanager
+    def stop_in_the_second_chunk():
+        yield StopAfter(5)  # the first chunk (2 replicates x 2 scenarios), then one scenario of replicate 2
+
+    monkeypatch.setattr(runtime, "graceful_stop", stop_in_the_second_chunk)
+    with pytest.raises(runtime.Interrupted):
+        cs.calibrate_run(run_dir, settings, progress=False)
+    files = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
+    assert [json.loads(p.read_text())["done"] for p in files] == [2, 2]
+    assert "shared by every scenario" in json.loads(files[0].read_text())["seeds"]["rule"]
+    monkeypatch.undo()
+    resumed = cs.calibrate_run(run_dir, settings, progress=False)
+    fresh_dir = tmp_path / "fresh"
+    shutil.copytree(tiny_run, fresh_dir, ignore=shutil.ignore_patterns(".lock"))
+    fresh = cs.calibrate_run(fresh_dir, settings, progress=False)
+    assert resumed["claims"] == fresh["claims"]
+    assert [json.loads(p.read_text())["done"] for p in files] == [3, 3]
+
+
 def test_coherence_scenarios_share_taps_of_equal_truth():
     from gptwaves.bench.calibrate import waves_checkpoints
     from gptwaves.stages.waves import WavesSettings

@@ -173,3 +173,22 @@ def test_threads_change_no_number(small, monkeypatch):
         monkeypatch.setattr(cc, "_workers", lambda w=workers: w)
         runs.append([coherence_chunk_fast(tpl, s, 0, 2, st, cache, nulls) for s in ("independent", "shared gain")])
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_scenarios_of_a_replicate_share_the_base_draw(small):
+    """Common random numbers: every planted truth of a replicate adds to the same AR(1) base, drawn once
+    per replicate when the caller keeps ``bases``; the shared base is read-only."""
+    from gptwaves.stages.calibration_truth import base_tap
+
+    tpl, _ = small
+    ck, tap = tpl["checkpoints"][4], tpl["focus"]
+    bases: dict = {}
+    x0 = draw_tap(ck, tap, (0, 0, 0), 0, 4, 1, 0, bases)
+    assert list(bases) == [(4, 1, 0)] and x0 is bases[(4, 1, 0)] and not x0.flags.writeable
+    assert np.array_equal(x0, base_tap(ck, tap, 0, 4, 1, 0))
+    xf = draw_tap(ck, tap, (0, 50000, 0), 0, 4, 1, 0, bases)
+    assert len(bases) == 1 and xf.flags.writeable
+    r = np.corrcoef(x0.ravel(), xf.ravel())[0, 1]
+    assert 0.9 < r < 1.0  # the base plus a common factor
+    assert np.array_equal(xf, draw_tap(ck, tap, (0, 50000, 0), 0, 4, 1, 0))  # the same without the cache
+    assert not np.array_equal(x0, draw_tap(ck, tap, (0, 0, 0), 0, 4, 2, 0))  # another replicate, another base

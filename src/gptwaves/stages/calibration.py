@@ -36,7 +36,8 @@ from ..versions import is_current, reusable, stamp
 from .calibration_plan import (CLAIM_PLAN, COHERENCE_SCENARIOS, LEVELS, SPACE_CHANNELS, SPELLING_SCENARIOS,
                                CalibrationSettings, rules_fingerprint, spelling_findings, waves_findings)
 # calibrate_run calls the engines through this module's names (the fault tests replace them here)
-from .calibration_truth import (_shared_nulls, coherence_chunk, coherence_truths, make_spelling_template,
+from .calibration_truth import (COHERENCE_SEEDS, SPELLING_SEEDS, _shared_nulls, coherence_chunk, coherence_truths,
+                                make_spelling_template,
                                 make_waves_template, spelling_chunk, spelling_template, waves_template)
 from .calibration_coherence import CoherenceNulls, coherence_chunk_fast, scenario_claims
 from .common import begin_stage
@@ -107,6 +108,7 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
         shared_cache: dict[int, list] = {}
         coh_cache: dict = {}  # tap summaries shared by the coherence scenarios (same truth, same draw)
         coh_nulls = None  # the fast coherence engine's shared nulls, built when first needed
+        state = {}
         for g, scen, n in jobs:
             tpl = tpls[g]
             key = _identity(tpl, g, settings)
@@ -114,40 +116,72 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
             inputs = {"scenario": scen, "rules": rules_fingerprint(), "run": tpl["identity"]}
             old = reusable(path, "calibration", key, validate=_valid_replicates, **json_ready(inputs))
             verdicts = list(old["verdicts"])[:n] if old else []
-            seconds = float(old.get("seconds", 0.0)) if old else 0.0
+            state[(g, scen)] = {"n": n, "key": key, "path": path, "inputs": inputs, "verdicts": verdicts,
+                                "seconds": float(old.get("seconds", 0.0)) if old else 0.0}
             bar.update(len(verdicts))
-            while len(verdicts) < n:
+
+        def save(g, scen):
+            st = state[(g, scen)]
+            seeds = {"base": settings.seed,
+                     "rule": SPELLING_SEEDS if g == "spelling" else COHERENCE_SEEDS}
+            atomic_write_json(st["path"], stamp("calibration", {
+                "settings": st["key"], **json_ready(st["inputs"]), "seeds": seeds, "done": len(st["verdicts"]),
+                "seconds": st["seconds"], "verdicts": st["verdicts"]}))
+
+        # spelling: one scenario after another, a chunk of replicates at a time
+        for g, scen, n in [j for j in jobs if j[0] == "spelling"]:
+            st, tpl = state[(g, scen)], tpls[g]
+            while len(st["verdicts"]) < n:
                 if stop:
                     raise Interrupted("calibration interrupted; re-run to resume")
-                r0 = len(verdicts)
+                r0 = len(st["verdicts"])
                 r1 = min(n, r0 + settings.chunk)
                 bar.set_postfix_str(f"{g}: {scen}")
                 t0 = time.perf_counter()
-                if g == "spelling":
-                    shared = None
-                    if settings.engine == "fast":
-                        if 0 not in shared_cache:
-                            shared_cache[0] = _shared_nulls(tpl, settings)
-                        shared = shared_cache[0]
-                    verdicts += spelling_chunk(tpl, scen, r0, r1, settings, shared)
-                elif settings.engine == "fast":
-                    if coh_nulls is None:
-                        bar.set_postfix_str("coherence: shared nulls")
-                        coh_nulls = CoherenceNulls(tpl, settings)
-                    verdicts += coherence_chunk_fast(tpl, scen, r0, r1, settings, coh_cache, coh_nulls)
-                else:
-                    verdicts += coherence_chunk(tpl, scen, r0, r1, settings, coh_cache)
-                seconds += time.perf_counter() - t0
-                seeds = {"base": settings.seed, "rule": "spelling: numpy default_rng([seed, 1, scenario index, "
-                                                        "checkpoint index, replicate]); "
-                                                        "coherence: default_rng([seed, 2, checkpoint index, "
-                                                        "replicate, tap (0 focus, 1 input), planted gain, "
-                                                        "excess and space response x 1e6])"}
-                atomic_write_json(path, stamp("calibration", {"settings": key, **json_ready(inputs), "seeds": seeds,
-                                                              "done": len(verdicts), "seconds": seconds,
-                                                              "verdicts": verdicts}))
+                shared = None
+                if settings.engine == "fast":
+                    if 0 not in shared_cache:
+                        shared_cache[0] = _shared_nulls(tpl, settings)
+                    shared = shared_cache[0]
+                st["verdicts"] += spelling_chunk(tpl, scen, r0, r1, settings, shared)
+                st["seconds"] += time.perf_counter() - t0
+                save(g, scen)
                 bar.update(r1 - r0)
-            replicates[f"{g}:{scen}"] = {"group": g, "scenario": scen, "verdicts": verdicts, "seconds": seconds}
+        # coherence: a chunk of replicates at a time, every scenario of a replicate in turn, so that
+        # they share its base draws (`draw_tap`); each scenario's file is written after every chunk
+        coh = [(scen, n) for g, scen, n in jobs if g == "coherence"]
+        while any(len(state[("coherence", sc)]["verdicts"]) < n for sc, n in coh):
+            r0 = min(len(state[("coherence", sc)]["verdicts"]) for sc, n in coh
+                     if len(state[("coherence", sc)]["verdicts"]) < n)
+            r1 = min(max(n for _, n in coh), r0 + settings.chunk)
+            tpl = tpls["coherence"]
+            due = [(sc, n) for sc, n in coh if len(state[("coherence", sc)]["verdicts"]) == r0 and n > r0]
+            for r in range(r0, r1):
+                bases: dict = {}
+                for sc, n in due:
+                    if r >= n:
+                        continue
+                    if stop:
+                        raise Interrupted("calibration interrupted; re-run to resume")
+                    st = state[("coherence", sc)]
+                    bar.set_postfix_str(f"coherence: {sc}")
+                    t0 = time.perf_counter()
+                    if settings.engine == "fast":
+                        if coh_nulls is None:
+                            bar.set_postfix_str("coherence: shared nulls")
+                            coh_nulls = CoherenceNulls(tpl, settings)
+                        st["verdicts"] += coherence_chunk_fast(tpl, sc, r, r + 1, settings, coh_cache, coh_nulls,
+                                                               bases)
+                    else:
+                        st["verdicts"] += coherence_chunk(tpl, sc, r, r + 1, settings, coh_cache, bases)
+                    st["seconds"] += time.perf_counter() - t0
+                    bar.update(1)
+            for sc, _ in due:
+                save("coherence", sc)
+        for g, scen, n in jobs:
+            st = state[(g, scen)]
+            replicates[f"{g}:{scen}"] = {"group": g, "scenario": scen, "verdicts": st["verdicts"],
+                                         "seconds": st["seconds"]}
         bar.close()
         result = summarise(replicates, settings, tpls)
         result["seconds"] = time.perf_counter() - t_start

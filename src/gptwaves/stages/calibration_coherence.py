@@ -128,11 +128,12 @@ def _peak(values: list) -> int | None:
 
 
 def coherence_chunk_fast(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings,
-                         cache: dict | None, nulls: CoherenceNulls) -> list[dict]:
+                         cache: dict | None, nulls: CoherenceNulls, bases: dict | None = None) -> list[dict]:
     """Verdicts of the claims `scenario_claims` names on replicates ``r0 .. r1 - 1`` of one coherence
     scenario (the module docstring says what is computed); the taps are `draw_tap`'s, as in the
     exact engine. ``cache`` (kept across calls) holds each tap's parts by (checkpoint, replicate,
-    tap, truth), so scenarios that share a truth share its analysis."""
+    tap, truth), so scenarios that share a truth share its analysis; ``bases`` (kept across the
+    scenarios of a replicate) is `draw_tap`'s, so they share the base draw too."""
     from ..analysis import calibration_waves as cw
 
     claims = scenario_claims(scenario)
@@ -151,7 +152,7 @@ def coherence_chunk_fast(tpl: dict, scenario: str, r0: int, r1: int, settings: C
 
         def x_of(i, ti, tap, truth):
             if (i, ti) not in drawn:
-                drawn[(i, ti)] = draw_tap(cks[i], tap, truth, settings.seed, i, r, ti)
+                drawn[(i, ti)] = draw_tap(cks[i], tap, truth, settings.seed, i, r, ti, bases)
             return drawn[(i, ti)]
 
         def part(kind, i, ti, tap):

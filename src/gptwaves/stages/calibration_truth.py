@@ -22,7 +22,8 @@ from .calibration_plan import (COHERENCE_SCENARIOS, SPACE_CHANNELS, SPELLING_SCE
                                spelling_findings, waves_findings)
 
 __all__ = ["spelling_template", "make_spelling_template", "waves_template", "make_waves_template",
-           "spelling_chunk", "coherence_truths", "coherence_chunk", "draw_tap", "wave_settings"]
+           "spelling_chunk", "coherence_truths", "coherence_chunk", "draw_tap", "base_tap", "wave_settings",
+           "COHERENCE_SEEDS", "SPELLING_SEEDS"]
 
 
 # ---------------------------------------------------------------------------
@@ -367,17 +368,39 @@ def wave_settings(tpl: dict) -> dict:
     return wset
 
 
-def draw_tap(ck: dict, tap: str, truth: tuple, seed: int, i: int, r: int, ti: int) -> np.ndarray:
-    """One synthetic tap of checkpoint ``ck`` (index ``i``), replicate ``r``, tap index ``ti`` (0 focus,
-    1 input) with the planted ``truth`` of `coherence_truths`: stationary AR(1) channels with the
-    tap's lag-1 coefficients, then the planted gain, common factor and next-space response. Both
-    coherence engines draw their taps here, so they see the same data."""
+def base_tap(ck: dict, tap: str, seed: int, i: int, r: int, ti: int) -> np.ndarray:
+    """The independent part of one synthetic tap: stationary AR(1) channels with the tap's lag-1
+    coefficients, drawn from ``default_rng([seed, 2, i, r, ti])``, the same for every planted truth
+    of checkpoint ``i``, replicate ``r`` and tap ``ti`` (common random numbers across scenarios)."""
     from ..analysis import calibration as ca
 
-    S, T, C = ck["shape"]
+    S, T, _ = ck["shape"]
+    return ca.ar1_waves(S, T, ck["phi"][tap], np.random.default_rng([seed, 2, i, r, ti]))
+
+
+def draw_tap(ck: dict, tap: str, truth: tuple, seed: int, i: int, r: int, ti: int,
+             bases: dict | None = None) -> np.ndarray:
+    """One synthetic tap of checkpoint ``ck`` (index ``i``), replicate ``r``, tap index ``ti`` (0 focus,
+    1 input) with the planted ``truth`` of `coherence_truths`: `base_tap`'s AR(1) channels, then the
+    planted gain, common factor and next-space response, drawn from ``default_rng([seed, 8, i, r, ti,
+    *truth])``. Both coherence engines draw their taps here, so they see the same data. ``bases``
+    (a dict the caller keeps for one replicate) holds each base by ``(i, r, ti)``, so the scenarios of
+    a replicate draw it once."""
+    from ..analysis import calibration as ca
+
+    if bases is None:
+        base = base_tap(ck, tap, seed, i, r, ti)
+    else:
+        if (i, r, ti) not in bases:
+            bases[(i, r, ti)] = base_tap(ck, tap, seed, i, r, ti)
+            bases[(i, r, ti)].setflags(write=False)  # shared by the scenarios: never changed in place
+        base = bases[(i, r, ti)]
+    if not any(truth):
+        return base
+    x = base.copy()
+    C = ck["shape"][2]
     gain, excess, space = (v / 1e6 for v in truth)
-    rng = np.random.default_rng([seed, 2, i, r, ti, *truth])
-    x = ca.ar1_waves(S, T, ck["phi"][tap], rng)
+    rng = np.random.default_rng([seed, 8, i, r, ti, *truth])
     if truth[0]:
         ca.shared_gain(x, gain, rng)
     if truth[1]:
@@ -389,15 +412,24 @@ def draw_tap(ck: dict, tap: str, truth: tuple, seed: int, i: int, r: int, ti: in
     return x
 
 
+#: How the spelling flags are seeded (recorded in each replicates file).
+SPELLING_SEEDS = "spelling: numpy default_rng([seed, 1, scenario index, checkpoint index, replicate])"
+#: How the coherence taps are seeded (recorded in each replicates file).
+COHERENCE_SEEDS = ("coherence: base AR(1) channels default_rng([seed, 2, checkpoint index, replicate, tap (0 focus, "
+                   "1 input)]), shared by every scenario; planted parts default_rng([seed, 8, checkpoint index, "
+                   "replicate, tap, planted gain, excess and space response x 1e6])")
+
+
 def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings,
-                    cache: dict | None = None) -> list[dict]:
+                    cache: dict | None = None, bases: dict | None = None) -> list[dict]:
     """Verdicts of claims 1 and 4 on replicates ``r0 .. r1 - 1`` of one coherence scenario: every
     checkpoint's focus and input taps drawn and analysed by `analysis.waves.analyze_tap` with the
     run's wave settings (the number of clusters fixed: no verdict reads it).
 
     A tap's draw depends only on (checkpoint, replicate, tap, planted structure), so a tap with the
     same truth in several scenarios (the input tap of most of them, every tap at a strength of 0) is
-    drawn and analysed once when the scenarios share ``cache`` (a dict kept across calls).
+    drawn and analysed once when the scenarios share ``cache`` (a dict kept across calls); ``bases``
+    is `draw_tap`'s.
     """
     from ..analysis.waves import analyze_tap
     from ..analysis.waves_summary import tap_summary
@@ -418,7 +450,7 @@ def coherence_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: Calibr
                 truth = truths[(i, ti)]
                 key = (i, r, ti, truth)
                 if key not in cache:
-                    x = draw_tap(ck, t, truth, settings.seed, i, r, ti)
+                    x = draw_tap(ck, t, truth, settings.seed, i, r, ti, bases)
                     res = analyze_tap(x, ck["chars"], ck["next_chars"], mask=ck["mask"], **wset)
                     cache[key] = tap_summary(res)
                 taps[t] = cache[key]
