@@ -75,13 +75,93 @@ def _valid_replicates(obj) -> None:
         raise GptwavesError("replicates file without its verdicts")
 
 
+class _Replicates:
+    """The stored replicates of every scenario of one calibration: loaded (reused by the versioned
+    rule), extended a chunk at a time, written after every chunk (docs/method.md, Calibration)."""
+
+    def __init__(self, out_dir: Path, tpls: dict, jobs: list, settings: CalibrationSettings, bar, stop):
+        from ..runtime import Interrupted
+
+        self.tpls, self.settings, self.bar, self.stop, self._interrupted = tpls, settings, bar, stop, Interrupted
+        self.state: dict = {}
+        for g, scen, n in jobs:
+            key = _identity(tpls[g], g, settings)
+            path = out_dir / "replicates" / _file_name(g, scen)
+            inputs = {"scenario": scen, "rules": rules_fingerprint(), "run": tpls[g]["identity"]}
+            old = reusable(path, "calibration", key, validate=_valid_replicates, **json_ready(inputs))
+            self.state[(g, scen)] = {"n": n, "key": key, "path": path, "inputs": inputs,
+                                     "verdicts": list(old["verdicts"])[:n] if old else [],
+                                     "seconds": float(old.get("seconds", 0.0)) if old else 0.0}
+            bar.update(len(self.state[(g, scen)]["verdicts"]))
+
+    def _check_stop(self):
+        if self.stop:
+            raise self._interrupted("calibration interrupted; re-run to resume")
+
+    def _save(self, g: str, scen: str) -> None:
+        st = self.state[(g, scen)]
+        seeds = {"base": self.settings.seed, "rule": SPELLING_SEEDS if g == "spelling" else COHERENCE_SEEDS}
+        atomic_write_json(st["path"], stamp("calibration", {
+            "settings": st["key"], **json_ready(st["inputs"]), "seeds": seeds, "done": len(st["verdicts"]),
+            "seconds": st["seconds"], "verdicts": st["verdicts"]}))
+
+    def _add(self, g: str, scen: str, fn, *args) -> None:
+        st = self.state[(g, scen)]
+        self.bar.set_postfix_str(f"{g}: {scen}")
+        t0 = time.perf_counter()
+        st["verdicts"] += fn(*args)
+        st["seconds"] += time.perf_counter() - t0
+
+    def spelling(self) -> None:
+        """One scenario after another, a chunk of replicates at a time."""
+        tpl, shared = self.tpls.get("spelling"), None
+        for (g, scen), st in self.state.items():
+            while g == "spelling" and len(st["verdicts"]) < st["n"]:
+                self._check_stop()
+                r0 = len(st["verdicts"])
+                r1 = min(st["n"], r0 + self.settings.chunk)
+                if self.settings.engine == "fast" and shared is None:
+                    shared = _shared_nulls(tpl, self.settings)
+                self._add(g, scen, spelling_chunk, tpl, scen, r0, r1, self.settings, shared)
+                self._save(g, scen)
+                self.bar.update(r1 - r0)
+
+    def coherence(self) -> None:
+        """A chunk of replicates at a time, every scenario of a replicate in turn, so that they share
+        its base draws (`calibration_truth.draw_tap`); each scenario's file is written after every chunk."""
+        tpl, cache, nulls = self.tpls.get("coherence"), {}, None  # cache: tap parts of equal truth and draw
+        todo = {sc: st for (g, sc), st in self.state.items() if g == "coherence"}
+        while any(len(st["verdicts"]) < st["n"] for st in todo.values()):
+            r0 = min(len(st["verdicts"]) for st in todo.values() if len(st["verdicts"]) < st["n"])
+            due = [sc for sc, st in todo.items() if len(st["verdicts"]) == r0 < st["n"]]
+            for r in range(r0, min(max(todo[sc]["n"] for sc in due), r0 + self.settings.chunk)):
+                bases: dict = {}
+                for sc in [sc for sc in due if r < todo[sc]["n"]]:
+                    self._check_stop()
+                    if self.settings.engine != "fast":
+                        self._add("coherence", sc, coherence_chunk, tpl, sc, r, r + 1, self.settings, cache, bases)
+                    else:
+                        if nulls is None:
+                            self.bar.set_postfix_str("coherence: shared nulls")
+                            nulls = CoherenceNulls(tpl, self.settings)
+                        self._add("coherence", sc, coherence_chunk_fast, tpl, sc, r, r + 1, self.settings, cache,
+                                  nulls, bases)
+                    self.bar.update(1)
+            for sc in due:
+                self._save("coherence", sc)
+
+    def replicates(self) -> dict:
+        return {f"{g}:{scen}": {"group": g, "scenario": scen, "verdicts": st["verdicts"], "seconds": st["seconds"]}
+                for (g, scen), st in self.state.items()}
+
+
 def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = CalibrationSettings(), *,
                   corpus=None, progress: bool = True) -> dict:
     """Simulate every verdict rule on synthetic truth built from the run (module docstring) and
     write ``calibration/``; returns the calibration dict (also in ``calibration/calibration.json``)."""
     from tqdm.auto import tqdm
 
-    from ..runtime import Interrupted, graceful_stop
+    from ..runtime import graceful_stop
 
     run_dir = check_run_dir(run_dir)
     out_dir = run_dir / "calibration"
@@ -102,88 +182,13 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
             names = SPELLING_SCENARIOS if g == "spelling" else COHERENCE_SCENARIOS
             n = settings.replicates if g == "spelling" else settings.coherence_replicates
             jobs += [(g, s, n) for s in names if settings.scenarios is None or s in settings.scenarios]
-        total = sum(n for *_, n in jobs)
-        bar = tqdm(total=total, desc="calibrate", unit="rep", disable=not progress, dynamic_ncols=True)
-        replicates: dict[str, dict] = {}
-        shared_cache: dict[int, list] = {}
-        coh_cache: dict = {}  # tap summaries shared by the coherence scenarios (same truth, same draw)
-        coh_nulls = None  # the fast coherence engine's shared nulls, built when first needed
-        state = {}
-        for g, scen, n in jobs:
-            tpl = tpls[g]
-            key = _identity(tpl, g, settings)
-            path = out_dir / "replicates" / _file_name(g, scen)
-            inputs = {"scenario": scen, "rules": rules_fingerprint(), "run": tpl["identity"]}
-            old = reusable(path, "calibration", key, validate=_valid_replicates, **json_ready(inputs))
-            verdicts = list(old["verdicts"])[:n] if old else []
-            state[(g, scen)] = {"n": n, "key": key, "path": path, "inputs": inputs, "verdicts": verdicts,
-                                "seconds": float(old.get("seconds", 0.0)) if old else 0.0}
-            bar.update(len(verdicts))
-
-        def save(g, scen):
-            st = state[(g, scen)]
-            seeds = {"base": settings.seed,
-                     "rule": SPELLING_SEEDS if g == "spelling" else COHERENCE_SEEDS}
-            atomic_write_json(st["path"], stamp("calibration", {
-                "settings": st["key"], **json_ready(st["inputs"]), "seeds": seeds, "done": len(st["verdicts"]),
-                "seconds": st["seconds"], "verdicts": st["verdicts"]}))
-
-        # spelling: one scenario after another, a chunk of replicates at a time
-        for g, scen, n in [j for j in jobs if j[0] == "spelling"]:
-            st, tpl = state[(g, scen)], tpls[g]
-            while len(st["verdicts"]) < n:
-                if stop:
-                    raise Interrupted("calibration interrupted; re-run to resume")
-                r0 = len(st["verdicts"])
-                r1 = min(n, r0 + settings.chunk)
-                bar.set_postfix_str(f"{g}: {scen}")
-                t0 = time.perf_counter()
-                shared = None
-                if settings.engine == "fast":
-                    if 0 not in shared_cache:
-                        shared_cache[0] = _shared_nulls(tpl, settings)
-                    shared = shared_cache[0]
-                st["verdicts"] += spelling_chunk(tpl, scen, r0, r1, settings, shared)
-                st["seconds"] += time.perf_counter() - t0
-                save(g, scen)
-                bar.update(r1 - r0)
-        # coherence: a chunk of replicates at a time, every scenario of a replicate in turn, so that
-        # they share its base draws (`draw_tap`); each scenario's file is written after every chunk
-        coh = [(scen, n) for g, scen, n in jobs if g == "coherence"]
-        while any(len(state[("coherence", sc)]["verdicts"]) < n for sc, n in coh):
-            r0 = min(len(state[("coherence", sc)]["verdicts"]) for sc, n in coh
-                     if len(state[("coherence", sc)]["verdicts"]) < n)
-            r1 = min(max(n for _, n in coh), r0 + settings.chunk)
-            tpl = tpls["coherence"]
-            due = [(sc, n) for sc, n in coh if len(state[("coherence", sc)]["verdicts"]) == r0 and n > r0]
-            for r in range(r0, r1):
-                bases: dict = {}
-                for sc, n in due:
-                    if r >= n:
-                        continue
-                    if stop:
-                        raise Interrupted("calibration interrupted; re-run to resume")
-                    st = state[("coherence", sc)]
-                    bar.set_postfix_str(f"coherence: {sc}")
-                    t0 = time.perf_counter()
-                    if settings.engine == "fast":
-                        if coh_nulls is None:
-                            bar.set_postfix_str("coherence: shared nulls")
-                            coh_nulls = CoherenceNulls(tpl, settings)
-                        st["verdicts"] += coherence_chunk_fast(tpl, sc, r, r + 1, settings, coh_cache, coh_nulls,
-                                                               bases)
-                    else:
-                        st["verdicts"] += coherence_chunk(tpl, sc, r, r + 1, settings, coh_cache, bases)
-                    st["seconds"] += time.perf_counter() - t0
-                    bar.update(1)
-            for sc, _ in due:
-                save("coherence", sc)
-        for g, scen, n in jobs:
-            st = state[(g, scen)]
-            replicates[f"{g}:{scen}"] = {"group": g, "scenario": scen, "verdicts": st["verdicts"],
-                                         "seconds": st["seconds"]}
+        bar = tqdm(total=sum(n for *_, n in jobs), desc="calibrate", unit="rep", disable=not progress,
+                   dynamic_ncols=True)
+        reps = _Replicates(out_dir, tpls, jobs, settings, bar, stop)
+        reps.spelling()
+        reps.coherence()
         bar.close()
-        result = summarise(replicates, settings, tpls)
+        result = summarise(reps.replicates(), settings, tpls)
         result["seconds"] = time.perf_counter() - t_start
         result = stamp("calibration", result)
         atomic_write_json(out_dir / "calibration.json", result)
