@@ -304,15 +304,9 @@ def test_calibrate_bench_tiny():
     assert rows[0]["baseline"] > 0 and rows[0]["ratio"] == pytest.approx(rows[0]["value"] / rows[0]["baseline"])
 
 
-def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_path, monkeypatch):
+def _stop_after(n: int):
+    """A `runtime.graceful_stop` stand-in whose stop flag turns true at its (n + 1)-th reading."""
     import contextlib
-
-    from gptwaves import runtime
-
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
-    settings = cs.CalibrationSettings(replicates=4, chunk=2, groups=("spelling",),
-                                      scenarios=("independent", "propensity 0.3", "markov 1 rise"))
 
     class StopAfter:
         def __init__(self, n):
@@ -323,10 +317,20 @@ def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_pat
             return self.n < 0
 
     @contextlib.contextmanager
-    def stop_after_three_chunks():
-        yield StopAfter(3)
+    def stop():
+        yield StopAfter(n)
 
-    monkeypatch.setattr(runtime, "graceful_stop", stop_after_three_chunks)
+    return stop
+
+
+def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_path, monkeypatch):
+    from gptwaves import runtime
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    settings = cs.CalibrationSettings(replicates=4, chunk=2, groups=("spelling",),
+                                      scenarios=("independent", "propensity 0.3", "markov 1 rise"))
+    monkeypatch.setattr(runtime, "graceful_stop", _stop_after(3))  # three chunks
     with pytest.raises(runtime.Interrupted):
         cs.calibrate_run(run_dir, settings, progress=False)
     files = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
@@ -344,28 +348,14 @@ def test_interrupted_coherence_calibration_resumes_with_the_same_numbers(tiny_ru
     """The coherence scenarios run a replicate at a time, all of them on the same base draws; a stop in
     the middle of a chunk keeps every scenario at its last finished chunk, and the resumed calibration
     equals an uninterrupted one."""
-    import contextlib
-
     from gptwaves import runtime
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
     settings = cs.CalibrationSettings(coherence_replicates=3, chunk=2, groups=("coherence",),
                                       scenarios=("independent", "factor 0.05 rise"))
-
-    class StopAfter:
-        def __init__(self, n):
-            self.n = n
-
-        def __bool__(self):
-            self.n -= 1
-            return self.n < 0
-
-    @contextlib.contextmanager
-    def stop_in_the_second_chunk():
-        yield StopAfter(5)  # the first chunk (2 replicates x 2 scenarios), then one scenario of replicate 2
-
-    monkeypatch.setattr(runtime, "graceful_stop", stop_in_the_second_chunk)
+    # the first chunk (2 replicates x 2 scenarios), then one scenario of replicate 2
+    monkeypatch.setattr(runtime, "graceful_stop", _stop_after(5))
     with pytest.raises(runtime.Interrupted):
         cs.calibrate_run(run_dir, settings, progress=False)
     files = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
