@@ -323,6 +323,14 @@ def _stop_after(n: int):
     return stop
 
 
+def _resumed_equals_fresh(tiny_run, tmp_path, run_dir, settings) -> None:
+    """Resume the interrupted calibration of ``run_dir``; it equals one run from scratch on a fresh copy."""
+    resumed = cs.calibrate_run(run_dir, settings, progress=False)
+    fresh_dir = tmp_path / "fresh"
+    shutil.copytree(tiny_run, fresh_dir, ignore=shutil.ignore_patterns(".lock"))
+    assert resumed["claims"] == cs.calibrate_run(fresh_dir, settings, progress=False)["claims"]
+
+
 def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_path, monkeypatch):
     from gptwaves import runtime
 
@@ -337,11 +345,7 @@ def test_interrupted_calibration_resumes_with_the_same_numbers(tiny_run, tmp_pat
     assert [json.loads(p.read_text())["done"] for p in files] == [4, 2]  # two chunks, then one of the next
     assert not (run_dir / "calibration" / "calibration.json").exists()
     monkeypatch.undo()
-    resumed = cs.calibrate_run(run_dir, settings, progress=False)
-    fresh_dir = tmp_path / "fresh"
-    shutil.copytree(tiny_run, fresh_dir, ignore=shutil.ignore_patterns(".lock"))
-    fresh = cs.calibrate_run(fresh_dir, settings, progress=False)
-    assert resumed["claims"] == fresh["claims"]
+    _resumed_equals_fresh(tiny_run, tmp_path, run_dir, settings)
 
 
 def test_interrupted_coherence_calibration_resumes_with_the_same_numbers(tiny_run, tmp_path, monkeypatch):
@@ -362,11 +366,7 @@ def test_interrupted_coherence_calibration_resumes_with_the_same_numbers(tiny_ru
     assert [json.loads(p.read_text())["done"] for p in files] == [2, 2]
     assert "shared by every scenario" in json.loads(files[0].read_text())["seeds"]["rule"]
     monkeypatch.undo()
-    resumed = cs.calibrate_run(run_dir, settings, progress=False)
-    fresh_dir = tmp_path / "fresh"
-    shutil.copytree(tiny_run, fresh_dir, ignore=shutil.ignore_patterns(".lock"))
-    fresh = cs.calibrate_run(fresh_dir, settings, progress=False)
-    assert resumed["claims"] == fresh["claims"]
+    _resumed_equals_fresh(tiny_run, tmp_path, run_dir, settings)
     assert [json.loads(p.read_text())["done"] for p in files] == [3, 3]
 
 
