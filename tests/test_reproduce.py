@@ -42,7 +42,8 @@ def _cmd(out: Path, corpus: Path, quiet: bool = True) -> list[str]:
 
 
 def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    # one thread: the suite runs on two workers, and a second thread per process would only contend
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
