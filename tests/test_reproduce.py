@@ -217,3 +217,41 @@ def test_sigkill_at_every_stage_then_resume_equals_clean_run(tmp_path, clean_run
     sb = json.loads((out / "summary.json").read_text())
     assert _strip(sa) == _strip(sb)
     assert (out / "report" / "index.html").is_file()
+
+
+def test_an_invocation_stopped_in_a_stage_keeps_the_times_of_the_stages_it_finished(tmp_path, monkeypatch):
+    """reproduce.json is written after every stage: an invocation stopped in the waves stage leaves the
+    train and record times, and the next invocation carries them in ``timings_history`` (so that a
+    published run's time budget counts them)."""
+    import torch
+
+    from conftest import make_text
+    from gptwaves import reproduce as rp
+    from gptwaves.stages import waves
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(make_text(30000, seed=3))
+    small = rp.AnalysisSettings(record_samples=4, record_steps=24, spelling_samples=24, repeat_seeds=1,
+                                record_taps=("hook_embed", "blocks.1.hook_resid_post"))
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(waves, "waves_run", stopped)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rp.reproduce("smoke", corpus, tmp_path / "run", train_overrides={"max_iters": 10}, analysis=small,
+                         device="cpu", progress=False)
+        first = json.loads((tmp_path / "run" / "reproduce.json").read_text())
+        assert set(first["timings"]) == {"train", "record"} and first["timings_history"] == []
+        assert first["timings"]["train"] > 0 and first["timings"]["record"] > 0
+        monkeypatch.undo()
+        rp.reproduce("smoke", corpus, tmp_path / "run", train_overrides={"max_iters": 10}, analysis=small,
+                     device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(n)
+    again = json.loads((tmp_path / "run" / "reproduce.json").read_text())
+    assert again["timings_history"] == [first["timings"]]
+    assert {"waves", "spelling", "summary", "report"} <= set(again["timings"])

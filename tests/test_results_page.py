@@ -26,11 +26,17 @@ def test_the_published_results_page_checks_out():
 
 
 def test_the_published_page_states_the_status_of_its_verdicts():
+    """The page says which runs are under the revised, calibrated rules (and by which code) and which
+    still carry the earlier rules' verdicts."""
     text = (DOCS / "results.md").read_text(encoding="utf-8")
-    head = text[:text.index("## ")]
-    assert "2026-11-29" in head and "revised" in head and "pending" in head
+    head = " ".join(line.lstrip("> ") for line in text[:text.index("## ")].splitlines())  # one line
+    paper = json.loads((DOCS / "results" / "paper" / "summary.json").read_text())
+    assert (paper.get("calibration") or {}).get("claims")  # the paper run is calibrated ...
+    assert "revised rules" in head and "calibrated" in head and "`09d5ae6`" in head  # ... and says by what
+    assert "2026-11-29" in head and "pending" in head and "`quick`" in head  # quick: earlier rules, said so
     for word in ("position-aware", "z-scores", "paired", "gain normalisation", "probe"):
         assert word in head
+    assert "<!-- gen:findings:paper:begin -->" in text and "<!-- gen:budget:paper:begin -->" in text
 
 
 def _summary(**over) -> dict:

@@ -158,7 +158,8 @@ def reproduce(
     with RunLock(run_dir):
         history = _timings_history(run_dir)
 
-        def note() -> None:  # analysis sizes and timings so far, for the summary
+        def note() -> None:  # analysis sizes and timings so far, for the summary; written after every
+            # stage, so that an invocation stopped later keeps the times of the stages it finished
             atomic_write_json(run_dir / "reproduce.json", {
                 "preset": preset_name, "train": cfg.to_dict(), "analysis": an.to_dict(),
                 "timings": dict(clock.timings), "timings_history": history})
@@ -166,15 +167,18 @@ def reproduce(
         t = clock.start("train")
         train(cfg, c, run_dir)
         clock.stop("train", t)
+        note()
 
         t = clock.start("record")
         record_run(run_dir, "all", rec, source, progress=progress)
         extra = record_variants(run_dir, rec, source, n_seeds=an.repeat_seeds, progress=progress)
         clock.stop("record", t)
+        note()
 
         t = clock.start("waves")
         waves_run(run_dir, "all", wav, record=rec, source=source, variants=extra, progress=progress)
         clock.stop("waves", t)
+        note()
 
         t = clock.start("spelling")
         spelling_run(run_dir, "all", spl, source, progress=progress)
