@@ -56,6 +56,34 @@ def test_surrogate_floor_is_bartletts():
         assert cw.surrogate_floor(Z) == pytest.approx(want, rel=0.03)
 
 
+def test_block_columns_equal_the_general_columns(small, monkeypatch):
+    """Where every sample's masked steps are one block (a recording: the prompt is the same length
+    in every sample) the fast engine builds both variants' unit columns from one transposed copy;
+    they equal the general path (`split_evoked`, `unit_columns`, `gain_normalise`) within float32
+    rounding, with a constant channel and a channel constant within samples;
+    a mask that is not one block takes the general path."""
+    tpl, _ = small
+    ck = tpl["checkpoints"][-1]
+    mask = ck["mask"].copy()
+    mask[:, :7] = False
+    assert cw._uniform_block(mask) == (7, mask.shape[1])
+    ragged = mask.copy()
+    ragged[0, 7] = False
+    assert cw._uniform_block(ragged) is None
+    x = draw_tap(ck, tpl["focus"], (0, 50000, 0), 0, 4, 0, 0).astype(np.float32)
+    x[:, :, 3] = 1.5  # constant
+    x[:, :, 6] = np.arange(x.shape[0])[:, None]  # constant within each sample
+    fast = cw._columns(x, mask)
+    monkeypatch.setattr(cw, "_uniform_block", lambda m: None)
+    general = cw._columns(x, mask)
+    for v in cw.VARIANTS:
+        assert fast[v].shape == general[v].shape and fast[v].shape[0] <= x.shape[2] - 2  # 2 constant
+        assert np.abs(fast[v] - general[v]).max() < 1e-6
+        a, b = cw._observed(general[v]), cw._observed(fast[v])
+        for k in ("mean_abs_corr", "participation_ratio"):
+            assert b[k] == pytest.approx(a[k], rel=1e-6)
+
+
 def test_fast_parts_equal_the_stage_analysis(small):
     """What the verdicts read, computed by the fast engine on one draw, equals the waves stage's full
     analysis of it (`analyze_tap` + `tap_summary`), except the surrogate mean (moved law)."""

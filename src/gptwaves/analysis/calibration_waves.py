@@ -9,7 +9,9 @@ gain normalisation, and the space probe's R^2 (with its jackknife and, at the la
 own functions (`coherence.induced_columns`, `coherence.gain_columns`, `surrogates.excess_with_ci`,
 `probe.space_probe`), in the layout of :func:`gptwaves.analysis.waves_summary.tap_summary`.
 
-Two things differ from the waves stage: the waves are centred and split in float32 (`WORK_DTYPE`),
+Two things differ from the waves stage: the waves are centred and split in float32 (`WORK_DTYPE`;
+where every sample's analysed steps are one block, both variants from one channels-first copy:
+`_columns_block`),
 and the sample-shuffle surrogate *law* of mean |R| (its B values) is not drawn again for every
 synthetic tap. It is drawn once per checkpoint and
 tap from an independent twin (`surrogate_law`) and moved to each tap by the ratio of their
@@ -29,7 +31,7 @@ from . import coherence_nulls as _nulls
 from .coherence import gain_columns, induced_columns
 from .probe import space_probe
 from .surrogates import ORDER_KEYS, excess_with_ci, gram, surrogate_order_parameters
-from .wave_arrays import _CONST_RTOL, _absmax, _as_mask, _center0
+from .wave_arrays import _CONST_RTOL, _absmax, _as_mask, _center0, _channels_first
 from .waves_summary import _surrogate_json, probe_summary
 
 __all__ = ["surrogate_floor", "surrogate_law", "coherence_core", "coherence_jackknife", "probe_part",
@@ -74,8 +76,13 @@ def surrogate_floor(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> float:
     K = int(min(max_lag, T - 1))
     n = scipy.fft.next_fast_len(T + K, real=True)
     F = scipy.fft.rfft(Z, n=n, axis=2)
-    pw = (F.real * F.real + F.imag * F.imag).sum(axis=1, dtype=np.float64)  # summed over samples first:
-    del F  # the inverse transform is linear, so one per channel gives the lagged sums summed over samples
+    # |F|^2 summed over samples first: the inverse transform is linear, so one per channel gives the
+    # lagged sums summed over samples (channel by channel: no (C, S, n) temporaries)
+    Fv = F.view(F.real.dtype).reshape(C, S, -1)  # real and imaginary parts interleaved
+    pw = np.empty((C, Fv.shape[2] // 2), np.float64)
+    for c in range(C):
+        pw[c] = np.square(Fv[c]).sum(axis=0, dtype=np.float64).reshape(-1, 2).sum(axis=1)
+    del F, Fv
     L = scipy.fft.irfft(pw, n=n, axis=1)[:, : K + 1] / S  # (C, K + 1)
     lags = np.arange(K + 1)
     w = S / (T - lags).astype(np.float64)
@@ -85,8 +92,78 @@ def surrogate_floor(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> float:
     return float(np.sqrt(2.0 / np.pi) * np.sqrt(np.maximum(V[iu], 0.0)).mean())
 
 
+def _uniform_block(mask: np.ndarray) -> tuple[int, int] | None:
+    """``(a, b)`` when every sample's masked steps are the same block ``[a, b)`` (a recording's mask:
+    the prompt is the same length in every sample), else None."""
+    if mask.shape[0] == 0 or not (mask == mask[:1]).all():
+        return None
+    steps = np.flatnonzero(mask[0])
+    if steps.size == 0 or steps[-1] - steps[0] + 1 != steps.size:
+        return None
+    return int(steps[0]), int(steps[-1]) + 1
+
+
+def _sumsq(X: np.ndarray) -> np.ndarray:
+    """Each channel's sum of squares of ``X`` (C, ...), as float64 (accumulated by BLAS in ``X``'s dtype)."""
+    flat = X.reshape(X.shape[0], -1)
+    return np.array([np.dot(r, r) for r in flat], dtype=np.float64)
+
+
+def _induced_units_inplace(X: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Unit columns of the induced part of per-sample centred waves ``X`` (C, S, T) whose masked
+    steps are all of them (modified in place): the across-sample mean at each step removed, each
+    channel scaled to unit sum of squares; channels that keep no induced variance dropped."""
+    C, S, T = X.shape
+    if S >= 2:  # `split_evoked` leaves steps seen by fewer than two samples alone
+        X -= X.mean(axis=1, keepdims=True)
+    # re-centring each sample is not needed here: every sample's mean over the block is already 0,
+    # and so is the mean over samples of those means
+    ivar = _sumsq(X)
+    ok = ivar > (_CONST_RTOL**2) * var * (S * T)
+    inv = np.zeros(C)
+    inv[ok] = 1.0 / np.sqrt(ivar[ok])
+    X *= inv.astype(X.dtype)[:, None, None]
+    return X if ok.all() else X[ok]
+
+
+def _gain_divided(X: np.ndarray) -> np.ndarray:
+    """Raw waves (C, S, T) divided by each (sample, step) vector's RMS over the channels, as
+    `coherence_nulls.gain_normalise` (a vector of zeros stays zero)."""
+    rms = np.sqrt(np.einsum("cst,cst->st", X, X).astype(np.float64) / max(X.shape[0], 1))
+    rms[~(rms > 0)] = 1.0
+    return X / rms.astype(X.dtype)[None]
+
+
+def _columns_block(x: np.ndarray, a: int, b: int) -> dict:
+    """`_columns` where every sample's masked steps are the block ``[a, b)``: the same columns (within
+    float32 rounding) in fewer passes over the waves, both variants from one transposed copy."""
+    x = np.asarray(x)
+    X = _channels_first(x, a, b, WORK_DTYPE)
+    C, S, T = X.shape
+    n = S * T
+    absmax = np.maximum(X.max(axis=(1, 2)), -X.min(axis=(1, 2))).astype(np.float64)
+    G = _gain_divided(X)  # over every channel; redone below when some are constant
+    X -= X.mean(axis=2, keepdims=True)
+    var = _sumsq(X) / n
+    const = (var <= 0) | (np.sqrt(np.maximum(var, 0)) <= _CONST_RTOL * absmax)
+    kept = np.flatnonzero(~const)
+    if const.any():
+        G = _gain_divided(_channels_first(x[:, :, kept], a, b, WORK_DTYPE))
+        X = X[kept]
+    G -= G.mean(axis=2, keepdims=True)
+    ng = _sumsq(G) / n
+    okg = ng > 0
+    Z = _induced_units_inplace(X, var[kept])
+    del X
+    Zg = _induced_units_inplace(G if okg.all() else G[okg], ng[okg])
+    return {"raw": Z, "gain": Zg}
+
+
 def _columns(x: np.ndarray, mask: np.ndarray) -> dict:
     """Induced unit columns of both variants of one tap: {"raw": Z, "gain": Z}."""
+    block = _uniform_block(mask)
+    if block is not None:
+        return _columns_block(x, *block)
     n = max(int(mask.sum()), 1)
     xc0 = _center0(x, mask, WORK_DTYPE)
     absmax = _absmax(x, mask)

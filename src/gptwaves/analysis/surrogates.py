@@ -15,6 +15,7 @@ from scipy import stats as _stats
 from scipy.linalg import blas as _blas
 
 from ..schema import ORDER_PARAMETERS
+from .wave_arrays import _channels_first
 
 __all__ = ["ORDER_KEYS", "unit_columns", "gram", "sample_products", "stats_from_gram", "surrogate_order_parameters",
            "excess_with_ci", "gaussian_tail"]
@@ -33,7 +34,7 @@ def unit_columns(xc0: np.ndarray, mask: np.ndarray, dtype=np.float32) -> np.ndar
     """
     steps = np.flatnonzero(mask.any(axis=0))
     a, b = (int(steps[0]), int(steps[-1]) + 1) if steps.size else (0, 0)
-    Z = np.array(np.moveaxis(xc0[:, a:b], 2, 0), dtype=dtype, order="C")  # (C, S, T')
+    Z = _channels_first(xc0, a, b, dtype)  # (C, S, T')
     if Z.size == 0:
         return Z
     flat = Z.reshape(Z.shape[0], -1)
