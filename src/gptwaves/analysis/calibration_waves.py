@@ -139,7 +139,7 @@ def _columns_block(x: np.ndarray, a: int, b: int) -> dict:
     float32 rounding) in fewer passes over the waves, both variants from one transposed copy."""
     x = np.asarray(x)
     X = _channels_first(x, a, b, WORK_DTYPE)
-    C, S, T = X.shape
+    _, S, T = X.shape
     n = S * T
     absmax = np.maximum(X.max(axis=(1, 2)), -X.min(axis=(1, 2))).astype(np.float64)
     G = _gain_divided(X)  # over every channel; redone below when some are constant

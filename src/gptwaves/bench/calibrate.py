@@ -92,17 +92,31 @@ def run(quick: bool = False, corpus=None, *, n_samples: int | None = None, steps
     shared = cs._shared_nulls(tpl, settings)
     t_shared = time.perf_counter() - t0
     per = {}
-    for scen in ("independent", "markov 1 rise", "refractory 0.5 rise"):
-        log(f"calibrate: spelling, {scen}, {R} replicates")
+    scens = ("independent", "markov 1 rise", "refractory 0.5 rise")
+    words = sum(int(np.size(ck["word_sample"])) for ck in tpl["checkpoints"])
+    # as the stage runs them: chunks side by side in worker processes where it would
+    pooled = cs.cores() > 1 and words * settings.replicates * n_sc_s >= cs.SPELLING_PROCESS_MIN
+    if pooled:
+        log(f"calibrate: spelling, {', '.join(scens)}, {R} replicates each, {cs.cores()} worker processes")
+        jobs = [(scen, r0, min(R, r0 + settings.chunk)) for scen in scens for r0 in range(0, R, settings.chunk)]
         t0 = time.perf_counter()
-        cs.spelling_chunk(tpl, scen, 0, R, settings, shared)
-        per[scen] = (time.perf_counter() - t0) / R
-    t_rep = float(np.mean(list(per.values())))
+        with cs.WorkerPool({"tpl": tpl, "settings": settings, "shared": shared}, cs.cores()) as pool:
+            pool.map(cs.spelling_job, jobs)
+        t_rep = (time.perf_counter() - t0) / (R * len(scens))
+        per = {scen: None for scen in scens}
+    else:
+        for scen in scens:
+            log(f"calibrate: spelling, {scen}, {R} replicates")
+            t0 = time.perf_counter()
+            cs.spelling_chunk(tpl, scen, 0, R, settings, shared)
+            per[scen] = (time.perf_counter() - t0) / R
+        t_rep = float(np.mean(list(per.values())))
     proj_s = t_shared + t_rep * settings.replicates * n_sc_s
     rows = [make_row(f"calibrate: spelling rules, {len(its)} checkpoints x {N} samples, {n_sc_s} scenarios x "
                      f"{settings.replicates} replicates (projected)", proj_s, "s", baseline=t_ck,
                      target=None if quick else "<= 600 s (with coherence)",
-                     notes=f"fast engine; {t_rep:.3f} s per replicate (mean over {', '.join(per)}; {R} each), shared "
+                     notes=f"fast engine; {t_rep:.3f} s per replicate (mean over {', '.join(per)}; {R} each"
+                           f"{f', {cs.cores()} worker processes, wall time' if pooled else ''}), shared "
                            f"nulls {t_shared:.1f} s; baseline: the spelling stage's statistics of one checkpoint "
                            f"(n_perm 1000, n_boot 2000), {t_ck:.2f} s")]
 
@@ -119,12 +133,21 @@ def run(quick: bool = False, corpus=None, *, n_samples: int | None = None, steps
     t0 = time.perf_counter()
     nulls = cs.CoherenceNulls(wtpl, settings)
     t_nulls = time.perf_counter() - t0
-    cache: dict = {}
+    scens = list(cs.COHERENCE_SCENARIOS)  # every scenario, sharing the base draws and the taps of equal truth
+    todo = {sc: {"n": settings.coherence_replicates, "verdicts": []} for sc in scens}
+    workers = cs.cores() if cs._use_processes(wtpl, todo) else 1
+    n_rep = -(-int(coherence_replicates) // workers) * workers  # whole batches, as the stage runs them
     t0 = time.perf_counter()
-    for scen in cs.COHERENCE_SCENARIOS:  # every scenario, sharing the taps of equal truth as the stage does
-        log(f"calibrate: coherence (fast), {scen}, {coherence_replicates} replicate(s)")
-        cs.coherence_chunk_fast(wtpl, scen, 0, coherence_replicates, settings, cache, nulls)
-    t_crep = (time.perf_counter() - t0) / coherence_replicates
+    if workers > 1:
+        log(f"calibrate: coherence (fast), {n_rep} replicate(s) of all scenarios, {workers} worker processes")
+        with cs.WorkerPool({"tpl": wtpl, "settings": settings, "nulls": nulls}, workers) as pool:
+            pool.map(cs.replicate_job, [(scens, r) for r in range(n_rep)])
+    else:
+        for r in range(n_rep):
+            log(f"calibrate: coherence (fast), replicate {r + 1} of {n_rep}, all scenarios")
+            cs.replicate_fast(wtpl, scens, r, settings, nulls)
+    t_crep = (time.perf_counter() - t0) / n_rep
+    coherence_replicates = n_rep
     proj_c = t_nulls + t_crep * settings.coherence_replicates
     # the exact engine analyses every distinct tap in full: projected from the baseline tap analysis
     distinct = len({(k, t) for scen in cs.COHERENCE_SCENARIOS for k, t in cs.coherence_truths(wtpl, scen).items()})
@@ -133,7 +156,8 @@ def run(quick: bool = False, corpus=None, *, n_samples: int | None = None, steps
                          f"{settings.coherence_replicates} replicates (projected)", proj_c, "s", baseline=t_tap,
                          target="reported",
                          notes=f"fast engine: shared nulls {t_nulls:.1f} s, {t_crep:.1f} s per replicate of all "
-                               f"{n_sc_c} scenarios ({coherence_replicates} timed); the exact engine would take about "
+                               f"{n_sc_c} scenarios ({coherence_replicates} timed"
+                               f"{f', {workers} worker processes, wall time' if workers > 1 else ''}); the exact engine would take about "
                                f"{proj_exact:.0f} s ({distinct} distinct full tap analyses per replicate); "
                                f"baseline: one tap of one checkpoint (analyze_tap with the waves stage's settings), "
                                f"{t_tap:.2f} s"))

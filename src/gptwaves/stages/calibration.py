@@ -30,16 +30,21 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import GptwavesError
 from ..io import RunLock, atomic_write_json, check_run_dir, read_json
 from ..versions import is_current, reusable, stamp
 from .calibration_plan import (CLAIM_PLAN, COHERENCE_SCENARIOS, LEVELS, SPACE_CHANNELS, SPELLING_SCENARIOS,
                                CalibrationSettings, rules_fingerprint, spelling_findings, waves_findings)
 # calibrate_run calls the engines through this module's names (the fault tests replace them here)
-from .calibration_truth import (COHERENCE_SEEDS, SPELLING_SEEDS, _shared_nulls, coherence_chunk, coherence_truths,
+from .calibration_truth import (COHERENCE_SEEDS, SPELLING_PROCESS_MIN, SPELLING_SEEDS, _shared_nulls, coherence_chunk,
+                                coherence_truths, spelling_job,
                                 make_spelling_template,
                                 make_waves_template, spelling_chunk, spelling_template, waves_template)
-from .calibration_coherence import CoherenceNulls, coherence_chunk_fast, scenario_claims
+from .calibration_coherence import (PROCESS_MIN_ELEMENTS, CoherenceNulls, coherence_chunk_fast, replicate_fast, replicate_job,
+                                    scenario_claims)
+from .calibration_workers import WorkerPool, cores
 from .common import begin_stage
 
 __all__ = ["CalibrationSettings", "calibrate_run", "read_calibration", "make_spelling_template",
@@ -47,7 +52,8 @@ __all__ = ["CalibrationSettings", "calibrate_run", "read_calibration", "make_spe
            "SPELLING_SCENARIOS",
            "COHERENCE_SCENARIOS", "CLAIM_PLAN", "spelling_findings", "waves_findings", "rules_fingerprint",
            "CALIBRATION_VERSION", "SPACE_CHANNELS", "LEVELS", "coherence_truths", "spelling_template",
-           "waves_template", "CoherenceNulls", "coherence_chunk_fast", "scenario_claims"]
+           "waves_template", "CoherenceNulls", "coherence_chunk_fast", "scenario_claims", "replicate_fast",
+           "replicate_job", "spelling_job", "WorkerPool", "cores"]
 
 #: Format of calibration.json (docs/outputs.md).
 CALIBRATION_VERSION = 1
@@ -113,46 +119,103 @@ class _Replicates:
         st["seconds"] += time.perf_counter() - t0
 
     def spelling(self) -> None:
-        """One scenario after another, a chunk of replicates at a time."""
+        """One scenario after another, a chunk of replicates at a time; with the fast engine on a
+        large run and more than one core, the chunks run side by side in worker processes and are
+        stored in their order (the same verdicts: every draw is keyed by its scenario and replicate)."""
         tpl, shared = self.tpls.get("spelling"), None
+        jobs = []
         for (g, scen), st in self.state.items():
-            while g == "spelling" and len(st["verdicts"]) < st["n"]:
-                self._check_stop()
-                r0 = len(st["verdicts"])
-                r1 = min(st["n"], r0 + self.settings.chunk)
-                if self.settings.engine == "fast" and shared is None:
-                    shared = _shared_nulls(tpl, self.settings)
-                self._add(g, scen, spelling_chunk, tpl, scen, r0, r1, self.settings, shared)
-                self._save(g, scen)
-                self.bar.update(r1 - r0)
+            r = len(st["verdicts"])
+            while g == "spelling" and r < st["n"]:
+                jobs.append((scen, r, min(st["n"], r + self.settings.chunk)))
+                r = jobs[-1][2]
+        if not jobs:
+            return
+        if self.settings.engine == "fast":
+            shared = _shared_nulls(tpl, self.settings)
+        words = sum(int(np.size(ck["word_sample"])) for ck in tpl["checkpoints"])
+        if shared is not None and cores() > 1 and len(jobs) > 1 and \
+                words * sum(r1 - r0 for _, r0, r1 in jobs) >= SPELLING_PROCESS_MIN:
+            with WorkerPool({"tpl": tpl, "settings": self.settings, "shared": shared}, cores()) as pool:
+                futures = [pool.submit(spelling_job, *job) for job in jobs]
+                for (scen, r0, r1), fut in zip(jobs, futures):
+                    self._check_stop()
+                    self.bar.set_postfix_str(f"spelling: {scen}")
+                    st = self.state[("spelling", scen)]
+                    verdicts, seconds = fut.result()
+                    st["verdicts"] += verdicts
+                    st["seconds"] += seconds  # in the workers: their summed time
+                    self._save("spelling", scen)
+                    self.bar.update(r1 - r0)
+            return
+        for scen, r0, r1 in jobs:
+            self._check_stop()
+            self._add("spelling", scen, spelling_chunk, tpl, scen, r0, r1, self.settings, shared)
+            self._save("spelling", scen)
+            self.bar.update(r1 - r0)
 
     def coherence(self) -> None:
         """A chunk of replicates at a time, every scenario of a replicate in turn, so that they share
-        its base draws (`calibration_truth.draw_tap`); each scenario's file is written after every chunk."""
+        its base draws (`calibration_truth.draw_tap`); each scenario's file is written after every chunk.
+        With the fast engine on large taps and more than one core, whole replicates run side by side
+        in worker processes (`calibration_workers`; the same verdicts: every draw is keyed by its replicate)."""
         tpl, cache, nulls = self.tpls.get("coherence"), {}, None  # cache: tap parts of equal truth and draw
         todo = {sc: st for (g, sc), st in self.state.items() if g == "coherence"}
-        while any(len(st["verdicts"]) < st["n"] for st in todo.values()):
-            r0 = min(len(st["verdicts"]) for st in todo.values() if len(st["verdicts"]) < st["n"])
-            due = [sc for sc, st in todo.items() if len(st["verdicts"]) == r0 < st["n"]]
-            for r in range(r0, min(max(todo[sc]["n"] for sc in due), r0 + self.settings.chunk)):
-                bases: dict = {}
-                for sc in [sc for sc in due if r < todo[sc]["n"]]:
-                    self._check_stop()
-                    if self.settings.engine != "fast":
-                        self._add("coherence", sc, coherence_chunk, tpl, sc, r, r + 1, self.settings, cache, bases)
-                    else:
+        pool = None
+        try:
+            while any(len(st["verdicts"]) < st["n"] for st in todo.values()):
+                r0 = min(len(st["verdicts"]) for st in todo.values() if len(st["verdicts"]) < st["n"])
+                due = [sc for sc, st in todo.items() if len(st["verdicts"]) == r0 < st["n"]]
+                r_end = min(max(todo[sc]["n"] for sc in due), r0 + self.settings.chunk)
+                if self.settings.engine == "fast" and nulls is None:
+                    self.bar.set_postfix_str("coherence: shared nulls")
+                    nulls = CoherenceNulls(tpl, self.settings)
+                if nulls is not None and pool is None and _use_processes(tpl, todo):
+                    pool = WorkerPool({"tpl": tpl, "settings": self.settings, "nulls": nulls}, cores())
+                r = r0
+                while r < r_end:
+                    if pool is not None:
+                        self._check_stop()
+                        batch = [([sc for sc in due if q < todo[sc]["n"]], q)
+                                 for q in range(r, min(r_end, r + pool.workers))]
+                        self.bar.set_postfix_str(f"coherence: replicates {r + 1}-{r + len(batch)}")
+                        for (scs, _), got in zip(batch, pool.map(replicate_job, batch)):
+                            for sc in scs:
+                                verdicts, seconds = got[sc]
+                                todo[sc]["verdicts"] += verdicts
+                                todo[sc]["seconds"] += seconds  # in the workers: their summed time
+                                self.bar.update(1)
+                        r += len(batch)
+                        continue
+                    bases: dict = {}
+                    for sc in [sc for sc in due if r < todo[sc]["n"]]:
+                        self._check_stop()
                         if nulls is None:
-                            self.bar.set_postfix_str("coherence: shared nulls")
-                            nulls = CoherenceNulls(tpl, self.settings)
-                        self._add("coherence", sc, coherence_chunk_fast, tpl, sc, r, r + 1, self.settings, cache,
-                                  nulls, bases)
-                    self.bar.update(1)
-            for sc in due:
-                self._save("coherence", sc)
+                            self._add("coherence", sc, coherence_chunk, tpl, sc, r, r + 1, self.settings, cache, bases)
+                        else:
+                            self._add("coherence", sc, coherence_chunk_fast, tpl, sc, r, r + 1, self.settings,
+                                      cache, nulls, bases)
+                        self.bar.update(1)
+                    r += 1
+                for sc in due:
+                    self._save("coherence", sc)
+        finally:
+            if pool is not None:
+                import sys
+
+                pool.close(abort=sys.exc_info()[0] is not None)
 
     def replicates(self) -> dict:
         return {f"{g}:{scen}": {"group": g, "scenario": scen, "verdicts": st["verdicts"], "seconds": st["seconds"]}
                 for (g, scen), st in self.state.items()}
+
+
+def _use_processes(tpl: dict, todo: dict) -> bool:
+    """Whole replicates in worker processes where it pays: more than one core, more than one
+    replicate left and taps of at least `PROCESS_MIN_ELEMENTS` values."""
+    left = max((st["n"] - len(st["verdicts"]) for st in todo.values()), default=0)
+    size = max((int(np.prod(ck["shape"])) for ck in tpl["checkpoints"]), default=0)
+    return cores() > 1 and left > 1 and size >= PROCESS_MIN_ELEMENTS
 
 
 def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = CalibrationSettings(), *,

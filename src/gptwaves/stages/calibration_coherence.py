@@ -26,7 +26,8 @@ import numpy as np
 from .calibration_plan import CLAIM_PLAN, CalibrationSettings, waves_findings
 from .calibration_truth import coherence_truths, draw_tap, wave_settings
 
-__all__ = ["scenario_claims", "CoherenceNulls", "coherence_chunk_fast"]
+__all__ = ["scenario_claims", "CoherenceNulls", "coherence_chunk_fast", "replicate_fast", "replicate_job",
+           "PROCESS_MIN_ELEMENTS"]
 
 
 def _defaults() -> dict:
@@ -112,13 +113,10 @@ def _each(items, fn):
 
 
 def _workers() -> int:
-    """Threads of the fast engine: the cores this process may use."""
-    import os
+    """Threads of the fast engine: the cores this process may use (one inside a worker process)."""
+    from .calibration_workers import cores, in_worker
 
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return 1 if in_worker() else cores()
 
 
 def _peak(values: list) -> int | None:
@@ -199,3 +197,34 @@ def coherence_chunk_fast(tpl: dict, scenario: str, r0: int, r1: int, settings: C
         v = waves_findings(rows, focus)
         out.append({str(c): v[str(c)] for c in claims})
     return out
+
+
+def replicate_fast(tpl: dict, scenarios: list[str], r: int, settings: CalibrationSettings,
+                   nulls: CoherenceNulls) -> dict:
+    """Replicate ``r`` of each of ``scenarios`` in turn, sharing its base draws and the analyses of
+    equal truth: ``{scenario: (verdicts of one replicate, seconds)}``. The same verdicts as
+    `coherence_chunk_fast` on that replicate (every random draw is keyed by the replicate)."""
+    import time
+
+    cache: dict = {}
+    bases: dict = {}
+    out = {}
+    for sc in scenarios:
+        t0 = time.perf_counter()
+        v = coherence_chunk_fast(tpl, sc, r, r + 1, settings, cache, nulls, bases)
+        out[sc] = (v, time.perf_counter() - t0)
+    return out
+
+
+#: Below this many values per tap (S x T x C) the replicates run in this process (their checkpoints
+#: on threads): a worker process costs about 2 s to start, more than a small replicate.
+PROCESS_MIN_ELEMENTS = 1_000_000
+
+
+def replicate_job(scenarios: list[str], r: int) -> dict:
+    """`replicate_fast` in a `calibration_workers.WorkerPool` worker whose context holds ``tpl``,
+    ``settings`` and ``nulls``."""
+    from .calibration_workers import context
+
+    ctx = context()
+    return replicate_fast(ctx["tpl"], scenarios, r, ctx["settings"], ctx["nulls"])

@@ -317,6 +317,24 @@ def spelling_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: Calibra
     return out
 
 
+#: Below this many word-replicates left (words of all checkpoints x replicates of all scenarios)
+#: the spelling scenarios run in this process: a worker process costs about 2 s to start.
+SPELLING_PROCESS_MIN = 10_000_000
+
+
+def spelling_job(scenario: str, r0: int, r1: int) -> tuple[list[dict], float]:
+    """`spelling_chunk` in a `calibration_workers.WorkerPool` worker whose context holds ``tpl``,
+    ``settings`` and ``shared``: (verdicts, seconds)."""
+    import time
+
+    from .calibration_workers import context
+
+    ctx = context()
+    t0 = time.perf_counter()
+    v = spelling_chunk(ctx["tpl"], scenario, r0, r1, ctx["settings"], ctx["shared"])
+    return v, time.perf_counter() - t0
+
+
 def _bracketed(stats: list[dict], alpha: float, crossing: dict, ck: dict, mis: np.ndarray, tpl: dict) -> dict:
     """The verdicts with the last checkpoint's RR CI (not computed by the fast engine) set to its
     narrowest and widest possible values; only when they differ is the BCa CI computed."""
