@@ -432,6 +432,50 @@ def test_spelling_chunks_in_worker_processes_equal_the_sequential_ones(tiny_run,
             json.loads((seq_dir / "calibration" / "replicates" / p.name).read_text())["verdicts"]
 
 
+def test_worker_processes_that_fail_leave_the_work_to_this_process(tiny_run, tmp_path, monkeypatch):
+    """Worker processes that cannot start (e.g. a script without the ``if __name__ == "__main__":``
+    guard spawned processes need) cost a warning, not the calibration: it goes on in this process
+    with the same numbers."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    class Broken:
+        workers = 2
+
+        def __init__(self, *a):
+            pass
+
+        def submit(self, *a):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+        def map(self, *a):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+        def close(self, abort=False):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    settings = cs.CalibrationSettings(replicates=4, coherence_replicates=2, chunk=2,
+                                      scenarios=("independent", "factor 0.05 rise"))
+    seq_dir = tmp_path / "seq"
+    shutil.copytree(tiny_run, seq_dir, ignore=shutil.ignore_patterns(".lock"))
+    sequential = cs.calibrate_run(seq_dir, settings, progress=False)
+    for name in ("SPELLING_PROCESS_MIN", "PROCESS_MIN_ELEMENTS"):
+        monkeypatch.setattr(cs, name, 0)
+    monkeypatch.setattr(cs, "cores", lambda: 2)
+    monkeypatch.setattr(cs, "WorkerPool", Broken)
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    with pytest.warns(UserWarning, match="worker processes failed.*continuing in this process") as rec:
+        got = cs.calibrate_run(run_dir, settings, progress=False)
+    assert len([w for w in rec if "worker processes failed" in str(w.message)]) == 2  # spelling, coherence
+    assert got["claims"] == sequential["claims"]
+
+
 def test_coherence_scenarios_share_taps_of_equal_truth():
     from gptwaves.bench.calibrate import waves_checkpoints
     from gptwaves.stages.waves import WavesSettings

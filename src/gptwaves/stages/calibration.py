@@ -27,6 +27,7 @@ name of the two stays importable from here.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -118,17 +119,24 @@ class _Replicates:
         st["verdicts"] += fn(*args)
         st["seconds"] += time.perf_counter() - t0
 
-    def spelling(self) -> None:
-        """One scenario after another, a chunk of replicates at a time; with the fast engine on a
-        large run and more than one core, the chunks run side by side in worker processes and are
-        stored in their order (the same verdicts: every draw is keyed by its scenario and replicate)."""
-        tpl, shared = self.tpls.get("spelling"), None
+    def _spelling_jobs(self) -> list[tuple[str, int, int]]:
+        """(scenario, r0, r1) of every chunk of the spelling scenarios still to run, in order."""
         jobs = []
         for (g, scen), st in self.state.items():
             r = len(st["verdicts"])
             while g == "spelling" and r < st["n"]:
                 jobs.append((scen, r, min(st["n"], r + self.settings.chunk)))
                 r = jobs[-1][2]
+        return jobs
+
+    def spelling(self) -> None:
+        """One scenario after another, a chunk of replicates at a time; with the fast engine on a
+        large run and more than one core, the chunks run side by side in worker processes and are
+        stored in their order (the same verdicts: every draw is keyed by its scenario and replicate)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        tpl, shared = self.tpls.get("spelling"), None
+        jobs = self._spelling_jobs()
         if not jobs:
             return
         if self.settings.engine == "fast":
@@ -136,18 +144,22 @@ class _Replicates:
         words = sum(int(np.size(ck["word_sample"])) for ck in tpl["checkpoints"])
         if shared is not None and cores() > 1 and len(jobs) > 1 and \
                 words * sum(r1 - r0 for _, r0, r1 in jobs) >= SPELLING_PROCESS_MIN:
-            with WorkerPool({"tpl": tpl, "settings": self.settings, "shared": shared}, cores()) as pool:
-                futures = [pool.submit(spelling_job, *job) for job in jobs]
-                for (scen, r0, r1), fut in zip(jobs, futures):
-                    self._check_stop()
-                    self.bar.set_postfix_str(f"spelling: {scen}")
-                    st = self.state[("spelling", scen)]
-                    verdicts, seconds = fut.result()
-                    st["verdicts"] += verdicts
-                    st["seconds"] += seconds  # in the workers: their summed time
-                    self._save("spelling", scen)
-                    self.bar.update(r1 - r0)
-            return
+            try:
+                with WorkerPool({"tpl": tpl, "settings": self.settings, "shared": shared}, cores()) as pool:
+                    futures = [pool.submit(spelling_job, *job) for job in jobs]
+                    for (scen, r0, r1), fut in zip(jobs, futures):
+                        self._check_stop()
+                        self.bar.set_postfix_str(f"spelling: {scen}")
+                        st = self.state[("spelling", scen)]
+                        verdicts, seconds = fut.result()
+                        st["verdicts"] += verdicts
+                        st["seconds"] += seconds  # in the workers: their summed time
+                        self._save("spelling", scen)
+                        self.bar.update(r1 - r0)
+                return
+            except BrokenProcessPool as e:
+                _pool_failed(e)
+                jobs = self._spelling_jobs()
         for scen, r0, r1 in jobs:
             self._check_stop()
             self._add("spelling", scen, spelling_chunk, tpl, scen, r0, r1, self.settings, shared)
@@ -159,9 +171,11 @@ class _Replicates:
         its base draws (`calibration_truth.draw_tap`); each scenario's file is written after every chunk.
         With the fast engine on large taps and more than one core, whole replicates run side by side
         in worker processes (`calibration_workers`; the same verdicts: every draw is keyed by its replicate)."""
+        from concurrent.futures.process import BrokenProcessPool
+
         tpl, cache, nulls = self.tpls.get("coherence"), {}, None  # cache: tap parts of equal truth and draw
         todo = {sc: st for (g, sc), st in self.state.items() if g == "coherence"}
-        pool = None
+        pool, no_pool = None, False
         try:
             while any(len(st["verdicts"]) < st["n"] for st in todo.values()):
                 r0 = min(len(st["verdicts"]) for st in todo.values() if len(st["verdicts"]) < st["n"])
@@ -170,7 +184,7 @@ class _Replicates:
                 if self.settings.engine == "fast" and nulls is None:
                     self.bar.set_postfix_str("coherence: shared nulls")
                     nulls = CoherenceNulls(tpl, self.settings)
-                if nulls is not None and pool is None and _use_processes(tpl, todo):
+                if nulls is not None and pool is None and not no_pool and _use_processes(tpl, todo):
                     pool = WorkerPool({"tpl": tpl, "settings": self.settings, "nulls": nulls}, cores())
                 r = r0
                 while r < r_end:
@@ -179,7 +193,14 @@ class _Replicates:
                         batch = [([sc for sc in due if q < todo[sc]["n"]], q)
                                  for q in range(r, min(r_end, r + pool.workers))]
                         self.bar.set_postfix_str(f"coherence: replicates {r + 1}-{r + len(batch)}")
-                        for (scs, _), got in zip(batch, pool.map(replicate_job, batch)):
+                        try:
+                            results = pool.map(replicate_job, batch)
+                        except BrokenProcessPool as e:
+                            _pool_failed(e)
+                            pool.close(abort=True)
+                            pool, no_pool = None, True
+                            continue
+                        for (scs, _), got in zip(batch, results):
                             for sc in scs:
                                 verdicts, seconds = got[sc]
                                 todo[sc]["verdicts"] += verdicts
@@ -201,13 +222,21 @@ class _Replicates:
                     self._save("coherence", sc)
         finally:
             if pool is not None:
-                import sys
-
                 pool.close(abort=sys.exc_info()[0] is not None)
 
     def replicates(self) -> dict:
         return {f"{g}:{scen}": {"group": g, "scenario": scen, "verdicts": st["verdicts"], "seconds": st["seconds"]}
                 for (g, scen), st in self.state.items()}
+
+
+def _pool_failed(e: BaseException) -> None:
+    """Worker processes that could not start or died (e.g. a script that starts the calibration
+    without an ``if __name__ == "__main__":`` guard, which spawned processes need): say so once and
+    go on in this process."""
+    import warnings
+
+    warnings.warn(f"calibration: worker processes failed ({type(e).__name__}: {e}); continuing in this process",
+                  stacklevel=3)
 
 
 def _use_processes(tpl: dict, todo: dict) -> bool:
