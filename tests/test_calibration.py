@@ -371,7 +371,7 @@ def test_interrupted_coherence_calibration_resumes_with_the_same_numbers(tiny_ru
 
 
 def test_coherence_replicates_in_worker_processes_equal_the_sequential_ones(tiny_run, tmp_path, monkeypatch):
-    """Whole replicates side by side in worker processes (`calibration_workers`, used on large taps with
+    """Whole replicates side by side in worker processes (`gptwaves.workers`, used on large taps with
     more than one core; forced here on the tiny run) give the verdicts of one replicate after
     another; a stop between batches keeps the last finished chunk, and the resumed calibration
     equals the uninterrupted sequential one."""

@@ -358,3 +358,40 @@ def test_summary_and_report_after_step_by_step_commands(run_dir, stage_corpus, c
     html = (run_dir / "report" / "index.html").read_text()
     assert "report:" in out and s["findings"]["claims"][0]["claim"] in html
     assert (run_dir / "figures" / "training_curves.png").is_file()  # drawn by the report from metrics.jsonl
+
+
+def test_taps_in_worker_processes_equal_the_taps_here(tmp_path, monkeypatch):
+    """The taps of a large recording are analysed side by side in worker processes (forced here on a
+    small one): the same results as one after another in this process; bad waves are refused with
+    the same one line from a worker."""
+    import json
+
+    import h5py
+
+    from gptwaves import workers
+    from gptwaves.analysis.waves_summary import tap_summary
+    from gptwaves.bench.waves import write_recording
+    from gptwaves.errors import CorruptArtefactError
+    from gptwaves.jsonable import jsonable as json_ready
+    from gptwaves.stages import waves as ws
+
+    path = write_recording(tmp_path / "rec.h5", 3, 8, 80, 12)
+    settings = ws.WavesSettings(nlags=8, window=3, n_surrogates=19, min_events=5, probe_null=3)
+    here, _ = ws.analyze_recording(path, settings)
+    monkeypatch.setattr(ws, "TAP_PROCESS_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(workers, "cores", lambda: 2)
+    started = []
+    monkeypatch.setattr(workers, "WorkerPool", lambda *a, _p=workers.WorkerPool: started.append(a[-1]) or _p(*a))
+    try:
+        pooled, _ = ws.analyze_recording(path, settings)
+        assert started == [2] and list(pooled) == list(here)
+        for t in here:
+            assert json.dumps(json_ready(tap_summary(pooled[t]))) == json.dumps(json_ready(tap_summary(here[t])))
+        with h5py.File(path, "r+") as f:
+            w = f["waves"][list(here)[1]]
+            w[0, 3, 0] = np.nan
+        with pytest.raises(CorruptArtefactError, match="holds NaN or infinite values"):
+            ws.analyze_recording(path, settings)
+        assert started == [2]  # the same pool, started once
+    finally:
+        workers.drop_shared_pool()

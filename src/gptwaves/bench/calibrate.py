@@ -65,7 +65,7 @@ def waves_checkpoints(S: int = 64, T: int = 500, C: int = 192, iterations=PAPER_
 def _started(pool) -> float:
     """Seconds until every worker of ``pool`` has started and received its context (paid once per
     calibration; not part of the per-replicate time)."""
-    from ..stages.calibration_workers import cores
+    from ..workers import cores
 
     t0 = time.perf_counter()
     pool.map(cores, [()] * pool.workers)

@@ -45,7 +45,7 @@ from .calibration_truth import (COHERENCE_SEEDS, SPELLING_PROCESS_MIN, SPELLING_
                                 make_waves_template, spelling_chunk, spelling_template, waves_template)
 from .calibration_coherence import (PROCESS_MIN_ELEMENTS, CoherenceNulls, coherence_chunk_fast, replicate_fast, replicate_job,
                                     scenario_claims)
-from .calibration_workers import WorkerPool, cores
+from ..workers import WorkerPool, cores
 from .common import begin_stage
 
 __all__ = ["CalibrationSettings", "calibrate_run", "read_calibration", "make_spelling_template",
@@ -170,7 +170,7 @@ class _Replicates:
         """A chunk of replicates at a time, every scenario of a replicate in turn, so that they share
         its base draws (`calibration_truth.draw_tap`); each scenario's file is written after every chunk.
         With the fast engine on large taps and more than one core, whole replicates run side by side
-        in worker processes (`calibration_workers`; the same verdicts: every draw is keyed by its replicate)."""
+        in worker processes (`gptwaves.workers`; the same verdicts: every draw is keyed by its replicate)."""
         from concurrent.futures.process import BrokenProcessPool
 
         tpl, cache, nulls = self.tpls.get("coherence"), {}, None  # cache: tap parts of equal truth and draw

@@ -114,7 +114,7 @@ def _each(items, fn):
 
 def _workers() -> int:
     """Threads of the fast engine: the cores this process may use (one inside a worker process)."""
-    from .calibration_workers import cores, in_worker
+    from ..workers import cores, in_worker
 
     return 1 if in_worker() else cores()
 
@@ -222,9 +222,9 @@ PROCESS_MIN_ELEMENTS = 1_000_000
 
 
 def replicate_job(scenarios: list[str], r: int) -> dict:
-    """`replicate_fast` in a `calibration_workers.WorkerPool` worker whose context holds ``tpl``,
+    """`replicate_fast` in a `gptwaves.workers.WorkerPool` worker whose context holds ``tpl``,
     ``settings`` and ``nulls``."""
-    from .calibration_workers import context
+    from ..workers import context
 
     ctx = context()
     return replicate_fast(ctx["tpl"], scenarios, r, ctx["settings"], ctx["nulls"])

@@ -323,11 +323,11 @@ SPELLING_PROCESS_MIN = 10_000_000
 
 
 def spelling_job(scenario: str, r0: int, r1: int) -> tuple[list[dict], float]:
-    """`spelling_chunk` in a `calibration_workers.WorkerPool` worker whose context holds ``tpl``,
+    """`spelling_chunk` in a `gptwaves.workers.WorkerPool` worker whose context holds ``tpl``,
     ``settings`` and ``shared``: (verdicts, seconds)."""
     import time
 
-    from .calibration_workers import context
+    from ..workers import context
 
     ctx = context()
     t0 = time.perf_counter()

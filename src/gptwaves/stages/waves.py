@@ -89,11 +89,23 @@ class WavesSettings:
         return self.to_dict()
 
 
+#: Taps of at least this many values (S x T x C) are analysed in worker processes, one per core,
+#: when a recording has more than one (`gptwaves.workers`); smaller ones in this process.
+TAP_PROCESS_MIN_ELEMENTS = 1_000_000
+
+
 def analyze_recording(path: Path, settings: WavesSettings = WavesSettings(),
                       taps: Sequence[str] | None = None) -> tuple[dict, dict]:
-    """Analyse every tap of a recording; returns ``({tap: analyze_tap result}, recording meta)``."""
-    from ..analysis.waves import analyze_tap
+    """Analyse every tap of a recording; returns ``({tap: analyze_tap result}, recording meta)``.
+
+    With more than one core and large taps the taps are analysed side by side in worker processes
+    (`TAP_PROCESS_MIN_ELEMENTS`; the same results: each tap's analysis depends only on its waves
+    and the settings)."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from ..recording import Recording
+    from ..workers import cores, drop_shared_pool, shared_pool
+    from .waves_taps import analyze_one as _analyze_one
 
     with Recording.open(path) as rec:
         chars, nxt = rec.input_chars(), rec.next_chars()
@@ -102,20 +114,34 @@ def analyze_recording(path: Path, settings: WavesSettings = WavesSettings(),
         mask = np.broadcast_to(~rec.is_prompt, chars.shape)
         if not mask.any():
             raise GptwavesError(f"recording {path} has no generated steps")
-        res = {}
         all_taps = list(taps or rec.taps)
         null_taps = {focus_tap(list(rec.taps)), input_floor(list(rec.taps))}
+        kws = {}
         for t in all_taps:
-            x = rec.waves(t).astype(np.float32, copy=False)
-            if not np.isfinite(x).all():
-                raise CorruptArtefactError(f"recording {path}: waves/{t} holds NaN or infinite values")
-            kw = settings.analysis_kwargs()
+            kws[t] = settings.analysis_kwargs()
             if t not in null_taps:  # the probe's red-noise null is only needed where the verdict looks
-                kw["probe_null"] = 0
+                kws[t]["probe_null"] = 0
+        size = int(np.prod(rec.wave_dataset(all_taps[0]).shape)) if all_taps else 0
+        if cores() > 1 and len(all_taps) > 1 and size >= TAP_PROCESS_MIN_ELEMENTS:
             try:
-                res[t] = analyze_tap(x, chars, nxt, mask=mask, **kw)
-            except ValueError as e:
-                raise GptwavesError(f"{path.name}, tap {t}: {e}") from None
+                pool = shared_pool()
+                futures = [pool.submit(_analyze_one, rec.waves(t).astype(np.float32, copy=False), chars, nxt,
+                                       np.ascontiguousarray(mask), kws[t], str(path), t) for t in all_taps]
+                try:
+                    return {t: f.result() for t, f in zip(all_taps, futures)}, dict(rec.meta)
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+            except BrokenProcessPool as e:
+                import warnings
+
+                drop_shared_pool(abort=True)
+                warnings.warn(f"waves: worker processes failed ({type(e).__name__}: {e}); "
+                              "continuing in this process", stacklevel=2)
+        res = {}
+        for t in all_taps:
+            res[t] = _analyze_one(rec.waves(t).astype(np.float32, copy=False), chars, nxt, mask, kws[t], str(path), t)
         return res, dict(rec.meta)
 
 

@@ -1,20 +1,22 @@
-"""Worker processes of the calibration (docs/method.md, Calibration, "Where the time goes").
+"""Worker processes: independent pieces of analysis side by side, one single-threaded process per
+core (docs/method.md: Calibration, "Worker processes"; Coherence, "Taps in worker processes").
 
-The calibration's replicates are independent and every random draw in them is keyed by its
-scenario and replicate, so they can run side by side in worker processes and give the numbers they
-give one after another. One single-threaded process per core beats one process with its work on
-threads here: the engines are numpy and scipy calls between short stretches of Python, which
-threads share badly (at paper sizes a coherence replicate of all nine scenarios took 20.6 s with
-its checkpoints on two threads, two replicates in two processes 15.4 s each).
+The calibration's replicates and the taps of one recording are independent, and every random draw
+in them is keyed by what it belongs to (scenario and replicate; tap and seed), so they can run side
+by side and give the numbers they give one after another. One single-threaded process per core
+beats one process with its work on threads here: the analyses are numpy and scipy calls between
+short stretches of Python, which threads share badly (at paper sizes a coherence replicate of the
+calibration took 20.6 s with its checkpoints on two threads, two replicates in two processes 15.4 s
+each).
 
 The workers are spawned, never forked (a parent that holds torch's or OpenMP's threads cannot be
-forked safely), receive the template and the shared nulls once, leave Ctrl-C to the parent (which
-stops after the work in flight) and run their BLAS on one thread.
+forked safely), receive what they share once, leave Ctrl-C to the parent (which stops after the
+work in flight) and run their BLAS on one thread.
 """
 
 from __future__ import annotations
 
-__all__ = ["cores", "in_worker", "context", "WorkerPool"]
+__all__ = ["cores", "in_worker", "context", "WorkerPool", "shared_pool", "drop_shared_pool"]
 
 _IN_WORKER = False
 _CONTEXT: dict = {}
@@ -86,3 +88,27 @@ class WorkerPool:
     def __exit__(self, exc_type, *exc):
         self.close(abort=exc_type is not None)
         return False
+
+
+_SHARED: WorkerPool | None = None
+
+
+def shared_pool() -> WorkerPool:
+    """One pool per process with nothing shared, one worker per core, started on first use and kept
+    (so that a stage that analyses many recordings pays the workers' start, about 2-6 s, once); shut
+    down when the process exits."""
+    import atexit
+
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = WorkerPool({}, cores())
+        atexit.register(drop_shared_pool)
+    return _SHARED
+
+
+def drop_shared_pool(abort: bool = False) -> None:
+    """Shut the shared pool down (a broken one, or at exit); the next `shared_pool` starts a new one."""
+    global _SHARED
+    pool, _SHARED = _SHARED, None
+    if pool is not None:
+        pool.close(abort=abort)
