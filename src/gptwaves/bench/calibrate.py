@@ -143,21 +143,24 @@ def run(quick: bool = False, corpus=None, *, n_samples: int | None = None, steps
     t0 = time.perf_counter()
     wv.analyze_tap(x, ck["chars"], ck["next_chars"], mask=ck["mask"], **WavesSettings().to_dict())
     t_tap = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    nulls = cs.CoherenceNulls(wtpl, settings)
-    t_nulls = time.perf_counter() - t0
     scens = list(cs.COHERENCE_SCENARIOS)  # every scenario, sharing the base draws and the taps of equal truth
     todo = {sc: {"n": settings.coherence_replicates, "verdicts": []} for sc in scens}
     workers = cs.cores() if cs._use_processes(wtpl, todo) else 1
     n_rep = -(-int(coherence_replicates) // workers) * workers  # whole batches, as the stage runs them
-    t0 = time.perf_counter()
     if workers > 1:
-        log(f"calibrate: coherence (fast), {n_rep} replicate(s) of all scenarios, {workers} worker processes")
-        with cs.WorkerPool({"tpl": wtpl, "settings": settings, "nulls": nulls}, workers) as pool:
-            t_nulls += _started(pool)  # once per calibration
+        with cs.WorkerPool({"tpl": wtpl, "settings": settings}, workers) as pool:
+            t_nulls = _started(pool)  # once per calibration
             t0 = time.perf_counter()
-            pool.map(cs.replicate_job, [(scens, r) for r in range(n_rep)])
+            nulls = cs.CoherenceNulls(wtpl, settings, pool)
+            t_nulls += time.perf_counter() - t0
+            log(f"calibrate: coherence (fast), {n_rep} replicate(s) of all scenarios, {workers} worker processes")
+            t0 = time.perf_counter()
+            pool.map(cs.replicate_job, [(scens, r, nulls) for r in range(n_rep)])
     else:
+        t0 = time.perf_counter()
+        nulls = cs.CoherenceNulls(wtpl, settings)
+        t_nulls = time.perf_counter() - t0
+        t0 = time.perf_counter()
         for r in range(n_rep):
             log(f"calibrate: coherence (fast), replicate {r + 1} of {n_rep}, all scenarios")
             cs.replicate_fast(wtpl, scens, r, settings, nulls)

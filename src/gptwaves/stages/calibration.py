@@ -181,11 +181,17 @@ class _Replicates:
                 r0 = min(len(st["verdicts"]) for st in todo.values() if len(st["verdicts"]) < st["n"])
                 due = [sc for sc, st in todo.items() if len(st["verdicts"]) == r0 < st["n"]]
                 r_end = min(max(todo[sc]["n"] for sc in due), r0 + self.settings.chunk)
+                if self.settings.engine == "fast" and pool is None and not no_pool and _use_processes(tpl, todo):
+                    pool = WorkerPool({"tpl": tpl, "settings": self.settings}, cores())
                 if self.settings.engine == "fast" and nulls is None:
                     self.bar.set_postfix_str("coherence: shared nulls")
-                    nulls = CoherenceNulls(tpl, self.settings)
-                if nulls is not None and pool is None and not no_pool and _use_processes(tpl, todo):
-                    pool = WorkerPool({"tpl": tpl, "settings": self.settings, "nulls": nulls}, cores())
+                    try:
+                        nulls = CoherenceNulls(tpl, self.settings, pool)
+                    except BrokenProcessPool as e:
+                        _pool_failed(e)
+                        pool.close(abort=True)
+                        pool, no_pool = None, True
+                        nulls = CoherenceNulls(tpl, self.settings)
                 r = r0
                 while r < r_end:
                     if pool is not None:
@@ -194,7 +200,7 @@ class _Replicates:
                                  for q in range(r, min(r_end, r + pool.workers))]
                         self.bar.set_postfix_str(f"coherence: replicates {r + 1}-{r + len(batch)}")
                         try:
-                            results = pool.map(replicate_job, batch)
+                            results = pool.map(replicate_job, [(*job, nulls) for job in batch])
                         except BrokenProcessPool as e:
                             _pool_failed(e)
                             pool.close(abort=True)

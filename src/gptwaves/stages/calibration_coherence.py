@@ -27,7 +27,7 @@ from .calibration_plan import CLAIM_PLAN, CalibrationSettings, waves_findings
 from .calibration_truth import coherence_truths, draw_tap, wave_settings
 
 __all__ = ["scenario_claims", "CoherenceNulls", "coherence_chunk_fast", "replicate_fast", "replicate_job",
-           "PROCESS_MIN_ELEMENTS"]
+           "null_job", "PROCESS_MIN_ELEMENTS"]
 
 
 def _defaults() -> dict:
@@ -61,37 +61,50 @@ class CoherenceNulls:
     (`LAW_FACTOR` times the run's number of surrogates), and the last focus tap's red-noise probe null (the run's
     number of null replicates)."""
 
-    def __init__(self, tpl: dict, settings: CalibrationSettings):
-        from ..analysis import calibration as ca
-        from ..analysis import calibration_waves as cw
-        from ..analysis.probe import space_probe
-
-        wset = wave_settings(tpl)
+    def __init__(self, tpl: dict, settings: CalibrationSettings, pool=None):
         cks = tpl["checkpoints"]
         last = len(cks) - 1
         jobs = [(i, ti, tap) for i, ck in enumerate(cks) for ti, tap in enumerate((tpl["focus"], tpl["input"]))
                 if tap in ck["phi"] and (ti == 0 or i == last)]
-
-        def one(job):
-            i, ti, tap = job
-            ck = cks[i]
-            S, T, _ = ck["shape"]
-            rng = np.random.default_rng([settings.seed, 5, i, ti])
-            x = ca.ar1_waves(S, T, ck["phi"][tap], rng)
-            law = cw.surrogate_law(x, ck["mask"], cw.LAW_FACTOR * int(wset["n_surrogates"]), rng)
-            probe = None
-            if ti == 0 and i == last:
-                probe = space_probe(x, ck["next_chars"], mask=ck["mask"], n_folds=wset["probe_folds"],
-                                    max_steps=wset["probe_max_steps"], n_null=wset["probe_null"],
-                                    nlags=min(int(wset["nlags"]), 32), seed=wset["seed"])
-            return law, probe
-
+        if pool is not None:  # a `gptwaves.workers.WorkerPool` whose context holds tpl and settings
+            done = list(zip(jobs, pool.map(null_job, jobs)))
+        else:
+            done = _each(jobs, lambda job: _null_part(tpl, settings, *job))
         self.laws: dict = {}
         self.probe_q95, self.probe_n_null = None, 0
-        for (i, ti, _), (law, probe) in _each(jobs, one):
+        for (i, ti, _), (law, probe) in done:
             self.laws[(i, ti)] = law
             if probe is not None:
                 self.probe_q95, self.probe_n_null = probe["null_r2_q95"], int(np.size(probe["null_r2"]))
+
+
+def _null_part(tpl: dict, settings: CalibrationSettings, i: int, ti: int, tap: str) -> tuple:
+    """One checkpoint and tap of `CoherenceNulls`: (surrogate law, red-noise probe null or None)."""
+    from ..analysis import calibration as ca
+    from ..analysis import calibration_waves as cw
+    from ..analysis.probe import space_probe
+
+    wset = wave_settings(tpl)
+    cks = tpl["checkpoints"]
+    ck = cks[i]
+    S, T, _ = ck["shape"]
+    rng = np.random.default_rng([settings.seed, 5, i, ti])
+    x = ca.ar1_waves(S, T, ck["phi"][tap], rng)
+    law = cw.surrogate_law(x, ck["mask"], cw.LAW_FACTOR * int(wset["n_surrogates"]), rng)
+    probe = None
+    if ti == 0 and i == len(cks) - 1:
+        probe = space_probe(x, ck["next_chars"], mask=ck["mask"], n_folds=wset["probe_folds"],
+                            max_steps=wset["probe_max_steps"], n_null=wset["probe_null"],
+                            nlags=min(int(wset["nlags"]), 32), seed=wset["seed"])
+    return law, probe
+
+
+def null_job(i: int, ti: int, tap: str) -> tuple:
+    """`_null_part` in a worker process whose context holds ``tpl`` and ``settings``."""
+    from ..workers import context
+
+    ctx = context()
+    return _null_part(ctx["tpl"], ctx["settings"], i, ti, tap)
 
 
 def _each(items, fn):
@@ -221,10 +234,10 @@ def replicate_fast(tpl: dict, scenarios: list[str], r: int, settings: Calibratio
 PROCESS_MIN_ELEMENTS = 1_000_000
 
 
-def replicate_job(scenarios: list[str], r: int) -> dict:
-    """`replicate_fast` in a `gptwaves.workers.WorkerPool` worker whose context holds ``tpl``,
-    ``settings`` and ``nulls``."""
+def replicate_job(scenarios: list[str], r: int, nulls: CoherenceNulls) -> dict:
+    """`replicate_fast` in a `gptwaves.workers.WorkerPool` worker whose context holds ``tpl`` and
+    ``settings`` (the shared nulls travel with each job: a few hundred kilobytes)."""
     from ..workers import context
 
     ctx = context()
-    return replicate_fast(ctx["tpl"], scenarios, r, ctx["settings"], ctx["nulls"])
+    return replicate_fast(ctx["tpl"], scenarios, r, ctx["settings"], nulls)
