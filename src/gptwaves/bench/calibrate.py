@@ -72,6 +72,60 @@ def _started(pool) -> float:
     return time.perf_counter() - t0
 
 
+def _time_spelling(tpl: dict, settings, shared, scens, R: int) -> tuple[float, float, bool]:
+    """Seconds per replicate of the spelling scenarios ``scens`` (``R`` each) run as the stage runs
+    them (chunks side by side in worker processes where it would), the workers' start, and whether
+    they ran in workers."""
+    from ..stages import calibration as cs
+
+    words = sum(int(np.size(ck["word_sample"])) for ck in tpl["checkpoints"])
+    n_all = settings.replicates * len(cs.SPELLING_SCENARIOS)
+    if cs.cores() > 1 and words * n_all >= cs.SPELLING_PROCESS_MIN:
+        log(f"calibrate: spelling, {', '.join(scens)}, {R} replicates each, {cs.cores()} worker processes")
+        jobs = [(scen, r0, min(R, r0 + settings.chunk)) for scen in scens for r0 in range(0, R, settings.chunk)]
+        with cs.WorkerPool({"tpl": tpl, "settings": settings, "shared": shared}, cs.cores()) as pool:
+            t_start = _started(pool)
+            t0 = time.perf_counter()
+            pool.map(cs.spelling_job, jobs)
+            return (time.perf_counter() - t0) / (R * len(scens)), t_start, True
+    per = []
+    for scen in scens:
+        log(f"calibrate: spelling, {scen}, {R} replicates")
+        t0 = time.perf_counter()
+        cs.spelling_chunk(tpl, scen, 0, R, settings, shared)
+        per.append((time.perf_counter() - t0) / R)
+    return float(np.mean(per)), 0.0, False
+
+
+def _time_coherence(wtpl: dict, settings, replicates: int) -> tuple[float, float, int, int]:
+    """The coherence scenarios as the stage runs them: (seconds of the shared nulls and the workers'
+    start, seconds per replicate of all scenarios, workers, replicates timed: whole batches)."""
+    from ..stages import calibration as cs
+
+    scens = list(cs.COHERENCE_SCENARIOS)  # every scenario, sharing the base draws and the taps of equal truth
+    todo = {sc: {"n": settings.coherence_replicates, "verdicts": []} for sc in scens}
+    workers = cs.cores() if cs._use_processes(wtpl, todo) else 1
+    n_rep = -(-int(replicates) // workers) * workers
+    if workers > 1:
+        with cs.WorkerPool({"tpl": wtpl, "settings": settings}, workers) as pool:
+            t_nulls = _started(pool)
+            t0 = time.perf_counter()
+            nulls = cs.CoherenceNulls(wtpl, settings, pool)
+            t_nulls += time.perf_counter() - t0
+            log(f"calibrate: coherence (fast), {n_rep} replicate(s) of all scenarios, {workers} worker processes")
+            t0 = time.perf_counter()
+            pool.map(cs.replicate_job, [(scens, r, nulls) for r in range(n_rep)])
+            return t_nulls, (time.perf_counter() - t0) / n_rep, workers, n_rep
+    t0 = time.perf_counter()
+    nulls = cs.CoherenceNulls(wtpl, settings)
+    t_nulls = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for r in range(n_rep):
+        log(f"calibrate: coherence (fast), replicate {r + 1} of {n_rep}, all scenarios")
+        cs.replicate_fast(wtpl, scens, r, settings, nulls)
+    return t_nulls, (time.perf_counter() - t0) / n_rep, 1, n_rep
+
+
 def run(quick: bool = False, corpus=None, *, n_samples: int | None = None, steps: int | None = None,
         channels: int | None = None, spelling_replicates: int | None = None, coherence_replicates: int = 1,
         iterations=None) -> list[dict]:
@@ -101,28 +155,10 @@ def run(quick: bool = False, corpus=None, *, n_samples: int | None = None, steps
     t0 = time.perf_counter()
     shared = cs._shared_nulls(tpl, settings)
     t_shared = time.perf_counter() - t0
-    per = {}
     scens = ("independent", "markov 1 rise", "refractory 0.5 rise")
-    words = sum(int(np.size(ck["word_sample"])) for ck in tpl["checkpoints"])
-    # as the stage runs them: chunks side by side in worker processes where it would
-    pooled = cs.cores() > 1 and words * settings.replicates * n_sc_s >= cs.SPELLING_PROCESS_MIN
-    if pooled:
-        log(f"calibrate: spelling, {', '.join(scens)}, {R} replicates each, {cs.cores()} worker processes")
-        jobs = [(scen, r0, min(R, r0 + settings.chunk)) for scen in scens for r0 in range(0, R, settings.chunk)]
-        with cs.WorkerPool({"tpl": tpl, "settings": settings, "shared": shared}, cs.cores()) as pool:
-            t_start_s = _started(pool)
-            t0 = time.perf_counter()
-            pool.map(cs.spelling_job, jobs)
-            t_rep = (time.perf_counter() - t0) / (R * len(scens))
-        t_shared += t_start_s  # once per calibration
-        per = {scen: None for scen in scens}
-    else:
-        for scen in scens:
-            log(f"calibrate: spelling, {scen}, {R} replicates")
-            t0 = time.perf_counter()
-            cs.spelling_chunk(tpl, scen, 0, R, settings, shared)
-            per[scen] = (time.perf_counter() - t0) / R
-        t_rep = float(np.mean(list(per.values())))
+    t_rep, t_start_s, pooled = _time_spelling(tpl, settings, shared, scens, R)
+    t_shared += t_start_s  # the workers' start: once per calibration
+    per = dict.fromkeys(scens)
     proj_s = t_shared + t_rep * settings.replicates * n_sc_s
     rows = [make_row(f"calibrate: spelling rules, {len(its)} checkpoints x {N} samples, {n_sc_s} scenarios x "
                      f"{settings.replicates} replicates (projected)", proj_s, "s", baseline=t_ck,
@@ -143,29 +179,7 @@ def run(quick: bool = False, corpus=None, *, n_samples: int | None = None, steps
     t0 = time.perf_counter()
     wv.analyze_tap(x, ck["chars"], ck["next_chars"], mask=ck["mask"], **WavesSettings().to_dict())
     t_tap = time.perf_counter() - t0
-    scens = list(cs.COHERENCE_SCENARIOS)  # every scenario, sharing the base draws and the taps of equal truth
-    todo = {sc: {"n": settings.coherence_replicates, "verdicts": []} for sc in scens}
-    workers = cs.cores() if cs._use_processes(wtpl, todo) else 1
-    n_rep = -(-int(coherence_replicates) // workers) * workers  # whole batches, as the stage runs them
-    if workers > 1:
-        with cs.WorkerPool({"tpl": wtpl, "settings": settings}, workers) as pool:
-            t_nulls = _started(pool)  # once per calibration
-            t0 = time.perf_counter()
-            nulls = cs.CoherenceNulls(wtpl, settings, pool)
-            t_nulls += time.perf_counter() - t0
-            log(f"calibrate: coherence (fast), {n_rep} replicate(s) of all scenarios, {workers} worker processes")
-            t0 = time.perf_counter()
-            pool.map(cs.replicate_job, [(scens, r, nulls) for r in range(n_rep)])
-    else:
-        t0 = time.perf_counter()
-        nulls = cs.CoherenceNulls(wtpl, settings)
-        t_nulls = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for r in range(n_rep):
-            log(f"calibrate: coherence (fast), replicate {r + 1} of {n_rep}, all scenarios")
-            cs.replicate_fast(wtpl, scens, r, settings, nulls)
-    t_crep = (time.perf_counter() - t0) / n_rep
-    coherence_replicates = n_rep
+    t_nulls, t_crep, workers, coherence_replicates = _time_coherence(wtpl, settings, coherence_replicates)
     proj_c = t_nulls + t_crep * settings.coherence_replicates
     # the exact engine analyses every distinct tap in full: projected from the baseline tap analysis
     distinct = len({(k, t) for scen in cs.COHERENCE_SCENARIOS for k, t in cs.coherence_truths(wtpl, scen).items()})
