@@ -113,6 +113,21 @@ def test_publish_run_and_seeds_table(tmp_path):
     other.mkdir()
     (other / "summary.json").write_text(json.dumps(summary))
     assert "**fragile**" in publish.seeds_table([run, other])
+    # a seed trained and scored for spelling only: its coherence claims are "not run", not verdicts
+    from gptwaves.stages.summary import NOT_RUN
+
+    spelling_only = tmp_path / "spelling_only"
+    spelling_only.mkdir()
+    s2 = json.loads(json.dumps(summary))
+    for c in s2["findings"]["claims"]:
+        if c["id"] in (1, 4):
+            c["as_stated"] = c["beyond_null"] = {"verdict": cl.INCONCLUSIVE, "text": NOT_RUN[0]}
+    (spelling_only / "summary.json").write_text(json.dumps(s2))
+    table = publish.seeds_table([other, spelling_only]).splitlines()
+    row1 = next(r for r in table if r.startswith("| 1. claim 1 (as stated)"))
+    row2 = next(r for r in table if r.startswith("| 2. claim 2 (as stated)"))
+    assert row1 == "| 1. claim 1 (as stated) | inconclusive | not run | same in every seed that ran it (1 of 2) |"
+    assert row2.endswith("| same in every seed |") and "fragile" not in "\n".join(table)
 
 
 def test_publish_refuses_an_old_summary(tmp_path):

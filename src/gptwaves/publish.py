@@ -464,7 +464,11 @@ def publish_run(run_dir: str | Path, dest: str | Path, readme: str | Path | None
 
 
 def seeds_table(run_dirs: list[str | Path]) -> str:
-    """Verdicts and crossing per training seed, with the spread; verdicts that differ are fragile."""
+    """Verdicts and crossing per training seed, with the spread; verdicts that differ are fragile. A
+    claim whose stage a run did not run (e.g. a seed trained and scored for spelling only) is "not
+    run" there and left out of the comparison."""
+    from .stages.summary import NOT_RUN
+
     runs = []
     for d in run_dirs:
         s = _summary(_run_dir(d))
@@ -480,8 +484,16 @@ def seeds_table(run_dirs: list[str | Path]) -> str:
             for _, s in runs:
                 c = next((c for c in _claims(s) if c["id"] == cid), None)
                 title = title or (c["claim"] if c else "")
-                vs.append(c[part]["verdict"] if c else "n/a")
-            robust = "same in every seed" if len(set(vs)) == 1 else "**fragile**"
+                ran = c is not None and c[part].get("text") not in NOT_RUN
+                vs.append(c[part]["verdict"] if ran else "not run")
+            judged = [v for v in vs if v != "not run"]
+            if not judged:
+                robust = "not run"
+            elif len(set(judged)) > 1:
+                robust = "**fragile**"
+            else:
+                robust = "same in every seed" if len(judged) == len(vs) else \
+                    f"same in every seed that ran it ({len(judged)} of {len(vs)})"
             out.append(f"| {cid}. {md_escape(title)} ({label}) | " + " | ".join(map(md_escape, vs))
                        + f" | {robust} |")
     crossings = [((s.get("findings") or {}).get("crossing") or {}) for _, s in runs]

@@ -217,6 +217,11 @@ def spelling_entry(st: dict) -> dict:
     return schema.summary_entry(st, schema.SPELLING_FIELDS)
 
 
+#: The reasons a claim carries when its stage was not run (a run with training and spelling only):
+#: the seed table shows such a claim as "not run", not as a verdict.
+NOT_RUN = ("No wave analysis.", "No spelling statistics.")
+
+
 def _inconclusive(number: int, why: str) -> dict:
     from ..analysis import claims as cl
 
@@ -241,7 +246,7 @@ def findings_from(waves: dict, spelling: dict, axis: str = "iteration") -> dict:
         claims += waves_claims([{"iteration": r["iteration"], "taps": r["taps"]} for r in wres], focus_tap(taps),
                                input_floor(taps))
     else:
-        claims += [_inconclusive(1, "No wave analysis."), _inconclusive(4, "No wave analysis.")]
+        claims += [_inconclusive(1, NOT_RUN[0]), _inconclusive(4, NOT_RUN[0])]
     sres = [r for r in spelling.get("checkpoints") or [] if r.get("iteration") is not None]
     crossing = spelling.get("crossing")
     if sres:
@@ -249,7 +254,7 @@ def findings_from(waves: dict, spelling: dict, axis: str = "iteration") -> dict:
         claims += spelling_claims([{"iteration": r["iteration"], "stats": r["stats"]} for r in sres], alpha=alpha,
                                   crossing=crossing)
     else:
-        claims += [_inconclusive(n, "No spelling statistics.") for n in (2, 3, 5)]
+        claims += [_inconclusive(n, NOT_RUN[1]) for n in (2, 3, 5)]
     claims.sort(key=lambda c: c["id"])
     for c in claims:
         for part in ("as_stated", "beyond_null"):
