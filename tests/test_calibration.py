@@ -370,62 +370,37 @@ def test_interrupted_coherence_calibration_resumes_with_the_same_numbers(tiny_ru
     assert [json.loads(p.read_text())["done"] for p in files] == [3, 3]
 
 
-def test_coherence_replicates_in_worker_processes_equal_the_sequential_ones(tiny_run, tmp_path, monkeypatch):
-    """Whole replicates side by side in worker processes (`gptwaves.workers`, used on large taps with
-    more than one core; forced here on the tiny run) give the verdicts of one replicate after
-    another; a stop between batches keeps the last finished chunk, and the resumed calibration
-    equals the uninterrupted sequential one."""
+@pytest.mark.parametrize("group, threshold, stops, done", [
+    ("coherence", "PROCESS_MIN_ELEMENTS", 1, [2, 2]),  # the first batch (replicates 1-2), then stop
+    ("spelling", "SPELLING_PROCESS_MIN", 3, [4, 2]),  # three chunks stored, then stop
+])
+def test_replicates_in_worker_processes_equal_the_sequential_ones(tiny_run, tmp_path, monkeypatch, group, threshold,
+                                                                 stops, done):
+    """Replicates side by side in worker processes (`gptwaves.workers`, used on large runs with more
+    than one core; forced here on the tiny run): whole coherence replicates, or spelling chunks
+    stored in their order, give the verdicts of one after another; a stop keeps every finished
+    chunk, and the resumed calibration equals the uninterrupted sequential one."""
     from gptwaves import runtime
 
-    settings = cs.CalibrationSettings(coherence_replicates=3, chunk=2, groups=("coherence",),
-                                      scenarios=("independent", "factor 0.05 rise"))
+    settings = cs.CalibrationSettings(replicates=4, coherence_replicates=3, chunk=2, groups=(group,),
+                                      scenarios=("independent", "factor 0.05 rise" if group == "coherence"
+                                                 else "markov 1 rise"))
     seq_dir = tmp_path / "seq"
     shutil.copytree(tiny_run, seq_dir, ignore=shutil.ignore_patterns(".lock"))
     sequential = cs.calibrate_run(seq_dir, settings, progress=False)
-    monkeypatch.setattr(cs, "PROCESS_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(cs, threshold, 0)
     monkeypatch.setattr(cs, "cores", lambda: 2)
     pools = []
     monkeypatch.setattr(cs, "WorkerPool", lambda *a, _pool=cs.WorkerPool: pools.append(a[-1]) or _pool(*a))
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
     with monkeypatch.context() as m:
-        m.setattr(runtime, "graceful_stop", _stop_after(1))  # the first batch (replicates 1-2), then stop
+        m.setattr(runtime, "graceful_stop", _stop_after(stops))
         with pytest.raises(runtime.Interrupted):
             cs.calibrate_run(run_dir, settings, progress=False)
     files = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
-    assert [json.loads(p.read_text())["done"] for p in files] == [2, 2] and pools == [2]
-    pooled = cs.calibrate_run(run_dir, settings, progress=False)  # one replicate left: in this process
-    assert pooled["claims"] == sequential["claims"]
-    for p in files:
-        assert json.loads(p.read_text())["verdicts"] == \
-            json.loads((seq_dir / "calibration" / "replicates" / p.name).read_text())["verdicts"]
-
-
-def test_spelling_chunks_in_worker_processes_equal_the_sequential_ones(tiny_run, tmp_path, monkeypatch):
-    """The spelling scenarios' chunks side by side in worker processes (used on large runs with more
-    than one core; forced here on the tiny run) are stored in their order and give the verdicts of
-    one chunk after another; a stop keeps every finished chunk before it, and the resumed
-    calibration equals the sequential one."""
-    from gptwaves import runtime
-
-    settings = cs.CalibrationSettings(replicates=4, chunk=2, groups=("spelling",),
-                                      scenarios=("independent", "markov 1 rise"))
-    seq_dir = tmp_path / "seq"
-    shutil.copytree(tiny_run, seq_dir, ignore=shutil.ignore_patterns(".lock"))
-    sequential = cs.calibrate_run(seq_dir, settings, progress=False)
-    monkeypatch.setattr(cs, "SPELLING_PROCESS_MIN", 0)
-    monkeypatch.setattr(cs, "cores", lambda: 2)
-    pools = []
-    monkeypatch.setattr(cs, "WorkerPool", lambda *a, _pool=cs.WorkerPool: pools.append(a[-1]) or _pool(*a))
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
-    with monkeypatch.context() as m:
-        m.setattr(runtime, "graceful_stop", _stop_after(3))  # three chunks stored, then stop
-        with pytest.raises(runtime.Interrupted):
-            cs.calibrate_run(run_dir, settings, progress=False)
-    files = sorted((run_dir / "calibration" / "replicates").glob("*.json"))
-    assert [json.loads(p.read_text())["done"] for p in files] == [4, 2] and pools == [2]
-    pooled = cs.calibrate_run(run_dir, settings, progress=False)
+    assert [json.loads(p.read_text())["done"] for p in files] == done and pools == [2]
+    pooled = cs.calibrate_run(run_dir, settings, progress=False)  # one chunk or replicate left: here
     assert pooled["claims"] == sequential["claims"]
     for p in files:
         assert json.loads(p.read_text())["verdicts"] == \
