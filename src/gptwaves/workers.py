@@ -11,7 +11,8 @@ each).
 
 The workers are spawned, never forked (a parent that holds torch's or OpenMP's threads cannot be
 forked safely), receive what they share once, leave Ctrl-C to the parent (which stops after the
-work in flight) and run their BLAS on one thread.
+work in flight), run their BLAS on one thread, and exit by themselves within a second when the
+parent is killed.
 """
 
 from __future__ import annotations
@@ -42,12 +43,27 @@ def context() -> dict:
     return _CONTEXT
 
 
+def _watch_parent(ppid: int, every: float = 1.0) -> None:
+    """Exit when the parent is gone (killed without shutting the pool down, e.g. by SIGTERM or
+    SIGKILL): a worker waiting for work would otherwise wait for ever."""
+    import os
+    import time
+
+    while True:
+        time.sleep(every)
+        if os.getppid() != ppid:
+            os._exit(1)
+
+
 def _init(ctx: dict) -> None:
+    import os
     import signal
+    import threading
 
     from threadpoolctl import threadpool_limits
 
     global _IN_WORKER, _CONTEXT
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="gptwaves-parent-watch").start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1)
     _IN_WORKER = True
