@@ -128,6 +128,16 @@ def test_publish_run_and_seeds_table(tmp_path):
     row2 = next(r for r in table if r.startswith("| 2. claim 2 (as stated)"))
     assert row1 == "| 1. claim 1 (as stated) | inconclusive | not run | same in every seed that ran it (1 of 2) |"
     assert row2.endswith("| same in every seed |") and "fragile" not in "\n".join(table)
+    # written: each column cites a published summary.json, copied beside the table when not yet published
+    s2["settings"]["train"]["seed"] = 8
+    (spelling_only / "summary.json").write_text(json.dumps(s2))
+    root = tmp_path / "docs" / "results"
+    written = publish.write_seeds_table(root / "q-seeds.md", [root / "q", spelling_only])  # q: published above
+    copied = root / "q-seeds" / "seed-8.summary.json"
+    assert written == [copied, root / "q-seeds.md"]
+    assert copied.read_bytes() == (spelling_only / "summary.json").read_bytes()
+    assert "seed 7: [q/summary.json](q/summary.json); seed 8: [q-seeds/seed-8.summary.json]" \
+        "(q-seeds/seed-8.summary.json)." in (root / "q-seeds.md").read_text()
 
 
 def test_publish_refuses_an_old_summary(tmp_path):

@@ -335,7 +335,9 @@ def publish_run_command(run_dir: Path, dest: Path, readme: Path | None, no_peaks
 @click.argument("out", type=click.Path(path_type=Path))
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 def publish_seeds_command(out: Path, run_dirs: tuple[Path, ...]) -> None:
-    """Tabulate the verdicts of runs that differ only in their training seed into OUT (Markdown)."""
+    """Tabulate the verdicts of runs that differ only in their training seed into OUT (Markdown); each
+    column cites its published summary.json (copied beside OUT when not yet published)."""
     from .publish import write_seeds_table
 
-    click.echo(str(write_seeds_table(out, list(run_dirs))))
+    for p in write_seeds_table(out, list(run_dirs)):
+        click.echo(str(p))

@@ -32,6 +32,15 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
+        if obj.ndim and obj.dtype.kind in "biu":  # already Python bools and ints after tolist
+            return obj.tolist()
+        if obj.ndim and obj.dtype.kind == "f":  # floats, with None for NaN and inf, without a Python loop
+            finite = np.isfinite(obj)
+            if finite.all():
+                return obj.tolist()
+            out = obj.astype(object)
+            out[~finite] = None
+            return out.tolist()
         return jsonable(obj.tolist())
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)

@@ -463,7 +463,7 @@ def publish_run(run_dir: str | Path, dest: str | Path, readme: str | Path | None
     return written
 
 
-def seeds_table(run_dirs: list[str | Path]) -> str:
+def seeds_table(run_dirs: list[str | Path], sources: list[str] | None = None) -> str:
     """Verdicts and crossing per training seed, with the spread; verdicts that differ are fragile. A
     claim whose stage a run did not run (e.g. a seed trained and scored for spelling only) is "not
     run" there and left out of the comparison."""
@@ -510,17 +510,44 @@ def seeds_table(run_dirs: list[str | Path]) -> str:
         out.append(f"| {label} | " + " | ".join(_fmt(v, 4) for v in vals) + " | "
                    + (f"mean {statistics.mean(ok):.3f}, sd {statistics.stdev(ok):.3f}" if len(ok) >= 2 else "")
                    + " |")
+    if sources:
+        out.append("")
+        out.append("Each column is read from a published summary.json: " + "; ".join(
+            f"seed {_fmt(seed)}: [{src}]({src})" for (seed, _), src in zip(runs, sources)) + ".")
     return "\n".join(out) + "\n"
 
 
-def write_seeds_table(out: str | Path, run_dirs: list[str | Path]) -> Path:
-    """``seeds_table`` written atomically to ``out`` (refused when ``out`` is a folder)."""
+def write_seeds_table(out: str | Path, run_dirs: list[str | Path]) -> list[Path]:
+    """``seeds_table`` written atomically to ``out`` (refused when ``out`` is a folder), each column
+    citing the published summary.json it is read from: a byte-identical one already published under
+    ``out``'s folder (e.g. the run published with ``publish run``), else a copy written to
+    ``<out folder>/<out stem>/seed-<seed>.summary.json``, so that every number of the table can be
+    checked from the published files. Returns the files written."""
+    import hashlib
+
     out = Path(out)
     if not os.fspath(out).strip() or "\x00" in os.fspath(out):
         raise GptwavesError(f"invalid output file {os.fspath(out)!r}")
     if out.is_dir():
         raise GptwavesError(f"output {out} is a folder, not a file")
-    return atomic_write_text(out, seeds_table(run_dirs))
+    root = out.parent
+    published = {}
+    for p in sorted(root.glob("*/summary.json")) + sorted(root.glob("*/*.summary.json")):
+        if p.is_file() and not p.is_symlink():
+            published.setdefault(hashlib.sha256(read_bytes_bounded(p, "published summary")).hexdigest(), p)
+    written, sources = [], []
+    for d in run_dirs:
+        run = _run_dir(d)
+        with confine_reads(run):
+            data = read_bytes_bounded(run / "summary.json", "summary")
+        seed = ((_summary(run).get("settings") or {}).get("train") or {}).get("seed")
+        dest = published.get(hashlib.sha256(data).hexdigest())
+        if dest is None:
+            dest = root / out.stem / f"seed-{seed}.summary.json"
+            written.append(atomic_write_bytes(dest, data))
+        sources.append(dest.relative_to(root).as_posix())
+    written.append(atomic_write_text(out, seeds_table(run_dirs, sources)))
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
