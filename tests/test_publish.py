@@ -133,11 +133,20 @@ def test_publish_run_and_seeds_table(tmp_path):
     (spelling_only / "summary.json").write_text(json.dumps(s2))
     root = tmp_path / "docs" / "results"
     written = publish.write_seeds_table(root / "q-seeds.md", [root / "q", spelling_only])  # q: published above
-    copied = root / "q-seeds" / "seed-8.summary.json"
+    copied = root / "q-seed8" / "summary.json"
     assert written == [copied, root / "q-seeds.md"]
     assert copied.read_bytes() == (spelling_only / "summary.json").read_bytes()
-    assert "seed 7: [q/summary.json](q/summary.json); seed 8: [q-seeds/seed-8.summary.json]" \
-        "(q-seeds/seed-8.summary.json)." in (root / "q-seeds.md").read_text()
+    assert "seed 7: [q/summary.json](q/summary.json); seed 8: [q-seed8/summary.json]" \
+        "(q-seed8/summary.json)." in (root / "q-seeds.md").read_text()
+    # a results page renders the same table from the published summaries, and its check sees a stale one
+    from gptwaves import results_page as rp
+
+    page = "<!-- gen:seeds:q,q-seed8:begin -->\nold\n<!-- gen:seeds:q,q-seed8:end -->\n"
+    fresh = rp.render_page(page, root.parent)
+    assert "| 1. claim 1 (as stated) | supported | not run |" in fresh
+    assert "seed 8: [results/q-seed8/summary.json](results/q-seed8/summary.json)." in fresh
+    assert rp.check_page(fresh, root.parent) == []
+    assert rp.check_page(page, root.parent) != []
 
 
 def test_publish_refuses_an_old_summary(tmp_path):

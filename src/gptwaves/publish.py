@@ -40,7 +40,7 @@ from .results_page import budget_markdown, headline
 from . import schema
 from .tables import checkpoint_table
 
-__all__ = ["publish_run", "seeds_table", "claims_markdown", "claims_text", "readme_block", "md_escape", "check_summary",
+__all__ = ["publish_run", "seeds_table", "seeds_table_of", "claims_markdown", "claims_text", "readme_block", "md_escape", "check_summary",
            "KEY_FIGURES", "BEGIN", "END"]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -464,16 +464,18 @@ def publish_run(run_dir: str | Path, dest: str | Path, readme: str | Path | None
 
 
 def seeds_table(run_dirs: list[str | Path], sources: list[str] | None = None) -> str:
+    """`seeds_table_of` the summaries of ``run_dirs``."""
+    return seeds_table_of([_summary(_run_dir(d)) for d in run_dirs], sources)
+
+
+def seeds_table_of(summaries: list[dict], sources: list[str] | None = None) -> str:
     """Verdicts and crossing per training seed, with the spread; verdicts that differ are fragile. A
     claim whose stage a run did not run (e.g. a seed trained and scored for spelling only) is "not
-    run" there and left out of the comparison."""
+    run" there and left out of the comparison. ``sources``: the link of each column's published
+    summary.json, listed under the table."""
     from .stages.summary import NOT_RUN
 
-    runs = []
-    for d in run_dirs:
-        s = _summary(_run_dir(d))
-        seed = ((s.get("settings") or {}).get("train") or {}).get("seed")
-        runs.append((seed, s))
+    runs = [(((s.get("settings") or {}).get("train") or {}).get("seed"), s) for s in summaries]
     out = ["| claim | " + " | ".join(f"seed {_fmt(seed)}" for seed, _ in runs) + " | robust? |",
            "|---|" + "---|" * len(runs) + "---|"]
     ids = sorted({c["id"] for _, s in runs for c in _claims(s)})
@@ -521,8 +523,9 @@ def write_seeds_table(out: str | Path, run_dirs: list[str | Path]) -> list[Path]
     """``seeds_table`` written atomically to ``out`` (refused when ``out`` is a folder), each column
     citing the published summary.json it is read from: a byte-identical one already published under
     ``out``'s folder (e.g. the run published with ``publish run``), else a copy written to
-    ``<out folder>/<out stem>/seed-<seed>.summary.json``, so that every number of the table can be
-    checked from the published files. Returns the files written."""
+    ``<out folder>/<out stem without "-seeds">-seed<seed>/summary.json`` (e.g. ``paper-seed1338``), so
+    that every number of the table can be checked from the published files (a results page renders
+    it from them with ``gen:seeds:NAME,NAME,...``). Returns the files written."""
     import hashlib
 
     out = Path(out)
@@ -532,7 +535,7 @@ def write_seeds_table(out: str | Path, run_dirs: list[str | Path]) -> list[Path]
         raise GptwavesError(f"output {out} is a folder, not a file")
     root = out.parent
     published = {}
-    for p in sorted(root.glob("*/summary.json")) + sorted(root.glob("*/*.summary.json")):
+    for p in sorted(root.glob("*/summary.json")):
         if p.is_file() and not p.is_symlink():
             published.setdefault(hashlib.sha256(read_bytes_bounded(p, "published summary")).hexdigest(), p)
     written, sources = [], []
@@ -543,7 +546,7 @@ def write_seeds_table(out: str | Path, run_dirs: list[str | Path]) -> list[Path]
         seed = ((_summary(run).get("settings") or {}).get("train") or {}).get("seed")
         dest = published.get(hashlib.sha256(data).hexdigest())
         if dest is None:
-            dest = root / out.stem / f"seed-{seed}.summary.json"
+            dest = root / f"{out.stem.removesuffix('-seeds')}-seed{seed}" / "summary.json"
             written.append(atomic_write_bytes(dest, data))
         sources.append(dest.relative_to(root).as_posix())
     written.append(atomic_write_text(out, seeds_table(run_dirs, sources)))

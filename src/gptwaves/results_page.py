@@ -14,8 +14,9 @@ published file they come from. Three kinds of markers make that checkable:
   machine and the versions the summary records), ``headline`` (one sentence on what the verdicts
   mean), ``findings`` (each claim's verdicts with their sentences of numbers and calibration, as in
   the published ``claims.md``), ``budget`` (the time table of ``results/SOURCE/budget.json``, as in the published
-  ``claims.md``); ``gen:diff:A,B`` lists the verdicts that differ between two runs; ``gen:include:FILE``
-  copies a published Markdown file (e.g. the seed table).
+  ``claims.md``); ``gen:diff:A,B`` lists the verdicts that differ between two runs; ``gen:seeds:A,B,...``
+  renders the seed table (`gptwaves.publish.seeds_table_of`) from the published summaries of runs
+  that differ only in their training seed; ``gen:include:FILE`` copies a published Markdown file.
 * **Quoted numbers** carry the field they quote: ``0.126<!--=paper:PATH-->``. PATH walks the JSON
   with ``/``: a key, a list index (``-1`` is the last), ``key=value`` (the element of a list of
   objects whose field has that value, e.g. ``iteration=300`` or ``id=1``), ``key>=value`` /
@@ -401,6 +402,12 @@ def render_block(spec: str, page_dir: Path) -> str:
     kind, _, arg = spec.partition(":")
     if kind == "include":
         return (page_dir / arg).read_text(encoding="utf-8").rstrip("\n")
+    if kind == "seeds":  # the seed table from the published summaries it reads
+        from .publish import seeds_table_of
+
+        names = arg.split(",")
+        return seeds_table_of([_load(page_dir, n) for n in names],
+                              [f"results/{n}/summary.json" for n in names]).rstrip("\n")
     if kind == "diff":
         return _diff(*[_load(page_dir, n) for n in arg.split(",", 1)])
     if kind == "budget":
