@@ -159,12 +159,12 @@ def test_publish_refuses_an_old_summary(tmp_path):
 
 
 def test_results_page_seed_block_is_the_generated_table():
-    """docs/results.md quotes the seed table exactly as `python -m gptwaves.publish seeds` wrote it."""
-    table = ROOT / "docs" / "results" / "quick-seeds.md"
+    """docs/results.md quotes a seed table exactly as `python -m gptwaves.publish seeds` wrote it: the
+    current one (``quick-seeds.md``) or, while it is pending, the earlier rules' (dated)."""
     page = (ROOT / "docs" / "results.md").read_text()
-    if not table.is_file():
-        pytest.skip("no seed table published")
     a, b = page.index("<!-- seeds:begin -->"), page.index("<!-- seeds:end -->")
+    current = ROOT / "docs" / "results" / "quick-seeds.md"
+    table = current if current.is_file() else ROOT / "docs" / "results" / "quick-seeds-2026-11-29.md"
     assert table.read_text().strip() in page[a:b]
 
 
