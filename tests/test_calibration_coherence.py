@@ -99,6 +99,10 @@ def test_fast_parts_equal_the_stage_analysis(small):
     core = cw.coherence_core(x, ck["mask"], nulls.laws[(4, 0)], 20)  # the same draw of the law: same excess
     for k in ("excess", "z", "p_value"):
         assert core["surrogate"]["mean_abs_corr"][k] == fast["surrogate"]["mean_abs_corr"][k]
+    pre: dict = {}  # the observed values and floors carried from the core to the jackknife: the same numbers
+    cw.coherence_core(x, ck["mask"], nulls.laws[(4, 0)], 20, pre=pre)
+    assert set(pre) == {"raw", "gain"}
+    assert cw.coherence_jackknife(x, ck["mask"], nulls.laws[(4, 0)], 20, pre=pre) == fast
     assert core["surrogate"]["mean_abs_corr"]["ci"] is None and not core["surrogate"]["mean_abs_corr"]["significant"]
     for a, b in ((full, fast), (full["gain_normalised"], fast["gain_normalised"])):
         for k in ("mean_abs_corr", "participation_ratio"):

@@ -231,15 +231,21 @@ def _summary(observed: dict, sur: dict, alpha: float) -> dict:
 
 
 def _coherence(x, mask, law: dict, n_surrogates: int, alpha: float, rng: np.random.Generator | None,
-               n_ci_surrogates: int = 0, slot_rng: np.random.Generator | None = None) -> dict:
+               n_ci_surrogates: int = 0, slot_rng: np.random.Generator | None = None,
+               pre: dict | None = None) -> dict:
     """Both variants of a tap against the moved law; with ``n_ci_surrogates`` > 0 the stage's
-    delete-one-sample jackknife of the paired excess too (its slots drawn from the tap with ``slot_rng``)."""
+    delete-one-sample jackknife of the paired excess too (its slots drawn from the tap with ``slot_rng``).
+    ``pre`` (a dict, optional) keeps each variant's observed order parameters and surrogate floor
+    across calls on the same tap: filled on the first, read on later ones."""
     mask = _as_mask(mask, np.shape(x)[:2])
     rng = np.random.default_rng(0) if rng is None else rng
+    pre = {} if pre is None else pre
     parts = {}
     for v, Z in _columns(np.asarray(x), mask).items():
-        obs = _observed(Z)
-        vals = _moved(law[v], surrogate_floor(Z), n_surrogates, rng)
+        if v not in pre:
+            pre[v] = (_observed(Z), surrogate_floor(Z))
+        obs, floor = pre[v]
+        vals = _moved(law[v], floor, n_surrogates, rng)
         sur = {"stats": vals, "slots": np.zeros((0, Z.shape[1], 0, 0)), "v0": np.zeros((0, 0))}
         P = None
         if n_ci_surrogates > 0:
@@ -254,11 +260,12 @@ def _coherence(x, mask, law: dict, n_surrogates: int, alpha: float, rng: np.rand
 
 
 def coherence_core(x, mask, law: dict, n_surrogates: int, alpha: float = 0.05,
-                   rng: np.random.Generator | None = None) -> dict:
+                   rng: np.random.Generator | None = None, pre: dict | None = None) -> dict:
     """The coherence part of a tap summary without the jackknife: induced order parameters and the
     excess of mean |R| over the moved surrogate law (``n_surrogates`` of its values, drawn with
     ``rng``), with z and p-value (``ci``, ``se``, ``loo`` None and ``significant`` False until
-    :func:`coherence_jackknife`).
+    :func:`coherence_jackknife`). ``pre`` (a dict, optional) carries the tap's observed order
+    parameters and surrogate floors to a later call on the same tap, which then skips them.
 
     Returns
     -------
@@ -266,16 +273,17 @@ def coherence_core(x, mask, law: dict, n_surrogates: int, alpha: float = 0.05,
         ``{"induced", "surrogate", "gain_normalised": {"induced", "surrogate"}}``, the layout of
         :func:`gptwaves.analysis.waves_summary.tap_summary`.
     """
-    return _coherence(x, mask, law, n_surrogates, alpha, rng)
+    return _coherence(x, mask, law, n_surrogates, alpha, rng, pre=pre)
 
 
 def coherence_jackknife(x, mask, law: dict, n_surrogates: int, alpha: float = 0.05, n_ci_surrogates: int = 2,
-                        rng: np.random.Generator | None = None, slot_rng: np.random.Generator | None = None) -> dict:
+                        rng: np.random.Generator | None = None, slot_rng: np.random.Generator | None = None,
+                        pre: dict | None = None) -> dict:
     """:func:`coherence_core` with the stage's delete-one-sample jackknife of the paired excess
     (``n_ci_surrogates`` surrogate slots drawn from the tap itself with ``slot_rng``): ``ci``, ``se``,
     ``loo`` and ``significant`` filled in. With the same ``rng`` as :func:`coherence_core` the
     surrogate values, and so the excess, z and p-value, are the same."""
-    return _coherence(x, mask, law, n_surrogates, alpha, rng, max(int(n_ci_surrogates), 1), slot_rng)
+    return _coherence(x, mask, law, n_surrogates, alpha, rng, max(int(n_ci_surrogates), 1), slot_rng, pre)
 
 
 def probe_part(x, next_chars, mask, *, n_folds: int, max_steps: int, nlags: int, seed: int,

@@ -169,15 +169,18 @@ def coherence_chunk_fast(tpl: dict, scenario: str, r0: int, r1: int, settings: C
         def part(kind, i, ti, tap):
             truth = truths[(i, ti)]
             key = (i, r, ti, truth, kind)
+            if kind == "core" and i in (0, last):  # the jackknife is always read there: one pass for both
+                kind, key = "jackknife", (i, r, ti, truth, "jackknife")
             if key not in cache:
                 ck, x = cks[i], x_of(i, ti, tap, truth)
                 pick = np.random.default_rng([settings.seed, 7, i, r, ti, *truth])  # the same in both passes
+                pre = cache.setdefault((i, r, ti, truth, "pre"), {})  # observed values and floors, kept
                 if kind == "core":
-                    cache[key] = cw.coherence_core(x, ck["mask"], nulls.laws[(i, ti)], n_sur, alpha, pick)
+                    cache[key] = cw.coherence_core(x, ck["mask"], nulls.laws[(i, ti)], n_sur, alpha, pick, pre)
                 elif kind == "jackknife":
                     slot = np.random.default_rng([settings.seed, 6, i, r, ti, *truth])
                     cache[key] = cw.coherence_jackknife(x, ck["mask"], nulls.laws[(i, ti)], n_sur, alpha, n_ci,
-                                                        pick, slot)
+                                                        pick, slot, pre)
                 else:
                     cache[key] = cw.probe_part(x, ck["next_chars"], ck["mask"], n_folds=wset["probe_folds"],
                                                max_steps=wset["probe_max_steps"], nlags=wset["nlags"],
