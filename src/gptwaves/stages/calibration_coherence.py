@@ -66,6 +66,7 @@ class CoherenceNulls:
         last = len(cks) - 1
         jobs = [(i, ti, tap) for i, ck in enumerate(cks) for ti, tap in enumerate((tpl["focus"], tpl["input"]))
                 if tap in ck["phi"] and (ti == 0 or i == last)]
+        jobs.sort(key=lambda job: (job[:2] != (last, 0), job[:2]))  # the one with the probe's null first
         if pool is not None:  # a `gptwaves.workers.WorkerPool` whose context holds tpl and settings
             done = list(zip(jobs, pool.map(null_job, jobs)))
         else:
