@@ -35,7 +35,9 @@ def test_the_published_page_states_the_status_of_its_verdicts():
     assert "revised rules" in head and "calibrated" in head and "`09d5ae6`" in head  # ... and says by what
     quick = json.loads((DOCS / "results" / "quick" / "summary.json").read_text())
     assert (quick.get("calibration") or {}).get("claims") and "`73454c0`" in head  # quick too, and by what
-    assert "2026-11-29" in head and "pending" in head and "seed table" in head  # the seeds: earlier rules, said so
+    assert "pending" not in head and "seed tables" in head  # the seeds: the same rules, by the same code
+    for run in ("paper", "quick"):
+        assert (DOCS / "results" / f"{run}-seeds.md").is_file() and f"<!-- gen:seeds:{run}," in text
     for word in ("position-aware", "z-scores", "paired", "gain normalisation", "probe"):
         assert word in head
     for run in ("paper", "quick"):
@@ -245,16 +247,12 @@ def test_cli_renders_the_readme_block_from_the_summary_it_names(tmp_path, capsys
     assert len(err) == 1 and err[0].startswith("gptwaves: error:")
 
 
-def test_the_seed_table_agrees_with_the_published_summary_of_its_seed():
-    """The published `quick` run is one of the seed table's columns: its verdicts, crossing and final
-    validation loss there are those of docs/results/quick/summary.json."""
-    table = DOCS / "results" / "quick-seeds.md"
-    if not table.is_file():  # pending: the page shows the earlier rules' table and says so
-        text = (DOCS / "results.md").read_text(encoding="utf-8")
-        section = text[text.index("## Robustness to the training seed"):]
-        assert "pending" in section and "earlier rules" in section and "quick-seeds-2026-11-29.md" in section
-        return
-    s = json.loads((DOCS / "results" / "quick" / "summary.json").read_text())
+@pytest.mark.parametrize("run", ["paper", "quick"])
+def test_the_seed_table_agrees_with_the_published_summary_of_its_seed(run):
+    """The published run is one of its seed table's columns: its verdicts, crossing and final
+    validation loss there are those of docs/results/RUN/summary.json."""
+    table = DOCS / "results" / f"{run}-seeds.md"
+    s = json.loads((DOCS / "results" / run / "summary.json").read_text())
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.read_text().splitlines()
             if line.startswith("|") and not line.startswith("|---")]
     col = rows[0].index(f"seed {s['settings']['train']['seed']}")

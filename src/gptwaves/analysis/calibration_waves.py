@@ -75,13 +75,15 @@ def surrogate_floor(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> float:
         return float("nan")
     K = int(min(max_lag, T - 1))
     n = scipy.fft.next_fast_len(T + K, real=True)
-    F = scipy.fft.rfft(Z, n=n, axis=2)
+    P = np.empty((C, S, n), Z.dtype)  # zero-padded once, transformed in place
+    P[:, :, :T] = Z
+    P[:, :, T:] = 0
+    F = scipy.fft.rfft(P, axis=2, overwrite_x=True)
+    del P
     # |F|^2 summed over samples first: the inverse transform is linear, so one per channel gives the
-    # lagged sums summed over samples (channel by channel: no (C, S, n) temporaries)
+    # lagged sums summed over samples (in the waves' dtype: float32 sums of 2 S terms, ~1e-7 relative)
     Fv = F.view(F.real.dtype).reshape(C, S, -1)  # real and imaginary parts interleaved
-    pw = np.empty((C, Fv.shape[2] // 2), np.float64)
-    for c in range(C):
-        pw[c] = np.square(Fv[c]).sum(axis=0, dtype=np.float64).reshape(-1, 2).sum(axis=1)
+    pw = np.einsum("csf,csf->cf", Fv, Fv).reshape(C, -1, 2).sum(axis=2, dtype=np.float64)
     del F, Fv
     L = scipy.fft.irfft(pw, n=n, axis=1)[:, : K + 1] / S  # (C, K + 1)
     lags = np.arange(K + 1)
