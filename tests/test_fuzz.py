@@ -740,6 +740,7 @@ def _base_args(run: str, out: str) -> dict:
         ("calibrate",): ["--run", run, "--replicates", "2", "--quiet"],
         ("publish", "run"): [run, f"{out}/published"],
         ("publish", "seeds"): [f"{out}/seeds.md", run],
+        ("publish", "sweep"): [run, f"{out}/published-sweep"],  # a run is not a sweep: refused in one line
     }
 
 

@@ -17,7 +17,9 @@ from gptwaves import publish
 from gptwaves.stages.summary import SUMMARY_FORMAT, SUMMARY_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = sorted((ROOT / "docs" / "results").glob("*/summary.json"))
+#: The published run summaries (a published sweep's summary.json is of another format: tests/test_publish_sweep.py).
+PUBLISHED = sorted(p for p in (ROOT / "docs" / "results").glob("*/summary.json")
+                   if json.loads(p.read_text()).get("format") == SUMMARY_FORMAT)
 
 
 @pytest.fixture(autouse=True)
@@ -134,8 +136,10 @@ def test_publish_run_and_seeds_table(tmp_path):
     root = tmp_path / "docs" / "results"
     written = publish.write_seeds_table(root / "q-seeds.md", [root / "q", spelling_only])  # q: published above
     copied = root / "q-seed8" / "summary.json"
-    assert written == [copied, root / "q-seeds.md"]
+    assert written == [copied, copied.parent / "claims.md", root / "q-seeds.md"]
     assert copied.read_bytes() == (spelling_only / "summary.json").read_bytes()
+    seed_md = (copied.parent / "claims.md").read_text()  # the seed's own verdicts, generated from its summary
+    assert "training seed 8" in seed_md and publish.claims_markdown(s2) in seed_md
     assert "seed 7: [q/summary.json](q/summary.json); seed 8: [q-seed8/summary.json]" \
         "(q-seed8/summary.json)." in (root / "q-seeds.md").read_text()
     # a results page renders the same table from the published summaries, and its check sees a stale one

@@ -341,3 +341,15 @@ def publish_seeds_command(out: Path, run_dirs: tuple[Path, ...]) -> None:
 
     for p in write_seeds_table(out, list(run_dirs)):
         click.echo(str(p))
+
+
+@publish.command("sweep")
+@click.argument("sweep_dir", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+def publish_sweep_command(sweep_dir: Path, dest: Path) -> None:
+    """Copy SWEEP_DIR's summary.json (a collected `gptwaves sweep`) and curves.png into DEST, write
+    what the sweep cost to DEST/cost.json (each member's stage seconds, the machine) and DEST/sweep.md."""
+    from .publish_sweep import publish_sweep
+
+    for p in publish_sweep(sweep_dir, dest):
+        click.echo(str(p))

@@ -14,7 +14,10 @@ published file they come from. Three kinds of markers make that checkable:
   machine and the versions the summary records), ``headline`` (one sentence on what the verdicts
   mean), ``findings`` (each claim's verdicts with their sentences of numbers and calibration, as in
   the published ``claims.md``), ``budget`` (the time table of ``results/SOURCE/budget.json``, as in the published
-  ``claims.md``); ``gen:diff:A,B`` lists the verdicts that differ between two runs; ``gen:seeds:A,B,...``
+  ``claims.md``); ``sweep`` (a published sweep's verdict, scaling, member and cost tables, as in its
+  ``sweep.md``: `gptwaves.publish_sweep.sweep_markdown` of ``results/SOURCE/summary.json``'s ``sweep``
+  entry, with ``results/SOURCE/cost.json`` where published); ``gen:diff:A,B`` lists the verdicts that
+  differ between two runs; ``gen:seeds:A,B,...``
   renders the seed table (`gptwaves.publish.seeds_table_of`) from the published summaries of runs
   that differ only in their training seed; ``gen:include:FILE`` copies a published Markdown file.
 * **Quoted numbers** carry the field they quote: ``0.126<!--=paper:PATH-->``. PATH walks the JSON
@@ -26,7 +29,9 @@ published file they come from. Three kinds of markers make that checkable:
   shown (``0.126`` matches 0.12633; ``2e-144`` matches 2.036e-144). ``NAME/...`` uses a path
   declared once on the page with ``<!-- alias NAME = SOURCE:PATH -->``. A SOURCE ``NAME-budget``
   is the run's ``results/NAME/budget.json`` (stage times, machine, matmul peaks, FLOPs:
-  ``0.8<!--=paper-budget:stages/train/gap-->``); any other SOURCE is ``results/SOURCE/summary.json``.
+  ``0.8<!--=paper-budget:stages/train/gap-->``); ``NAME-cost`` is a published sweep's
+  ``results/NAME/cost.json`` (its members' stage seconds: ``0.5<!--=sweep-cost:members/0/total-->``);
+  any other SOURCE is ``results/SOURCE/summary.json`` (a sweep's too: ``sweep:sweep/verdict/...``).
 * **Checked words**: each "every", "all", "each", "steadily", "monotone", "always", "never",
   "none", "no checkpoint", "throughout" or "consistently" of a paragraph needs a
   ``<!--check SOURCE:PATH PREDICATE-->`` in that paragraph
@@ -46,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -412,6 +418,13 @@ def render_block(spec: str, page_dir: Path) -> str:
         return _diff(*[_load(page_dir, n) for n in arg.split(",", 1)])
     if kind == "budget":
         return budget_markdown(_load(page_dir, arg + BUDGET_SUFFIX)).rstrip("\n")
+    if kind == "sweep":  # gptwaves publish sweep: the summary, and the cost where published
+        from .publish_sweep import check_cost, check_sweep_summary, sweep_markdown
+
+        s = check_sweep_summary(_load(page_dir, arg), f"results/{arg}/summary.json")
+        has_cost = os.path.lexists(page_dir / "results" / arg / "cost.json")
+        cost = check_cost(_load(page_dir, arg + COST_SUFFIX), f"results/{arg}/cost.json") if has_cost else None
+        return sweep_markdown(s["sweep"], cost).rstrip("\n")
     s = _load(page_dir, arg)
     if kind == "claims":
         out = ["| # | claim | as stated | beyond the null |", "|---|---|---|---|"]
@@ -432,14 +445,17 @@ def render_block(spec: str, page_dir: Path) -> str:
     raise GptwavesError(f"unknown generated block 'gen:{spec}'")
 
 
-#: A source named ``NAME-budget`` is ``results/NAME/budget.json`` (the run's time budget); any
-#: other ``NAME`` is ``results/NAME/summary.json``.
-BUDGET_SUFFIX = "-budget"
+#: A source named ``NAME-budget`` is ``results/NAME/budget.json`` (the run's time budget),
+#: ``NAME-cost`` is ``results/NAME/cost.json`` (a sweep's stage seconds); any other ``NAME`` is
+#: ``results/NAME/summary.json``.
+BUDGET_SUFFIX, COST_SUFFIX = "-budget", "-cost"
+_SIDE_FILES = {BUDGET_SUFFIX: ("budget.json", "published budget"), COST_SUFFIX: ("cost.json", "published sweep cost")}
 
 
 def _load(page_dir: Path, name: str) -> dict:
-    if name.endswith(BUDGET_SUFFIX):
-        return read_json(page_dir / "results" / name[:-len(BUDGET_SUFFIX)] / "budget.json", "published budget", dict)
+    for suffix, (file, what) in _SIDE_FILES.items():
+        if name.endswith(suffix):
+            return read_json(page_dir / "results" / name[:-len(suffix)] / file, what, dict)
     return read_json(page_dir / "results" / name / "summary.json", "published summary", dict)
 
 
