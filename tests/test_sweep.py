@@ -114,3 +114,30 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["sweep", "--vary", "n_embd=32,64", "--member", "0", "--collect", "--out", str(tmp_path / "x")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("gptwaves: error:") for e in err)
+
+
+def test_parallel_members_start_as_soon_as_a_slot_frees(capsys):
+    """With ``--jobs``, the next member starts in the first slot that frees: a long member does not
+    hold back the short ones behind it; failed members are reported, the others still run."""
+    import subprocess
+    import sys
+    import time
+
+    from gptwaves.sweep import _run_each
+
+    sleep = {0: 3.0, 1: 0.2, 2: 0.2, 3: 0.2}
+    started, slots = {}, {}
+
+    def start(k, slot):
+        started[k], slots[k] = time.monotonic(), slot
+        code = 1 if k == 2 else 0
+        return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({sleep[k]}); raise SystemExit({code})"])
+
+    t0 = time.monotonic()
+    failed = _run_each(4, 2, start, progress=True, poll=0.05)
+    assert failed == [2]
+    assert set(started) == {0, 1, 2, 3}
+    assert max(started[k] for k in (1, 2, 3)) - t0 < sleep[0]  # all short ones ran beside the long one
+    assert slots[0] == 0 and {slots[k] for k in (1, 2, 3)} == {1}
+    err = capsys.readouterr().err
+    assert "sweep: member 2 failed" in err and "sweep: member 0 finished" in err

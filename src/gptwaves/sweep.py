@@ -193,23 +193,43 @@ def run_sweep(s: SweepSettings, out, corpus=None, *, device: str = "auto", progr
 def _run_parallel(n: int, jobs: int, args: list[str], progress: bool) -> None:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     gpus = _gpu_count()
-    pending, running, failed = list(range(n)), [], []
-    while pending or running:
-        while pending and len(running) < jobs:
-            k = pending.pop(0)
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-            if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = str(len(running) % gpus)
-            cmd = [sys.executable, "-m", "gptwaves", "sweep", *args, "--member", str(k), "--quiet"]
-            running.append((k, subprocess.Popen(cmd, env=env)))
-        k, p = running.pop(0)
-        if p.wait() != 0:
-            failed.append(k)
-        if progress:
-            print(f"sweep: member {k} {'failed' if k in failed else 'finished'}", file=sys.stderr, flush=True)
+
+    def start(k: int, slot: int) -> subprocess.Popen:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+        cmd = [sys.executable, "-m", "gptwaves", "sweep", *args, "--member", str(k), "--quiet"]
+        return subprocess.Popen(cmd, env=env)
+
+    failed = _run_each(n, jobs, start, progress)
     if failed:
         raise GptwavesError(f"sweep members {', '.join(map(str, failed))} failed (their own errors are "
                             "above); re-run the same command to resume")
+
+
+def _run_each(n: int, jobs: int, start, progress: bool, poll: float = 0.5) -> list[int]:
+    """Members ``0 .. n - 1`` with at most ``jobs`` running at once: ``start(k, slot)`` starts member
+    ``k`` in slot ``slot`` (a process), and the next member starts in the first slot that frees, so
+    a long member never holds the others back. Returns the members whose process failed."""
+    import time
+
+    pending, running, failed = list(range(n)), {}, []
+    while pending or running:
+        for slot in range(jobs):
+            if pending and slot not in running:
+                k = pending.pop(0)
+                running[slot] = (k, start(k, slot))
+        done = [(slot, k, p) for slot, (k, p) in running.items() if p.poll() is not None]
+        if not done:
+            time.sleep(poll)
+            continue
+        for slot, k, p in done:
+            del running[slot]
+            if p.returncode != 0:
+                failed.append(k)
+            if progress:
+                print(f"sweep: member {k} {'failed' if k in failed else 'finished'}", file=sys.stderr, flush=True)
+    return sorted(failed)
 
 
 def _gpu_count() -> int:
