@@ -140,4 +140,38 @@ def test_parallel_members_start_as_soon_as_a_slot_frees(capsys):
     assert max(started[k] for k in (1, 2, 3)) - t0 < sleep[0]  # all short ones ran beside the long one
     assert slots[0] == 0 and {slots[k] for k in (1, 2, 3)} == {1}
     err = capsys.readouterr().err
-    assert "sweep: member 2 failed" in err and "sweep: member 0 finished" in err
+    assert "sweep: member 3/4 failed" in err and "sweep: member 1/4 finished" in err
+
+
+def test_parallel_members_log_their_progress_and_the_sweep_repeats_it(tmp_path, capsys, monkeypatch):
+    """``sweep --jobs``: each member's progress and errors go to OUT/members/NAME.log, the sweep
+    repeats the last line of every running member's log, and a failure names the log to read."""
+    import subprocess
+    import sys
+
+    from gptwaves import sweep as sw
+    from gptwaves.errors import GptwavesError
+
+    s = settings()
+    names = [n for n, _ in s.members()]
+    script = ("import sys, time\n"
+              "k = int(sys.argv[sys.argv.index('--member') + 1])\n"
+              "for i in range(3):\n"
+              "    print(f'train: {i}/3 it', file=sys.stderr, flush=True); time.sleep(0.3)\n"
+              "if k == 1:\n"
+              "    print('gptwaves: error: planted failure', file=sys.stderr); raise SystemExit(1)\n")
+    real = subprocess.Popen
+
+    def fake(cmd, **kw):  # the member's command line, run by a stand-in that logs like a member
+        return real([sys.executable, "-c", script, *cmd[cmd.index("--member"):]], **kw)
+
+    monkeypatch.setattr(sw.subprocess, "Popen", fake)
+    monkeypatch.setattr(sw, "REPORT_EVERY", 0.2)
+    with pytest.raises(GptwavesError, match="planted|log") as e:
+        sw._run_parallel(s, tmp_path, 2, [], True)
+    assert str(sw.member_log(tmp_path, names[1])) in str(e.value)
+    assert "planted failure" in sw.member_log(tmp_path, names[1]).read_text()
+    assert "train: 2/3 it" in sw.member_log(tmp_path, names[0]).read_text()
+    err = capsys.readouterr().err
+    assert f"sweep: {names[0]} (member 1/{len(names)}): train: " in err  # the repeated progress line
+    assert f"progress in {sw.member_log(tmp_path, names[0])}" in err

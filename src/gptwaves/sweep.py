@@ -176,8 +176,10 @@ def run_sweep(s: SweepSettings, out, corpus=None, *, device: str = "auto", progr
     """Every member (in sequence, or ``jobs`` processes at once), then :func:`collect`.
 
     With ``jobs > 1`` each member runs as ``gptwaves sweep ... --member K`` in its own process
-    (``cli_args`` are the sweep's own arguments), with the CPU threads split between them; on a
-    machine with several GPUs, process ``j`` sees GPU ``j mod n`` only.
+    (``cli_args`` are the sweep's own arguments), with the CPU threads split between them, its
+    progress and errors in ``OUT/members/NAME.log`` and the last line of each running member's log
+    repeated here every `REPORT_EVERY` seconds; on a machine with several GPUs, the process in slot
+    ``j`` sees GPU ``j mod n`` only.
     """
     out = check_run_dir(out)
     _claim_folder(out, s)
@@ -186,40 +188,82 @@ def run_sweep(s: SweepSettings, out, corpus=None, *, device: str = "auto", progr
         for k in range(n):
             run_member(s, k, out, corpus, device=device, progress=progress)
     else:
-        _run_parallel(n, jobs, list(cli_args or []), progress)
+        _run_parallel(s, out, jobs, list(cli_args or []), progress)
     return collect(s, out, progress=progress)
 
 
-def _run_parallel(n: int, jobs: int, args: list[str], progress: bool) -> None:
+#: Seconds between the lines that say where each member running in its own process is.
+REPORT_EVERY = 60.0
+
+
+def member_log(out: Path, name: str) -> Path:
+    """The log of a member run in its own process (``sweep --jobs``): its progress and errors."""
+    return Path(out) / "members" / f"{name}.log"
+
+
+def _last_line(path: Path, tail: int = 4096) -> str:
+    """The last non-empty line of a log (progress lines may end in a carriage return)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.replace("\r", "\n").split("\n") if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _run_parallel(s: SweepSettings, out: Path, jobs: int, args: list[str], progress: bool) -> None:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     gpus = _gpu_count()
+    names = [name for name, _ in s.members()]
+    (Path(out) / "members").mkdir(parents=True, exist_ok=True)
 
     def start(k: int, slot: int) -> subprocess.Popen:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-        cmd = [sys.executable, "-m", "gptwaves", "sweep", *args, "--member", str(k), "--quiet"]
-        return subprocess.Popen(cmd, env=env)
+        cmd = [sys.executable, "-m", "gptwaves", "sweep", *args, "--member", str(k)] + ([] if progress else ["--quiet"])
+        with open(member_log(out, names[k]), "ab") as log:  # the child keeps its own handle
+            return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    failed = _run_each(n, jobs, start, progress)
+    def report(running: list[int]) -> None:
+        for k in running:
+            print(f"sweep: {names[k]} (member {k + 1}/{len(names)}): {_last_line(member_log(out, names[k]))}",
+                  file=sys.stderr, flush=True)
+
+    failed = _run_each(len(names), jobs, start, progress, report=report if progress else None,
+                       names=names, logs=[member_log(out, nm) for nm in names])
     if failed:
-        raise GptwavesError(f"sweep members {', '.join(map(str, failed))} failed (their own errors are "
-                            "above); re-run the same command to resume")
+        raise GptwavesError(f"sweep members {', '.join(map(str, failed))} failed (their errors are in "
+                            f"{', '.join(str(member_log(out, names[k])) for k in failed)}); re-run the same command "
+                            "to resume")
 
 
-def _run_each(n: int, jobs: int, start, progress: bool, poll: float = 0.5) -> list[int]:
+def _run_each(n: int, jobs: int, start, progress: bool, poll: float = 0.5, report=None,
+              report_every: float | None = None, names=None, logs=None) -> list[int]:
     """Members ``0 .. n - 1`` with at most ``jobs`` running at once: ``start(k, slot)`` starts member
     ``k`` in slot ``slot`` (a process), and the next member starts in the first slot that frees, so
-    a long member never holds the others back. Returns the members whose process failed."""
+    a long member never holds the others back. ``report(running members)`` is called every
+    ``report_every`` seconds (default `REPORT_EVERY`). Returns the members whose process failed."""
     import time
 
+    every = REPORT_EVERY if report_every is None else float(report_every)
     pending, running, failed = list(range(n)), {}, []
+    last = time.monotonic()
     while pending or running:
         for slot in range(jobs):
             if pending and slot not in running:
                 k = pending.pop(0)
                 running[slot] = (k, start(k, slot))
+                if progress:
+                    print(f"sweep: started member {k + 1}/{n}" + (f" ({names[k]})" if names else "")
+                          + (f"; progress in {logs[k]}" if logs else ""), file=sys.stderr, flush=True)
         done = [(slot, k, p) for slot, (k, p) in running.items() if p.poll() is not None]
+        if report is not None and time.monotonic() - last >= every:
+            report(sorted(k for k, _ in running.values()))
+            last = time.monotonic()
         if not done:
             time.sleep(poll)
             continue
@@ -228,7 +272,8 @@ def _run_each(n: int, jobs: int, start, progress: bool, poll: float = 0.5) -> li
             if p.returncode != 0:
                 failed.append(k)
             if progress:
-                print(f"sweep: member {k} {'failed' if k in failed else 'finished'}", file=sys.stderr, flush=True)
+                print(f"sweep: member {k + 1}/{n}" + (f" ({names[k]})" if names else "")
+                      + f" {'failed' if k in failed else 'finished'}", file=sys.stderr, flush=True)
     return sorted(failed)
 
 
@@ -399,5 +444,5 @@ def sweep_page(entry: dict) -> str:
     return env.get_template("sweep.html").render(e=entry, curves=CURVES)
 
 
-__all__ = ["SweepSettings", "dense_schedule", "parse_vary", "run_member", "run_sweep", "collect",
+__all__ = ["SweepSettings", "dense_schedule", "parse_vary", "run_member", "run_sweep", "collect", "member_log",
            "sweep_page", "CURVES", "HEADLINE"]
