@@ -81,6 +81,20 @@ def test_a_noisy_family_is_inconclusive_not_crossover():
     assert v["verdict"] == "inconclusive", v
 
 
+def test_members_off_any_power_law_are_inconclusive_however_precise():
+    """Precisely measured members whose widths do not follow one power law (the widest at the
+    smallest size, the narrowest in between): the bootstrap alone pins a negative exponent, the
+    scatter about the fitted law does not, and the verdict is inconclusive, never transition-like."""
+    ms = family([2.0, 1.55, 1.1, 1.45], noise=0.02, S=64)
+    sc = tr.family_scaling(SIZES, ms)
+    w = sc["width"]
+    assert w["ci_bootstrap"][1] < 0  # measurement noise alone: "below 0"
+    assert w["ci_fit"][0] < 0 < w["ci_fit"][1]  # the members' scatter about the law: no sign
+    assert w["ci"] == [min(w["ci_bootstrap"][0], w["ci_fit"][0]), max(w["ci_bootstrap"][1], w["ci_fit"][1])]
+    v = tr.scaling_verdict(sc, ms)
+    assert v["verdict"] == "inconclusive", v
+
+
 def test_two_members_are_inconclusive():
     ms = family([2.0, 1.0])
     v = tr.scaling_verdict(tr.family_scaling(SIZES[:2], ms), ms)

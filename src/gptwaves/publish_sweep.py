@@ -383,8 +383,9 @@ def sweep_markdown(entry: dict, cost: dict | None = None, *, level: int = 3) -> 
            "", f"{h} Verdict", "",
            f"**{md_escape(v['verdict'])}** for the {md_escape(curves[entry['headline_curve']])}: "
            f"{md_escape(v.get('reason') or 'no reason given')}.", "",
-           "A change *sharpens with size* when the 95% bootstrap CI of the exponent of its width (the 10-90% rise "
-           "in u) against the varied setting lies below 0; it *does not sharpen* when that CI lies above "
+           "A change *sharpens with size* when the 95% CI of the exponent of its width (the 10-90% rise in u) "
+           "against the varied setting lies below 0, the CI being the envelope of the members' bootstrap interval "
+           "and the interval from their scatter about the power law; it *does not sharpen* when that CI lies above "
            f"-{_fmt(v.get('margin') if v.get('margin') is not None else 0.1)} and every member's change is "
            "resolved by the checkpoints; otherwise the sweep is inconclusive.", "",
            f"{h} Scaling with {md_escape(st.get('vary'))}", "", *_scaling_table(entry), "",

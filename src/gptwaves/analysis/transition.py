@@ -292,13 +292,33 @@ def power_law(sizes, values) -> tuple[float, float] | None:
     return float(np.exp(loga)), float(b)
 
 
+def _fit_interval(sizes, values, level: float = 0.95) -> list:
+    """Student-t interval of the exponent of :func:`power_law` from the scatter of the members about
+    the fitted line (``n - 2`` degrees of freedom): how far a power law through these members is
+    from pinning the exponent down. [None, None] with fewer than 3 members or an undefined fit."""
+    from scipy import stats
+
+    s = np.asarray(sizes, float)
+    v = np.asarray([np.nan if x is None else x for x in values], float)
+    if len(s) < 3 or not np.all(np.isfinite(v)) or np.any(v <= 0) or np.any(s <= 0):
+        return [None, None]
+    res = stats.linregress(np.log(s), np.log(v))
+    t = float(stats.t.ppf(0.5 + level / 2, len(s) - 2))
+    return [float(res.slope - t * res.stderr), float(res.slope + t * res.stderr)]
+
+
 def family_scaling(sizes, members: Sequence[dict], level: float = 0.95) -> dict:
     """Power-law exponents of location, width and height of the main change against size.
 
-    ``members`` are :func:`curve_analysis` results of one curve, in the order of ``sizes``. The
-    exponent's CI pairs the i-th bootstrap replicate of every member (members are independent
-    runs, so their replicates are independent); replicates where a member's feature is undefined
-    or not positive are left out.
+    ``members`` are :func:`curve_analysis` results of one curve, in the order of ``sizes``. Two
+    uncertainties of the exponent, and its CI the envelope of both (docs/method.md, "Sweeps"):
+
+    * ``ci_bootstrap``: the measurement noise of the members' features. It pairs the i-th bootstrap
+      replicate of every member (members are independent runs, so their replicates are independent);
+      replicates where a member's feature is undefined or not positive are left out.
+    * ``ci_fit``: the scatter of the members about the power law (:func:`_fit_interval`). A few
+      members measured precisely can still disagree with any one power law; the bootstrap alone
+      would then give a narrow interval for an exponent the members do not share.
     """
     out = {}
     for key in ("location", "width", "height"):
@@ -306,9 +326,12 @@ def family_scaling(sizes, members: Sequence[dict], level: float = 0.95) -> dict:
         fit = power_law(sizes, est)
         reps = list(zip(*[m["replicates"][key] for m in members])) if members else []
         bs = [f[1] for f in (power_law(sizes, r) for r in reps) if f is not None]
+        ci_b = _ci(bs, level) if len(bs) >= max(2, len(reps) // 2) else [None, None]
+        ci_f = _fit_interval(sizes, est, level)
+        both = ci_b[0] is not None and ci_f[0] is not None
+        ci = [min(ci_b[0], ci_f[0]), max(ci_b[1], ci_f[1])] if both else [None, None]
         out[key] = {"values": est, "prefactor": fit[0] if fit else None,
-                    "exponent": fit[1] if fit else None,
-                    "ci": _ci(bs, level) if len(bs) >= max(2, len(reps) // 2) else [None, None],
+                    "exponent": fit[1] if fit else None, "ci": ci, "ci_bootstrap": ci_b, "ci_fit": ci_f,
                     "n_replicates": len(bs)}
     return out
 
