@@ -314,14 +314,13 @@ def _finished(out: Path, name: str) -> Path:
 
 def _per_sample_curves(run: Path, iterations: list[int], seed: int, progress: bool) -> dict:
     """Per-sample coherence excess (focus tap) and error rate at every main checkpoint."""
-    from tqdm.auto import tqdm
-
     from .analysis.spelling import score_samples
     from .recording import open_recording
+    from .runtime import progress_bar
 
     coh, err = [], []
     lex = None
-    for it in tqdm(iterations, desc=f"collect {run.name}", unit="ckpt", disable=not progress):
+    for it in progress_bar(iterations, desc=f"collect {run.name}", unit="ckpt", disable=not progress):
         name = f"iter_{it:07d}"
         with open_recording(run / "recordings" / f"{name}.h5") as rec:
             tap = focus_tap(rec.taps)

@@ -257,9 +257,7 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
                   corpus=None, progress: bool = True) -> dict:
     """Simulate every verdict rule on synthetic truth built from the run (module docstring) and
     write ``calibration/``; returns the calibration dict (also in ``calibration/calibration.json``)."""
-    from tqdm.auto import tqdm
-
-    from ..runtime import graceful_stop
+    from ..runtime import graceful_stop, progress_bar
 
     run_dir = check_run_dir(run_dir)
     out_dir = run_dir / "calibration"
@@ -280,8 +278,7 @@ def calibrate_run(run_dir: str | os.PathLike, settings: CalibrationSettings = Ca
             names = SPELLING_SCENARIOS if g == "spelling" else COHERENCE_SCENARIOS
             n = settings.replicates if g == "spelling" else settings.coherence_replicates
             jobs += [(g, s, n) for s in names if settings.scenarios is None or s in settings.scenarios]
-        bar = tqdm(total=sum(n for *_, n in jobs), desc="calibrate", unit="rep", disable=not progress,
-                   dynamic_ncols=True)
+        bar = progress_bar(total=sum(n for *_, n in jobs), desc="calibrate", unit="rep", disable=not progress)
         reps = _Replicates(out_dir, tpls, jobs, settings, bar, stop)
         reps.spelling()
         reps.coherence()
