@@ -218,10 +218,10 @@ def check_summary(s, path: str | os.PathLike = "summary.json") -> dict:
     return s
 
 
-def _run_dir(run_dir: str | os.PathLike) -> Path:
+def _run_dir(run_dir: str | os.PathLike, what: str = "run directory") -> Path:
     p = check_run_dir(run_dir)
     if not p.is_dir():
-        raise GptwavesError(f"run directory not found: {run_dir}")
+        raise GptwavesError(f"{what} not found: {run_dir}")
     return p
 
 

@@ -29,9 +29,9 @@ import re
 from pathlib import Path
 
 from .errors import CorruptArtefactError, GptwavesError
-from .io import (atomic_write_bytes, atomic_write_json, atomic_write_text, check_run_dir, confine_reads,
+from .io import (atomic_write_bytes, atomic_write_json, atomic_write_text, confine_reads,
                  parse_json_bytes, read_bytes_bounded, read_json)
-from .publish import (MAX_FIGURE_BYTES, MAX_ITERATION, MAX_SECONDS, MAX_TEXT, PNG_MAGIC, _Bad, _bounded, _fmt,
+from .publish import (MAX_FIGURE_BYTES, _run_dir, MAX_ITERATION, MAX_SECONDS, MAX_TEXT, PNG_MAGIC, _Bad, _bounded, _fmt,
                       _is_num, _name, _need, _text, md_escape)
 
 __all__ = ["publish_sweep", "sweep_markdown", "check_sweep_summary", "check_cost", "sweep_cost", "COST_FORMAT",
@@ -73,6 +73,14 @@ def _scalar(v, where: str) -> None:
         raise _Bad(f"{where} is not a number, a text or a truth value")
 
 
+def _member_head(m, w: str) -> None:
+    """A member entry is a JSON object with a name and a value (sweep summary and cost alike)."""
+    if not isinstance(m, dict):
+        raise _Bad(f"{w} is not a JSON object")
+    _text(m.get("name"), f"{w}.name", empty=False)
+    _scalar(m.get("value"), f"{w}.value")
+
+
 def _pair(v, where: str) -> None:
     if v is not None and not (isinstance(v, list) and len(v) == 2 and all(x is None or _is_num(x) for x in v)):
         raise _Bad(f"{where} = {str(v)[:40]!r} is not an interval [low, high]")
@@ -95,10 +103,7 @@ def _check_members(e: dict, curves: dict, scaling: dict) -> None:
     head = e["headline_curve"]
     for i, m in enumerate(members):
         w = f"sweep.members[{i}]"
-        if not isinstance(m, dict):
-            raise _Bad(f"{w} is not a JSON object")
-        _text(m.get("name"), f"{w}.name", empty=False)
-        _scalar(m.get("value"), f"{w}.value")
+        _member_head(m, w)
         run = _need(m, "run", (str,), f"{w}.")
         if not _RUN.fullmatch(run) or ".." in run.split("/"):
             raise _Bad(f"{w}.run = {run[:60]!r} is not a plain folder inside the sweep (letters, digits, "
@@ -198,10 +203,7 @@ def check_cost(c, path: str | os.PathLike = "cost.json") -> dict:
         members = _need(c, "members", (list,), "")
         for i, m in enumerate(members):
             w = f"members[{i}]"
-            if not isinstance(m, dict):
-                raise _Bad(f"{w} is not a JSON object")
-            _text(m.get("name"), f"{w}.name", empty=False)
-            _scalar(m.get("value"), f"{w}.value")
+            _member_head(m, w)
             _bounded(_need(m, "invocations", (int,), f"{w}."), f"{w}.invocations", 1, MAX_ITERATION)
             for k, v in _need(m, "seconds", (dict,), f"{w}.").items():
                 _name(k, f"a stage name of {w}.seconds")
@@ -215,13 +217,6 @@ def check_cost(c, path: str | os.PathLike = "cost.json") -> dict:
 
 
 # ------------------------------------------------------------------------------ reading the sweep
-
-
-def _sweep_dir(sweep_dir: str | os.PathLike) -> Path:
-    p = check_run_dir(sweep_dir)
-    if not p.is_dir():
-        raise GptwavesError(f"sweep folder not found: {sweep_dir}")
-    return p
 
 
 def _member_cost(sweep: Path, m: dict) -> tuple[dict, dict | None, str | None]:
@@ -288,7 +283,7 @@ def sweep_cost(sweep_dir: str | os.PathLike, entry: dict) -> dict:
         "invocations", "seconds": {stage: s}, "total", "final_val_loss"}], "total"}``; a member's
         seconds are summed over every ``reproduce`` invocation its summary records.
     """
-    sweep = _sweep_dir(sweep_dir)
+    sweep = _run_dir(sweep_dir, "sweep folder")
     rows, machines, versions = [], [], []
     for m in entry["members"]:
         row, machine, version = _member_cost(sweep, m)
@@ -444,7 +439,7 @@ def publish_sweep(sweep_dir: str | os.PathLike, dest: str | os.PathLike) -> list
     list of Path
         The files written.
     """
-    sweep = _sweep_dir(sweep_dir)
+    sweep = _run_dir(sweep_dir, "sweep folder")
     dest = Path(dest)
     _check_dest(dest, sweep)
     path = sweep / "summary.json"
