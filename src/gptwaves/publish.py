@@ -404,7 +404,7 @@ def _new_readme(readme: Path, dest: Path, s: dict, figure: str | None) -> str:
     return text[:a] + readme_block(s, rel, figure) + text[b:]
 
 
-def _check_dest(dest: Path, run_dir: Path) -> Path:
+def _check_dest(dest: Path, run_dir: Path, what: str = "run") -> Path:
     s = os.fspath(dest)
     if not s.strip() or "\x00" in s:
         raise GptwavesError(f"invalid output folder {s!r}")
@@ -412,7 +412,7 @@ def _check_dest(dest: Path, run_dir: Path) -> Path:
         raise GptwavesError(f"output folder {dest} exists and is not a folder")
     d = dest.resolve()
     if d == run_dir or run_dir in d.parents:
-        raise GptwavesError(f"output folder {dest} is inside the run {run_dir}: publish into the docs, not the run")
+        raise GptwavesError(f"output folder {dest} is inside the {what} {run_dir}: publish into the docs, not the {what}")
     return d
 
 

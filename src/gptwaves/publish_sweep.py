@@ -31,7 +31,7 @@ from pathlib import Path
 from .errors import CorruptArtefactError, GptwavesError
 from .io import (atomic_write_bytes, atomic_write_json, atomic_write_text, confine_reads,
                  parse_json_bytes, read_bytes_bounded, read_json)
-from .publish import (MAX_FIGURE_BYTES, _run_dir, MAX_ITERATION, MAX_SECONDS, MAX_TEXT, PNG_MAGIC, _Bad, _bounded, _fmt,
+from .publish import (MAX_FIGURE_BYTES, _check_dest, _run_dir, MAX_ITERATION, MAX_SECONDS, MAX_TEXT, PNG_MAGIC, _Bad, _bounded, _fmt,
                       _is_num, _name, _need, _text, md_escape)
 
 __all__ = ["publish_sweep", "sweep_markdown", "check_sweep_summary", "check_cost", "sweep_cost", "COST_FORMAT",
@@ -396,18 +396,6 @@ def sweep_markdown(entry: dict, cost: dict | None = None, *, level: int = 3) -> 
 # ------------------------------------------------------------------------------ publishing
 
 
-def _check_dest(dest: Path, sweep: Path) -> Path:
-    s = os.fspath(dest)
-    if not s.strip() or "\x00" in s:
-        raise GptwavesError(f"invalid output folder {s!r}")
-    if dest.exists() and not dest.is_dir():
-        raise GptwavesError(f"output folder {dest} exists and is not a folder")
-    d = dest.resolve()
-    if d == sweep or sweep in d.parents:
-        raise GptwavesError(f"output folder {dest} is inside the sweep {sweep}: publish into the docs, not the sweep")
-    return d
-
-
 def _read_figure(sweep: Path) -> bytes | None:
     p = sweep / "sweep" / "curves.png"
     if not os.path.lexists(p):
@@ -441,7 +429,7 @@ def publish_sweep(sweep_dir: str | os.PathLike, dest: str | os.PathLike) -> list
     """
     sweep = _run_dir(sweep_dir, "sweep folder")
     dest = Path(dest)
-    _check_dest(dest, sweep)
+    _check_dest(dest, sweep, "sweep")
     path = sweep / "summary.json"
     with confine_reads(sweep):
         data = read_bytes_bounded(path, "sweep summary")
