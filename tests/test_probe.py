@@ -53,6 +53,34 @@ def test_cross_validated_predictions_are_the_pipelines(alphas):
         model.fit(X[fit[train]].astype(np.float64), y[fit[train]])
         sel = np.isin(groups, np.unique(groups[fit[test]]))
         ref[sel] = model.predict(X[sel].astype(np.float64))
-    # a fixed penalty is fitted by scikit-learn's Ridge on the float32 standardised rows, as before
-    np.testing.assert_allclose(pred, ref, rtol=1e-6 if np.ndim(alphas) else 1e-4, atol=1e-8 if np.ndim(alphas) else 1e-6)
+    np.testing.assert_allclose(pred, ref, rtol=1e-6, atol=1e-8)
     assert len(chosen) == (5 if np.ndim(alphas) else 0)
+
+
+@pytest.mark.parametrize("alphas", [np.asarray(PROBE_ALPHAS), 10.0])
+@pytest.mark.parametrize("case", ["large offset", "constant in a training fold", "tiny scale"])
+def test_fold_moments_by_subtraction_keep_the_pipelines_precision(alphas, case):
+    # the folds' moments are all training rows' less the test rows': a channel far from zero, one
+    # that is constant except in one fold's samples, and one of tiny scale still give the pipeline
+    X, y = _data(5, n=900, C=16)
+    groups = np.repeat(np.arange(30), 30)
+    if case == "large offset":
+        X[:, 5] = X[:, 5] * np.float32(1e-3) + np.float32(1e4)
+    elif case == "constant in a training fold":
+        X[:, 6] = 1.5
+        X[groups == 0, 6] += np.random.default_rng(0).standard_normal(30).astype(np.float32)
+    else:
+        X[:, 7] *= np.float32(1e-12)
+    fit = np.arange(0, 900, 2)
+    folds = list(GroupKFold(n_splits=5).split(fit, groups=groups[fit]))
+    pred, chosen = _cv_predict(X, y, groups, fit, folds, alphas)
+    ref, ref_chosen = np.zeros_like(pred), []
+    for train, test in folds:
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=alphas) if np.ndim(alphas) else Ridge(alpha=alphas))
+        model.fit(X[fit[train]].astype(np.float64), y[fit[train]])
+        if np.ndim(alphas):
+            ref_chosen.append(model[-1].alpha_)
+        sel = np.isin(groups, np.unique(groups[fit[test]]))
+        ref[sel] = model.predict(X[sel].astype(np.float64))
+    np.testing.assert_allclose(pred, ref, rtol=1e-6, atol=1e-8)
+    assert chosen == ref_chosen

@@ -168,6 +168,9 @@ def test_gram_matches_matmul():
     A = np.random.default_rng(7).standard_normal((5, 33))
     np.testing.assert_allclose(N.gram(A), A @ A.T, atol=1e-12)
     np.testing.assert_allclose(N.gram(A.astype(np.float32)), A @ A.T, atol=1e-4)
+    B = np.ascontiguousarray(A.T)  # (33, 5): its transpose is Fortran-contiguous, used without a copy
+    np.testing.assert_allclose(N.gram(B.T), A @ A.T, atol=1e-12)
+    np.testing.assert_allclose(N.gram(A[:, ::2]), A[:, ::2] @ A[:, ::2].T, atol=1e-12)  # neither: copied
 
 
 def test_red_noise_test_on_pure_ar1_spectrum():

@@ -35,10 +35,10 @@ __all__ = ["STAGE_VERSIONS", "analysis_version", "stamp", "is_current", "reusabl
 STAGE_VERSIONS: dict[str, int] = {
     "recordings": 1,     # recordings/<name>.h5 (+ sidecar): generated tokens, entropies and waves
     "texts": 1,          # spelling/<name>.samples.json and interventions/baseline/*: generated texts
-    "waves": 2,          # waves/<name>/summary.json (+ arrays.npz): coherence analysis (2: z, gain, probe)
+    "waves": 3,          # waves/<name>/summary.json (+ arrays.npz): coherence analysis (2: z, gain, probe; 3: probe folds in float64)
     "spelling": 2,       # spelling/<name>.json: counting statistics of spelling errors (2: position strata)
     "interventions": 1,  # interventions/<name>/result.json
-    "calibration": 1,    # calibration outputs
+    "calibration": 2,    # calibration outputs (2: the probe folds in float64)
 }
 
 

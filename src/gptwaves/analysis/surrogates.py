@@ -46,10 +46,14 @@ def unit_columns(xc0: np.ndarray, mask: np.ndarray, dtype=np.float32) -> np.ndar
 
 
 def gram(A: np.ndarray) -> np.ndarray:
-    """``A @ A.T`` of a C-contiguous (C, N) float array by BLAS syrk (half the work of a matmul)."""
-    A = np.ascontiguousarray(A)
+    """``A @ A.T`` of a (C, N) float array by BLAS syrk (half the work of a matmul); no copy when ``A``
+    is C-contiguous or the transpose of a C-contiguous array."""
     f = _blas.dsyrk if A.dtype == np.float64 else _blas.ssyrk
-    G = f(1.0, A.T, trans=1)  # A.T is Fortran-contiguous (N, C): no copy
+    if A.flags.f_contiguous and not A.flags.c_contiguous:  # the transpose of a C-contiguous (N, C) array
+        G = f(1.0, A, trans=0)
+    else:
+        A = np.ascontiguousarray(A)
+        G = f(1.0, A.T, trans=1)  # A.T is Fortran-contiguous (N, C): no copy
     iu = np.triu_indices(G.shape[0], 1)
     G[(iu[1], iu[0])] = G[iu]
     return G
