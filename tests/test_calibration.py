@@ -120,6 +120,37 @@ def test_spelling_truths_have_their_planted_strength():
     assert f_prop > f_ind + 0.1
 
 
+def _chained_word_by_word(samp, base, R, rng, kind, strength):
+    """The sequential truths drawn word by word (the reference of the vectorised draw): one block of
+    uniforms per rank of a word within its sample, word k from word k - 1's outcome."""
+    rank = np.arange(samp.size) - np.searchsorted(samp, samp, side="left")
+    out = np.zeros((R, samp.size), dtype=bool)
+    for k in range(int(rank.max(initial=-1)) + 1):
+        idx = np.flatnonzero(rank == k)
+        u = rng.random((R, idx.size))
+        prev = out[:, idx - 1] if k else np.zeros((R, idx.size), bool)
+        if kind == "markov":
+            p = special.expit(base[idx][None, :] + strength * prev)
+        else:
+            p = special.expit(base[idx])[None, :] * np.where(prev, strength, 1.0)
+        out[:, idx] = u < p
+    return out
+
+
+@pytest.mark.parametrize("kind, strength", [("markov", 1.0), ("markov", -0.7), ("refractory", 0.5),
+                                            ("refractory", 1.6)])
+def test_sequential_truths_equal_their_word_by_word_draw(kind, strength):
+    g = np.random.default_rng(3)
+    for trial in range(40):
+        N = int(g.integers(1, 30))
+        samp = np.repeat(np.arange(N), g.integers(0, 25, N))
+        base = g.normal(-1.0, 1.5, samp.size)
+        R = int(g.integers(1, 4))
+        got = ca.simulate_flags(samp, base, N, R, np.random.default_rng(trial), kind=kind, strength=strength)
+        ref = _chained_word_by_word(samp, base, R, np.random.default_rng(trial), kind, strength)
+        assert got.shape == ref.shape and (got == ref).all()
+
+
 def test_planted_factor_gives_its_excess():
     from gptwaves.analysis import waves as wv
 
@@ -497,3 +528,15 @@ def test_reproduce_calibration_defaults_and_flags(preset, args, groups, coherenc
         assert cal is None
     else:
         assert cal.groups == groups and cal.coherence_replicates == coherence
+
+
+def test_a_kept_call_is_reused_only_for_the_same_arrays():
+    from gptwaves.stages.calibration_truth import _last_call_kept
+
+    calls = []
+    kept = _last_call_kept(lambda a, n, start=None: calls.append(1) or float(a.sum()) + n)
+    a = np.arange(5.0)
+    assert kept(a, 2, start=a) == kept(a, 2, start=a) == 12.0 and len(calls) == 1
+    assert kept(a.copy(), 2, start=a) == 12.0 and len(calls) == 2  # equal values, another array
+    assert kept(a, 3, start=a) == 13.0 and len(calls) == 3
+    assert kept(a, 3) == 13.0 and len(calls) == 4  # another set of keywords

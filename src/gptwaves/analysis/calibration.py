@@ -139,24 +139,37 @@ def simulate_flags(word_sample, base_logit, n_samples: int, replicates: int, rng
     if kind == "propensity":
         u = rng.normal(0.0, float(strength), (R, int(n_samples)))
         return rng.random((R, W)) < special.expit(base[None, :] + u[:, samp])
-    # sequential kinds: loop over the rank of a word within its sample
-    first = np.searchsorted(samp, samp, side="left")
-    rank = np.arange(W) - first
-    out = np.zeros((R, W), dtype=bool)
+    # sequential kinds: word k's probability depends on word k - 1 of its sample
+    return _chained_flags(samp, base, R, rng, kind, float(strength))
+
+
+def _chained_flags(samp: np.ndarray, base: np.ndarray, R: int, rng: np.random.Generator, kind: str,
+                   strength: float) -> np.ndarray:
+    """`simulate_flags` of the Markov and refractory kinds.
+
+    The uniforms are drawn one rank of a word within its sample after another (all first words, then
+    all second words, ...), and word k is misspelled when its uniform is below ``p1`` (after an
+    error) or ``p0`` (otherwise). Without a loop over the words: with ``a = u < p0`` and ``b = u < p1``,
+    a word where ``a == b`` (and every first word) takes ``a`` whatever came before, and each other
+    word keeps (``b``) or flips (``a``) the previous outcome, so a word's flag is the flag of the last
+    such reset before it, flipped once per flipping word in between.
+    """
+    W = samp.size
+    first = np.flatnonzero(np.r_[True, samp[1:] != samp[:-1]]) if W else np.zeros(0, np.int64)
+    rank = np.arange(W) - np.repeat(first, np.diff(np.r_[first, W]))  # samples are runs of `samp`
+    small = np.int16 if rank.max(initial=0) < 2**15 else np.int64  # a radix sort for small ranks
+    order = np.argsort(rank.astype(small), kind="stable")  # each rank's words in text order
+    u = np.empty((R, W))
+    u[:, order] = np.concatenate([rng.random((R, n)) for n in np.bincount(rank)], axis=1) if W else u
     p0 = special.expit(base)
-    for k in range(int(rank.max(initial=-1)) + 1):
-        idx = np.flatnonzero(rank == k)
-        u = rng.random((R, idx.size))
-        if k == 0:
-            out[:, idx] = u < p0[idx]
-            continue
-        prev = out[:, idx - 1]
-        if kind == "markov":
-            p = special.expit(base[idx][None, :] + float(strength) * prev)
-        else:
-            p = p0[idx][None, :] * np.where(prev, float(strength), 1.0)
-        out[:, idx] = u < p
-    return out
+    p1 = special.expit(base + strength) if kind == "markov" else p0 * strength
+    a, b = u < p0, u < p1
+    reset = (a == b) | (rank == 0)
+    flip = a & ~reset  # a and not b: the opposite of the previous outcome
+    last = np.maximum.accumulate(np.where(reset, np.arange(W), 0), axis=1)  # the last reset so far
+    rows = np.arange(R)[:, None]
+    flips = np.cumsum(flip, axis=1)
+    return a[rows, last] ^ ((flips - flips[rows, last]) % 2 == 1)
 
 
 def ar1_waves(S: int, T: int, phi, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:

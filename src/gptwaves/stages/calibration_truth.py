@@ -7,6 +7,7 @@ analyse each with the same analysis functions as the real run. Re-exported by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 from contextlib import contextmanager
@@ -184,9 +185,8 @@ def _rr_null_centre(word_sample, mis, n_samples: int, word_start=None) -> float:
         return float("nan")
     pos = sp.position_bins(word_start) if word_start is not None and hasattr(sp, "position_bins") \
         else np.zeros(s.size, np.int64)
-    g = s * (int(pos.max(initial=0)) + 1) + pos
-    _, gi = np.unique(g, return_inverse=True)
-    n_g = np.bincount(gi).astype(float)
+    gi = s * (int(pos.max(initial=0)) + 1) + pos  # the group of each word (sample x position bin)
+    n_g = np.bincount(gi).astype(float)  # empty groups are never indexed
     k_g = np.bincount(gi, weights=m.astype(float))
     p = k_g[gi] / n_g[gi]  # P(word is misspelled)
     same_s = s[1:] == s[:-1]
@@ -201,6 +201,32 @@ def _rr_null_centre(word_sample, mis, n_samples: int, word_start=None) -> float:
     if pm <= 0 or pc <= 0 or cm <= 0:
         return float("nan")
     return float((mm / pm) / (cm / pc))
+
+
+def _last_call_kept(fn):
+    """``fn`` that gives its last result again when called again with the very same arguments (the
+    same array objects; other values equal). The last arguments are held, so no new object can
+    take their identity."""
+    last: dict = {}
+
+    @functools.wraps(fn)
+    def kept(*args, **kw):
+        vals, names = (*args, *kw.values()), tuple(kw)
+        if last and last["names"] == names and len(last["vals"]) == len(vals) \
+                and all(map(_same_value, last["vals"], vals)):
+            return last["out"]
+        out = fn(*args, **kw)
+        last.update(names=names, vals=vals, out=out)
+        return out
+
+    return kept
+
+
+def _same_value(a, b) -> bool:
+    """The same object, or two equal values neither of which is an array."""
+    if a is b:
+        return True
+    return not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray) and bool(a == b)
 
 
 def _call(fn, *args, **kw):
@@ -254,12 +280,13 @@ class _SharedNulls:
     def injected(self):
         from ..analysis import spelling as sp
 
-        orig = sp.stratified_null, sp.cascade_null
+        orig = sp.stratified_null, sp.cascade_null, sp.independent_reference
         sp.stratified_null, sp.cascade_null = self.stratified, self.cascade
+        sp.independent_reference = _last_call_kept(orig[2])  # `analyze_words` and `stratified` ask alike
         try:
             yield
         finally:
-            sp.stratified_null, sp.cascade_null = orig
+            sp.stratified_null, sp.cascade_null, sp.independent_reference = orig
 
 
 def _shared_nulls(tpl: dict, settings: CalibrationSettings) -> list:
