@@ -3,6 +3,7 @@ worker behind."""
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -51,3 +52,32 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_every_thread_pool_in_a_worker_has_one_thread(tmp_path):
+    # the parent loads neither scipy nor scikit-learn before the pool starts: their BLAS and OpenMP
+    # load in the worker with the job, after the worker's own start, and must have one thread too
+    # (two workers with two threads each on two cores wait for each other; measured 3x slower)
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        from gptwaves.workers import WorkerPool
+
+        def pools():
+            import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS in the worker)
+            import sklearn.linear_model  # noqa: F401  (and scikit-learn's OpenMP)
+            from threadpoolctl import threadpool_info
+            return sorted({(p["internal_api"], p["num_threads"]) for p in threadpool_info()})
+
+        if __name__ == "__main__":
+            import sys
+            assert "scipy.linalg" not in sys.modules
+            with WorkerPool({}, 1) as pool:
+                print(pool.map(pools, [()])[0], flush=True)
+    """))
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pools = ast.literal_eval(out.stdout.strip())  # the (api, threads) pairs the script printed
+    assert pools and {n for _, n in pools} == {1}, pools
+    assert "openblas" in {api for api, _ in pools}

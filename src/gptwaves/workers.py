@@ -55,6 +55,10 @@ def _watch_parent(ppid: int, every: float = 1.0) -> None:
             os._exit(1)
 
 
+#: The environment variables that set the size of a BLAS or OpenMP thread pool when it loads.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
 def _init(ctx: dict) -> None:
     import os
     import signal
@@ -65,6 +69,11 @@ def _init(ctx: dict) -> None:
     global _IN_WORKER, _CONTEXT
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="gptwaves-parent-watch").start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # one thread in every pool: the variables reach the libraries that load later (OpenBLAS and
+    # OpenMP read them when they load: scipy's BLAS loads with the first job that imports
+    # scipy.linalg, after this), `threadpool_limits` those loaded already (numpy's, with the context)
+    for var in _THREAD_VARIABLES:
+        os.environ[var] = "1"
     threadpool_limits(limits=1)
     _IN_WORKER = True
     _CONTEXT = ctx
