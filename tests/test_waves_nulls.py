@@ -277,3 +277,17 @@ def test_all_constant_tap():
     json.dumps(s, allow_nan=False)
     assert s["n_constant"] == 6 and s["n_oscillating"] == 0 and s["n_labelled"] == 0
     assert not s["surrogate"]["mean_abs_corr"]["significant"]
+
+
+def test_surrogates_without_eigenvalues_keep_the_other_order_parameters():
+    rng = np.random.default_rng(11)
+    Z = rng.standard_normal((24, 9, 50)).astype(np.float32)
+    Z /= np.sqrt(np.square(Z).sum(axis=(1, 2), keepdims=True))
+    full = N.surrogate_order_parameters(Z, 30, np.random.default_rng(5))
+    lean = N.surrogate_order_parameters(Z, 30, np.random.default_rng(5), eigenvalues=False)
+    assert (lean["perms"] == full["perms"]).all() and lean["R"] is None
+    for k in ("mean_abs_corr", "participation_ratio"):
+        np.testing.assert_allclose(lean["stats"][k], full["stats"][k], rtol=1e-12)
+    assert np.isnan(lean["stats"]["lambda_max_share"]).all()
+    with pytest.raises(ValueError, match="slots"):
+        N.surrogate_order_parameters(Z, 3, rng, n_keep_slots=1, eigenvalues=False)

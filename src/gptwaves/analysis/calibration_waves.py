@@ -199,13 +199,14 @@ def surrogate_law(x, mask, n_surrogates: int, rng: np.random.Generator) -> dict:
     Returns
     -------
     dict
-        Per variant: ``values`` (dict of (B,) arrays per order parameter, the stage's surrogates)
-        and ``floor`` (:func:`surrogate_floor` of the tap).
+        Per variant: ``values`` (dict of (B,) arrays per order parameter, the stage's surrogates;
+        ``lambda_max_share`` NaN, as no verdict reads it) and ``floor`` (:func:`surrogate_floor` of
+        the tap).
     """
     mask = _as_mask(mask, np.shape(x)[:2])
     out = {}
     for v, Z in _columns(np.asarray(x), mask).items():
-        sur = surrogate_order_parameters(Z, int(n_surrogates), rng, 0)
+        sur = surrogate_order_parameters(Z, int(n_surrogates), rng, 0, eigenvalues=False)
         out[v] = {"values": {k: np.asarray(a, np.float64) for k, a in sur["stats"].items()},
                   "floor": surrogate_floor(Z)}
     return out

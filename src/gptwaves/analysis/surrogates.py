@@ -109,7 +109,7 @@ def stats_from_gram(G: np.ndarray, v0=None, exact: bool = False, iters: int = 10
 
 
 def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.Generator,
-                               n_keep_slots: int = 0) -> dict:
+                               n_keep_slots: int = 0, eigenvalues: bool = True) -> dict:
     """Sample-shuffle surrogates: correlation matrices and order parameters.
 
     Parameters
@@ -123,6 +123,10 @@ def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.
         For the first ``n_keep_slots`` surrogates also return the per-slot
         cross products (for the paired bootstrap) and their leading
         eigenvectors.
+    eigenvalues : bool, optional
+        False: ``lambda_max_share`` is NaN and ``R`` is not returned (None), for callers that
+        read only mean |R| and the participation ratio (the same values, without an
+        eigendecomposition and a (B, C, C) array; requires ``n_keep_slots == 0``).
 
     Returns
     -------
@@ -137,6 +141,11 @@ def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.
     B = int(n_surrogates)
     nk = min(int(n_keep_slots), B)
     perms = np.argsort(rng.random((B, C, S)), axis=2)
+    if not eigenvalues:
+        if nk:
+            raise ValueError("surrogate slots need the eigenvalues")
+        return {"R": None, "stats": _lean_stats(Z, perms), "slots": np.empty((0, S, C, C), np.float32),
+                "v0": np.zeros((0, C), np.float32), "perms": perms}
     Rs = np.empty((B, C, C))
     slots = np.empty((nk, S, C, C), np.float32)
     rows = np.arange(C)[:, None]
@@ -157,6 +166,21 @@ def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.
         st = {k: np.zeros(0) for k, _ in ORDER_KEYS}
         v0 = np.zeros((0, C), np.float32)
     return {"R": Rs, "stats": st, "slots": slots, "v0": v0, "perms": perms}
+
+
+def _lean_stats(Z: np.ndarray, perms: np.ndarray) -> dict:
+    """Mean |R| and participation ratio of the surrogates ``perms`` of ``Z`` as
+    :func:`surrogate_order_parameters` computes them, one correlation matrix at a time."""
+    C = Z.shape[0]
+    B = perms.shape[0]
+    rows = np.arange(C)[:, None]
+    mac, pr = np.empty(B), np.empty(B)
+    for b in range(B):
+        R = gram(Z[rows, perms[b]].reshape(C, -1)).astype(np.float64)
+        tr = np.trace(R)
+        mac[b] = (np.abs(R).sum() - np.abs(np.diagonal(R)).sum()) / (C * (C - 1))
+        pr[b] = tr**2 / np.square(R).sum()
+    return {"mean_abs_corr": mac, "lambda_max_share": np.full(B, np.nan), "participation_ratio": pr}
 
 
 def _weights(idx: np.ndarray, S: int) -> np.ndarray:

@@ -63,13 +63,30 @@ def waves_checkpoints(S: int = 64, T: int = 500, C: int = 192, iterations=PAPER_
 
 
 def _started(pool) -> float:
-    """Seconds until every worker of ``pool`` has started and received its context (paid once per
-    calibration; not part of the per-replicate time)."""
-    from ..workers import cores
-
+    """Seconds until every worker of ``pool`` has started, received its context and imported the
+    calibration's modules (paid once per calibration; not part of the per-replicate time, which
+    the few replicates timed would otherwise carry: about a second per worker)."""
     t0 = time.perf_counter()
-    pool.map(cores, [()] * pool.workers)
+    seen: set = set()
+    for _ in range(20):  # until every worker has taken one (a worker still starting may miss a round)
+        seen |= set(pool.map(_imported, [()] * pool.workers))
+        if len(seen) >= pool.workers:
+            break
     return time.perf_counter() - t0
+
+
+def _imported() -> int:
+    """Import what a calibration job imports (in a worker) and give the worker's process id, after a
+    moment in which the other workers can take the other jobs."""
+    import os
+
+    import sklearn.linear_model  # noqa: F401  (the space probe's first use)
+
+    from ..analysis import calibration_waves, probe, spelling  # noqa: F401
+    from ..stages import calibration, calibration_coherence  # noqa: F401
+
+    time.sleep(0.2)
+    return os.getpid()
 
 
 def _time_spelling(tpl: dict, settings, shared, scens, R: int) -> tuple[float, float, bool]:
