@@ -160,7 +160,8 @@ def _chained_flags(samp: np.ndarray, base: np.ndarray, R: int, rng: np.random.Ge
     small = np.int16 if rank.max(initial=0) < 2**15 else np.int64  # a radix sort for small ranks
     order = np.argsort(rank.astype(small), kind="stable")  # each rank's words in text order
     u = np.empty((R, W))
-    u[:, order] = np.concatenate([rng.random((R, n)) for n in np.bincount(rank)], axis=1) if W else u
+    if W:
+        u[:, order] = np.concatenate([rng.random((R, n)) for n in np.bincount(rank)], axis=1)
     p0 = special.expit(base)
     p1 = special.expit(base + strength) if kind == "markov" else p0 * strength
     a, b = u < p0, u < p1

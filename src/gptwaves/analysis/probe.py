@@ -2,7 +2,8 @@
 
 The residual stream has no privileged basis, so "channels that stand out" is measured by what a
 *linear read-out of all channels* can tell, not by per-channel labels (docs/method.md, "Findings",
-claim 4). Pure functions on numpy arrays; scikit-learn supplies the probe (no torch, no file I/O).
+claim 4). Pure functions on numpy arrays (no torch, no file I/O); scikit-learn supplies the folds
+(``GroupKFold``) and, in the tests, the reference estimator the closed form is compared with.
 
 Decisions taken here (the caller should know)
 ---------------------------------------------
@@ -212,8 +213,8 @@ def _cv_predict(X, y, groups, fit, folds, alphas, sels=None):
             col = Xf[np.ix_(train, small)]
             mu[small] = col.mean(axis=0)
             var[small] = np.square(col - mu[small]).mean(axis=0)
-            Xr = Xf[train] - mu
-            Gc[small, :] = Xr[:, small].T @ Xr
+            Xc = Xf[train] - mu
+            Gc[small, :] = Xc[:, small].T @ Xc
             Gc[:, small] = Gc[small, :].T
         scale = _standard_scale(var, mu + m0, n)
         Zy = (sxy - Xt.T @ yt - n * ybar * mu) / scale

@@ -158,9 +158,7 @@ def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.
             Rs[b] = gram(Zb.reshape(C, S * T))
     if B:
         w = np.linalg.eigvalsh(Rs)
-        st = {"mean_abs_corr": (np.abs(Rs).sum(axis=(1, 2)) - np.einsum("nii->n", np.abs(Rs))) / (C * (C - 1)),
-              "lambda_max_share": w[:, -1] / C,
-              "participation_ratio": np.einsum("nii->n", Rs) ** 2 / np.square(Rs).sum(axis=(1, 2))}
+        st = {**_abs_mean_and_pr(Rs), "lambda_max_share": w[:, -1] / C}
         v0 = np.linalg.eigh(Rs[:nk])[1][:, :, -1].astype(np.float32)  # signed: see excess_with_ci
     else:
         st = {k: np.zeros(0) for k, _ in ORDER_KEYS}
@@ -168,19 +166,23 @@ def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.
     return {"R": Rs, "stats": st, "slots": slots, "v0": v0, "perms": perms}
 
 
+def _abs_mean_and_pr(Rs: np.ndarray) -> dict:
+    """Mean |R_ij| over i != j and the participation ratio ``(tr R)^2 / sum R_ij^2`` of correlation
+    matrices ``Rs`` (B, C, C), as (B,) arrays."""
+    C = Rs.shape[-1]
+    return {"mean_abs_corr": (np.abs(Rs).sum(axis=(1, 2)) - np.einsum("nii->n", np.abs(Rs))) / (C * (C - 1)),
+            "participation_ratio": np.einsum("nii->n", Rs) ** 2 / np.square(Rs).sum(axis=(1, 2))}
+
+
 def _lean_stats(Z: np.ndarray, perms: np.ndarray) -> dict:
     """Mean |R| and participation ratio of the surrogates ``perms`` of ``Z`` as
     :func:`surrogate_order_parameters` computes them, one correlation matrix at a time."""
-    C = Z.shape[0]
-    B = perms.shape[0]
+    C, B = Z.shape[0], perms.shape[0]
     rows = np.arange(C)[:, None]
-    mac, pr = np.empty(B), np.empty(B)
-    for b in range(B):
-        R = gram(Z[rows, perms[b]].reshape(C, -1)).astype(np.float64)
-        tr = np.trace(R)
-        mac[b] = (np.abs(R).sum() - np.abs(np.diagonal(R)).sum()) / (C * (C - 1))
-        pr[b] = tr**2 / np.square(R).sum()
-    return {"mean_abs_corr": mac, "lambda_max_share": np.full(B, np.nan), "participation_ratio": pr}
+    parts = [_abs_mean_and_pr(gram(Z[rows, perms[b]].reshape(C, -1)).astype(np.float64)[None]) for b in range(B)]
+    return {"mean_abs_corr": np.array([p["mean_abs_corr"][0] for p in parts]),
+            "participation_ratio": np.array([p["participation_ratio"][0] for p in parts]),
+            "lambda_max_share": np.full(B, np.nan)}
 
 
 def _weights(idx: np.ndarray, S: int) -> np.ndarray:

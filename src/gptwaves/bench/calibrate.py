@@ -80,7 +80,7 @@ def _imported() -> int:
     moment in which the other workers can take the other jobs."""
     import os
 
-    import sklearn.linear_model  # noqa: F401  (the space probe's first use)
+    import sklearn.model_selection  # noqa: F401  (the space probe's folds, imported at its first use)
 
     from ..analysis import calibration_waves, probe, spelling  # noqa: F401
     from ..stages import calibration, calibration_coherence  # noqa: F401
