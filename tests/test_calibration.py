@@ -402,7 +402,7 @@ def test_interrupted_coherence_calibration_resumes_with_the_same_numbers(tiny_ru
 
 
 @pytest.mark.parametrize("group, threshold, stops, done", [
-    ("coherence", "PROCESS_MIN_ELEMENTS", 1, [2, 2]),  # the first batch (replicates 1-2), then stop
+    ("coherence", "PROCESS_MIN_ELEMENTS", 2, [2, 2]),  # after the shared nulls and replicate 1 no stop; after 2
     ("spelling", "SPELLING_PROCESS_MIN", 3, [4, 2]),  # three chunks stored, then stop
 ])
 def test_replicates_in_worker_processes_equal_the_sequential_ones(tiny_run, tmp_path, monkeypatch, group, threshold,

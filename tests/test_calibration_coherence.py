@@ -118,6 +118,33 @@ def test_fast_parts_equal_the_stage_analysis(small):
     assert np.allclose(p["loo"], full["probe"]["loo"], rtol=1e-6)
 
 
+def test_jackknife_without_eigenvalues_changes_no_read_number(small):
+    """The fast engine's jackknife draws the stage's surrogate slots (the same draws, without their
+    eigendecompositions) and leaves lambda_max out: mean |R| and the participation ratio, with their
+    intervals, standard errors and leave-one-out values, are the same to the last bit."""
+    from gptwaves.analysis.surrogates import excess_with_ci, sample_products, surrogate_slots
+
+    tpl, _ = small
+    ck = tpl["checkpoints"][-1]
+    x = draw_tap(ck, tpl["focus"], (0, 50000, 0), 0, 4, 0, 0)
+    Z = cw._columns(x, ck["mask"])["raw"]
+    full = surrogate_order_parameters(Z, 2, np.random.default_rng(3), n_keep_slots=2)
+    lean = surrogate_slots(Z, 2, np.random.default_rng(3))
+    assert lean.dtype == full["slots"].dtype and np.array_equal(lean, full["slots"])
+    obs = cw._observed(Z)
+    obs = {k: (np.nan if v is None else v) for k, v in obs.items()}
+    law = surrogate_order_parameters(Z, 20, np.random.default_rng(4), eigenvalues=False)["stats"]
+    P = sample_products(Z)
+    a = excess_with_ci(Z, obs, {"stats": law, "slots": full["slots"], "v0": full["v0"]}, None, n_boot=0, P=P)
+    b = excess_with_ci(Z, obs, {"stats": law, "slots": lean, "v0": np.zeros_like(full["v0"])}, None, n_boot=0, P=P,
+                       eigenvalues=False)
+    for k in ("mean_abs_corr", "participation_ratio"):
+        assert a[k]["ci"] is not None and a[k]["loo"] is not None
+        assert {f: v for f, v in a[k].items() if f != "loo"} == {f: v for f, v in b[k].items() if f != "loo"}
+        assert np.array_equal(a[k]["loo"], b[k]["loo"])
+    assert a["lambda_max_share"]["ci"] is None and b["lambda_max_share"]["ci"] is None  # observed NaN
+
+
 def test_moved_law_agrees_with_each_taps_own_surrogates(small):
     """The shared law moved by the floors against 200 of each tap's own surrogates, over 8 draws:
     the mean differs by less than 0.3 of the surrogate SD (measured: 0.03-0.1 at 16 x 150 x 24 and

@@ -27,6 +27,11 @@ def finite_or_none(v: Any) -> float | None:
 
 def jsonable(obj: Any) -> Any:
     """Numpy scalars/arrays -> Python types, tuples -> lists, paths -> str, NaN/inf -> None."""
+    t = type(obj)  # the plain Python values first: most of a result's leaves are (the same outputs)
+    if t is float:
+        return obj if math.isfinite(obj) else None
+    if t is str or t is int or t is bool or obj is None:
+        return obj
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

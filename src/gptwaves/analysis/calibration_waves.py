@@ -30,7 +30,7 @@ import scipy.fft
 from . import coherence_nulls as _nulls
 from .coherence import gain_columns, induced_columns
 from .probe import space_probe
-from .surrogates import ORDER_KEYS, excess_with_ci, gram, surrogate_order_parameters
+from .surrogates import ORDER_KEYS, excess_with_ci, gram, surrogate_order_parameters, surrogate_slots
 from .wave_arrays import _CONST_RTOL, _absmax, _as_mask, _center0, _channels_first
 from .waves_summary import _surrogate_json, probe_summary
 
@@ -251,13 +251,12 @@ def _coherence(x, mask, law: dict, n_surrogates: int, alpha: float, rng: np.rand
         vals = _moved(law[v], floor, n_surrogates, rng)
         sur = {"stats": vals, "slots": np.zeros((0, Z.shape[1], 0, 0)), "v0": np.zeros((0, 0))}
         P = None
-        if n_ci_surrogates > 0:
-            slots = surrogate_order_parameters(Z, int(n_ci_surrogates), slot_rng or np.random.default_rng(1),
-                                               n_keep_slots=int(n_ci_surrogates))
-            sur.update(slots=slots["slots"], v0=slots["v0"])
+        if n_ci_surrogates > 0:  # the stage's slots, from the same draws; no verdict reads lambda_max
+            slots = surrogate_slots(Z, int(n_ci_surrogates), slot_rng or np.random.default_rng(1))
+            sur.update(slots=slots, v0=np.zeros((slots.shape[0], Z.shape[0]), np.float32))
             P = _nulls.sample_products(Z)
         res = excess_with_ci(Z, {k: (np.nan if obs[k] is None else obs[k]) for k, _ in ORDER_KEYS}, sur, None,
-                             n_boot=0, alpha=alpha, P=P)
+                             n_boot=0, alpha=alpha, P=P, eigenvalues=False)
         parts[v] = _summary(obs, res, alpha)
     return {**parts["raw"], "gain_normalised": parts["gain"]}
 

@@ -69,7 +69,7 @@ from scipy import stats as _stats
 
 # the surrogate test lives in its own module; its names stay importable from here
 from .surrogates import (ORDER_KEYS, excess_with_ci, gaussian_tail, gram, sample_products, stats_from_gram,
-                         surrogate_order_parameters, unit_columns)
+                         surrogate_order_parameters, surrogate_slots, unit_columns)
 
 __all__ = [
     "WavesInputError",
@@ -80,6 +80,7 @@ __all__ = [
     "sample_products",
     "stats_from_gram",
     "surrogate_order_parameters",
+    "surrogate_slots",
     "excess_with_ci",
     "red_noise_test",
     "matched_vs_mismatched",

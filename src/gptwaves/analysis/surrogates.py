@@ -18,7 +18,7 @@ from ..schema import ORDER_PARAMETERS
 from .wave_arrays import _channels_first
 
 __all__ = ["ORDER_KEYS", "unit_columns", "gram", "sample_products", "stats_from_gram", "surrogate_order_parameters",
-           "excess_with_ci", "gaussian_tail"]
+           "surrogate_slots", "excess_with_ci", "gaussian_tail"]
 
 #: Order parameters handled by the surrogate test, with the sign of "more coherent".
 ORDER_KEYS = tuple((key, sign) for key, _label, _rule, sign in ORDER_PARAMETERS)  # declared in gptwaves.schema
@@ -73,7 +73,7 @@ def _lambda_max(R: np.ndarray, v0: np.ndarray | None, iters: int) -> np.ndarray:
     return (v * np.matmul(R, v)).sum(axis=(1, 2))
 
 
-def stats_from_gram(G: np.ndarray, v0=None, exact: bool = False, iters: int = 10) -> dict:
+def stats_from_gram(G: np.ndarray, v0=None, exact: bool = False, iters: int = 10, eigenvalues: bool = True) -> dict:
     """Order parameters (mean |R|, lambda_max / C, PR) of a batch of cross-product matrices.
 
     Parameters
@@ -87,6 +87,9 @@ def stats_from_gram(G: np.ndarray, v0=None, exact: bool = False, iters: int = 10
         Use ``eigvalsh`` instead of power iteration for ``lambda_max``.
     iters : int, optional
         Power iterations.
+    eigenvalues : bool, optional
+        False: ``lambda_max_share`` is NaN (no power iteration or eigendecomposition; the other
+        two are the same).
 
     Returns
     -------
@@ -103,7 +106,10 @@ def stats_from_gram(G: np.ndarray, v0=None, exact: bool = False, iters: int = 10
     mac = absum / (C * (C - 1)) if C > 1 else np.full(n, np.nan)
     fro = np.square(R).sum(axis=(1, 2), dtype=np.float64)
     # exact: in the dtype given (float32 halves the cost; its error, ~1e-6 of lambda, is far below any CI)
-    lam = np.linalg.eigvalsh(R)[:, -1] if exact else _lambda_max(R, v0, iters)
+    if not eigenvalues:
+        lam = np.full(n, np.nan)
+    else:
+        lam = np.linalg.eigvalsh(R)[:, -1] if exact else _lambda_max(R, v0, iters)
     return {"mean_abs_corr": np.asarray(mac, np.float64), "lambda_max_share": np.asarray(lam, np.float64) / C,
             "participation_ratio": (C * C) / fro}
 
@@ -166,6 +172,21 @@ def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.
     return {"R": Rs, "stats": st, "slots": slots, "v0": v0, "perms": perms}
 
 
+def surrogate_slots(Z: np.ndarray, n_slots: int, rng: np.random.Generator) -> np.ndarray:
+    """The per-sample cross products of the first ``n_slots`` sample-shuffle surrogates, shape
+    (n_slots, S, C, C) float32: the ``slots`` of ``surrogate_order_parameters(Z, n_slots, rng,
+    n_keep_slots=n_slots)`` from the same draws, without their order parameters and eigenvectors
+    (for callers that read only mean |R| and the participation ratio of the jackknife)."""
+    C, S, _ = Z.shape
+    perms = np.argsort(rng.random((int(n_slots), C, S)), axis=2)
+    rows = np.arange(C)[:, None]
+    slots = np.empty((int(n_slots), S, C, C), np.float32)
+    for b in range(int(n_slots)):
+        Zb = Z[rows, perms[b]]
+        slots[b] = np.matmul(Zb.transpose(1, 0, 2), Zb.transpose(1, 2, 0))
+    return slots
+
+
 def _abs_mean_and_pr(Rs: np.ndarray) -> dict:
     """Mean |R_ij| over i != j and the participation ratio ``(tr R)^2 / sum R_ij^2`` of correlation
     matrices ``Rs`` (B, C, C), as (B,) arrays."""
@@ -204,7 +225,8 @@ def sample_products(Z: np.ndarray) -> np.ndarray:
 
 def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.random.Generator,
                    n_boot: int = 200, confidence: float = 0.95, alpha: float = 0.05,
-                   v0: np.ndarray | None = None, P: np.ndarray | None = None, method: str = "jackknife") -> dict:
+                   v0: np.ndarray | None = None, P: np.ndarray | None = None, method: str = "jackknife",
+                   eigenvalues: bool = True) -> dict:
     """Observed order parameters against their sample-shuffle surrogates.
 
     Parameters
@@ -234,6 +256,9 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
         the whole interval above it (measured on the quick run: 0.21 [0.21, 0.211], 0.40 [0.40, 0.403]).
         Leaving one sample out keeps the effective size, so the jackknife interval is centred on the
         estimate.
+    eigenvalues : bool, optional
+        False: the jackknife leaves ``lambda_max_share`` out (no CI for it; for callers whose
+        observed value of it is NaN, where its interval is never finite anyway).
 
     Returns
     -------
@@ -263,7 +288,7 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
     loo = {k: None for k, _ in ORDER_KEYS}
     ses = {k: None for k, _ in ORDER_KEYS}
     if method == "jackknife" and S >= 3 and slots.shape[0] > 0:
-        for k, (c, se, jk) in _jackknife_ci(Z, observed, surrogate, confidence, v0, P).items():
+        for k, (c, se, jk) in _jackknife_ci(Z, observed, surrogate, confidence, v0, P, eigenvalues).items():
             ci[k], how[k], loo[k], ses[k] = c, "jackknife", jk, se
     if method == "bca" and n_boot and S >= 3 and slots.shape[0] > 0:
         for k, (c, kind) in _bca_ci(Z, observed, surrogate, rng, n_boot, confidence, v0, P).items():
@@ -275,7 +300,7 @@ def excess_with_ci(Z: np.ndarray, observed: dict, surrogate: dict, rng: np.rando
     return out
 
 
-def _jackknife_ci(Z, observed, surrogate, confidence, v0, P) -> dict:
+def _jackknife_ci(Z, observed, surrogate, confidence, v0, P, eigenvalues: bool = True) -> dict:
     """Delete-one-sample jackknife CI of the paired excess (``method="jackknife"`` of
     :func:`excess_with_ci`): per order parameter ``(ci, se, loo)``, where both are finite."""
     C, S, T = Z.shape
@@ -286,8 +311,9 @@ def _jackknife_ci(Z, observed, surrogate, confidence, v0, P) -> dict:
     keep = np.array([np.delete(np.arange(S), s) for s in range(S)])  # (S, S-1): leave sample s out
     Wt = _weights(keep, S)
     ex = _EXACT_JACKKNIFE
-    go = stats_from_gram((Wt @ Pf).reshape(-1, C, C), v0=v0, exact=ex, iters=20)
-    gs = [stats_from_gram((Wt @ q).reshape(-1, C, C), v0=vs[i], exact=ex, iters=20) for i, q in enumerate(Qf)]
+    go = stats_from_gram((Wt @ Pf).reshape(-1, C, C), v0=v0, exact=ex, iters=20, eigenvalues=eigenvalues)
+    gs = [stats_from_gram((Wt @ q).reshape(-1, C, C), v0=vs[i] if eigenvalues else None, exact=ex, iters=20,
+                          eigenvalues=eigenvalues) for i, q in enumerate(Qf)]
     tq = float(_stats.t.ppf(0.5 + confidence / 2, S - 1))
     res = {}
     for k, _ in ORDER_KEYS:

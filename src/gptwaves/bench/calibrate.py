@@ -100,10 +100,10 @@ def _time_spelling(tpl: dict, settings, shared, scens, R: int) -> tuple[float, f
     if cs.cores() > 1 and words * n_all >= cs.SPELLING_PROCESS_MIN:
         log(f"calibrate: spelling, {', '.join(scens)}, {R} replicates each, {cs.cores()} worker processes")
         jobs = [(scen, r0, min(R, r0 + settings.chunk)) for scen in scens for r0 in range(0, R, settings.chunk)]
-        with cs.WorkerPool({"tpl": tpl, "settings": settings, "shared": shared}, cs.cores()) as pool:
+        with cs.WorkerPool({"tpl": tpl, "settings": settings}, cs.cores()) as pool:
             t_start = _started(pool)
             t0 = time.perf_counter()
-            pool.map(cs.spelling_job, jobs)
+            pool.map(cs.spelling_job, [(*job, shared) for job in jobs])
             return (time.perf_counter() - t0) / (R * len(scens)), t_start, True
     per = []
     for scen in scens:

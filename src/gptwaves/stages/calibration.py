@@ -139,14 +139,15 @@ class _Replicates:
         jobs = self._spelling_jobs()
         if not jobs:
             return
-        if self.settings.engine == "fast":
-            shared = _shared_nulls(tpl, self.settings)
+        fast = self.settings.engine == "fast"
         words = sum(int(np.size(ck["word_sample"])) for ck in tpl["checkpoints"])
-        if shared is not None and cores() > 1 and len(jobs) > 1 and \
+        if fast and cores() > 1 and len(jobs) > 1 and \
                 words * sum(r1 - r0 for _, r0, r1 in jobs) >= SPELLING_PROCESS_MIN:
             try:
-                with WorkerPool({"tpl": tpl, "settings": self.settings, "shared": shared}, cores()) as pool:
-                    futures = [pool.submit(spelling_job, *job) for job in jobs]
+                with WorkerPool({"tpl": tpl, "settings": self.settings}, cores()) as pool:
+                    self.bar.set_postfix_str("spelling: shared nulls")
+                    shared = _shared_nulls(tpl, self.settings, pool)  # one checkpoint per job
+                    futures = [pool.submit(spelling_job, *job, shared) for job in jobs]
                     for (scen, r0, r1), fut in zip(jobs, futures):
                         self._check_stop()
                         self.bar.set_postfix_str(f"spelling: {scen}")
@@ -160,6 +161,8 @@ class _Replicates:
             except BrokenProcessPool as e:
                 _pool_failed(e)
                 jobs = self._spelling_jobs()
+        if fast and shared is None:
+            shared = _shared_nulls(tpl, self.settings)
         for scen, r0, r1 in jobs:
             self._check_stop()
             self._add("spelling", scen, spelling_chunk, tpl, scen, r0, r1, self.settings, shared)
@@ -170,7 +173,7 @@ class _Replicates:
         """A chunk of replicates at a time, every scenario of a replicate in turn, so that they share
         its base draws (`calibration_truth.draw_tap`); each scenario's file is written after every chunk.
         With the fast engine on large taps and more than one core, whole replicates run side by side
-        in worker processes (`gptwaves.workers`; the same verdicts: every draw is keyed by its replicate)."""
+        in worker processes (`_coherence_pooled`; the same verdicts: every draw is keyed by its replicate)."""
         from concurrent.futures.process import BrokenProcessPool
 
         tpl, cache, nulls = self.tpls.get("coherence"), {}, None  # cache: tap parts of equal truth and draw
@@ -192,28 +195,17 @@ class _Replicates:
                         pool.close(abort=True)
                         pool, no_pool = None, True
                         nulls = CoherenceNulls(tpl, self.settings)
+                if pool is not None:
+                    self._check_stop()  # a stop during the shared nulls
+                    try:
+                        self._coherence_pooled(pool, todo, nulls)
+                    except BrokenProcessPool as e:
+                        _pool_failed(e)
+                        pool.close(abort=True)
+                        pool, no_pool = None, True
+                    continue
                 r = r0
                 while r < r_end:
-                    if pool is not None:
-                        self._check_stop()
-                        batch = [([sc for sc in due if q < todo[sc]["n"]], q)
-                                 for q in range(r, min(r_end, r + pool.workers))]
-                        self.bar.set_postfix_str(f"coherence: replicates {r + 1}-{r + len(batch)}")
-                        try:
-                            results = pool.map(replicate_job, [(*job, nulls) for job in batch])
-                        except BrokenProcessPool as e:
-                            _pool_failed(e)
-                            pool.close(abort=True)
-                            pool, no_pool = None, True
-                            continue
-                        for (scs, _), got in zip(batch, results):
-                            for sc in scs:
-                                verdicts, seconds = got[sc]
-                                todo[sc]["verdicts"] += verdicts
-                                todo[sc]["seconds"] += seconds  # in the workers: their summed time
-                                self.bar.update(1)
-                        r += len(batch)
-                        continue
                     bases: dict = {}
                     for sc in [sc for sc in due if r < todo[sc]["n"]]:
                         self._check_stop()
@@ -229,6 +221,40 @@ class _Replicates:
         finally:
             if pool is not None:
                 pool.close(abort=sys.exc_info()[0] is not None)
+
+    def _coherence_pooled(self, pool, todo: dict, nulls) -> None:
+        """Every coherence replicate still to run, as whole-replicate jobs (`replicate_job`) kept in
+        flight in the worker processes, so that a worker starts the next one as soon as it is free;
+        the results are taken in order, each scenario's file is written at every chunk boundary and,
+        at a stop, after the last finished replicate (the work then in flight is dropped)."""
+        from collections import deque
+
+        first = min(len(st["verdicts"]) for st in todo.values() if len(st["verdicts"]) < st["n"])
+        jobs = iter([(scs, q) for q in range(first, max(st["n"] for st in todo.values()))
+                     if (scs := [sc for sc, st in todo.items() if len(st["verdicts"]) <= q < st["n"]])])
+        ahead: deque = deque()
+
+        def fill():  # one job queued beyond the one running in each worker
+            while len(ahead) <= pool.workers and (job := next(jobs, None)) is not None:
+                ahead.append((job, pool.submit(replicate_job, *job, nulls)))
+
+        fill()
+        while ahead:
+            (scs, q), fut = ahead.popleft()
+            self.bar.set_postfix_str(f"coherence: replicate {q + 1}")
+            got = fut.result()
+            fill()
+            stop = bool(self.stop)
+            for sc in scs:  # every scenario of the job has exactly q replicates before it
+                st = todo[sc]
+                verdicts, seconds = got[sc]
+                st["verdicts"] += verdicts
+                st["seconds"] += seconds  # in the workers: their summed time
+                self.bar.update(1)
+                if stop or len(st["verdicts"]) % self.settings.chunk == 0 or len(st["verdicts"]) == st["n"]:
+                    self._save("coherence", sc)
+            if stop:
+                raise self._interrupted("calibration interrupted; re-run to resume")
 
     def replicates(self) -> dict:
         return {f"{g}:{scen}": {"group": g, "scenario": scen, "verdicts": st["verdicts"], "seconds": st["seconds"]}

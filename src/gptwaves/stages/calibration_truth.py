@@ -289,15 +289,31 @@ class _SharedNulls:
             sp.stratified_null, sp.cascade_null, sp.independent_reference = orig
 
 
-def _shared_nulls(tpl: dict, settings: CalibrationSettings) -> list:
+def _shared_nulls(tpl: dict, settings: CalibrationSettings, pool=None) -> list:
+    """Every checkpoint's `_SharedNulls`, one checkpoint per job in ``pool`` (a
+    `gptwaves.workers.WorkerPool` whose context holds ``tpl`` and ``settings``) when one is given."""
+    n = len(tpl["checkpoints"])
+    if pool is not None:
+        return pool.map(shared_null_job, [(i,) for i in range(n)])
+    return [_shared_null(tpl, settings, i) for i in range(n)]
+
+
+def _shared_null(tpl: dict, settings: CalibrationSettings, i: int) -> _SharedNulls:
+    """The shared permutation nulls of checkpoint ``i``, from its own independent-error draw."""
     from ..analysis import calibration as ca
 
-    out = []
-    for i, ck in enumerate(tpl["checkpoints"]):
-        rng = np.random.default_rng([settings.seed, 0, i])
-        flags = ca.simulate_flags(ck["word_sample"], ck["base_logit"], ck["n_samples"], 1, rng)[0]
-        out.append(_SharedNulls(ck, tpl, flags))
-    return out
+    ck = tpl["checkpoints"][i]
+    rng = np.random.default_rng([settings.seed, 0, i])
+    flags = ca.simulate_flags(ck["word_sample"], ck["base_logit"], ck["n_samples"], 1, rng)[0]
+    return _SharedNulls(ck, tpl, flags)
+
+
+def shared_null_job(i: int) -> _SharedNulls:
+    """`_shared_null` in a worker process whose context holds ``tpl`` and ``settings``."""
+    from ..workers import context
+
+    ctx = context()
+    return _shared_null(ctx["tpl"], ctx["settings"], i)
 
 
 def spelling_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: CalibrationSettings,
@@ -349,16 +365,16 @@ def spelling_chunk(tpl: dict, scenario: str, r0: int, r1: int, settings: Calibra
 SPELLING_PROCESS_MIN = 10_000_000
 
 
-def spelling_job(scenario: str, r0: int, r1: int) -> tuple[list[dict], float]:
-    """`spelling_chunk` in a `gptwaves.workers.WorkerPool` worker whose context holds ``tpl``,
-    ``settings`` and ``shared``: (verdicts, seconds)."""
+def spelling_job(scenario: str, r0: int, r1: int, shared: list) -> tuple[list[dict], float]:
+    """`spelling_chunk` with the shared nulls ``shared`` (`_shared_nulls`: a few hundred kilobytes) in a
+    `gptwaves.workers.WorkerPool` worker whose context holds ``tpl`` and ``settings``: (verdicts, seconds)."""
     import time
 
     from ..workers import context
 
     ctx = context()
     t0 = time.perf_counter()
-    v = spelling_chunk(ctx["tpl"], scenario, r0, r1, ctx["settings"], ctx["shared"])
+    v = spelling_chunk(ctx["tpl"], scenario, r0, r1, ctx["settings"], shared)
     return v, time.perf_counter() - t0
 
 
