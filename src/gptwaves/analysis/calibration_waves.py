@@ -75,11 +75,7 @@ def surrogate_floor(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> float:
         return float("nan")
     K = int(min(max_lag, T - 1))
     n = scipy.fft.next_fast_len(T + K, real=True)
-    P = np.empty((C, S, n), Z.dtype)  # zero-padded once, transformed in place
-    P[:, :, :T] = Z
-    P[:, :, T:] = 0
-    F = scipy.fft.rfft(P, axis=2, overwrite_x=True)
-    del P
+    F = scipy.fft.rfft(Z, n=n, axis=2)  # zero-padded to n by the transform itself
     # |F|^2 summed over samples first: the inverse transform is linear, so one per channel gives the
     # lagged sums summed over samples (in the waves' dtype: float32 sums of 2 S terms, ~1e-7 relative)
     Fv = F.view(F.real.dtype).reshape(C, S, -1)  # real and imaginary parts interleaved
