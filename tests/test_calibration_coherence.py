@@ -251,3 +251,20 @@ def test_scenarios_of_a_replicate_share_the_base_draw(small):
     assert 0.9 < r < 1.0  # the base plus a common factor
     assert np.array_equal(xf, draw_tap(ck, tap, (0, 50000, 0), 0, 4, 1, 0))  # the same without the cache
     assert not np.array_equal(x0, draw_tap(ck, tap, (0, 0, 0), 0, 4, 2, 0))  # another replicate, another base
+
+
+def test_probe_without_rhythm_changes_no_read_number(small):
+    """The fast engine's probe leaves the word-rhythm similarity out (no verdict reads it): R^2, its
+    interval, standard error and leave-one-out values are the same to the bit."""
+    from gptwaves.analysis.probe import space_probe
+
+    tpl, _ = small
+    ck = tpl["checkpoints"][-1]
+    x = draw_tap(ck, tpl["focus"], (0, 0, 2000000), 0, 4, 0, 0)
+    kw = dict(mask=ck["mask"], n_folds=5, max_steps=64, n_null=3, nlags=16, seed=0)
+    full, lean = space_probe(x, ck["next_chars"], **kw), space_probe(x, ck["next_chars"], rhythm=False, **kw)
+    assert np.isfinite(full["rhythm_similarity"]) and np.isnan(lean["rhythm_similarity"])
+    assert np.isnan(lean["null_rhythm"]).all()
+    for k in ("r2", "se", "ci", "ridge_penalty", "null_r2_q95"):
+        assert lean[k] == full[k]
+    assert np.array_equal(lean["loo"], full["loo"]) and np.array_equal(lean["null_r2"], full["null_r2"])

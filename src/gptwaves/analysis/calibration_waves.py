@@ -286,10 +286,11 @@ def coherence_jackknife(x, mask, law: dict, n_surrogates: int, alpha: float = 0.
 
 def probe_part(x, next_chars, mask, *, n_folds: int, max_steps: int, nlags: int, seed: int,
                null_q95: float | None = None, n_null: int = 0) -> dict:
-    """The ``probe`` entry of a tap summary without its red-noise null; ``null_q95`` (and the number of
-    null replicates it came from) stands in for it where a verdict reads it."""
+    """The ``probe`` entry of a tap summary without its red-noise null and without the word-rhythm
+    similarity (NaN: no verdict reads it); ``null_q95`` (and the number of null replicates it came
+    from) stands in for the null where a verdict reads it."""
     p = space_probe(x, next_chars, mask=mask, n_folds=n_folds, max_steps=max_steps, n_null=0,
-                    nlags=min(int(nlags), 32), seed=seed)
+                    nlags=min(int(nlags), 32), seed=seed, rhythm=False)  # no verdict reads the rhythm
     out = probe_summary(p)
     if null_q95 is not None:
         out.update(null_r2_q95=float(null_q95), n_null=int(n_null))

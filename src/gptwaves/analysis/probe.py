@@ -256,7 +256,8 @@ def _lag1(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64, n_null: int = 20,
-                nlags: int = 32, seed: int = 0, alphas=PROBE_ALPHAS, confidence: float = 0.95) -> dict:
+                nlags: int = 32, seed: int = 0, alphas=PROBE_ALPHAS, confidence: float = 0.95,
+                rhythm: bool = True) -> dict:
     """Cross-validated linear probe for "the next character is a space", with CI and red-noise null.
 
     Parameters
@@ -277,6 +278,8 @@ def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64,
     seed : int, optional
     alphas : sequence of float, optional
     confidence : float, optional
+    rhythm : bool, optional
+        False: the word-rhythm similarities are not computed (NaN; for callers that read only R^2).
 
     Returns
     -------
@@ -313,12 +316,14 @@ def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64,
     X = np.asarray(x[ms, mt], np.float32)
     yv = y[ms, mt]
 
+    with_rhythm = bool(rhythm)
+
     def r2_and_rhythm(pred):
         P = np.zeros((S, T))
         P[ms, mt] = pred
-        return _r2_parts(y, P, mask), _similarity(_acf_mean(P, mask, nlags), ref)
+        return _r2_parts(y, P, mask), (_similarity(_acf_mean(P, mask, nlags), ref) if with_rhythm else float("nan"))
 
-    ref = _acf_mean(y, mask, nlags)
+    ref = _acf_mean(y, mask, nlags) if with_rhythm else None
     sels = _fold_rows(ms, fit, folds)
     pred, chosen = _cv_predict(X, yv, ms, fit, folds, np.asarray(alphas, np.float64), sels)
     (r2, loo), rhythm = r2_and_rhythm(pred)

@@ -8,7 +8,8 @@ What it leaves out, all of it unread by the verdicts (leaving it out changes no 
 - the jackknife of the excess only at the first and last checkpoints and at each variant's peak
   (where a rule reads a standard error or an interval); the probe's red-noise null only at the
   last checkpoint's focus tap;
-- oscillations, channel labels, clustering and event-triggered averages.
+- oscillations, channel labels, clustering, event-triggered averages and the probe's word-rhythm
+  similarity.
 
 What it approximates: the sample-shuffle surrogate law of mean |R| (per checkpoint and tap) and
 the probe's red-noise null (once, at the last focus tap) are drawn from an independent twin
@@ -96,7 +97,7 @@ def _null_part(tpl: dict, settings: CalibrationSettings, i: int, ti: int, tap: s
     if ti == 0 and i == len(cks) - 1:
         probe = space_probe(x, ck["next_chars"], mask=ck["mask"], n_folds=wset["probe_folds"],
                             max_steps=wset["probe_max_steps"], n_null=wset["probe_null"],
-                            nlags=min(int(wset["nlags"]), 32), seed=wset["seed"])
+                            nlags=min(int(wset["nlags"]), 32), seed=wset["seed"], rhythm=False)
     return law, probe
 
 
