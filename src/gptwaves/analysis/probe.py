@@ -316,18 +316,16 @@ def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64,
     X = np.asarray(x[ms, mt], np.float32)
     yv = y[ms, mt]
 
-    with_rhythm = bool(rhythm)
-
     def r2_and_rhythm(pred):
         P = np.zeros((S, T))
         P[ms, mt] = pred
-        return _r2_parts(y, P, mask), (_similarity(_acf_mean(P, mask, nlags), ref) if with_rhythm else float("nan"))
+        return _r2_parts(y, P, mask), (_similarity(_acf_mean(P, mask, nlags), ref) if rhythm else float("nan"))
 
-    ref = _acf_mean(y, mask, nlags) if with_rhythm else None
+    ref = _acf_mean(y, mask, nlags) if rhythm else None
     sels = _fold_rows(ms, fit, folds)
     pred, chosen = _cv_predict(X, yv, ms, fit, folds, np.asarray(alphas, np.float64), sels)
-    (r2, loo), rhythm = r2_and_rhythm(pred)
-    out.update(r2=r2, loo=loo, rhythm_similarity=rhythm, ridge_penalty=float(np.median(chosen)), n_folds=k)
+    (r2, loo), similarity = r2_and_rhythm(pred)
+    out.update(r2=r2, loo=loo, rhythm_similarity=similarity, ridge_penalty=float(np.median(chosen)), n_folds=k)
     if loo is not None:
         m = loo.size
         se = float(np.sqrt((m - 1) / m * np.sum((loo - loo.mean()) ** 2)))
