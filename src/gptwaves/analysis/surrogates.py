@@ -146,7 +146,7 @@ def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.
     C, S, T = Z.shape
     B = int(n_surrogates)
     nk = min(int(n_keep_slots), B)
-    perms = np.argsort(rng.random((B, C, S)), axis=2)
+    perms = _draw_perms(rng, B, C, S)
     if not eigenvalues:
         if nk:
             raise ValueError("surrogate slots need the eigenvalues")
@@ -158,7 +158,7 @@ def surrogate_order_parameters(Z: np.ndarray, n_surrogates: int, rng: np.random.
     for b in range(B):
         Zb = Z[rows, perms[b]]  # (C, S, T): one gather per surrogate
         if b < nk:
-            slots[b] = np.matmul(Zb.transpose(1, 0, 2), Zb.transpose(1, 2, 0))
+            slots[b] = sample_products(Zb)
             Rs[b] = slots[b].sum(axis=0, dtype=np.float64)
         else:
             Rs[b] = gram(Zb.reshape(C, S * T))
@@ -178,13 +178,18 @@ def surrogate_slots(Z: np.ndarray, n_slots: int, rng: np.random.Generator) -> np
     n_keep_slots=n_slots)`` from the same draws, without their order parameters and eigenvectors
     (for callers that read only mean |R| and the participation ratio of the jackknife)."""
     C, S, _ = Z.shape
-    perms = np.argsort(rng.random((int(n_slots), C, S)), axis=2)
+    perms = _draw_perms(rng, int(n_slots), C, S)
     rows = np.arange(C)[:, None]
     slots = np.empty((int(n_slots), S, C, C), np.float32)
     for b in range(int(n_slots)):
-        Zb = Z[rows, perms[b]]
-        slots[b] = np.matmul(Zb.transpose(1, 0, 2), Zb.transpose(1, 2, 0))
+        slots[b] = sample_products(Z[rows, perms[b]])
     return slots
+
+
+def _draw_perms(rng: np.random.Generator, B: int, C: int, S: int) -> np.ndarray:
+    """The sample permutations of ``B`` surrogates, (B, C, S): channel k of slot s of surrogate b comes
+    from sample ``perms[b, k, s]``."""
+    return np.argsort(rng.random((B, C, S)), axis=2)
 
 
 def _abs_mean_and_pr(Rs: np.ndarray) -> dict:
