@@ -268,3 +268,83 @@ def test_probe_without_rhythm_changes_no_read_number(small):
     for k in ("r2", "se", "ci", "ridge_penalty", "null_r2_q95"):
         assert lean[k] == full[k]
     assert np.array_equal(lean["loo"], full["loo"]) and np.array_equal(lean["null_r2"], full["null_r2"])
+
+
+def test_planted_factor_is_the_factor_draw_tap_plants(small):
+    """`planted_factor` returns the very loading and factor `draw_tap` plants (the tap is the base plus
+    them, to the bit), and nothing for a truth that plants anything else."""
+    import math
+
+    from gptwaves.stages.calibration_truth import planted_factor
+
+    tpl, _ = small
+    ck, tap = tpl["checkpoints"][3], tpl["focus"]
+    lam, f = planted_factor(ck, tap, (0, 20000, 0), 0, 3, 1, 0)
+    want = draw_tap(ck, tap, (0, 0, 0), 0, 3, 1, 0).copy()
+    want += lam * f[..., None]
+    want /= math.sqrt(1.0 + lam * lam)
+    assert f.shape == ck["mask"].shape and np.array_equal(draw_tap(ck, tap, (0, 20000, 0), 0, 3, 1, 0), want)
+    for truth in ((0, 0, 0), (500000, 0, 0), (0, 0, 2000000), (500000, 20000, 0)):
+        assert planted_factor(ck, tap, truth, 0, 3, 1, 0) is None
+
+
+@pytest.mark.parametrize("excess", [10000, 50000])
+def test_factor_tap_derived_from_its_base(small, excess):
+    """A planted-factor tap's raw variant derived from its base (`base_parts`, `factor_analysed`: the
+    Gram and the summed power spectra plus the factor's cross terms) equals the tap's own analysis
+    within float32 rounding; `base_parts` fills the base's own analysis as `coherence_core` would."""
+    from gptwaves.stages.calibration_truth import planted_factor
+
+    tpl, _ = small
+    ck, tap = tpl["checkpoints"][3], tpl["focus"]
+    base = draw_tap(ck, tap, (0, 0, 0), 0, 3, 1, 0)
+    pre: dict = {}
+    parts = cw.base_parts(base, ck["mask"], pre)
+    assert parts is not None and set(pre) == {"raw", "gain"}
+    cols = cw._columns(base, ck["mask"])
+    for v in cw.VARIANTS:
+        assert pre[v] == cw._analysed(cols[v])
+    lam, f = planted_factor(ck, tap, (0, excess, 0), 0, 3, 1, 0)
+    obs, floor, shape = cw.factor_analysed(parts, f, lam)
+    want_obs, want_floor, want_shape = cw._analysed(cw._columns(draw_tap(ck, tap, (0, excess, 0), 0, 3, 1, 0),
+                                                               ck["mask"])["raw"])
+    assert shape == want_shape
+    assert obs["mean_abs_corr"] > pre["raw"][0]["mean_abs_corr"]  # the factor is in it
+    for k in ("mean_abs_corr", "participation_ratio"):
+        assert obs[k] == pytest.approx(want_obs[k], rel=1e-5)
+    assert floor == pytest.approx(want_floor, rel=1e-5) and floor > pre["raw"][1]
+    ragged = ck["mask"].copy()
+    ragged[0, 0] = False  # not one block: nothing to derive from, the base still analysed
+    pre = {}
+    assert cw.base_parts(base, ragged, pre) is None and set(pre) == {"raw", "gain"}
+
+
+def test_shared_gain_divides_out_of_the_gain_variant(small):
+    """The gain-normalised variant of a shared-gain tap is its base's (the common gain of each
+    (sample, step) divides out), which the fast engine takes instead of analysing it again."""
+    tpl, _ = small
+    ck, tap = tpl["checkpoints"][2], tpl["focus"]
+    base = cw._analysed(cw._columns(draw_tap(ck, tap, (0, 0, 0), 0, 2, 1, 0), ck["mask"])["gain"])
+    own = cw._analysed(cw._columns(draw_tap(ck, tap, (500000, 0, 0), 0, 2, 1, 0), ck["mask"])["gain"])
+    assert own[2] == base[2] and own[1] == pytest.approx(base[1], rel=1e-5)
+    for k in ("mean_abs_corr", "participation_ratio"):
+        assert own[0][k] == pytest.approx(base[0][k], rel=1e-5)
+
+
+def test_taps_derived_from_their_base_give_the_same_verdicts(small, monkeypatch):
+    """The fast engine with the planted-factor and shared-gain taps derived from their bases, and with
+    every tap analysed in full: the same verdicts; an analysis carried in ``pre`` needs no columns."""
+    from gptwaves.stages import calibration_coherence as cc
+
+    tpl, nulls = small
+    st = cs.CalibrationSettings()
+    scen = ("shared gain", "factor 0.02 rise", "factor 0.05 rise")
+    derived = [coherence_chunk_fast(tpl, s, 0, 3, st, {}, nulls) for s in scen]
+    monkeypatch.setattr(cc, "_from_base", lambda *a, **k: None)
+    assert [coherence_chunk_fast(tpl, s, 0, 3, st, {}, nulls) for s in scen] == derived
+    ck = tpl["checkpoints"][2]
+    x = draw_tap(ck, tpl["focus"], (0, 50000, 0), 0, 2, 0, 0)
+    pre: dict = {}
+    first = cw.coherence_core(x, ck["mask"], nulls.laws[(2, 0)], 20, pre=pre)
+    monkeypatch.setattr(cw, "_columns", lambda *a, **k: pytest.fail("columns computed again"))
+    assert cw.coherence_core(x, ck["mask"], nulls.laws[(2, 0)], 20, pre=pre) == first

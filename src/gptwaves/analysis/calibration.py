@@ -50,8 +50,8 @@ import numpy as np
 from scipy import optimize, special, stats
 
 __all__ = ["POSITION_BINS", "strength_profile", "base_logits", "simulate_flags", "ar1_waves", "shared_gain",
-           "add_factor", "rho_for_excess", "floor_sigma", "add_space_response", "mc_rate", "min_detectable",
-           "calibration_text", "excess_of_rho"]
+           "add_factor", "factor_loading", "factor_series", "FACTOR_PHI", "rho_for_excess", "floor_sigma",
+           "add_space_response", "mc_rate", "min_detectable", "calibration_text", "excess_of_rho"]
 
 #: Position bins of the base error rate: the counted characters split into this many equal parts.
 POSITION_BINS = 4
@@ -196,18 +196,32 @@ def shared_gain(x: np.ndarray, sd: float, rng: np.random.Generator, phi: float =
     return x
 
 
-def add_factor(x: np.ndarray, rho: float, rng: np.random.Generator, phi: float = 0.9) -> np.ndarray:
+#: Lag-1 coefficient of the planted common factor (`add_factor`).
+FACTOR_PHI = 0.9
+
+
+def add_factor(x: np.ndarray, rho: float, rng: np.random.Generator, phi: float = FACTOR_PHI) -> np.ndarray:
     """Mix a common unit-variance AR(1) factor into every channel so that every pair has
-    population correlation ``rho`` (``x <- (x + l f) / sqrt(1 + l^2)``, ``l^2 = rho / (1 - rho)``;
-    in place; returns ``x``)."""
+    population correlation ``rho`` (``x <- (x + l f) / sqrt(1 + l^2)``, ``l`` = `factor_loading`,
+    ``f`` = `factor_series`; in place; returns ``x``)."""
     if rho <= 0:
         return x
-    lam = math.sqrt(rho / (1.0 - rho))
-    S, T = x.shape[:2]
-    f = ar1_waves(S, T, [phi], rng, dtype=x.dtype)[..., 0]
+    lam = factor_loading(rho)
+    f = factor_series(x.shape[0], x.shape[1], rng, x.dtype, phi)
     x += lam * f[..., None]
     x /= math.sqrt(1.0 + lam * lam)
     return x
+
+
+def factor_loading(rho: float) -> float:
+    """The loading ``l`` of `add_factor` that gives every pair of channels correlation ``rho``:
+    ``l^2 = rho / (1 - rho)``."""
+    return math.sqrt(rho / (1.0 - rho))
+
+
+def factor_series(S: int, T: int, rng: np.random.Generator, dtype=np.float32, phi: float = FACTOR_PHI) -> np.ndarray:
+    """The common factor of `add_factor`, shape (S, T): one unit-variance AR(1) series per sample."""
+    return ar1_waves(S, T, [phi], rng, dtype=dtype)[..., 0]
 
 
 def excess_of_rho(rho: float, sigma: float) -> float:

@@ -34,8 +34,8 @@ from .surrogates import ORDER_KEYS, excess_with_ci, gram, surrogate_order_parame
 from .wave_arrays import _CONST_RTOL, _absmax, _as_mask, _center0, _channels_first
 from .waves_summary import _surrogate_json, probe_summary
 
-__all__ = ["surrogate_floor", "surrogate_law", "coherence_core", "coherence_jackknife", "probe_part",
-           "MAX_FLOOR_LAG", "VARIANTS", "LAW_FACTOR", "WORK_DTYPE"]
+__all__ = ["surrogate_floor", "surrogate_law", "coherence_core", "coherence_jackknife", "probe_part", "base_parts",
+           "factor_analysed", "MAX_FLOOR_LAG", "VARIANTS", "LAW_FACTOR", "WORK_DTYPE"]
 
 #: Lags summed by the closed-form surrogate floor (an AR(1) channel of coefficient 0.95 keeps 0.1 %
 #: of its autocorrelation at lag 128).
@@ -73,6 +73,15 @@ def surrogate_floor(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> float:
     C, S, T = Z.shape
     if C < 2 or S < 1 or T < 2:
         return float("nan")
+    F, pw, n, K = _spectra(Z, max_lag)
+    del F
+    return _floor_of_power(pw, S, T, n, K)
+
+
+def _spectra(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> tuple:
+    """``(F, pw, n, K)`` of :func:`surrogate_floor`: the columns' transforms zero-padded to ``n`` (C, S,
+    n // 2 + 1), their power summed over samples (C, n // 2 + 1, float64), and the largest lag ``K``."""
+    C, S, T = Z.shape
     K = int(min(max_lag, T - 1))
     n = scipy.fft.next_fast_len(T + K, real=True)
     F = scipy.fft.rfft(Z, n=n, axis=2)  # zero-padded to n by the transform itself
@@ -80,7 +89,12 @@ def surrogate_floor(Z: np.ndarray, max_lag: int = MAX_FLOOR_LAG) -> float:
     # lagged sums summed over samples (in the waves' dtype: float32 sums of 2 S terms, ~1e-7 relative)
     Fv = F.view(F.real.dtype).reshape(C, S, -1)  # real and imaginary parts interleaved
     pw = np.einsum("csf,csf->cf", Fv, Fv).reshape(C, -1, 2).sum(axis=2, dtype=np.float64)
-    del F, Fv
+    return F, pw, n, K
+
+
+def _floor_of_power(pw: np.ndarray, S: int, T: int, n: int, K: int) -> float:
+    """:func:`surrogate_floor` from the columns' power summed over samples (`_spectra`)."""
+    C = pw.shape[0]
     L = scipy.fft.irfft(pw, n=n, axis=1)[:, : K + 1] / S  # (C, K + 1)
     lags = np.arange(K + 1)
     w = S / (T - lags).astype(np.float64)
@@ -107,10 +121,11 @@ def _sumsq(X: np.ndarray) -> np.ndarray:
     return np.array([np.dot(r, r) for r in flat], dtype=np.float64)
 
 
-def _induced_units_inplace(X: np.ndarray, var: np.ndarray) -> np.ndarray:
+def _induced_units_inplace(X: np.ndarray, var: np.ndarray, norms: list | None = None) -> np.ndarray:
     """Unit columns of the induced part of per-sample centred waves ``X`` (C, S, T) whose masked
     steps are all of them (modified in place): the across-sample mean at each step removed, each
-    channel scaled to unit sum of squares; channels that keep no induced variance dropped."""
+    channel scaled to unit sum of squares; channels that keep no induced variance dropped. ``norms``
+    (a list, optional) receives the kept channels' norms before the scaling (float64)."""
     C, S, T = X.shape
     if S >= 2:  # `split_evoked` leaves steps seen by fewer than two samples alone
         X -= X.mean(axis=1, keepdims=True)
@@ -121,6 +136,8 @@ def _induced_units_inplace(X: np.ndarray, var: np.ndarray) -> np.ndarray:
     inv = np.zeros(C)
     inv[ok] = 1.0 / np.sqrt(ivar[ok])
     X *= inv.astype(X.dtype)[:, None, None]
+    if norms is not None:
+        norms.append(np.sqrt(ivar[ok]))
     return X if ok.all() else X[ok]
 
 
@@ -132,47 +149,57 @@ def _gain_divided(X: np.ndarray) -> np.ndarray:
     return X / rms.astype(X.dtype)[None]
 
 
-def _columns_block(x: np.ndarray, a: int, b: int) -> dict:
+def _columns_block(x: np.ndarray, a: int, b: int, variants=VARIANTS, info: dict | None = None) -> dict:
     """`_columns` where every sample's masked steps are the block ``[a, b)``: the same columns (within
     float32 rounding) in fewer passes over the waves, both variants from one transposed copy."""
     x = np.asarray(x)
     X = _channels_first(x, a, b, WORK_DTYPE)
-    _, S, T = X.shape
+    C, S, T = X.shape
     n = S * T
     absmax = np.maximum(X.max(axis=(1, 2)), -X.min(axis=(1, 2))).astype(np.float64)
-    G = _gain_divided(X)  # over every channel; redone below when some are constant
+    G = _gain_divided(X) if "gain" in variants else None  # over every channel; redone below when some are constant
     X -= X.mean(axis=2, keepdims=True)
     var = _sumsq(X) / n
     const = (var <= 0) | (np.sqrt(np.maximum(var, 0)) <= _CONST_RTOL * absmax)
     kept = np.flatnonzero(~const)
     if const.any():
-        G = _gain_divided(_channels_first(x[:, :, kept], a, b, WORK_DTYPE))
+        G = None if G is None else _gain_divided(_channels_first(x[:, :, kept], a, b, WORK_DTYPE))
         X = X[kept]
-    G -= G.mean(axis=2, keepdims=True)
-    ng = _sumsq(G) / n
-    okg = ng > 0
-    Z = _induced_units_inplace(X, var[kept])
+    out, norms = {}, []
+    if "raw" in variants:
+        out["raw"] = _induced_units_inplace(X, var[kept], norms)
     del X
-    Zg = _induced_units_inplace(G if okg.all() else G[okg], ng[okg])
-    return {"raw": Z, "gain": Zg}
+    if G is not None:
+        G -= G.mean(axis=2, keepdims=True)
+        ng = _sumsq(G) / n
+        okg = ng > 0
+        out["gain"] = _induced_units_inplace(G if okg.all() else G[okg], ng[okg])
+    if info is not None and norms:
+        info.update(raw_norms=norms[0], raw_all_kept=bool(norms[0].size == C), block=(a, b))
+    return out
 
 
-def _columns(x: np.ndarray, mask: np.ndarray) -> dict:
-    """Induced unit columns of both variants of one tap: {"raw": Z, "gain": Z}."""
+def _columns(x: np.ndarray, mask: np.ndarray, variants=VARIANTS, info: dict | None = None) -> dict:
+    """Induced unit columns of the ``variants`` of one tap: {"raw": Z, "gain": Z}. ``info`` (a dict,
+    optional) receives, where the masked steps are one block, the raw variant's norms before the
+    scaling (``raw_norms``), whether it kept every channel (``raw_all_kept``) and the ``block``."""
     block = _uniform_block(mask)
     if block is not None:
-        return _columns_block(x, *block)
+        return _columns_block(x, *block, variants=variants, info=info)
     n = max(int(mask.sum()), 1)
     xc0 = _center0(x, mask, WORK_DTYPE)
     absmax = _absmax(x, mask)
     var = np.square(xc0).sum(axis=(0, 1), dtype=np.float64) / n
     const = (var <= 0) | (np.sqrt(np.maximum(var, 0)) <= _CONST_RTOL * absmax)
     kept = np.flatnonzero(~const)
-    Z, _, _ = induced_columns(xc0[:, :, kept] if kept.size < x.shape[2] else xc0, mask, var[kept], n)
+    out = {}
+    if "raw" in variants:
+        out["raw"] = induced_columns(xc0[:, :, kept] if kept.size < x.shape[2] else xc0, mask, var[kept], n)[0]
     del xc0
-    xg0, ng, okg = gain_columns(x, kept, mask, n, WORK_DTYPE)
-    Zg, _, _ = induced_columns(xg0[:, :, okg], mask, ng[okg], n)
-    return {"raw": Z, "gain": Zg}
+    if "gain" in variants:
+        xg0, ng, okg = gain_columns(x, kept, mask, n, WORK_DTYPE)
+        out["gain"] = induced_columns(xg0[:, :, okg], mask, ng[okg], n)[0]
+    return out
 
 
 def _observed(Z: np.ndarray) -> dict:
@@ -180,12 +207,76 @@ def _observed(Z: np.ndarray) -> dict:
     (mean |R| over i != j, participation ratio ``(tr R)^2 / sum R_ij^2``, the eigenvalue definition
     for a symmetric matrix); the largest eigenvalue is not read by any verdict and is not computed."""
     C = Z.shape[0]
-    R = gram(Z.reshape(C, -1)).astype(np.float64)
+    return _order_parameters(gram(Z.reshape(C, -1)).astype(np.float64))
+
+
+def _order_parameters(R: np.ndarray) -> dict:
+    """`_observed` from the correlation matrix ``R`` (C, C) float64 (clipped in place)."""
+    C = R.shape[0]
     np.clip(R, -1, 1, out=R)
     np.fill_diagonal(R, 1.0)
     off = np.abs(R).sum() - C
     return {"mean_abs_corr": float(off / (C * (C - 1))) if C > 1 else float("nan"), "lambda_max_share": None,
             "participation_ratio": float(C * C / np.square(R).sum())}
+
+
+def _analysed(Z: np.ndarray, keep: dict | None = None) -> tuple:
+    """``(observed order parameters, surrogate floor, shape)`` of one variant's unit columns ``Z``;
+    ``keep`` (a dict, optional) receives the Gram (float64) and the spectra that `factor_analysed`
+    derives planted-factor taps from."""
+    C, S, T = Z.shape
+    G = gram(Z.reshape(C, -1)).astype(np.float64)
+    if keep is None or C < 2 or S < 1 or T < 2:
+        return _order_parameters(G), surrogate_floor(Z), Z.shape
+    F, pw, n, K = _spectra(Z)
+    keep.update(G=G.copy(), F=F, pw=pw, n=n, K=K, shape=Z.shape)
+    return _order_parameters(G), _floor_of_power(pw, S, T, n, K), Z.shape
+
+
+def base_parts(x, mask, pre: dict) -> dict | None:
+    """Analyse an independent (base) tap's two variants into ``pre`` (the cache of `coherence_core`)
+    and return what `factor_analysed` derives its planted-factor taps from: the raw variant's Gram,
+    spectra and norms, and the block of masked steps; None where that cannot be done (the masked steps
+    are not one block, or a channel was dropped)."""
+    mask = _as_mask(mask, np.shape(x)[:2])
+    info: dict = {}
+    keep: dict = {}
+    cols = _columns(np.asarray(x), mask, info=info)
+    pre.setdefault("gain", _analysed(cols["gain"]))
+    pre.setdefault("raw", _analysed(cols["raw"], keep))
+    if "F" not in keep or not info.get("raw_all_kept"):
+        return None
+    return {**keep, "norms": info["raw_norms"], "block": info["block"]}
+
+
+def factor_analysed(base: dict, f: np.ndarray, loading: float) -> tuple:
+    """`_analysed` of the raw variant of the tap ``(b + loading f) / sqrt(1 + loading^2)`` (every
+    channel of the base ``b`` plus one common factor ``f`` (S, T); `calibration.add_factor`), derived
+    from the base's `base_parts` without the tap's columns.
+
+    The centring and the induced split are linear, so the tap's induced columns before scaling are
+    ``A_c = Ib_c + l If`` (the base's and the factor's induced parts; the common scale drops out):
+    ``<A_i, A_j> = <Ib_i, Ib_j> + l (<Ib_i, If> + <Ib_j, If>) + l^2 |If|^2``, and each channel's power
+    spectrum summed over samples is ``|F_Ib|^2 + 2 l Re(F_Ib conj(F_If)) + l^2 |F_If|^2``. The same
+    numbers as analysing the tap itself, within float32 rounding (tests/test_calibration_coherence.py).
+    """
+    C, S, T = base["shape"]
+    a, b = base["block"]
+    n, K, nb = base["n"], base["K"], base["norms"]
+    lam = float(loading)
+    g = np.asarray(f, np.float64)[:, a:b]
+    g = g - g.mean(axis=1, keepdims=True)  # each sample centred, then the across-sample mean removed
+    if S >= 2:
+        g -= g.mean(axis=0, keepdims=True)
+    Ff = scipy.fft.rfft(g, n=n, axis=1)  # (S, n // 2 + 1)
+    cross = np.einsum("csf,sf->cf", base["F"], np.conj(Ff).astype(base["F"].dtype)).astype(np.complex128)
+    u = nb * scipy.fft.irfft(cross, n=n, axis=1)[:, 0]  # <Ib_c, If>
+    G = np.outer(nb, nb) * base["G"] + lam * (u[:, None] + u[None, :]) + lam * lam * float(np.square(g).sum())
+    n2 = np.diag(G).copy()
+    pw = (nb[:, None] ** 2 * base["pw"] + 2 * lam * nb[:, None] * cross.real
+          + lam * lam * np.square(np.abs(Ff)).sum(axis=0)[None, :]) / n2[:, None]
+    R = G / np.sqrt(np.outer(n2, n2))
+    return _order_parameters(R), _floor_of_power(pw, S, T, n, K), (C, S, T)
 
 
 def surrogate_law(x, mask, n_surrogates: int, rng: np.random.Generator) -> dict:
@@ -234,24 +325,29 @@ def _coherence(x, mask, law: dict, n_surrogates: int, alpha: float, rng: np.rand
                pre: dict | None = None) -> dict:
     """Both variants of a tap against the moved law; with ``n_ci_surrogates`` > 0 the stage's
     delete-one-sample jackknife of the paired excess too (its slots drawn from the tap with ``slot_rng``).
-    ``pre`` (a dict, optional) keeps each variant's observed order parameters and surrogate floor
-    across calls on the same tap: filled on the first, read on later ones."""
+    ``pre`` (a dict, optional) keeps each variant's `_analysed` (observed order parameters, surrogate
+    floor, shape) across calls on the same tap: filled on the first (or by `base_parts` and
+    `factor_analysed`), read on later ones, which then need the tap's columns only for a jackknife."""
     mask = _as_mask(mask, np.shape(x)[:2])
     rng = np.random.default_rng(0) if rng is None else rng
     pre = {} if pre is None else pre
+    need = tuple(v for v in VARIANTS if v not in pre or n_ci_surrogates > 0)  # columns only where read
+    cols = _columns(np.asarray(x), mask, need) if need else {}
     parts = {}
-    for v, Z in _columns(np.asarray(x), mask).items():
+    for v in VARIANTS:
+        Z = cols.get(v)
         if v not in pre:
-            pre[v] = (_observed(Z), surrogate_floor(Z))
-        obs, floor = pre[v]
+            pre[v] = _analysed(Z)
+        obs, floor, shape = pre[v]
         vals = _moved(law[v], floor, n_surrogates, rng)
-        sur = {"stats": vals, "slots": np.zeros((0, Z.shape[1], 0, 0)), "v0": np.zeros((0, 0))}
+        sur = {"stats": vals, "slots": np.zeros((0, shape[1], 0, 0)), "v0": np.zeros((0, 0))}
         P = None
         if n_ci_surrogates > 0:  # the stage's slots, from the same draws; no verdict reads lambda_max
             slots = surrogate_slots(Z, int(n_ci_surrogates), slot_rng or np.random.default_rng(1))
             sur.update(slots=slots, v0=np.zeros((slots.shape[0], Z.shape[0]), np.float32))
             P = _nulls.sample_products(Z)
-        res = excess_with_ci(Z, {k: (np.nan if obs[k] is None else obs[k]) for k, _ in ORDER_KEYS}, sur, None,
+        Zs = Z if Z is not None else np.broadcast_to(np.float32(0), shape)  # only its shape is read
+        res = excess_with_ci(Zs, {k: (np.nan if obs[k] is None else obs[k]) for k, _ in ORDER_KEYS}, sur, None,
                              n_boot=0, alpha=alpha, P=P, eigenvalues=False)
         parts[v] = _summary(obs, res, alpha)
     return {**parts["raw"], "gain_normalised": parts["gain"]}

@@ -11,6 +11,11 @@ What it leaves out, all of it unread by the verdicts (leaving it out changes no 
 - oscillations, channel labels, clustering, event-triggered averages and the probe's word-rhythm
   similarity.
 
+What it derives instead of analysing again (equal in exact arithmetic, within float32 rounding in
+floats): the raw variant of a planted-factor tap from its base's Gram and spectra plus the factor's
+cross terms, the gain-normalised variant of a shared-gain tap from its base (`_from_base`), at the
+checkpoints without a jackknife.
+
 What it approximates: the sample-shuffle surrogate law of mean |R| (per checkpoint and tap) and
 the probe's red-noise null (once, at the last focus tap) are drawn from an independent twin
 (`CoherenceNulls`) and shared by every replicate, the law moved to each tap by the ratio of
@@ -25,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .calibration_plan import CLAIM_PLAN, CalibrationSettings, waves_findings
-from .calibration_truth import coherence_truths, draw_tap, wave_settings
+from .calibration_truth import coherence_truths, draw_tap, planted_factor, wave_settings
 
 __all__ = ["scenario_claims", "CoherenceNulls", "coherence_chunk_fast", "replicate_fast", "replicate_job",
            "null_job", "PROCESS_MIN_ELEMENTS"]
@@ -178,6 +183,8 @@ def coherence_chunk_fast(tpl: dict, scenario: str, r0: int, r1: int, settings: C
                 pick = np.random.default_rng([settings.seed, 7, i, r, ti, *truth])  # the same in both passes
                 pre = cache.setdefault((i, r, ti, truth, "pre"), {})  # observed values and floors, kept
                 if kind == "core":
+                    _from_base(pre, cache, bases if bases is not None else drawn, cks, settings.seed, i, r, ti,
+                               tap, truth)
                     cache[key] = cw.coherence_core(x, ck["mask"], nulls.laws[(i, ti)], n_sur, alpha, pick, pre)
                 elif kind == "jackknife":
                     slot = np.random.default_rng([settings.seed, 6, i, r, ti, *truth])
@@ -215,6 +222,32 @@ def coherence_chunk_fast(tpl: dict, scenario: str, r0: int, r1: int, settings: C
         v = waves_findings(rows, focus)
         out.append({str(c): v[str(c)] for c in claims})
     return out
+
+
+def _from_base(pre: dict, cache: dict, where: dict, cks: list, seed: int, i: int, r: int, ti: int, tap: str,
+               truth: tuple) -> None:
+    """Fill a tap's ``pre`` (`calibration_waves.coherence_core`) from its base where that is exact in
+    exact arithmetic: the raw variant of a planted-factor tap (`factor_analysed`), the gain-normalised
+    variant of a shared-gain tap (the shared gain divides out). The base itself is analysed once for
+    both (`base_parts`; its parts kept in ``where``, a dict of one replicate, its ``pre`` in ``cache``)."""
+    from ..analysis import calibration_waves as cw
+
+    factor = planted_factor(cks[i], tap, truth, seed, i, r, ti)
+    gain_only = bool(truth[0]) and not any(truth[1:])
+    if any(truth) and factor is None and not gain_only:
+        return
+    key = (i, r, ti, "base parts")
+    if key not in where:
+        base_pre = cache.setdefault((i, r, ti, (0, 0, 0), "pre"), {})
+        x0 = draw_tap(cks[i], tap, (0, 0, 0), seed, i, r, ti, where)
+        where[key] = (cw.base_parts(x0, cks[i]["mask"], base_pre), base_pre)
+    parts, base_pre = where[key]
+    if parts is None:
+        return
+    if factor is not None:
+        pre.setdefault("raw", cw.factor_analysed(parts, factor[1], factor[0]))
+    elif gain_only and base_pre["gain"][2][0] == parts["shape"][0]:  # the base kept every channel in both
+        pre.setdefault("gain", base_pre["gain"])
 
 
 def replicate_fast(tpl: dict, scenarios: list[str], r: int, settings: CalibrationSettings,

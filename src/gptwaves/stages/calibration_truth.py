@@ -24,7 +24,7 @@ from .calibration_plan import (COHERENCE_SCENARIOS, SPACE_CHANNELS, SPELLING_SCE
 
 __all__ = ["spelling_template", "make_spelling_template", "waves_template", "make_waves_template",
            "spelling_chunk", "coherence_truths", "coherence_chunk", "draw_tap", "base_tap", "wave_settings",
-           "COHERENCE_SEEDS", "SPELLING_SEEDS"]
+           "planted_factor", "COHERENCE_SEEDS", "SPELLING_SEEDS"]
 
 
 # ---------------------------------------------------------------------------
@@ -465,12 +465,34 @@ def draw_tap(ck: dict, tap: str, truth: tuple, seed: int, i: int, r: int, ti: in
     if truth[0]:
         ca.shared_gain(x, gain, rng)
     if truth[1]:
-        sigma = ca.floor_sigma(ck["phi"][tap], int(ck["mask"].sum()))
-        ca.add_factor(x, ca.rho_for_excess(excess, sigma), rng)
+        ca.add_factor(x, _factor_rho(ck, tap, excess), rng)
     if truth[2]:
         ch = np.random.default_rng([seed, 3]).choice(C, min(SPACE_CHANNELS, C), replace=False)
         ca.add_space_response(x, ck["next_chars"] == " ", space, ch)
     return x
+
+
+def _factor_rho(ck: dict, tap: str, excess: float) -> float:
+    """The pairwise correlation of the common factor planted for an ``excess`` of mean |R|."""
+    from ..analysis import calibration as ca
+
+    return ca.rho_for_excess(excess, ca.floor_sigma(ck["phi"][tap], int(ck["mask"].sum())))
+
+
+def planted_factor(ck: dict, tap: str, truth: tuple, seed: int, i: int, r: int, ti: int) -> tuple | None:
+    """``(loading, factor (S, T))`` of the common factor `draw_tap` plants for a ``truth`` that plants
+    nothing else (None for any other truth): the same draw, so that the fast engine can derive such a
+    tap from its base (`gptwaves.analysis.calibration_waves.factor_analysed`)."""
+    from ..analysis import calibration as ca
+
+    if truth[0] or truth[2] or not truth[1]:
+        return None
+    rho = _factor_rho(ck, tap, truth[1] / 1e6)
+    if rho <= 0:
+        return None
+    S, T, _ = ck["shape"]
+    rng = np.random.default_rng([seed, 8, i, r, ti, *truth])  # as `draw_tap`: the factor is its first draw
+    return ca.factor_loading(rho), ca.factor_series(S, T, rng, np.float32)
 
 
 #: How the spelling flags are seeded (recorded in each replicates file).
