@@ -270,6 +270,23 @@ def test_probe_without_rhythm_changes_no_read_number(small):
     assert np.array_equal(lean["loo"], full["loo"]) and np.array_equal(lean["null_r2"], full["null_r2"])
 
 
+def test_probe_search_in_float32_picks_the_same_penalties(small):
+    """The fast engine searches the probe's ridge penalty with float32 leave-one-out residuals (the
+    coefficients stay float64): over checkpoints and planted space responses the same penalties, so
+    R^2 and its leave-one-out values are the same to the bit (42 of 42 paper-sized taps when this was
+    measured)."""
+    from gptwaves.analysis.probe import space_probe
+
+    tpl, _ = small
+    for i, d in ((0, 0), (2, 1000000), (4, 2000000), (4, 0)):
+        ck = tpl["checkpoints"][i]
+        x = draw_tap(ck, tpl["focus"], (0, 0, d), 0, i, 1, 0)
+        kw = dict(mask=ck["mask"], n_folds=5, max_steps=64, n_null=0, nlags=16, seed=0, rhythm=False)
+        a = space_probe(x, ck["next_chars"], **kw)
+        b = space_probe(x, ck["next_chars"], search_dtype=np.float32, **kw)
+        assert a["ridge_penalty"] == b["ridge_penalty"] and a["r2"] == b["r2"] and np.array_equal(a["loo"], b["loo"])
+
+
 def test_planted_factor_is_the_factor_draw_tap_plants(small):
     """`planted_factor` returns the very loading and factor `draw_tap` plants (the tap is the base plus
     them, to the bit), and nothing for a truth that plants anything else."""

@@ -386,7 +386,8 @@ def probe_part(x, next_chars, mask, *, n_folds: int, max_steps: int, nlags: int,
     similarity (NaN: no verdict reads it); ``null_q95`` (and the number of null replicates it came
     from) stands in for the null where a verdict reads it."""
     p = space_probe(x, next_chars, mask=mask, n_folds=n_folds, max_steps=max_steps, n_null=0,
-                    nlags=min(int(nlags), 32), seed=seed, rhythm=False)  # no verdict reads the rhythm
+                    nlags=min(int(nlags), 32), seed=seed, rhythm=False,  # no verdict reads the rhythm
+                    search_dtype=np.float32)  # the same penalties (tests/test_calibration_coherence.py)
     out = probe_summary(p)
     if null_q95 is not None:
         out.update(null_r2_q95=float(null_q95), n_null=int(n_null))

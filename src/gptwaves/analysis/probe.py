@@ -155,10 +155,10 @@ def _ridge_solve(G, Zy, grid, rows_times=None, yc=None):
     Wy = V.T @ Zy
     k = 0
     if grid.size > 1:
-        W = rows_times(V)
+        W = rows_times(V)  # in the search's dtype (`_cv_predict`)
         D = 1.0 / (s2[:, None] + grid[None, :])  # (C, A)
-        h = 1.0 / yc.size + np.square(W) @ D  # (n, A): diagonal of the hat matrix per penalty
-        resid = yc[:, None] - W @ (D * Wy[:, None])
+        h = 1.0 / yc.size + np.square(W) @ D.astype(W.dtype, copy=False)  # (n, A): the hat matrix's diagonal
+        resid = yc[:, None] - W @ (D * Wy[:, None]).astype(W.dtype, copy=False)
         loo = resid / (1.0 - h)
         k = int(np.argmin(np.mean(np.square(loo), axis=0)))
     return V @ (Wy / (s2 + grid[k])), float(grid[k])
@@ -177,7 +177,7 @@ def _fold_rows(groups, fit, folds) -> list[np.ndarray]:
     return [np.isin(groups, np.unique(groups[fit[test]])) for _, test in folds]
 
 
-def _cv_predict(X, y, groups, fit, folds, alphas, sels=None):
+def _cv_predict(X, y, groups, fit, folds, alphas, sels=None, search_dtype=np.float64):
     """Out-of-fold predictions for every row of ``X`` (N, C) and the penalty chosen per fold.
 
     ``fit`` indexes the training rows; ``folds`` are (train, test) positions into ``fit``; ``sels``
@@ -187,7 +187,9 @@ def _cv_predict(X, y, groups, fit, folds, alphas, sels=None):
     come from those of all training rows less those of the fold's test rows (the rows first centred
     on their overall mean, so the subtraction keeps float64 precision); a channel whose fold variance
     is small enough for that subtraction to matter is recomputed from its rows. The same predictions
-    as the pipeline within 1e-6 (tests/test_probe.py), in a fraction of its time.
+    as the pipeline within 1e-6 (tests/test_probe.py), in a fraction of its time. ``search_dtype``:
+    of the rows in the penalty search's leave-one-out residuals (float32 halves its cost; the
+    coefficients are float64 either way).
     """
     from .surrogates import gram
 
@@ -200,6 +202,8 @@ def _cv_predict(X, y, groups, fit, folds, alphas, sels=None):
     yf = np.asarray(y[fit], np.float64)
     G, sx, sxy, sy = gram(Xf.T), Xf.sum(axis=0), Xf.T @ yf, float(yf.sum())
     var_all = np.diag(G) / max(Xf.shape[0], 1)
+    dt = np.dtype(search_dtype)
+    Xs = Xf.astype(dt, copy=False)
     pred = np.zeros(X.shape[0])
     chosen = []
     for (train, test), sel in zip(folds, sels):
@@ -220,9 +224,10 @@ def _cv_predict(X, y, groups, fit, folds, alphas, sels=None):
         Zy = (sxy - Xt.T @ yt - n * ybar * mu) / scale
         Gz = Gc / np.outer(scale, scale)
         if search:
-            Xr = Xf[train]
+            Xr = Xs[train]
             yc = yf[train] - ybar
-            coef, alpha = _ridge_solve(Gz, Zy, grid, lambda V: Xr @ (V / scale[:, None]) - (mu / scale) @ V, yc)
+            coef, alpha = _ridge_solve(Gz, Zy, grid, lambda V: Xr @ (V / scale[:, None]).astype(dt, copy=False)
+                                       - ((mu / scale) @ V).astype(dt, copy=False), yc)
             chosen.append(alpha)
         else:
             coef, _ = _ridge_solve(Gz, Zy, grid)
@@ -257,7 +262,7 @@ def _lag1(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64, n_null: int = 20,
                 nlags: int = 32, seed: int = 0, alphas=PROBE_ALPHAS, confidence: float = 0.95,
-                rhythm: bool = True) -> dict:
+                rhythm: bool = True, search_dtype=np.float64) -> dict:
     """Cross-validated linear probe for "the next character is a space", with CI and red-noise null.
 
     Parameters
@@ -280,6 +285,8 @@ def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64,
     confidence : float, optional
     rhythm : bool, optional
         False: the word-rhythm similarities are not computed (NaN; for callers that read only R^2).
+    search_dtype : numpy dtype, optional
+        Of the penalty search (`_cv_predict`); the calibration's fast engine uses float32.
 
     Returns
     -------
@@ -303,8 +310,7 @@ def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64,
            "null_r2_q95": float("nan"), "null_rhythm": np.zeros(0), "null_rhythm_q95": float("nan"),
            "ridge_penalty": float("nan"), "n_folds": 0, "n_fit_rows": int(rows[0].size), "n_eval_steps": int(mask.sum()),
            "n_samples": n_samp, "max_steps": int(max_steps), "confidence": confidence}
-    k = min(int(n_folds), n_samp)
-    ym = y[mask]
+    k, ym = min(int(n_folds), n_samp), y[mask]
     if k < 2 or C == 0 or ym.size == 0 or ym.min() == ym.max():
         return out
     # rows: every masked step (evaluation), in (sample, step) order; training rows are a subset
@@ -323,7 +329,7 @@ def space_probe(x, next_chars, mask=None, n_folds: int = 5, max_steps: int = 64,
 
     ref = _acf_mean(y, mask, nlags) if rhythm else None
     sels = _fold_rows(ms, fit, folds)
-    pred, chosen = _cv_predict(X, yv, ms, fit, folds, np.asarray(alphas, np.float64), sels)
+    pred, chosen = _cv_predict(X, yv, ms, fit, folds, np.asarray(alphas, np.float64), sels, search_dtype)
     (r2, loo), similarity = r2_and_rhythm(pred)
     out.update(r2=r2, loo=loo, rhythm_similarity=similarity, ridge_penalty=float(np.median(chosen)), n_folds=k)
     if loo is not None:

@@ -19,7 +19,8 @@ checkpoints without a jackknife.
 What it approximates: the sample-shuffle surrogate law of mean |R| (per checkpoint and tap) and
 the probe's red-noise null (once, at the last focus tap) are drawn from an independent twin
 (`CoherenceNulls`) and shared by every replicate, the law moved to each tap by the ratio of
-closed-form surrogate floors; the waves are centred and split in float32
+closed-form surrogate floors; the probe's penalty search runs in float32 (the same penalties); the
+waves are centred and split in float32
 (`gptwaves.analysis.calibration_waves`). tests/test_calibration_coherence.py measures the agreement
 with the exact engine (`calibration_truth.coherence_chunk`), which analyses every tap in full, and
 docs/method.md states it.
