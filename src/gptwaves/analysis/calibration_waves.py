@@ -241,9 +241,11 @@ def base_parts(x, mask, pre: dict) -> dict | None:
     mask = _as_mask(mask, np.shape(x)[:2])
     info: dict = {}
     keep: dict = {}
-    cols = _columns(np.asarray(x), mask, info=info)
-    pre.setdefault("gain", _analysed(cols["gain"]))
-    pre.setdefault("raw", _analysed(cols["raw"], keep))
+    cols = _columns(np.asarray(x), mask, ("raw",) if "gain" in pre else VARIANTS, info=info)
+    if "gain" not in pre:
+        pre["gain"] = _analysed(cols["gain"])
+    raw = _analysed(cols["raw"], keep)  # the spectra are kept even where the raw analysis was carried
+    pre.setdefault("raw", raw)
     if "F" not in keep or not info.get("raw_all_kept"):
         return None
     return {**keep, "norms": info["raw_norms"], "block": info["block"]}

@@ -461,7 +461,7 @@ def draw_tap(ck: dict, tap: str, truth: tuple, seed: int, i: int, r: int, ti: in
     x = base.copy()
     C = ck["shape"][2]
     gain, excess, space = (v / 1e6 for v in truth)
-    rng = np.random.default_rng([seed, 8, i, r, ti, *truth])
+    rng = _planted_rng(seed, i, r, ti, truth)
     if truth[0]:
         ca.shared_gain(x, gain, rng)
     if truth[1]:
@@ -470,6 +470,11 @@ def draw_tap(ck: dict, tap: str, truth: tuple, seed: int, i: int, r: int, ti: in
         ch = np.random.default_rng([seed, 3]).choice(C, min(SPACE_CHANNELS, C), replace=False)
         ca.add_space_response(x, ck["next_chars"] == " ", space, ch)
     return x
+
+
+def _planted_rng(seed: int, i: int, r: int, ti: int, truth: tuple) -> np.random.Generator:
+    """The generator of the planted parts of one tap (`COHERENCE_SEEDS`)."""
+    return np.random.default_rng([seed, 8, i, r, ti, *truth])
 
 
 def _factor_rho(ck: dict, tap: str, excess: float) -> float:
@@ -491,7 +496,7 @@ def planted_factor(ck: dict, tap: str, truth: tuple, seed: int, i: int, r: int, 
     if rho <= 0:
         return None
     S, T, _ = ck["shape"]
-    rng = np.random.default_rng([seed, 8, i, r, ti, *truth])  # as `draw_tap`: the factor is its first draw
+    rng = _planted_rng(seed, i, r, ti, truth)  # as `draw_tap`: the factor is its first draw
     return ca.factor_loading(rho), ca.factor_series(S, T, rng, np.float32)
 
 
