@@ -121,8 +121,13 @@ def test_synthetic_recording_is_readable(tmp_path):
 def test_spelling_bench_tiny(corpus_path, one_thread):
     rows = check_rows(bench.run("spelling", corpus=corpus_path, short=(4, 12), long=(3, 30), batch_size=2,
                                 n_boot=20, model_overrides=TINY, raise_errors=True), "spelling")
-    assert len(rows) == 4
+    assert len(rows) == 5
     assert all(r["value"] >= 0 for r in rows)
+    limit = next(r for r in rows if "matmul limit" in r["figure"])  # sampling (i) against its FLOP limit
+    sampling = next(r for r in rows if r["figure"].startswith("spelling (i)") and "sampling +" in r["figure"])
+    assert 0 < limit["value"] <= sampling["value"] and limit["baseline"] > 0
+    assert limit["ratio"] == pytest.approx(limit["value"] / limit["baseline"])
+    assert limit["target"] is None  # reduced sizes: the target is for 1000 x 128 only
 
 
 @pytest.mark.slow

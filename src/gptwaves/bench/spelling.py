@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import time
 
-from .common import log, make_model, make_row, paper_train_config
+from .common import check, log, make_model, make_row, matmul_peak, paper_train_config
+
+#: Sampling for spelling within this factor of its fp32 matmul limit (the time its cached steps'
+#: FLOPs take at the measured peak).
+SAMPLING_LIMIT_GAP = 1.5
 
 
 def _load_model(checkpoint, vocab_size: int, overrides: dict):
@@ -122,4 +126,22 @@ def run(quick: bool = False, corpus=None, *, checkpoint=None, short: tuple[int, 
                                    f"{n_boot}, n_perm {n_perm}; baseline: both permutation nulls as per-word Python "
                                    f"loops, {b_perm} permutations timed, scaled to {n_perm}; lexicon of the "
                                    f"training split built once in {t_lex:.2f} s (not included)"))
+        if case == "i" and length <= bs:
+            rows.append(_limit_row(model, n, length, t_sample, is_target, batch_size))
     return rows
+
+
+def _limit_row(model, n: int, length: int, t_sample: float, is_target: bool, batch_size: int) -> dict:
+    """Sampling ``n`` x ``length`` characters in ``t_sample`` seconds against the time its cached
+    steps' FLOPs take at the fp32 matmul peak measured now."""
+    from .budget import sampling_flops
+
+    flops = sampling_flops(model, n, length)
+    peak = matmul_peak()
+    t_limit = flops / (peak * 1e9)
+    gap = t_sample / t_limit
+    return make_row(f"spelling (i) {n}x{length} sampling vs its fp32 matmul limit", t_sample, "s", baseline=t_limit,
+                    target=f"<= {SAMPLING_LIMIT_GAP}x" if is_target else None,
+                    ok=check(gap, "<=", SAMPLING_LIMIT_GAP) if is_target else None,
+                    notes=f"{flops / 1e9:.1f} GFLOP of cached steps (head included), batch {batch_size}; fp32 peak "
+                          f"{peak:.0f} GFLOP/s: {t_limit:.2f} s at the peak; ratio = gap to the limit")
