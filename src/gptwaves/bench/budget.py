@@ -104,6 +104,14 @@ def sampling_flops(model, samples: int, length: int) -> float:
     return samples * sum(cached_token_flops(model, j + 1) for j in range(min(length, model.config.block_size)))
 
 
+def sampling_cache_bytes(model, samples: int, length: int) -> float:
+    """Bytes of keys and values (fp32) read from the key/value cache while sampling ``samples`` texts of
+    ``length`` characters: every step reads the whole cache so far, as `sampling_flops` counts its contexts."""
+    c = model.config
+    steps = min(length, c.block_size)
+    return samples * 2.0 * c.n_layer * c.n_embd * 4 * steps * (steps + 1) / 2
+
+
 def _timed(t) -> dict[str, float]:
     return {k: float(v) for k, v in (t if isinstance(t, dict) else {}).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
