@@ -244,3 +244,47 @@ def test_cli_offers_every_bench():
 
     choices = next(p for p in bench_cmd.params if p.name == "which").type.choices
     assert list(choices) == ["all", *bench.BENCHES]
+
+
+def _budget_obj(record_seconds: float, fp32=100.0) -> dict:
+    """A hand-made budget object: training 1000 s at the median rate against 200 s at the peak,
+    recordings and spelling against 100 and 10 s, waves and calibrate with no limit."""
+    def counted(seconds, at):
+        return {"flops": 1e12, "peak": "fp32", "seconds_at_peak": at, "seconds": seconds,
+                "gap": None if at is None else seconds / at}
+    train = {**counted(30.0, None if fp32 is None else 200.0), "seconds_at_median_rate": 1000.0, "iterations": 10,
+             "tokens": 1000, "logged_rates": 10, "median_tokens_per_s": 1.0}
+    return {"peaks": {"fp32_gflops": fp32, "bf16_gflops": fp32}, "total": {"seconds": 0.0, "invocations": 1},
+            "stages": {"train": train,
+                       "record": {**counted(record_seconds, None if fp32 is None else 100.0), "files": 2,
+                                  "window_forwards": 5},
+                       "spelling": {**counted(40.0, None if fp32 is None else 10.0), "checkpoints": 2},
+                       "waves": {"flops": None, "peak": None, "seconds_at_peak": None, "seconds": 60.0, "gap": None},
+                       "calibrate": {"flops": None, "peak": None, "seconds_at_peak": None, "seconds": 300.0,
+                                     "gap": None}}}
+
+
+def test_budget_end_to_end_is_the_whole_run_against_the_counted_limits():
+    """docs/method.md, Publishing results: training at its median rate plus every other stage, against
+    the counted stages at their peaks; a counted stage measured below its limit (reused, its time
+    not on record) leaves the gap out; without peaks there is no limit."""
+    from gptwaves.bench.budget import E2E_TARGET, budget_rows, end_to_end
+
+    e = end_to_end(_budget_obj(250.0))
+    assert e == {"seconds": 1000.0 + 250 + 40 + 60 + 300, "seconds_at_peak": 310.0,
+                 "gap": pytest.approx(1650 / 310), "incomplete": []}
+    row = budget_rows(_budget_obj(250.0))[-1]
+    assert row["figure"] == "budget end to end against the limit" and row["ratio"] == pytest.approx(1650 / 310)
+    assert row["baseline"] == 310.0 and row["ok"] is False and str(E2E_TARGET) in row["target"]
+    fast = _budget_obj(250.0)
+    for k in ("waves", "calibrate"):
+        fast["stages"][k]["seconds"] = 0.0
+    fast["stages"]["train"]["seconds_at_median_rate"] = 200.0
+    fast["stages"]["spelling"]["seconds"] = 10.0
+    assert budget_rows(fast)[-1]["ok"] is True  # (200 + 250 + 10) / 310 = 1.48
+    reused = end_to_end(_budget_obj(7.0))
+    assert reused["incomplete"] == ["record"] and reused["gap"] is None
+    row = budget_rows(_budget_obj(7.0))[-1]
+    assert row["ratio"] is None and row["ok"] is None and "incomplete: record" in row["notes"]
+    assert end_to_end(_budget_obj(250.0, fp32=None))["gap"] is None
+    assert "peaks not measured" in budget_rows(_budget_obj(250.0, fp32=None))[-1]["notes"]

@@ -15,6 +15,8 @@ they are memory-bound):
 * waves, spelling statistics, calibration, summary, report: numpy/scipy work on the recorded values
   and counts, no FLOP limit is given (their measured time is listed).
 
+The last row is the whole run against the sum of those limits (:func:`end_to_end`).
+
 Measured times: the last ``reproduce`` invocation's stage timings plus those of earlier invocations
 (``timings_history``). Training is also given at the run's median logged rate (``metrics.jsonl``:
 steps only, evaluations excluded), which is what an uninterrupted run on a quiet machine pays when
@@ -30,7 +32,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .common import cached_token_flops, log, make_row, matmul_peak, train_flops_per_token, window_forward_flops
+from .common import cached_token_flops, check, log, make_row, matmul_peak, train_flops_per_token, window_forward_flops
 
 BUDGET_FORMAT = "gptwaves-budget"
 BUDGET_VERSION = 1
@@ -40,6 +42,8 @@ PEAK_N_QUICK = 512
 PEAK_REPEATS = 7
 #: Stages with a FLOP limit, in the order they run; every other timed stage is listed after them.
 COUNTED = ("train", "record", "spelling")
+#: Target of the whole run against its limit (:func:`end_to_end`): at most this many times it.
+E2E_TARGET = 1.5
 
 
 def _read(path: Path, what: str = "run file") -> dict:
@@ -280,6 +284,54 @@ def _suite_budget(rep: dict, peaks) -> dict:
             "suite": True}
 
 
+def end_to_end(b: dict) -> dict:
+    """The whole run against its limit, from a :func:`budget` object (docs/method.md, Publishing results).
+
+    Measured: training at the run's median logged rate (its wall time where no rate was logged)
+    plus every other stage's measured seconds. Limit: the counted stages (training, recordings,
+    spelling sampling) at their matmul peaks; the numpy/scipy stages have no FLOP limit, so all of
+    their time is gap. A counted stage measured below its own limit cannot have been computed in
+    that time: its work was reused from an invocation whose time is not on record, and the run's
+    end-to-end time is then unknown (``incomplete`` names those stages; no gap is given).
+
+    Returns
+    -------
+    dict
+        ``seconds`` (measured), ``seconds_at_peak`` (the limit), ``gap`` (their ratio, None where
+        the peaks are absent or the record is incomplete) and ``incomplete`` (stage names)."""
+    st = b.get("stages") or {}
+    tr = st.get("train") or {}
+    seconds, limit, incomplete = 0.0, 0.0, []
+    for k, v in st.items():
+        t = (tr.get("seconds_at_median_rate") or v.get("seconds")) if k == "train" else v.get("seconds")
+        seconds += t or 0.0
+        if k in COUNTED and v.get("flops"):
+            at = v.get("seconds_at_peak")
+            limit = None if at is None or limit is None else limit + at
+            if at is not None and (t is None or t < at):
+                incomplete.append(k)
+    gap = None if incomplete or not limit else seconds / limit
+    return {"seconds": seconds, "seconds_at_peak": limit, "gap": gap, "incomplete": incomplete}
+
+
+def _e2e_row(b: dict) -> dict:
+    e = end_to_end(b)
+    limit = e["seconds_at_peak"]
+    if (b.get("peaks") or {}).get("fp32_gflops") is None:
+        why = "peaks not measured: no limit"
+    elif e["incomplete"]:
+        why = (f"incomplete: {', '.join(e['incomplete'])} measured below its limit (reused from an invocation "
+               f"whose time is not on record), so no end-to-end gap: the {_s(e['seconds'])} s measured are a lower "
+               f"bound, the limit is {_s(limit)} s")
+    else:
+        why = ("training at the median logged rate plus every other stage's measured time; limit: training, "
+               "recordings and spelling sampling at their matmul peaks (the numpy/scipy stages have none, so all "
+               "their time is gap)")
+    return make_row("budget end to end against the limit", e["seconds"], "s",
+                    baseline=None if e["gap"] is None else limit, ratio=e["gap"],
+                    target=f"<= {E2E_TARGET}x the limit", ok=check(e["gap"], "<=", E2E_TARGET), notes=why)
+
+
 def _s(v, fmt: str = ".0f") -> str:
     return "n/a" if v is None else format(v, fmt)
 
@@ -318,7 +370,7 @@ def budget_rows(b: dict) -> list[dict]:
     for k in ("waves", *[k for k in st if k not in (*COUNTED, "waves", "summary", "report")], "summary", "report"):
         rows.append(make_row(f"budget {k}", (st.get(k) or {}).get("seconds"), "s",
                              notes="numpy/scipy on recorded values; no FLOP limit"))
-    rows.append(total)
+    rows += [total, _e2e_row(b)]
     return rows
 
 
