@@ -299,11 +299,9 @@ def end_to_end(b: dict) -> dict:
     dict
         ``seconds`` (measured), ``seconds_at_peak`` (the limit), ``gap`` (their ratio, None where
         the peaks are absent or the record is incomplete) and ``incomplete`` (stage names)."""
-    st = b.get("stages") or {}
-    tr = st.get("train") or {}
     seconds, limit, incomplete = 0.0, 0.0, []
-    for k, v in st.items():
-        t = (tr.get("seconds_at_median_rate") or v.get("seconds")) if k == "train" else v.get("seconds")
+    for k, v in (b.get("stages") or {}).items():
+        t = v.get("seconds_at_median_rate") or v.get("seconds")  # only training has a logged rate
         seconds += t or 0.0
         if k in COUNTED and v.get("flops"):
             at = v.get("seconds_at_peak")
